@@ -1,0 +1,82 @@
+"""Runner wiring: turns `--runner NAME` plus our flags into PipelineOptions that work on this box.
+
+- DirectRunner: Beam's in-process portable runner (FnApiRunner). Beam 2.73's DirectRunner would first
+  try Prism, which it downloads from the web; we never let it.
+- PrismRunner: Beam's portable runner built from the Go module proxy (`scripts/stack fetch`), given
+  to Beam by path. It runs streaming pipelines and cross-language transforms.
+- FlinkRunner / SparkRunner: Beam's job-server jars, passed by path (`--flink_job_server_jar`,
+  `--spark_job_server_jar`, or the jar in the tools cache), LOOPBACK environment, Java 17 flags.
+  Beam's own download from a URL is never attempted: a missing jar is a clear error.
+"""
+import os
+from pathlib import Path
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+BEAM_VERSION = "2.73.0"
+FLINK_VERSION = "1.20"
+TOOLS = Path(os.environ.get("PROGRAMUSERS_CACHE") or Path.home() / ".cache" / "programusers")
+PRISM_BINARY = TOOLS / "bin" / f"prism-{BEAM_VERSION}"
+FLINK_JOB_SERVER_JAR = TOOLS / "jars" / f"beam-runners-flink-{FLINK_VERSION}-job-server-{BEAM_VERSION}.jar"
+SPARK_JOB_SERVER_JAR = TOOLS / "jars" / f"beam-runners-spark-3-job-server-{BEAM_VERSION}.jar"
+
+# Spark 3 on Java 17 needs these opened, else IllegalAccessError on sun.nio.ch.DirectBuffer.
+_SPARK_JAVA17_OPENS = [
+    "java.base/java.lang", "java.base/java.lang.invoke", "java.base/java.lang.reflect", "java.base/java.io",
+    "java.base/java.net", "java.base/java.nio", "java.base/java.util", "java.base/java.util.concurrent",
+    "java.base/java.util.concurrent.atomic", "java.base/jdk.internal.ref", "java.base/sun.nio.ch",
+    "java.base/sun.nio.cs", "java.base/sun.security.action", "java.base/sun.util.calendar",
+]
+
+RUNNERS = ("DirectRunner", "PrismRunner", "FlinkRunner", "SparkRunner")
+
+
+class RunnerUnavailable(RuntimeError):
+    """The runner's binary or jar is not on this machine."""
+
+
+def _has_flag(args: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
+def _require(path: Path, flag: str, what: str) -> str:
+    if not path.is_file():
+        raise RunnerUnavailable(
+            f"{what} not found at {path}; pass {flag}=PATH (see README, 'Runners'). "
+            "Beam's download from a URL is disabled here.")
+    return str(path)
+
+
+def runner_args(runner: str, args: list[str] | None = None) -> list[str]:
+    """The pipeline arguments for `runner` on this machine, with the caller's `args` taking precedence."""
+    args = list(args or [])
+    if runner not in RUNNERS:
+        raise ValueError(f"unknown runner {runner!r}; choose one of {', '.join(RUNNERS)}")
+    if runner == "DirectRunner":
+        wired = ["--runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner"]
+    elif runner == "PrismRunner":
+        wired = ["--runner=PrismRunner", "--environment_type=LOOPBACK"]
+        if not _has_flag(args, "--prism_location"):
+            wired.append("--prism_location=" + _require(PRISM_BINARY, "--prism_location", "Prism binary"))
+    elif runner == "FlinkRunner":
+        wired = ["--runner=FlinkRunner", "--environment_type=LOOPBACK", f"--flink_version={FLINK_VERSION}",
+                 "--job_server_jvm_property=--add-opens=java.base/java.util=ALL-UNNAMED"]
+        if not _has_flag(args, "--flink_master"):
+            wired.append("--flink_master=[local]")
+        if not _has_flag(args, "--flink_job_server_jar"):
+            wired.append("--flink_job_server_jar="
+                         + _require(FLINK_JOB_SERVER_JAR, "--flink_job_server_jar", "Flink job-server jar"))
+    else:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        wired = ["--runner=SparkRunner", "--environment_type=LOOPBACK"]
+        wired += [f"--job_server_jvm_property=--add-opens={m}=ALL-UNNAMED" for m in _SPARK_JAVA17_OPENS]
+        if not _has_flag(args, "--spark_master_url"):
+            wired.append("--spark_master_url=local[2]")
+        if not _has_flag(args, "--spark_job_server_jar"):
+            wired.append("--spark_job_server_jar="
+                         + _require(SPARK_JOB_SERVER_JAR, "--spark_job_server_jar", "Spark job-server jar"))
+    return wired + [a for a in args if not a.startswith("--runner")]
+
+
+def pipeline_options(runner: str, args: list[str] | None = None, **overrides) -> PipelineOptions:
+    return PipelineOptions(runner_args(runner, args), **overrides)

@@ -1,0 +1,56 @@
+"""The `programusers` command: one subcommand per job."""
+import argparse
+import logging
+import sys
+
+from programusers import settings
+
+
+def _init(args) -> int:
+    from programusers import schema
+    from programusers.io import cassandra, postgres
+
+    cluster, session = cassandra.connect(settings.cassandra_hosts(args.cassandra_hosts), args.cassandra_port)
+    try:
+        schema.init_cassandra(session, args.programs_keyspace, args.consent_keyspace, args.replication)
+    finally:
+        cluster.shutdown()
+    connection = postgres.connect(args.postgres_dsn)
+    try:
+        schema.init_postgres(connection, args.job_request_table)
+    finally:
+        connection.close()
+    logging.info("schema ready: Cassandra %s.%s, %s.%s; PostgreSQL %s", args.programs_keyspace,
+                 schema.ENROLLMENT_TABLE, args.consent_keyspace, schema.CONSENT_TABLE, args.job_request_table)
+    return 0
+
+
+def _add_store_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cassandra-hosts", default=settings.CASSANDRA_HOSTS, help="comma-separated contact points")
+    parser.add_argument("--cassandra-port", type=int, default=settings.CASSANDRA_PORT)
+    parser.add_argument("--programs-keyspace", default=settings.PROGRAMS_KEYSPACE)
+    parser.add_argument("--consent-keyspace", default=settings.CONSENT_KEYSPACE)
+    parser.add_argument("--postgres-dsn", default=settings.POSTGRES_DSN)
+    parser.add_argument("--job-request-table", default=settings.JOB_REQUEST_TABLE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="programusers", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    init = commands.add_parser("init", help="create the Cassandra and PostgreSQL schema (idempotent)")
+    _add_store_flags(init)
+    init.add_argument("--replication", default=settings.REPLICATION, help="CQL replication map for new keyspaces")
+    init.set_defaults(handler=_init)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args, extra = build_parser().parse_known_args(argv)
+    args.pipeline_args = extra
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

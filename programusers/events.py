@@ -1,0 +1,271 @@
+"""A programUsers Kafka event -> one program_enrollment mutation, or a dead letter (SPEC §2).
+
+Pure functions: no Beam, Kafka or Cassandra here, and nothing raises for any input.
+
+Decisions the SPEC leaves open:
+- All strings are stripped; a blank string is null.
+- ``programId``/``userId`` must be JSON strings (or Mongo's ``{"$oid": "..."}``); numbers are rejected.
+- Top-level ``programExternalId``, ``programName``, ``createdAt``, ``updatedAt``: an absent key leaves
+  the column untouched, null or blank writes null (the same rule as the ``userProfile`` sections).
+- ``pii_consent_required`` is always written, false when ``requestForPIIConsent`` is absent, null or
+  blank, so the column is never null. Booleans also accept "true"/"false" strings in any case.
+- ``null`` entries inside ``userLocations``/``profileUserTypes`` are skipped like entries without a type;
+  when two locations share a type, the later one's non-blank values win.
+- A ``deleted: true`` event needs only valid ids and dates; its other fields are not checked.
+- An all-digit string timestamp is epoch millis, never a compact ISO date.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_ISO = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?")
+_MILLIS = re.compile(r"[+-]?\d+(\.\d+)?")
+_JSON_TYPES = {bool: "boolean", int: "number", float: "number", str: "string",
+               list: "array", dict: "object", type(None): "null"}
+
+
+@dataclass(frozen=True)
+class EnrollmentUpsert:
+    program_id: str
+    user_id: str
+    columns: dict[str, Any]  # only the columns to write: absent sections are left out
+    timestamp_micros: int  # for CQL USING TIMESTAMP
+
+
+@dataclass(frozen=True)
+class EnrollmentDelete:
+    program_id: str
+    user_id: str
+    timestamp_micros: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    reason: str  # stable code: invalid_json, not_an_object, missing_field, wrong_type, bad_timestamp
+    field: str | None  # path of the offending field, e.g. "userProfile.userLocations[2].type"
+    detail: str  # never contains a field's value (values may be PII)
+
+
+class TimestampError(ValueError):
+    """An unparseable timestamp; the message never contains the value."""
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: str, field: str, detail: str):
+        super().__init__(reason)
+        self.dead_letter = DeadLetter(reason, field, detail)
+
+
+def parse_timestamp(value: object) -> datetime:
+    """ISO-8601 text (no offset = UTC), a bare date, epoch millis (number or numeric text), or any of
+    these as Mongo extended JSON ``{"$date": ...}`` / ``{"$date": {"$numberLong": "..."}}``."""
+    if isinstance(value, dict) and value.keys() == {"$date"}:
+        value = value["$date"]
+        if isinstance(value, dict) and value.keys() == {"$numberLong"}:
+            value = value["$numberLong"]
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return _EPOCH + timedelta(milliseconds=value)
+        if isinstance(value, str):
+            text = value.strip()
+            if _MILLIS.fullmatch(text):
+                return _EPOCH + timedelta(milliseconds=float(text) if "." in text else int(text))
+            if _ISO.fullmatch(text):
+                return _as_utc(datetime.fromisoformat(text))
+    # The underlying messages may quote the value, so they are not passed on.
+    except (ValueError, OverflowError):
+        raise TimestampError("timestamp out of range or not a valid date") from None
+    raise TimestampError(f"unrecognised timestamp format ({_json_type(value)})")
+
+
+def parse_event(raw: bytes | str, arrival_micros: int) -> EnrollmentUpsert | EnrollmentDelete | DeadLetter:
+    """Decode one Kafka record value (UTF-8 JSON) and map it with `event_to_mutation`."""
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        try:
+            raw = bytes(raw).decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            return DeadLetter("invalid_json", None, f"payload is not UTF-8 ({e.reason} at byte {e.start})")
+    if not isinstance(raw, str):
+        return DeadLetter("invalid_json", None, f"payload must be bytes or text, got {type(raw).__name__}")
+    try:
+        event = json.loads(raw, parse_constant=_reject_constant)
+    except json.JSONDecodeError as e:
+        return DeadLetter("invalid_json", None, f"{e.msg} at line {e.lineno} column {e.colno}")
+    except (ValueError, RecursionError):
+        return DeadLetter("invalid_json", None, "NaN, Infinity, an oversized number or too deep nesting")
+    return event_to_mutation(event, arrival_micros)
+
+
+def event_to_mutation(event: Any, arrival_micros: int) -> EnrollmentUpsert | EnrollmentDelete | DeadLetter:
+    """Map an already-decoded event; the write is stamped from updatedAt, createdAt, else arrival."""
+    if not isinstance(event, dict):
+        return DeadLetter("not_an_object", None, f"event must be a JSON object, got {_json_type(event)}")
+    try:
+        program_id = _required_id(event, "programId")
+        user_id = _required_id(event, "userId")
+        deleted = _flag(event.get("deleted"), "deleted")
+        stamps = {key: _timestamp(event[key], key) for key in ("createdAt", "updatedAt") if key in event}
+        stamp = stamps.get("updatedAt") or stamps.get("createdAt")
+        micros = (stamp - _EPOCH) // _MICROSECOND if stamp else arrival_micros
+        if deleted:
+            return EnrollmentDelete(program_id, user_id, micros)
+        return EnrollmentUpsert(program_id, user_id, _columns(event, stamps), micros)
+    except _Rejected as rejected:
+        return rejected.dead_letter
+
+
+def dead_letter_record(
+    dead: DeadLetter, payload: bytes | None, topic: str, partition: int, offset: int, failed_at: datetime
+) -> bytes:
+    """The dead-letter topic's JSON value; `payload` is the original record value (null for a tombstone)."""
+    return json.dumps({
+        "reason": dead.reason,
+        "field": dead.field,
+        "detail": dead.detail,
+        "payload": None if payload is None else payload.decode("utf-8", errors="replace"),
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "failed_at": _as_utc(failed_at).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }).encode()
+
+
+def _columns(event: dict, stamps: dict[str, datetime | None]) -> dict[str, Any]:
+    columns: dict[str, Any] = {
+        "pii_consent_required": _flag(event.get("requestForPIIConsent"), "requestForPIIConsent"),
+    }
+    for key, column in (("programExternalId", "program_externalId"), ("programName", "program_name")):
+        if key in event:
+            columns[column] = _text(event[key], key)
+    for key, column in (("createdAt", "created_at"), ("updatedAt", "updated_at")):
+        if key in stamps:
+            columns[column] = stamps[key] and stamps[key].date()
+
+    profile = event.get("userProfile")
+    if profile is None:
+        return columns
+    if not isinstance(profile, dict):
+        raise _wrong_type("userProfile", "an object", profile)
+    if "userLocations" in profile:
+        columns["user_locations"] = _locations(profile["userLocations"], "userProfile.userLocations")
+    if "profileUserTypes" in profile:
+        columns["user_type"], columns["user_sub_type"] = _user_types(
+            profile["profileUserTypes"], "userProfile.profileUserTypes")
+    if "rootOrg" in profile:
+        columns["organisation_id"], columns["organisation_name"] = _root_org(
+            profile["rootOrg"], "userProfile.rootOrg")
+    return columns
+
+
+def _locations(value: Any, field: str) -> dict[str, str] | None:
+    locations: dict[str, str] = {}
+    for path, entry in _entries(value, field):
+        kind = _text(entry.get("type"), f"{path}.type")
+        if kind is None:
+            continue
+        for attr in ("name", "id", "code"):
+            raw = entry.get(attr)
+            if attr == "code" and isinstance(raw, int) and not isinstance(raw, bool):
+                raw = str(raw)
+            if (text := _text(raw, f"{path}.{attr}")) is not None:
+                locations[f"{kind.lower()}_{attr}"] = text
+    return locations or None
+
+
+def _user_types(value: Any, field: str) -> tuple[str | None, str | None]:
+    types: dict[str, None] = {}  # dicts as insertion-ordered sets
+    sub_types: dict[str, None] = {}
+    for path, entry in _entries(value, field):
+        if user_type := _text(entry.get("type"), f"{path}.type"):
+            types[user_type.lower()] = None
+        if sub_type := _text(entry.get("subType"), f"{path}.subType"):
+            sub_types[sub_type.upper()] = None
+    return ",".join(types) or None, ",".join(sub_types) or None
+
+
+def _root_org(value: Any, field: str) -> tuple[str | None, str | None]:
+    if value is None:
+        return None, None
+    if not isinstance(value, dict):
+        raise _wrong_type(field, "an object", value)
+    return _text(value.get("id"), f"{field}.id"), _text(value.get("orgName"), f"{field}.orgName")
+
+
+def _entries(value: Any, field: str):
+    """(path, object) for each non-null entry of a JSON array that may itself be null."""
+    if value is None:
+        return
+    if not isinstance(value, list):
+        raise _wrong_type(field, "an array", value)
+    for i, entry in enumerate(value):
+        path = f"{field}[{i}]"
+        if entry is None:
+            continue
+        if not isinstance(entry, dict):
+            raise _wrong_type(path, "an object", entry)
+        yield path, entry
+
+
+def _required_id(event: dict, key: str) -> str:
+    value = event.get(key)
+    if isinstance(value, dict) and value.keys() == {"$oid"}:
+        value = value["$oid"]
+    if (text := _text(value, key)) is None:
+        raise _Rejected("missing_field", key, f"{key} is required and must not be blank")
+    return text
+
+
+def _text(value: Any, field: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _wrong_type(field, "a string", value)
+    try:
+        value.encode("utf-8")  # a lone surrogate from a "\udXXX" escape cannot be stored
+    except UnicodeEncodeError:
+        raise _Rejected("wrong_type", field, "string is not valid Unicode") from None
+    return value.strip() or None
+
+
+def _flag(value: Any, field: str) -> bool:
+    """A JSON boolean or "true"/"false" in any case; null or blank is false."""
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    if isinstance(value, str) and (text := value.strip().lower()) in ("", "true", "false"):
+        return text == "true"
+    raise _wrong_type(field, "a boolean", value)
+
+
+def _timestamp(value: Any, field: str) -> datetime | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return parse_timestamp(value)
+    except TimestampError as e:
+        raise _Rejected("bad_timestamp", field, str(e)) from None
+
+
+def _wrong_type(field: str, expected: str, value: Any) -> _Rejected:
+    return _Rejected("wrong_type", field, f"expected {expected}, got {_json_type(value)}")
+
+
+def _json_type(value: Any) -> str:
+    """The JSON type name of a decoded value, safe to show in place of the value."""
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(name)

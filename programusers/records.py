@@ -1,0 +1,117 @@
+"""One CSV record per enrollment row (SPEC section 3, rows).
+
+A record maps CSV labels to their final cell strings (quoted, formula-guarded), so sorting and
+writing need no further knowledge of the config. Values compare in code-point order, as Spark's
+string sort does.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping
+from datetime import datetime, timezone, tzinfo
+
+from programusers.crypto import DecryptionError, PlatformCipher
+from programusers.model_config import PII_FIELDS, ReportConfig
+
+# Issue names returned by build_record, for the caller's counters.
+PROFILE_MISSING = "profile_missing"
+EMAIL_UNDECRYPTABLE = "email_undecryptable"
+PHONE_UNDECRYPTABLE = "phone_undecryptable"
+_ENCRYPTED = (("email", EMAIL_UNDECRYPTABLE), ("phone", PHONE_UNDECRYPTABLE))
+# Spreadsheet formula triggers (CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def consent_active(consent: Mapping | None) -> bool:
+    return consent is not None and (consent.get("status") or "").casefold() == "active"
+
+
+def is_consented(enrollment: Mapping, consent: Mapping | None) -> bool:
+    """Whether the row may carry the user's name, phone and email (and so needs the profile)."""
+    return bool(enrollment.get("pii_consent_required")) and consent_active(consent)
+
+
+def _date_text(moment: datetime | None, tz: tzinfo) -> str:
+    if moment is None:
+        return ""
+    if moment.tzinfo is None:  # the Cassandra driver returns naive UTC timestamps
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(tz).strftime("%d/%m/%Y")
+
+
+def _pii_values(consent, profile, cipher: PlatformCipher, tz: tzinfo, issues: list[str]) -> dict:
+    active = consent_active(consent)
+    values = {
+        "consentflag": "Yes" if active else "No",
+        "consentprovideddate": _date_text(consent.get("last_updated_on") if consent else None, tz),
+    }
+    if not active:
+        return values
+    if profile is None:
+        issues.append(PROFILE_MISSING)
+        return values
+    names = (profile.get("firstname"), profile.get("lastname"))
+    values["username"] = " ".join(n.strip() for n in names if n and n.strip())
+    for field, issue in _ENCRYPTED:
+        if profile.get(field):
+            try:
+                values[field] = cipher.decrypt(profile[field])
+            except DecryptionError:
+                issues.append(issue)
+    return values
+
+
+def _cell(config: ReportConfig, label: str, value) -> str:
+    text = "" if value is None else str(value)
+    if not text:
+        return ""
+    if label in config.quote_labels:
+        return f"'{text}'"
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def build_record(
+    config: ReportConfig,
+    enrollment: Mapping,
+    consent: Mapping | None,
+    profile: Mapping | None,
+    cipher: PlatformCipher,
+    tz: tzinfo,
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The record of one enrollment row, and the issue names to count for it.
+
+    ``consent`` is the user's user_consent row for the program (``status``, ``last_updated_on``);
+    ``profile`` the user's Redis hash (``firstname``, ``lastname``, encrypted ``email``/``phone``).
+    The profile is only read when the user is consented (``is_consented``).
+    """
+    pii = bool(enrollment.get("pii_consent_required"))
+    issues: list[str] = []
+    locations = enrollment.get("user_locations") or {}
+    values = {field: locations.get(field) if field in config.location_fields else enrollment.get(field)
+              for field in config.fields if field not in PII_FIELDS}
+    if pii:
+        values.update(_pii_values(consent, profile, cipher, tz, issues))
+    record = {label: _cell(config, label, values.get(field))
+              for label, field in zip(config.columns, config.fields) if pii or field not in PII_FIELDS}
+    return record, tuple(issues)
+
+
+def record_values(config: ReportConfig, record: Mapping[str, str], pii_consent_required: bool) -> list[str]:
+    return [record[label] for label in config.columns_for(pii_consent_required)]
+
+
+def sort_key(config: ReportConfig, record: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(record.get(label, "") for label in config.sort_labels)
+
+
+def csv_line(values) -> str:
+    """One RFC 4180 line, CRLF-terminated as the RFC prescribes."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(values)
+    return buffer.getvalue()
+
+
+def header_line(config: ReportConfig, pii_consent_required: bool) -> str:
+    return csv_line(config.columns_for(pii_consent_required))

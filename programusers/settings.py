@@ -1,0 +1,31 @@
+"""Connection settings shared by the CLI and the pipelines' options.
+
+Every value has an environment variable whose default points at the local stack (scripts/stack), so
+the same commands run against real clusters by exporting the variables or passing the flags.
+"""
+import os
+
+
+def env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+CASSANDRA_HOSTS = env("PROGRAMUSERS_CASSANDRA_HOSTS", "127.0.0.1")
+CASSANDRA_PORT = int(env("PROGRAMUSERS_CASSANDRA_PORT", "9042"))
+PROGRAMS_KEYSPACE = env("PROGRAMUSERS_PROGRAMS_KEYSPACE", "sunbird_programs")
+CONSENT_KEYSPACE = env("PROGRAMUSERS_CONSENT_KEYSPACE", "sunbird")
+# Replication of keyspaces created by `programusers init`, as CQL map text.
+REPLICATION = env("PROGRAMUSERS_CASSANDRA_REPLICATION", "{'class': 'SimpleStrategy', 'replication_factor': 1}")
+
+KAFKA_BOOTSTRAP = env("PROGRAMUSERS_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+ENV_NAME = env("PROGRAMUSERS_ENV", "local")
+
+POSTGRES_DSN = env("PROGRAMUSERS_POSTGRES_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=programusers")
+JOB_REQUEST_TABLE = env("PROGRAMUSERS_JOB_REQUEST_TABLE", "job_request")
+
+REDIS_HOST = env("PROGRAMUSERS_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(env("PROGRAMUSERS_REDIS_PORT", "6379"))
+
+
+def cassandra_hosts(text: str) -> list[str]:
+    return [h.strip() for h in text.split(",") if h.strip()]
