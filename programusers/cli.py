@@ -25,6 +25,14 @@ def _init(args) -> int:
     return 0
 
 
+def _doctor(args) -> int:
+    from programusers.runners import doctor
+
+    for runner in args.runner:
+        doctor.check(runner, args.pipeline_args, args.kafka_bootstrap, args.expansion_service)
+    return 0
+
+
 def _add_store_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cassandra-hosts", default=settings.CASSANDRA_HOSTS, help="comma-separated contact points")
     parser.add_argument("--cassandra-port", type=int, default=settings.CASSANDRA_PORT)
@@ -42,11 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_flags(init)
     init.add_argument("--replication", default=settings.REPLICATION, help="CQL replication map for new keyspaces")
     init.set_defaults(handler=_init)
+
+    from programusers.runners import RUNNERS
+    doctor = commands.add_parser("doctor", help="run a tiny join and a Kafka read on each runner given")
+    doctor.add_argument("--runner", action="append", choices=RUNNERS, required=True)
+    doctor.add_argument("--kafka-bootstrap", default=settings.KAFKA_BOOTSTRAP)
+    doctor.add_argument("--expansion-service", default=settings.EXPANSION_SERVICE)
+    doctor.set_defaults(handler=_doctor)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Beam's worker and runner chatter drowns the job's own progress lines.
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
     args, extra = build_parser().parse_known_args(argv)
     args.pipeline_args = extra
     return args.handler(args)

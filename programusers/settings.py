@@ -29,3 +29,7 @@ REDIS_PORT = int(env("PROGRAMUSERS_REDIS_PORT", "6379"))
 
 def cassandra_hosts(text: str) -> list[str]:
     return [h.strip() for h in text.split(",") if h.strip()]
+
+# Beam's Java expansion service for cross-language Kafka IO (scripts/stack runs one locally whose
+# transforms execute in a Java SDK-harness worker pool).
+EXPANSION_SERVICE = env("PROGRAMUSERS_EXPANSION_SERVICE", "127.0.0.1:8097")

@@ -1,0 +1,19 @@
+# The two commands a newcomer needs: `make demo` (the main job end to end on local services with
+# sample data) and `make test` (the whole suite). Both install what is missing and start the stack.
+.PHONY: demo test stack-up stack-down
+
+demo:
+	scripts/bootstrap
+	scripts/stack up
+	scripts/demo
+
+test:
+	scripts/bootstrap
+	scripts/stack up
+	.venv/bin/python -m pytest
+
+stack-up:
+	scripts/stack up
+
+stack-down:
+	scripts/stack down

@@ -1,0 +1,51 @@
+"""`programusers doctor`: proves a runner works on this machine with a tiny join and a Kafka round trip."""
+import json
+import logging
+import time
+import uuid
+
+import apache_beam as beam
+from apache_beam.testing.util import assert_that, equal_to
+
+from programusers import runners, settings
+from programusers.io.kafka import read_from_kafka
+
+JOIN_EXPECTED = [("u1", ["P1"], ["ACTIVE"]), ("u2", ["P1"], []), ("u3", ["P2"], ["REVOKED"]), ("u4", [], ["ACTIVE"])]
+
+
+def join_enrollments_with_consent(pipeline):
+    enrollments = pipeline | "Enrollments" >> beam.Create([("u1", "P1"), ("u2", "P1"), ("u3", "P2")])
+    consents = pipeline | "Consents" >> beam.Create([("u1", "ACTIVE"), ("u3", "REVOKED"), ("u4", "ACTIVE")])
+    return ({"program": enrollments, "consent": consents}
+            | beam.CoGroupByKey()
+            | beam.MapTuple(lambda user, g: (user, sorted(g["program"]), sorted(g["consent"]))))
+
+
+def produce_numbers(bootstrap: str, topic: str, count: int) -> None:
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for i in range(count):
+        producer.produce(topic, key=str(i).encode(), value=json.dumps({"n": i}).encode())
+    if producer.flush(30):
+        raise RuntimeError(f"could not deliver test records to {topic}")
+
+
+def read_numbers(pipeline, bootstrap: str, topic: str, count: int, expansion_service: str):
+    return (pipeline
+            | read_from_kafka(bootstrap, [topic], expansion_service, max_records=count)
+            | beam.MapTuple(lambda key, value: (int(key), json.loads(value)["n"])))
+
+
+def check(runner: str, pipeline_args: list[str], kafka_bootstrap: str, expansion_service: str) -> None:
+    started = time.monotonic()
+    with beam.Pipeline(options=runners.pipeline_options(runner, pipeline_args)) as pipeline:
+        assert_that(join_enrollments_with_consent(pipeline), equal_to(JOIN_EXPECTED))
+    logging.info("%s: CoGroupByKey pipeline ok (%.1fs)", runner, time.monotonic() - started)
+
+    started, topic, count = time.monotonic(), f"{settings.ENV_NAME}.programusers.doctor.{uuid.uuid4().hex[:8]}", 10
+    produce_numbers(kafka_bootstrap, topic, count)
+    with beam.Pipeline(options=runners.pipeline_options(runner, pipeline_args)) as pipeline:
+        assert_that(read_numbers(pipeline, kafka_bootstrap, topic, count, expansion_service),
+                    equal_to([(i, i) for i in range(count)]))
+    logging.info("%s: bounded ReadFromKafka ok (%.1fs)", runner, time.monotonic() - started)

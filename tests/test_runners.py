@@ -1,0 +1,40 @@
+"""Each runner this box can run gives the same result; Kafka IO (cross-language) reads real records."""
+import apache_beam as beam
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from programusers import runners, settings
+from programusers.runners import doctor
+
+pytestmark = pytest.mark.runners
+LOCAL_RUNNERS = ["DirectRunner", "PrismRunner"]
+
+
+@pytest.mark.parametrize("runner", LOCAL_RUNNERS)
+def test_cogroupbykey_same_result_on_each_runner(runner, stack):
+    with beam.Pipeline(options=runners.pipeline_options(runner)) as pipeline:
+        assert_that(doctor.join_enrollments_with_consent(pipeline), equal_to(doctor.JOIN_EXPECTED))
+
+
+@pytest.mark.parametrize("runner", LOCAL_RUNNERS)
+def test_bounded_read_from_kafka(runner, stack, unique):
+    topic = f"test.runners.{runner}.{unique}"
+    doctor.produce_numbers(settings.KAFKA_BOOTSTRAP, topic, 25)
+    with beam.Pipeline(options=runners.pipeline_options(runner)) as pipeline:
+        numbers = doctor.read_numbers(pipeline, settings.KAFKA_BOOTSTRAP, topic, 25, settings.EXPANSION_SERVICE)
+        assert_that(numbers, equal_to([(i, i) for i in range(25)]))
+
+
+@pytest.mark.parametrize("runner,flag,constant", [
+    ("FlinkRunner", "--flink_job_server_jar", "FLINK_JOB_SERVER_JAR"),
+    ("SparkRunner", "--spark_job_server_jar", "SPARK_JOB_SERVER_JAR")])
+def test_job_server_runners_take_the_jar_by_path_and_never_download(runner, flag, constant, tmp_path, monkeypatch):
+    monkeypatch.setattr(runners, constant, tmp_path / "absent.jar")
+    with pytest.raises(runners.RunnerUnavailable, match=flag):
+        runners.runner_args(runner)
+    jar = tmp_path / "job-server.jar"
+    jar.write_bytes(b"")
+    monkeypatch.setattr(runners, constant, jar)
+    args = runners.runner_args(runner)
+    assert f"{flag}={jar}" in args and "--environment_type=LOOPBACK" in args
+    assert not any(a.startswith(flag) and "://" in a for a in args)
