@@ -3,7 +3,8 @@ import argparse
 import logging
 import sys
 
-from programusers import settings
+from programusers import sample_data, settings
+from programusers.runners import RUNNERS
 
 
 def _init(args) -> int:
@@ -51,12 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--replication", default=settings.REPLICATION, help="CQL replication map for new keyspaces")
     init.set_defaults(handler=_init)
 
-    from programusers.runners import RUNNERS
     doctor = commands.add_parser("doctor", help="run a tiny join and a Kafka read on each runner given")
     doctor.add_argument("--runner", action="append", choices=RUNNERS, required=True)
     doctor.add_argument("--kafka-bootstrap", default=settings.KAFKA_BOOTSTRAP)
     doctor.add_argument("--expansion-service", default=settings.EXPANSION_SERVICE)
     doctor.set_defaults(handler=_doctor)
+
+    sample_data.register(commands)
     return parser
 
 
