@@ -4,6 +4,8 @@ import logging
 import sys
 
 from programusers import sample_data, settings
+from programusers.pipelines import ingest
+from programusers.pipelines import exhaust
 from programusers.runners import RUNNERS
 
 
@@ -59,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.set_defaults(handler=_doctor)
 
     sample_data.register(commands)
+    ingest.register(commands)
+    exhaust.register(commands)
     return parser
 
 

@@ -11,9 +11,11 @@ from programusers import schema, settings
 from programusers.io import cassandra, postgres
 
 REPO = Path(__file__).resolve().parents[1]
-TEST_PROGRAMS_KEYSPACE = "test_sunbird_programs"
-TEST_CONSENT_KEYSPACE = "test_sunbird"
-TEST_JOB_REQUEST_TABLE = "test_job_request"
+# Per test session, so two sessions sharing the stack never drop each other's data.
+_SESSION = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
+TEST_PROGRAMS_KEYSPACE = f"test_programs_{_SESSION}"
+TEST_CONSENT_KEYSPACE = f"test_consent_{_SESSION}"
+TEST_JOB_REQUEST_TABLE = f"test_job_request_{_SESSION}"
 
 
 @pytest.fixture(scope="session")
@@ -37,16 +39,16 @@ def pg_dsn(stack):
 @pytest.fixture(scope="session")
 def test_schema(cassandra_session, pg_dsn):
     """Fresh test keyspaces and job_request table for this session, created by the code under test."""
-    for ks in (TEST_PROGRAMS_KEYSPACE, TEST_CONSENT_KEYSPACE):
-        cassandra_session.execute(f"DROP KEYSPACE IF EXISTS {ks}", timeout=120)
     schema.init_cassandra(cassandra_session, TEST_PROGRAMS_KEYSPACE, TEST_CONSENT_KEYSPACE, settings.REPLICATION)
     connection = postgres.connect(pg_dsn)
+    schema.init_postgres(connection, TEST_JOB_REQUEST_TABLE)
+    yield {"programs_keyspace": TEST_PROGRAMS_KEYSPACE, "consent_keyspace": TEST_CONSENT_KEYSPACE,
+           "job_request_table": TEST_JOB_REQUEST_TABLE}
     with connection, connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {TEST_JOB_REQUEST_TABLE}")
-    schema.init_postgres(connection, TEST_JOB_REQUEST_TABLE)
     connection.close()
-    return {"programs_keyspace": TEST_PROGRAMS_KEYSPACE, "consent_keyspace": TEST_CONSENT_KEYSPACE,
-            "job_request_table": TEST_JOB_REQUEST_TABLE}
+    for ks in (TEST_PROGRAMS_KEYSPACE, TEST_CONSENT_KEYSPACE):
+        cassandra_session.execute(f"DROP KEYSPACE IF EXISTS {ks}", timeout=120)
 
 
 @pytest.fixture

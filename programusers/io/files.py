@@ -1,0 +1,133 @@
+"""Report files on any Beam filesystem (local, gs://, s3://, hdfs://).
+
+The pipeline writes records as sorted range shards (each a complete CSV with the header) into a temporary
+directory; ``merge_shards`` then concatenates them in range order into the one report file, plain or
+password-zipped. The merge runs in the submitting process so the zip password never enters the pipeline
+(its graph, options or workers); it streams, so memory stays flat whatever the report's size.
+"""
+from __future__ import annotations
+
+import shutil
+from datetime import datetime
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.pvalue import AsSingleton
+
+from programusers.archive import encrypted_member
+from programusers.records import csv_line
+from programusers.shards import MAX_SHARDS, range_bounds, shard_of
+
+_SHARD = "shard-{:05d}.csv"
+_SHARDS = "shard-*.csv"
+_CHUNK = 1 << 20
+
+
+def _create(path: str):
+    return FileSystems.create(path, mime_type="application/octet-stream",
+                              compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def _open(path: str):
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def _union(label_sets) -> frozenset:
+    return frozenset().union(*label_sets)
+
+
+def _header(used: frozenset, columns: tuple[str, ...]) -> list[str]:
+    return [label for label in columns if label in used]
+
+
+def _total_order(keyed_record):
+    # Ties on the sort key are broken by the whole row, so every runner writes the same bytes.
+    sort_key, record = keyed_record
+    return sort_key, tuple(record.values())
+
+
+def _with_range(keyed_record, bounds):
+    return shard_of(keyed_record[0], bounds), keyed_record
+
+
+class _WriteShardFn(beam.DoFn):
+    def __init__(self, temp_dir: str):
+        self._temp_dir = temp_dir
+
+    def process(self, shard, header):
+        index, keyed_records = shard
+        path = FileSystems.join(self._temp_dir, _SHARD.format(index))
+        with _create(path) as out:  # a retried bundle rewrites the same file
+            out.write(csv_line(header).encode("utf-8"))
+            for _, record in sorted(keyed_records, key=_total_order):
+                out.write(csv_line([record.get(label, "") for label in header]).encode("utf-8"))
+        yield path
+
+
+class WriteSortedShards(beam.PTransform):
+    """Records (dicts of CSV label -> cell) -> sorted range shards under `temp_dir`; yields their paths.
+
+    Shard bounds come from quantiles of the sort keys, as many shards as `rows_per_shard` asks for (up
+    to MAX_SHARDS), so one worker holds one shard, not the report. The header holds the `columns` that
+    at least one record has, in their order.
+    """
+
+    def __init__(self, temp_dir: str, columns: tuple[str, ...], sort_key, rows_per_shard: int):
+        super().__init__()
+        self._temp_dir, self._columns, self._sort_key, self._rows_per_shard = (
+            temp_dir, columns, sort_key, rows_per_shard)
+
+    def expand(self, records):
+        keyed = records | "KeyBySortKey" >> beam.WithKeys(self._sort_key)
+        sort_keys = keyed | "SortKeys" >> beam.Keys()
+        count = sort_keys | "Count" >> beam.combiners.Count.Globally()
+        bounds = (sort_keys
+                  | "SampleSortKeys" >> beam.ApproximateQuantiles.Globally(MAX_SHARDS + 1)
+                  | "RangeBounds" >> beam.Map(range_bounds, AsSingleton(count), self._rows_per_shard))
+        header = (records
+                  | "Labels" >> beam.Map(frozenset)
+                  | "LabelsUsed" >> beam.CombineGlobally(_union)
+                  | "Header" >> beam.Map(_header, self._columns))
+        return (keyed
+                | "AssignRange" >> beam.Map(_with_range, AsSingleton(bounds))
+                | "GroupRanges" >> beam.GroupByKey()
+                | "SortAndWrite" >> beam.ParDo(_WriteShardFn(self._temp_dir), AsSingleton(header)))
+
+
+def _concatenate(shards: list[str], out) -> None:
+    for n, path in enumerate(shards):
+        with _open(path) as shard:
+            if n:
+                shard.readline()  # the header, written once
+            shutil.copyfileobj(shard, out, _CHUNK)
+
+
+def merge_shards(temp_dir: str, destination: str, when: datetime, password: str | None = None,
+                 member: str | None = None, zip_crypto: bool = False) -> bool:
+    """Writes the shards under `temp_dir`, in order, as `destination`: the CSV itself, or with a
+    `password` a zip holding it as `member`. False (and nothing written) when there are no shards."""
+    found = FileSystems.match([FileSystems.join(temp_dir, _SHARDS)])[0].metadata_list
+    shards = sorted(m.path for m in found)
+    if not shards:
+        return False
+    # Staged beside the shards and renamed, so a reader never sees a half-written report.
+    staged = FileSystems.join(temp_dir, "report.part")
+    with _create(staged) as raw:
+        if password is None:
+            _concatenate(shards, raw)
+        else:
+            upper_bound = sum(m.size_in_bytes for m in found)
+            with encrypted_member(raw, member, password, when, upper_bound, zip_crypto) as out:
+                _concatenate(shards, out)
+    FileSystems.rename([staged], [destination])
+    return True
+
+
+def remove_dir(path: str) -> None:
+    """Deletes a temporary directory and its files (object stores have no directories to delete)."""
+    files = [m.path for m in FileSystems.match([FileSystems.join(path, "*")])[0].metadata_list]
+    if files:
+        FileSystems.delete(files)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])

@@ -1,0 +1,63 @@
+"""Events for the ingest tests: a compact good event with its expected row, and a catalogue of bad ones."""
+import json
+from datetime import date
+
+
+def event(program: str, user: str, *, updated: str = "2023-01-12T06:30:56.829Z", name: str = "Program One",
+          district: str = "ANANTAPUR", user_type: str = "teacher", **top) -> dict:
+    return {"programId": program, "programName": name, "programExternalId": f"EXT-{program}",
+            "requestForPIIConsent": True, "userId": user,
+            "userProfile": {"userLocations": [{"type": "District", "name": district, "id": f"id-{district}",
+                                               "code": 2822}],
+                            "profileUserTypes": [{"type": user_type, "subType": "hm"}],
+                            "rootOrg": {"id": "org-1", "orgName": "Org One"}},
+            "createdAt": "2023-01-01T00:00:00Z", "updatedAt": updated, **top}
+
+
+def expected_row(event: dict) -> dict:
+    """The program_enrollment row that an `event(...)` gives, as `row()` reads it back."""
+    [location] = event["userProfile"]["userLocations"]
+    [user_type] = event["userProfile"]["profileUserTypes"]
+    return {"program_id": event["programId"], "user_id": event["userId"], "program_name": event["programName"],
+            "program_externalid": event["programExternalId"], "pii_consent_required": True,
+            "user_locations": {"district_name": location["name"], "district_id": location["id"],
+                               "district_code": str(location["code"])},
+            "user_type": user_type["type"].lower(), "user_sub_type": user_type["subType"].upper(),
+            "organisation_id": "org-1", "organisation_name": "Org One",
+            "created_at": date(2023, 1, 1), "updated_at": date.fromisoformat(event["updatedAt"][:10])}
+
+
+COLUMNS = ("program_id, user_id, program_name, program_externalid, pii_consent_required, user_locations, "
+           "user_type, user_sub_type, organisation_id, organisation_name, created_at, updated_at")
+
+
+def row(cassandra_row) -> dict:
+    """A driver row of COLUMNS (and any more) as plain values comparable with `expected_row`."""
+    values = cassandra_row._asdict()
+    for column in ("created_at", "updated_at"):
+        values[column] = values[column] and values[column].date()
+    values["user_locations"] = dict(values["user_locations"] or {})
+    return values
+
+
+def encode(value: dict) -> bytes:
+    return json.dumps(value).encode()
+
+
+def bad_events(program: str) -> list[tuple[bytes | None, str, str | None]]:
+    """(Kafka value, dead-letter reason, field) for each way an event can fail, writing included."""
+    return [
+        (b"{not json", "invalid_json", None),
+        (b"\xff\xfe{}", "invalid_json", None),
+        (None, "invalid_json", None),  # a tombstone
+        (b"[1, 2]", "not_an_object", None),
+        (encode({k: v for k, v in event(program, "x").items() if k != "programId"}), "missing_field", "programId"),
+        (encode(event(program, "   ")), "missing_field", "userId"),
+        (encode(event(program, 42)), "wrong_type", "userId"),
+        (encode(event(program, "bad-upd", updated="yesterday")), "bad_timestamp", "updatedAt"),
+        (encode(event(program, "bad-cre", createdAt="2023-02-30")), "bad_timestamp", "createdAt"),
+        (encode(event(program, "bad-loc", userProfile={"userLocations": "Hyderabad"})), "wrong_type",
+         "userProfile.userLocations"),
+        # Valid as an event, rejected by Cassandra: a partition key over 64 KiB.
+        (encode(event(program, "u" * 70_000)), "write_failed", None),
+    ]

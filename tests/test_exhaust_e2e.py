@@ -1,0 +1,444 @@
+"""The exhaust end to end on the real stack.
+
+A scenario of a few hundred users over two programs is loaded straight into Cassandra and Redis, report
+requests into PostgreSQL; `programusers exhaust` runs them on DirectRunner (in process) and PrismRunner
+(a subprocess). Every request's final job_request row is checked, and every report byte for byte against
+a CSV built here from the scenario (not with the code under test).
+"""
+import csv
+import io
+import json
+import logging
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import pyzipper
+import redis
+
+from programusers import cli, settings
+from programusers.crypto import PlatformCipher
+from programusers.io import postgres
+from programusers.job_requests import JOB_ID, JobRequest, new_request_id, tag_for
+
+pytestmark = pytest.mark.services
+
+SALT = "e2e-salt"
+CIPHER = PlatformCipher(SALT)
+REDIS_DB = 11
+KOLKATA = timedelta(hours=5, minutes=30)  # no daylight saving: a fixed offset
+LABELS = ["User UUID", "User Name(On user consent)", "Mobile number(On user consent)", "Email ID(On user consent)",
+          "Consent Provided", "Consent Provided Date", "Program Name", "Program ID", "State", "District", "Block",
+          "Cluster", "School Id", "School Name", "Usertype", "Usersubtype", "Org Name"]
+PII_LABELS = LABELS[1:6]
+SORT = ["District", "Block", "Cluster", "School Id", "User UUID"]
+DISTRICTS = [("d-ana", "ANANTAPUR"), ("d-chi", "CHITTOOR"), ("d-kur", "KURNOOL, WEST")]
+BLOCKS = ["AGALI", "-1 BLOCK", "Rāyadurg", "agali"]
+SCHOOLS = ["ZPHS AGALI", "=HYPERLINK(\"x\")", "MPPS \"Main\""]
+ORGS = [("org-1", "Directorate of School Education"), ("org-2", "Samagra Shiksha, AP")]
+FIRST_NAMES = ["Zorawar", "Quenby", "Ysolde", "Xanthe", "Wystan", "Ulrika", "Thaddeus", "Saoirse", "Oisín"]
+LAST_NAMES = ["Brahmbhatt", "Chakravarti", "D'Souza", "Fonseca-Rao", " ", ""]
+
+
+@dataclass(frozen=True)
+class Program:
+    id: str
+    external_id: str
+    name: str
+    pii: bool
+
+
+@dataclass
+class User:
+    id: str
+    programs: list
+    locations: dict | None
+    org: tuple[str, str]
+    user_type: str
+    sub_type: str | None
+    created: date | None
+    updated: date | None
+    consents: list = field(default_factory=list)  # (program id, consumer, status, last_updated_on)
+    profile: dict | None = None  # plain values
+    undecryptable_email: bool = False
+
+
+@dataclass
+class Scenario:
+    a: Program  # asks for PII consent
+    b: Program  # does not
+    users: list[User]
+    flags: list[str]
+
+    def members(self, program, keep=lambda u: True):
+        return [u for u in self.users if program in u.programs and keep(u)]
+
+    def pii_strings(self):
+        for user in self.users:
+            if user.profile:
+                p = user.profile
+                yield from (v for v in (p["email"], p.get("phone"), p["firstname"]) if v)
+                if p["lastname"].strip():
+                    yield f"{p['firstname']} {p['lastname']}"
+
+
+def build_scenario(unique: str) -> Scenario:
+    rng = random.Random(20240229)
+    a = Program(f"pa-{unique}", "PGM-A-2023", 'Literacy Mission, "Phase 1"', True)
+    b = Program(f"pb-{unique}", "-PGM-B", "Leadership", False)
+    other = f"po-{unique}"
+    users = []
+    for i in range(240):
+        district_id, district = DISTRICTS[rng.randrange(3)]
+        locations = None if i % 13 == 0 else {
+            "state_name": "Andhra Pradesh", "state_id": "s-ap", "district_name": district, "district_id": district_id,
+            "block_name": rng.choice(BLOCKS), "cluster_name": f"CLUSTER {rng.randint(1, 3)}",
+            "school_code": str(rng.choice([28226200816, 28226200817, 2822620])), "school_name": rng.choice(SCHOOLS)}
+        day = lambda: date(2022, 6, 1) + timedelta(days=rng.randrange(730))  # noqa: E731
+        user = User(id=f"{unique}-{i:03d}", programs=[[a], [a], [b], [a, b]][i % 4], locations=locations,
+                    org=ORGS[i % 2], user_type=rng.choice(["teacher", "administrator,teacher", "administrator"]),
+                    sub_type=rng.choice([None, "HM", "HM,CRP"]), created=day(), updated=None if i % 17 == 0 else day())
+        when = datetime(2023, rng.randint(1, 12), rng.randint(1, 28), rng.randrange(24), rng.randrange(60))
+        kind = i % 7
+        if kind < 3:
+            user.consents.append((a.id, "org-a", ["ACTIVE", "active", "Active"][kind], when))
+        elif kind == 3:
+            user.consents.append((a.id, "org-a", "REVOKED", when))
+        elif kind == 5:
+            user.consents.append((other, "org-a", "ACTIVE", when))
+        elif kind == 6:  # two consumers: the later decision counts
+            later = ["ACTIVE", "REVOKED"][i % 2]
+            user.consents += [(a.id, "org-a", "REVOKED" if later == "ACTIVE" else "ACTIVE", when),
+                              (a.id, "org-b", later, when + timedelta(days=3))]
+        if b in user.programs:
+            user.consents.append((b.id, "org-a", "ACTIVE", when))  # never read: b asks for no consent
+        if i % 11:
+            first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+            user.profile = {"firstname": first, "lastname": last, "email": f"{first.lower()}.{i}@pii.example",
+                            "phone": None if i % 9 == 0 else f"9{rng.randrange(10**8, 10**9)}"}
+        users.append(user)
+    # One consented user of district d-ana whose cached email was encrypted under another salt.
+    next(u for u in users if a in u.programs and u.profile and u.locations and u.locations["district_id"] == "d-ana"
+         and active_consent(u, a)).undecryptable_email = True
+    return Scenario(a, b, users, flags=[])
+
+
+def latest_consent(user, program):
+    rows = [c for c in user.consents if c[0] == program.id]
+    return max(rows, key=lambda c: c[3]) if rows else None
+
+
+def active_consent(user, program):
+    consent = latest_consent(user, program)
+    return consent is not None and consent[2].lower() == "active"
+
+
+def guard(value):
+    return "'" + value if value and value[0] in "=+-@\t\r" else value
+
+
+def expected_cells(user, program):
+    loc = user.locations or {}
+    cells = {"User UUID": user.id, "Program Name": f"'{program.name}'", "Program ID": guard(program.external_id),
+             "State": loc.get("state_name", ""), "District": loc.get("district_name", ""),
+             "Block": guard(loc.get("block_name", "")), "Cluster": loc.get("cluster_name", ""),
+             "School Id": loc.get("school_code", ""), "School Name": guard(loc.get("school_name", "")),
+             "Usertype": user.user_type, "Usersubtype": user.sub_type or "", "Org Name": user.org[1]}
+    if program.pii:
+        consent, name, phone, email = latest_consent(user, program), "", "", ""
+        if active_consent(user, program) and user.profile:
+            p = user.profile
+            full = " ".join(n.strip() for n in (p["firstname"], p["lastname"]) if n.strip())
+            name, phone = f"'{full}'", p["phone"] or ""
+            email = "" if user.undecryptable_email else p["email"]
+        cells.update({"User Name(On user consent)": name, "Mobile number(On user consent)": phone,
+                      "Email ID(On user consent)": email,
+                      "Consent Provided": "Yes" if active_consent(user, program) else "No",
+                      "Consent Provided Date": (consent[3] + KOLKATA).strftime("%d/%m/%Y") if consent else ""})
+    return cells
+
+
+def expected_csv(program, users) -> bytes:
+    labels = LABELS if program.pii else [label for label in LABELS if label not in PII_LABELS]
+    rows = sorted((expected_cells(u, program) for u in users), key=lambda c: [c[label] for label in SORT])
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(labels)
+    writer.writerows([row[label] for label in labels] for row in rows)
+    return out.getvalue().encode("utf-8")
+
+
+def load(scenario, session, keyspaces):
+    enroll = session.prepare(
+        f"INSERT INTO {keyspaces['programs_keyspace']}.program_enrollment (program_id, program_externalId, "
+        "program_name, pii_consent_required, user_id, user_locations, organisation_id, organisation_name, "
+        "user_type, user_sub_type, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    consent = session.prepare(
+        f"INSERT INTO {keyspaces['consent_keyspace']}.user_consent (user_id, consumer_id, object_id, object_type, "
+        "status, last_updated_on) VALUES (?, ?, ?, 'Program', ?, ?)")
+    cache = redis.Redis(host=settings.REDIS_HOST, port=settings.REDIS_PORT, db=REDIS_DB)
+    cache.flushdb()
+    for u in scenario.users:
+        for p in u.programs:
+            session.execute(enroll, (p.id, p.external_id, p.name, p.pii, u.id, u.locations, u.org[0], u.org[1],
+                                     u.user_type, u.sub_type, u.created, u.updated))
+        for object_id, consumer, status, when in u.consents:
+            session.execute(consent, (u.id, consumer, object_id, status, when))
+        if u.profile:
+            p, email_cipher = u.profile, PlatformCipher("another-salt") if u.undecryptable_email else CIPHER
+            cache.hset(f"user:{u.id}", mapping={
+                "userid": u.id, "firstname": p["firstname"], "lastname": p["lastname"],
+                "email": email_cipher.encrypt(p["email"]), "usertype": "teacher",
+                **({"phone": CIPHER.encrypt(p["phone"])} if p["phone"] else {})})
+
+
+@pytest.fixture(scope="module")
+def scenario(test_schema, cassandra_session):
+    built = build_scenario(uuid.uuid4().hex[:8])
+    load(built, cassandra_session, test_schema)
+    built.flags = ["--job-request-table", test_schema["job_request_table"],
+                   "--cassandra-hosts", settings.CASSANDRA_HOSTS,
+                   "--programs-keyspace", test_schema["programs_keyspace"],
+                   "--consent-keyspace", test_schema["consent_keyspace"], "--redis-host", settings.REDIS_HOST,
+                   "--redis-port", str(settings.REDIS_PORT), "--redis-db", str(REDIS_DB),
+                   # Small pages, batches and shards, so paging, batching and the shard merge are exercised.
+                   "--cassandra-fetch-size", "50", "--lookup-batch-size", "16", "--rows-per-shard", "20"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SUNBIRD_ENCRYPTION_KEY", SALT)
+        yield built
+
+
+def enrollment(*table_filters, program):
+    return {"filters": [{"table_name": "program_enrollment", "table_filters": [
+        {"name": "program_id", "operator": "=", "value": program.id}, *table_filters]},
+        {"table_name": "user_consent", "table_filters": [{"name": "object_id", "operator": "=", "value": program.id}]}]}
+
+
+def f(name, op, value):
+    return {"name": name, "operator": op, "value": value}
+
+
+def district(*ids):
+    return (lambda u: u.locations is not None and u.locations["district_id"] in ids)
+
+
+def requests(s: Scenario):
+    """name -> (program, request_data, encryption_key, channel, then the report's rows or the err_message)."""
+    a, b = s.a, s.b
+    in_2023 = lambda u: u.updated is not None and date(2023, 1, 1) <= u.updated <= date(2023, 12, 31)  # noqa: E731
+    dup = enrollment(f("user_locations['district_id']", "in", ["d-chi", "d-kur"]), program=a)
+    return {
+        "district": (a, enrollment(f("user_locations['district_id']", "=", "d-ana"), program=a), "k-district", "ch-1",
+                     s.members(a, district("d-ana"))),
+        "dates": (a, enrollment(f("updated_at", ">=", "2023-01-01"), f("updated_at", "<=", "2023-12-31"), program=a),
+                  "k-dates", None, s.members(a, in_2023)),
+        "organisation": (b, enrollment(f("organisation_id", "=", "org-2"), program=b), "k-org", "ch-1",
+                         s.members(b, lambda u: u.org[0] == "org-2")),
+        "duplicate_1": (a, dup, "k-dup", "ch-1", s.members(a, district("d-chi", "d-kur"))),
+        "duplicate_2": (a, dup, "k-dup", "ch-2", s.members(a, district("d-chi", "d-kur"))),
+        "no_match": (a, enrollment(f("user_locations['district_id']", "=", "d-none"), program=a), "k", None,
+                     "No Data Found"),
+        "invalid_filter": (a, enrollment(f("email", "=", "x@y"), program=a), "k", None,
+                           "filter program_enrollment.'email' is not allowed"),
+        "missing_key": (a, enrollment(program=a), None, None, "encryption_key is required for this report"),
+        "no_program": (a, {"filters": [{"table_name": "program_enrollment", "table_filters": [
+            f("organisation_id", "=", "org-1")]}]}, "k", None,
+            "exactly one program_enrollment.program_id '=' filter is required, found 0"),
+        "no_request_data": (a, None, "k", None, "request_data is missing"),
+    }
+
+
+def submit(connection, table, program, data, key, channel) -> str:
+    request = JobRequest(tag=tag_for(program.id, channel), request_id=new_request_id(), request_data=data,
+                         requested_by="manager-1", requested_channel=channel, encryption_key=key)
+    postgres.insert_request(connection, table, request, JOB_ID, datetime.utcnow())
+    return request.request_id
+
+
+class Lines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+
+def exhaust_in_process(scenario, *args) -> tuple[int, list[str]]:
+    handler, root = Lines(), logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        code = cli.main(["exhaust", "--runner", "DirectRunner", *scenario.flags, *args])
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    return code, handler.lines
+
+
+def status_rows(pg_dsn, table, request_id) -> dict:
+    connection = postgres.connect(pg_dsn)
+    try:
+        (row,) = postgres.request_status(connection, table, request_id)
+    finally:
+        connection.close()
+    return row
+
+
+def unzipped(path, password) -> bytes:
+    with pyzipper.AESZipFile(path) as archive:
+        (member,) = archive.infolist()
+        assert member.filename == Path(path).with_suffix(".csv").name
+        return archive.read(member, pwd=password.encode())
+
+
+@dataclass
+class Run:
+    code: int
+    ids: dict
+    logs: list
+    output: Path
+
+
+@pytest.fixture(scope="module")
+def direct(scenario, pg_dsn, test_schema, tmp_path_factory):
+    table, output = test_schema["job_request_table"], tmp_path_factory.mktemp("reports")
+    connection = postgres.connect(pg_dsn)
+    ids = {name: submit(connection, table, *request[:4]) for name, request in requests(scenario).items()}
+    connection.close()
+    code, logs = exhaust_in_process(scenario, "--output", str(output))
+    return Run(code, ids, logs, output)
+
+
+def test_every_request_ends_as_expected(scenario, direct, pg_dsn, test_schema):
+    assert direct.code == 0
+    for name, (program, _, key, _, outcome) in requests(scenario).items():
+        row = status_rows(pg_dsn, test_schema["job_request_table"], direct.ids[name])
+        if isinstance(outcome, str):
+            assert (row["status"], row["err_message"], row["iteration"], row["download_urls"]) == (
+                "FAILED", outcome, 1, None), name
+            continue
+        assert (row["status"], row["err_message"], row["iteration"]) == ("SUCCESS", None, 0), name
+        assert row["dt_file_created"] and row["dt_job_completed"] and row["execution_time"] > 0
+        (url,) = row["download_urls"]
+        assert re.fullmatch(rf".*/program-user-exhaust/\w{{32}}_20\d{{6}}\.zip", url)
+        assert len(outcome) > 10 and unzipped(url, key) == expected_csv(program, outcome), name
+
+
+def test_duplicates_are_produced_once_and_share_the_file(direct, pg_dsn, test_schema):
+    table = test_schema["job_request_table"]
+    urls = [status_rows(pg_dsn, table, direct.ids[name])["download_urls"] for name in ("duplicate_1", "duplicate_2")]
+    assert urls[0] == urls[1] and direct.ids["duplicate_1"] in urls[0][0]
+    produced = sorted(p.name.split("_")[0] for p in (direct.output / JOB_ID).iterdir())
+    assert produced == sorted(direct.ids[n] for n in ("district", "dates", "organisation", "duplicate_1"))
+
+
+def logged_counters(lines, request_id) -> dict:
+    (line,) = [line for line in lines if f"request {request_id}: {{" in line]
+    return json.loads(line[line.index("{"):])
+
+
+def expected_counters(scenario) -> dict:
+    a = scenario.a
+    users = scenario.members(a, district("d-ana"))
+    consented = [u for u in users if active_consent(u, a)]
+    return {"enrollments_read": len(scenario.members(a)), "records": len(users),
+            "consents_found": sum(1 for u in users if latest_consent(u, a)),
+            "profiles_found": sum(1 for u in consented if u.profile),
+            "profile_missing": sum(1 for u in consented if not u.profile), "email_undecryptable": 1}
+
+
+def test_rows_and_issues_are_counted(scenario, direct):
+    counters = logged_counters(direct.logs, direct.ids["district"])
+    assert counters == expected_counters(scenario) and counters["profile_missing"] > 0
+
+
+@pytest.fixture(scope="module")
+def prism(scenario, direct, pg_dsn, test_schema, tmp_path_factory):
+    """The district and organisation requests again, each through the CLI on PrismRunner."""
+    table, output = test_schema["job_request_table"], tmp_path_factory.mktemp("prism")
+    connection = postgres.connect(pg_dsn)
+    ids = {name: submit(connection, table, *requests(scenario)[name][:4]) for name in ("district", "organisation")}
+    connection.close()
+    outputs = []
+    for request_id in ids.values():  # one run each: FAILED requests of the direct run are pending too
+        done = subprocess.run(
+            [sys.executable, "-m", "programusers.cli", "exhaust", "--runner", "PrismRunner", "--request-id", request_id,
+             "--output", str(output), *scenario.flags],
+            env={**os.environ, "SUNBIRD_ENCRYPTION_KEY": SALT}, capture_output=True, text=True, timeout=300)
+        outputs.append(done.stdout + done.stderr)
+        assert done.returncode == 0, done.stderr[-3000:]
+    return Run(0, ids, outputs, output)
+
+
+def test_prism_writes_the_same_bytes(scenario, direct, prism, pg_dsn, test_schema):
+    table = test_schema["job_request_table"]
+    for name in ("district", "organisation"):
+        rows = [status_rows(pg_dsn, table, run.ids[name]) for run in (direct, prism)]
+        assert [r["status"] for r in rows] == ["SUCCESS", "SUCCESS"]
+        key = requests(scenario)[name][2]
+        assert unzipped(rows[0]["download_urls"][0], key) == unzipped(rows[1]["download_urls"][0], key)
+    assert logged_counters(prism.logs[0].splitlines(), prism.ids["district"]) == expected_counters(scenario)
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_request_failed_while_redis_was_down_succeeds_on_the_next_run(scenario, direct, pg_dsn, test_schema,
+                                                                      tmp_path):
+    table = test_schema["job_request_table"]
+    program, data, key, channel, users = requests(scenario)["district"]
+    connection = postgres.connect(pg_dsn)
+    request_id = submit(connection, table, program, data, key, channel)
+    connection.close()
+
+    code, _ = exhaust_in_process(scenario, "--request-id", request_id, "--output", str(tmp_path),
+                                 "--redis-port", str(closed_port()))
+    row = status_rows(pg_dsn, table, request_id)
+    assert code == 0 and (row["status"], row["iteration"]) == ("FAILED", 1)
+    assert row["err_message"] == "the user cache (Redis) is unreachable"
+
+    code, _ = exhaust_in_process(scenario, "--request-id", request_id, "--output", str(tmp_path))
+    row = status_rows(pg_dsn, table, request_id)
+    assert code == 0 and (row["status"], row["iteration"], row["err_message"]) == ("SUCCESS", 1, None)
+    assert unzipped(row["download_urls"][0], key) == expected_csv(program, users)
+    assert [p.name for p in (tmp_path / JOB_ID).iterdir()] == [Path(row["download_urls"][0]).name]
+
+
+def test_no_pii_in_logs_or_status(scenario, direct, prism, capsys):
+    for request_id in direct.ids.values():
+        assert cli.main(["status", request_id, "--job-request-table", scenario.flags[1]]) == 0
+    text = "\n".join(direct.logs + prism.logs) + capsys.readouterr().out
+    assert "SUCCESS" in text and "FAILED" in text and "records" in text
+    leaked = {value for value in scenario.pii_strings() if value in text}
+    assert not leaked, f"{len(leaked)} PII values found in the logs"
+
+
+def test_submit_exhaust_status_through_the_command_line(scenario, direct, pg_dsn, test_schema, tmp_path, capsys):
+    table = ["--job-request-table", test_schema["job_request_table"]]
+    assert cli.main(["submit", "--program-id", "p1", "--filter", "email", "=", "x", "--requested-by", "m", *table]) == 2
+    assert cli.main(["submit", "--program-id", scenario.a.id, "--filter", "user_locations['district_id']", "in",
+                     "d-ana,d-chi", "--requested-by", "manager-9", "--channel", "cli", "--encryption-key", "k-cli",
+                     *table]) == 0
+    request_id = capsys.readouterr().out.strip()
+
+    code, _ = exhaust_in_process(scenario, "--request-id", request_id, "--output", str(tmp_path))
+    assert code == 0 and cli.main(["status", request_id, *table]) == 0
+    shown = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines() if ": " in line)
+    assert (shown["tag"], shown["status"], shown["iteration"]) == (f"{scenario.a.id}:cli", "SUCCESS", "0")
+    assert "k-cli" not in shown.values() and "manager-9" not in shown.values()
+    assert unzipped(shown["download_urls"], "k-cli") == expected_csv(scenario.a, scenario.members(
+        scenario.a, district("d-ana", "d-chi")))
+    assert cli.main(["exhaust", "--request-id", request_id, *scenario.flags]) == 1  # no longer pending

@@ -1,0 +1,142 @@
+"""The exhaust's transforms on in-memory inputs (TestPipeline, in-process runner)."""
+import csv
+import io
+from datetime import date, datetime
+
+import apache_beam as beam
+import pytest
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from programusers import runners
+from programusers.crypto import PlatformCipher
+from programusers.io import files
+from programusers.model_config import default_model_config
+from programusers.transforms.report import JoinIntoRecords, LookUpConsentAndProfiles
+
+CONFIG = default_model_config()
+SALT = "transform-salt"
+CIPHER = PlatformCipher(SALT)
+LOCATIONS = {"state_name": "Karnataka", "district_name": "MYSURU", "block_name": "B1", "cluster_name": "C1",
+             "school_code": "29000001", "school_name": "GHPS", "district_id": "d1"}
+
+
+@pytest.fixture(autouse=True)
+def salt(monkeypatch):
+    monkeypatch.setenv("SUNBIRD_ENCRYPTION_KEY", SALT)
+
+
+def pipeline():
+    return test_pipeline.TestPipeline(options=runners.pipeline_options("DirectRunner"))
+
+
+def row(user_id, pii=True, **columns):
+    return {"program_id": "p1", "program_externalId": "PGM-1", "program_name": "Program A",
+            "pii_consent_required": pii, "user_id": user_id, "user_locations": LOCATIONS,
+            "organisation_id": "o1", "organisation_name": "Org", "user_type": "teacher", "user_sub_type": None,
+            "created_at": date(2023, 1, 1), "updated_at": date(2023, 1, 2), **columns}
+
+
+class FakeRead(beam.PTransform):
+    """A lookup from a dict, asserting which user ids were asked for."""
+
+    def __init__(self, rows, expected_ids):
+        super().__init__()
+        self._rows, self._expected_ids = rows, expected_ids
+
+    def expand(self, user_ids):
+        assert_that(user_ids, equal_to(self._expected_ids), label="AskedFor")
+        return user_ids | beam.FlatMap(lambda u, rows: [(u, rows[u])] if u in rows else [], self._rows)
+
+
+ENROLLMENTS = [row("u-active"), row("u-revoked"), row("u-none"), row("u-nocache"), row("u-open", pii=False)]
+CONSENTS = {"u-active": {"status": "Active", "last_updated_on": datetime(2023, 5, 31, 20)},
+            "u-revoked": {"status": "REVOKED", "last_updated_on": datetime(2023, 3, 1, 10)},
+            "u-nocache": {"status": "ACTIVE", "last_updated_on": datetime(2023, 3, 1, 10)},
+            "u-open": {"status": "ACTIVE", "last_updated_on": datetime(2023, 3, 1, 10)}}
+PROFILES = {"u-active": {"firstname": "Zoë", "lastname": " ", "email": CIPHER.encrypt("zoe@example.org"),
+                         "phone": CIPHER.encrypt("9876543210")},
+            "u-revoked": {"firstname": "Never", "email": CIPHER.encrypt("never@example.org")},
+            "u-open": {"firstname": "Never", "email": CIPHER.encrypt("never@example.org")}}
+
+
+def expected(user_id, pii=("", "", "", "No", "")):
+    common = {"User UUID": user_id, "Program Name": "'Program A'", "Program ID": "PGM-1", "State": "Karnataka",
+              "District": "MYSURU", "Block": "B1", "Cluster": "C1", "School Id": "29000001", "School Name": "GHPS",
+              "Usertype": "teacher", "Usersubtype": "", "Org Name": "Org"}
+    if pii is None:
+        return common
+    labels = ("User Name(On user consent)", "Mobile number(On user consent)", "Email ID(On user consent)",
+              "Consent Provided", "Consent Provided Date")
+    return {**common, **dict(zip(labels, pii))}
+
+
+def test_consent_only_where_asked_profiles_only_when_consented_then_one_record_per_row():
+    with pipeline() as p:
+        enrollments = p | beam.Create([(r["user_id"], r) for r in ENROLLMENTS])
+        lookups = LookUpConsentAndProfiles(
+            read_consent=FakeRead(CONSENTS, ["u-active", "u-revoked", "u-none", "u-nocache"]),
+            read_profiles=FakeRead(PROFILES, ["u-active", "u-nocache"]))
+        records = enrollments | lookups | JoinIntoRecords(CONFIG)
+        assert_that(records, equal_to([
+            expected("u-active", ("'Zoë'", "9876543210", "zoe@example.org", "Yes", "01/06/2023")),
+            expected("u-revoked", ("", "", "", "No", "01/03/2023")),
+            expected("u-none"),
+            expected("u-nocache", ("", "", "", "Yes", "01/03/2023")),
+            expected("u-open", None)]))
+
+
+def test_join_counts_issues():
+    sides = {"enrollment": [("u1", row("u1")), ("u2", row("u2"))],
+             "consent": [(u, {"status": "active", "last_updated_on": None}) for u in ("u1", "u2")],
+             "profile": [("u2", {"firstname": "A", "email": "not-a-ciphertext"})]}
+    p = pipeline()
+    _ = {name: p | name >> beam.Create(items) for name, items in sides.items()} | JoinIntoRecords(CONFIG)
+    result = p.run()
+    result.wait_until_finish()
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]}
+    assert counters == {"records": 2, "profile_missing": 1, "email_undecryptable": 1}
+
+
+# --- sorted shards and their merge -------------------------------------------------------------
+
+COLUMNS = ("Id", "Secret", "District", "Name")
+
+
+def record(i):
+    # Several ids share a district; a few districts are empty (sorted first).
+    return {"Id": f"u{(i * 37) % 101:03d}", "District": ["", "B", "A", "C, D", "b"][i % 5], "Name": f'N "{i}"'}
+
+
+def sort_key(r):
+    return r["District"], r["Id"]
+
+
+def write_and_merge(records, tmp_path, rows_per_shard, **zip_args):
+    temp_dir, destination = str(tmp_path / "temp"), str(tmp_path / "out" / "report.csv")
+    with pipeline() as p:
+        _ = p | beam.Create(records) | files.WriteSortedShards(temp_dir, COLUMNS, sort_key, rows_per_shard)
+    shards = sorted(m.path for m in FileSystems.match([temp_dir + "/shard-*.csv"])[0].metadata_list)
+    (tmp_path / "out").mkdir()
+    written = files.merge_shards(temp_dir, destination, datetime(2024, 1, 1), **zip_args)
+    files.remove_dir(temp_dir)
+    assert not (tmp_path / "temp").exists()
+    return shards, written, destination
+
+
+def test_sorted_shards_merge_into_one_sorted_csv_with_only_used_columns(tmp_path):
+    records = [record(i) for i in range(101)]
+    shards, written, destination = write_and_merge(records, tmp_path, rows_per_shard=10)
+    assert written and len(shards) > 3
+    with open(destination, newline="", encoding="utf-8") as f:
+        text = f.read()
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == ["Id", "District", "Name"]  # no record has "Secret"
+    assert rows[1:] == [[r["Id"], r["District"], r["Name"]] for r in sorted(records, key=sort_key)]
+    assert text.count("\r\n") == 102 and text.endswith("\r\n")
+
+
+def test_no_records_no_file(tmp_path):
+    shards, written, destination = write_and_merge([], tmp_path, rows_per_shard=10)
+    assert shards == [] and not written and not (tmp_path / "out" / "report.csv").exists()

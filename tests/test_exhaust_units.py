@@ -1,0 +1,181 @@
+"""The exhaust's pure parts: range shards, request handling, the password zip, store settings."""
+import argparse
+import io
+import shutil
+import subprocess
+import zipfile
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+import pyzipper
+from hypothesis import given
+from hypothesis import strategies as st
+
+from programusers import job_requests
+from programusers.archive import encrypted_member, zip_password
+from programusers.crypto import PlatformCipher
+from programusers.filters import parse_request
+from programusers.job_requests import JobRequest
+from programusers.model_config import default_model_config
+from programusers.pipelines.exhaust import Stores
+from programusers.shards import MAX_SHARDS, range_bounds, shard_of
+
+# --- range shards ----------------------------------------------------------------------------
+
+
+def exact_quantiles(keys, n=MAX_SHARDS + 1):
+    ordered = sorted(keys)
+    return [ordered[i * (len(ordered) - 1) // (n - 1)] for i in range(n)] if ordered else []
+
+
+@given(st.lists(st.tuples(st.sampled_from(["", "A", "B", "C"]), st.text(max_size=3))), st.integers(1, 50))
+def test_range_shards_concatenate_into_sorted_order(keys, rows_per_shard):
+    bounds = range_bounds(exact_quantiles(keys), len(keys), rows_per_shard)
+    shards = {}
+    for key in keys:
+        shards.setdefault(shard_of(key, bounds), []).append(key)
+    assert [k for i in sorted(shards) for k in sorted(shards[i])] == sorted(keys)
+    assert len(bounds) < max(-(-len(keys) // rows_per_shard), 1)
+
+
+def test_shard_count_follows_rows_per_shard():
+    keys = [(f"{i:05d}",) for i in range(1000)]
+    for rows_per_shard, shards in [(1000, 1), (250, 4), (99, 11), (1, MAX_SHARDS)]:
+        bounds = range_bounds(exact_quantiles(keys), len(keys), rows_per_shard)
+        sizes = [sum(shard_of(k, bounds) == i for k in keys) for i in range(len(bounds) + 1)]
+        # Balanced within one quantile step.
+        assert len(sizes) == shards and max(sizes) <= 1000 / shards + 1000 / MAX_SHARDS + 1
+
+
+def test_no_keys_one_shard():
+    assert range_bounds([], 0, 10) == [] and shard_of(("x",), []) == 0
+
+
+# --- requests --------------------------------------------------------------------------------
+
+PROGRAM = "602512d8e6aefa27d9629bc3"
+
+
+def test_command_line_filters_become_the_platform_request_shape():
+    data = job_requests.request_data(PROGRAM, [
+        ("user_locations['district_id']", "in", "d1, d2,,"),
+        ("program_enrollment.updated_at", ">=", "2023-01-01"),
+        ("user_consent.user_id", "=", "u1")])
+    assert data == {"filters": [
+        {"table_name": "program_enrollment", "table_filters": [
+            {"name": "program_id", "operator": "=", "value": PROGRAM},
+            {"name": "user_locations['district_id']", "operator": "in", "value": ["d1", "d2"]},
+            {"name": "updated_at", "operator": ">=", "value": "2023-01-01"}]},
+        {"table_name": "user_consent", "table_filters": [
+            {"name": "object_id", "operator": "=", "value": PROGRAM},
+            {"name": "user_id", "operator": "=", "value": "u1"}]}]}
+    parsed = parse_request(data)
+    assert parsed.program_id == PROGRAM and parsed.user_ids == {"u1"}
+
+
+def request(request_id, data, key="k", by="admin", tag="t"):
+    return JobRequest(tag=tag, request_id=request_id, request_data=data, requested_by=by, encryption_key=key)
+
+
+def test_duplicates_are_equal_data_key_and_requester_whatever_the_order_or_tag():
+    a = request("A", {"filters": [], "x": {"b": 1, "a": 2}})
+    same = request("B", {"x": {"a": 2, "b": 1}, "filters": []}, tag="other")
+    others = [request("C", a.request_data, key="k2"), request("D", a.request_data, by="someone"),
+              request("E", {"filters": [1]}), request("F", None)]
+    groups = job_requests.group_duplicates([a, *others[:2], same, *others[2:]])
+    assert [[r.request_id for r in g] for g in groups] == [["A", "B"], ["C"], ["D"], ["E"], ["F"]]
+
+
+def test_tag_name_and_message_conventions():
+    assert job_requests.tag_for("p1", "channel") == "p1:channel" and job_requests.tag_for("p1", None) == "p1"
+    assert len(job_requests.new_request_id()) == 32 and job_requests.new_request_id().isupper()
+    # 31 May 2023 20:00 UTC is already 1 June in Kolkata.
+    when = datetime(2023, 5, 31, 20, 0, tzinfo=timezone.utc)
+    assert job_requests.report_name("R1", when, ZoneInfo("Asia/Kolkata")) == "R1_20230601"
+    assert job_requests.report_name("R1", when, ZoneInfo("UTC")) == "R1_20230531"
+    assert len(job_requests.err_message("x" * 1000)) == 300
+
+
+# --- the password zip ------------------------------------------------------------------------
+
+CIPHER = PlatformCipher("unit-salt")
+CSV = "User UUID,Name\r\nu1,'Zoë, \"Z\"'\r\n".encode() * 200
+WHEN = datetime(2024, 2, 29, 23, 59, 58)
+
+
+def test_password_is_the_decrypted_key_or_the_key_as_given():
+    assert zip_password(CIPHER.encrypt("s3cret"), CIPHER) == "s3cret"
+    assert zip_password("s3cret", CIPHER) == "s3cret"
+    assert zip_password(PlatformCipher("other-salt").encrypt("s3cret"), CIPHER) != "s3cret"
+
+
+class Unseekable(io.RawIOBase):
+    def __init__(self):
+        self.buffer = io.BytesIO()
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        return self.buffer.write(data)
+
+
+def zipped(zip_crypto, seekable=True, password="pässword"):
+    raw = io.BytesIO() if seekable else Unseekable()
+    with encrypted_member(raw, "R1_20240229.csv", password, WHEN, len(CSV), zip_crypto) as member:
+        for start in range(0, len(CSV), 1000):
+            member.write(CSV[start:start + 1000])
+    return (raw if seekable else raw.buffer).getvalue()
+
+
+@pytest.mark.parametrize("seekable", [True, False])
+def test_aes_zip_opens_with_the_password_only(seekable):
+    data = zipped(zip_crypto=False, seekable=seekable)
+    with pyzipper.AESZipFile(io.BytesIO(data)) as archive:
+        (info,) = archive.infolist()
+        assert info.filename == "R1_20240229.csv" and info.date_time == (2024, 2, 29, 23, 59, 58)
+        assert archive.read(info, pwd="pässword".encode()) == CSV
+        with pytest.raises(RuntimeError, match="Bad password"):
+            archive.read(info, pwd=b"wrong")
+    with zipfile.ZipFile(io.BytesIO(data)) as archive, pytest.raises(NotImplementedError):
+        archive.read("R1_20240229.csv", pwd=b"x")  # the standard library cannot read AES: it is encrypted
+
+
+@pytest.mark.parametrize("seekable", [True, False])
+def test_zip_crypto_opens_with_standard_tools(seekable, tmp_path):
+    data = zipped(zip_crypto=True, seekable=seekable)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert archive.read("R1_20240229.csv", pwd="pässword".encode()) == CSV
+        with pytest.raises(RuntimeError, match="Bad password"):
+            archive.read("R1_20240229.csv", pwd=b"wrong")
+    if shutil.which("unzip"):
+        (tmp_path / "r.zip").write_bytes(data)
+        out = subprocess.run(["unzip", "-P", "pässword", "-p", str(tmp_path / "r.zip")], capture_output=True)
+        assert out.returncode == 0 and out.stdout == CSV
+
+
+# --- store settings --------------------------------------------------------------------------
+
+def flags(**given):
+    names = ["cassandra_hosts", "programs_keyspace", "redis_host", "redis_port", "redis_db"]
+    return argparse.Namespace(**{n: given.get(n) for n in names}, cassandra_port=9042, consent_keyspace="sunbird")
+
+
+def test_store_settings_flag_then_environment_then_model_config(monkeypatch):
+    config = default_model_config()  # localhost, port 6381, db 0, sunbird_programs
+    for name in ("PROGRAMUSERS_REDIS_HOST", "PROGRAMUSERS_REDIS_PORT", "PROGRAMUSERS_CASSANDRA_HOSTS",
+                 "PROGRAMUSERS_PROGRAMS_KEYSPACE"):
+        monkeypatch.delenv(name, raising=False)
+    stores = Stores.resolve(flags(), config)
+    assert (stores.redis_host, stores.redis_port, stores.redis_db) == ("localhost", 6381, 0)
+    assert (stores.cassandra_hosts, stores.programs_keyspace) == (["localhost"], "sunbird_programs")
+
+    monkeypatch.setenv("PROGRAMUSERS_REDIS_HOST", "redis-users")
+    monkeypatch.setenv("PROGRAMUSERS_REDIS_PORT", "6379")
+    monkeypatch.setenv("PROGRAMUSERS_CASSANDRA_HOSTS", "c1, c2")
+    stores = Stores.resolve(flags(), config)
+    assert (stores.redis_host, stores.redis_port, stores.cassandra_hosts) == ("redis-users", 6379, ["c1", "c2"])
+
+    stores = Stores.resolve(flags(redis_host="h", redis_port=1, redis_db=11, programs_keyspace="ks"), config)
+    assert (stores.redis_host, stores.redis_port, stores.redis_db, stores.programs_keyspace) == ("h", 1, 11, "ks")

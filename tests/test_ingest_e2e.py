@@ -1,0 +1,127 @@
+"""End to end on the local stack: events produced to Kafka, a bounded ingest on Prism, the rows in
+Cassandra and the dead letters read back from Kafka; then a replay of the same records through the
+command line on the DirectRunner, which must change no row."""
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from apache_beam.runners.runner import PipelineState
+from confluent_kafka import OFFSET_INVALID, Consumer, Producer, TopicPartition
+
+from ingest_cases import COLUMNS, bad_events, encode, event, expected_row, row
+from programusers import cli, runners, settings
+from programusers.pipelines import ingest
+
+pytestmark = pytest.mark.services
+USERS_PER_PROGRAM = 120
+
+
+def produce(topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> list[tuple[int, int]]:
+    """Sends (key, value) messages in order; returns each one's (partition, offset)."""
+    coordinates = [None] * len(messages)
+
+    def delivered(error, message, index):
+        assert error is None, error
+        coordinates[index] = (message.partition(), message.offset())
+
+    producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "acks": "all", "linger.ms": 20})
+    for index, (key, value) in enumerate(messages):
+        producer.produce(topic, key=key, value=value, on_delivery=lambda e, m, i=index: delivered(e, m, i))
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    return coordinates
+
+
+def consume(topic: str, expected: int) -> list[tuple[bytes, dict]]:
+    """Every (key, JSON value) of `topic`: waits for `expected` messages, then a little for any extra."""
+    consumer = Consumer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "group.id": f"check-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    found, deadline = [], time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            message = consumer.poll(1)
+            if message is not None and not message.error():
+                found.append((message.key(), json.loads(message.value())))
+            elif len(found) >= expected:
+                break
+    finally:
+        consumer.close()
+    return found
+
+
+def committed_offsets(topic: str, group: str) -> list[int]:
+    consumer = Consumer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "group.id": group})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return [p.offset for p in consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)]
+    finally:
+        consumer.close()
+
+
+def micros(iso: str) -> int:
+    return int(datetime.fromisoformat(iso).astimezone(UTC).timestamp() * 1_000_000)
+
+
+def stored(session, keyspace: str, programs: list[str]) -> dict[tuple[str, str], tuple[dict, int]]:
+    """(program, user) -> (row, write time of program_name) for every row of `programs`."""
+    query = (f"SELECT {COLUMNS}, writetime(program_name) AS stamp FROM {keyspace}.program_enrollment "
+             "WHERE program_id = %s")
+    rows = {}
+    for program in programs:
+        for stored_row in session.execute(query, [program]):
+            values = row(stored_row)
+            rows[(program, stored_row.user_id)] = values, values.pop("stamp")
+    return rows
+
+
+def test_ingest_end_to_end_then_replay(cassandra_session, test_schema, unique):
+    keyspace = test_schema["programs_keyspace"]
+    raw, failed, group = f"test.ingest.{unique}.raw", f"test.ingest.{unique}.failed", f"test.ingest.{unique}"
+    programs = [f"p{n}-{unique}" for n in range(3)]
+    good = [event(program, f"u{i}", district=f"D{i % 7}", user_type=("teacher", "Administrator")[i % 2],
+                  updated=f"2023-01-{1 + i % 28:02d}T08:00:00Z")
+            for program in programs for i in range(USERS_PER_PROGRAM)]
+    newer = event(programs[0], "late", updated="2023-03-01T00:00:00Z", name="Newer")
+    older = event(programs[0], "late", updated="2023-02-01T00:00:00Z", name="Older")  # arrives after `newer`
+    join = event(programs[1], "leaver", updated="2023-01-10T00:00:00Z")
+    leave = event(programs[1], "leaver", updated="2023-01-20T00:00:00Z", deleted=True)
+    bad = bad_events(programs[2])
+    half = len(good) // 2
+    messages = ([(e["userId"].encode(), encode(e)) for e in good[:half] + [newer, older, join, leave]]
+                + [(None, value) for value, _, _ in bad]
+                + [(e["userId"].encode(), encode(e)) for e in good[half:]])
+    coordinates = produce(raw, messages)
+    flags = [f"--input-topic={raw}", f"--dead-letter-topic={failed}", f"--consumer-group={group}",
+             f"--programs-keyspace={keyspace}", f"--max-records={len(messages)}"]
+
+    result = ingest.run(runners.pipeline_options("PrismRunner", flags))
+    assert result.wait_until_finish() == PipelineState.DONE
+    assert ingest.counters(result) == {
+        "events_read": len(messages), "rows_written": len(good) + 3, "rows_deleted": 1,
+        "dead_lettered_invalid_json": 3, "dead_lettered_not_an_object": 1, "dead_lettered_missing_field": 2,
+        "dead_lettered_wrong_type": 2, "dead_lettered_bad_timestamp": 2, "dead_lettered_write_failed": 1}
+
+    rows = stored(cassandra_session, keyspace, programs)
+    expected = {(e["programId"], e["userId"]): expected_row(e) for e in good + [newer]}
+    assert {key: values for key, (values, _) in rows.items()} == expected
+    assert rows[(programs[0], "late")][1] == micros("2023-03-01T00:00:00Z")  # the older event did not win
+    assert (programs[1], "leaver") not in rows
+
+    bad_start = half + 4
+    expected_dead = sorted(
+        (f"{raw}/{partition}/{offset}".encode(), reason, field,
+         None if value is None else value.decode("utf-8", errors="replace"), raw, partition, offset)
+        for (value, reason, field), (partition, offset) in zip(bad, coordinates[bad_start:]))
+    dead = consume(failed, len(bad))
+    assert sorted((key, d["reason"], d["field"], d["payload"], d["topic"], d["partition"], d["offset"])
+                  for key, d in dead) == expected_dead
+    assert set(committed_offsets(raw, group)) == {OFFSET_INVALID}  # bounded runs never commit
+
+    # The same records again, through the command line, on the other local runner.
+    assert cli.main(["ingest", "--runner", "DirectRunner", *flags]) == 0
+    assert stored(cassandra_session, keyspace, programs) == rows
+    replayed = consume(failed, 2 * len(bad))
+    assert sorted(key for key, _ in replayed) == sorted(2 * [key for key, *_ in expected_dead])

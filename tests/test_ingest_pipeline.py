@@ -1,0 +1,122 @@
+"""The ingest pipeline without Kafka: options and CLI wiring, the dead-letter format, and IngestEvents on
+the DirectRunner over in-memory records, writing to the real Cassandra."""
+import json
+import time
+from datetime import UTC, datetime
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from ingest_cases import COLUMNS, bad_events, encode, event, expected_row, row
+from programusers import cli, runners, settings
+from programusers.events import DeadLetter
+from programusers.io.cassandra_sink import WriteEnrollments
+from programusers.io.kafka import KafkaRecord
+from programusers.pipelines import ingest
+from programusers.pipelines.ingest import IngestEvents, IngestOptions
+
+HOSTS = settings.cassandra_hosts(settings.CASSANDRA_HOSTS)
+
+
+# --- options and the command line ---
+
+def test_options_default_to_the_settings():
+    options = IngestOptions([])
+    assert options.kafka_bootstrap == settings.KAFKA_BOOTSTRAP
+    assert options.input_topic == f"{settings.ENV_NAME}.ml.programUsers.raw"
+    assert options.dead_letter_topic == f"{settings.ENV_NAME}.ml.programUsers.failed"
+    assert options.expansion_service == settings.EXPANSION_SERVICE
+    assert (options.cassandra_hosts, options.programs_keyspace) == (settings.CASSANDRA_HOSTS,
+                                                                    settings.PROGRAMS_KEYSPACE)
+    assert options.commit_offsets and options.consistency == "LOCAL_QUORUM"
+    assert options.max_records is None and options.max_read_time is None
+
+
+def parse(*argv):
+    args, extra = cli.build_parser().parse_known_args(["ingest", *argv])
+    args.pipeline_args = extra
+    return args
+
+
+def test_cli_flags_and_beam_flags_reach_the_pipeline_options():
+    options = ingest.pipeline_options(parse("--runner", "PrismRunner", "--max-records", "7", "--input-topic", "t.raw",
+                                            "--write-attempts", "2", "--no-commit-offsets", "--job_name=x"))
+    view = options.view_as(IngestOptions)
+    assert (view.max_records, view.input_topic, view.write_attempts, view.commit_offsets) == (7, "t.raw", 2, False)
+    assert options.get_all_options()["job_name"] == "x"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--runner", "DirectRunner"], "bounded only"),
+    (["--runner", "PrismRunner"], "--no-commit-offsets"),
+])
+def test_runs_a_runner_cannot_do_are_refused_up_front(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        ingest.pipeline_options(parse(*argv))
+
+
+def test_every_options_class_of_the_cli_parses_together():
+    # Beam parses all PipelineOptions subclasses with one parser: a flag defined twice breaks every job.
+    assert "input_topic" in runners.pipeline_options("DirectRunner").get_all_options()
+
+
+# --- pure helpers ---
+
+def test_arrival_time_is_the_kafka_timestamp_else_now():
+    assert ingest.arrival_micros(1_700_000_000_123) == 1_700_000_000_123_000
+    assert abs(ingest.arrival_micros(-1) - time.time_ns() // 1000) < 5_000_000
+
+
+def test_dead_letter_message_keeps_the_key_and_the_original_payload():
+    failed_at = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+    dead = DeadLetter("invalid_json", None, "Expecting value at line 1 column 1")
+    key, value = ingest.dead_letter_message(KafkaRecord("t.raw", 1, 42, 0, b"k", b"nope"), dead, failed_at)
+    assert key == b"k"
+    assert json.loads(value) == {"reason": "invalid_json", "field": None, "detail": dead.detail, "payload": "nope",
+                                 "topic": "t.raw", "partition": 1, "offset": 42,
+                                 "failed_at": "2024-05-01T10:00:00.000Z"}
+    key, value = ingest.dead_letter_message(KafkaRecord("t.raw", 0, 7, 0, None, None), dead, failed_at)
+    assert (key, json.loads(value)["payload"]) == (b"t.raw/0/7", None)
+
+
+def test_kafka_record_from_kafkaio_metadata_row():
+    row_ = beam.Row(topic="t", partition=1, offset=2, timestamp=3, key=None, value=b"v", headers=[],
+                    timestampTypeId=0, timestampTypeName="CreateTime")
+    assert KafkaRecord.from_row(row_) == KafkaRecord("t", 1, 2, 3, None, b"v")
+
+
+# --- the pipeline over in-memory records ---
+
+@pytest.mark.services
+def test_good_and_bad_events_split_and_are_counted(cassandra_session, test_schema, unique):
+    keyspace, program = test_schema["programs_keyspace"], f"p-{unique}"
+    good = [event(program, f"u{i}", district=f"D{i}") for i in range(5)]
+    leave = event(program, "u0", updated="2023-02-01T00:00:00Z", deleted=True)
+    bad = bad_events(program)
+    values = [encode(e) for e in good] + [encode(leave)] + [value for value, _, _ in bad]
+    records = [KafkaRecord("t.raw", 0, offset, 1_700_000_000_000, None, value) for offset, value in enumerate(values)]
+    first_bad = len(good) + 1
+
+    pipeline = BeamTestPipeline(options=runners.pipeline_options("DirectRunner"))
+    dead_letters = (pipeline
+                    | beam.Create(records)
+                    | IngestEvents(WriteEnrollments(HOSTS, keyspace))
+                    | beam.MapTuple(lambda key, value: (key, json.loads(value)))
+                    | beam.MapTuple(lambda key, dead: (key, dead["reason"], dead["field"], dead["offset"],
+                                                       dead["payload"])))
+    payloads = [None if v is None else v.decode("utf-8", errors="replace") for v, _, _ in bad]
+    assert_that(dead_letters, equal_to([
+        (f"t.raw/0/{first_bad + i}".encode(), reason, field, first_bad + i, payload)
+        for i, ((_, reason, field), payload) in enumerate(zip(bad, payloads))]))
+    result = pipeline.run()
+    result.wait_until_finish()
+
+    assert ingest.counters(result) == {
+        "events_read": len(records), "rows_written": 5, "rows_deleted": 1,
+        "dead_lettered_invalid_json": 3, "dead_lettered_not_an_object": 1, "dead_lettered_missing_field": 2,
+        "dead_lettered_wrong_type": 2, "dead_lettered_bad_timestamp": 2, "dead_lettered_write_failed": 1}
+    stored = cassandra_session.execute(
+        f"SELECT {COLUMNS} FROM {keyspace}.program_enrollment WHERE program_id = %s", [program])
+    assert sorted((row(r) for r in stored), key=lambda r: r["user_id"]) == [expected_row(e) for e in good[1:]]

@@ -1,0 +1,218 @@
+"""The Cassandra sink: CQL text, retry policy, and writes against the real Cassandra of the local stack,
+with failures injected at the driver boundary (transient) or caused for real (permanent)."""
+import concurrent.futures
+from datetime import date
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+from cassandra import InvalidRequest, OperationTimedOut, Unavailable, WriteTimeout, WriteType
+from cassandra.cluster import NoHostAvailable
+from cassandra.protocol import OverloadedErrorMessage
+
+from programusers import runners, settings
+from programusers.events import DeadLetter, EnrollmentDelete, EnrollmentUpsert
+from programusers.io import cassandra_sink
+from programusers.io.cassandra_sink import (WriteEnrollments, backoff_seconds, delete_cql, is_transient,
+                                            upsert_cql)
+from programusers.pipelines.ingest import counters
+
+HOSTS = settings.cassandra_hosts(settings.CASSANDRA_HOSTS)
+T0 = 1_673_505_056_829_000  # 2023-01-12T06:30:56.829Z in micros
+
+
+# --- pure helpers ---
+
+def test_upsert_cql_binds_key_then_columns_then_timestamp():
+    assert upsert_cql("ks", ["program_name", "user_locations"]) == (
+        "INSERT INTO ks.program_enrollment (program_id, user_id, program_name, user_locations) "
+        "VALUES (?, ?, ?, ?) USING TIMESTAMP ?")
+
+
+def test_delete_cql_is_stamped():
+    assert delete_cql("ks") == (
+        "DELETE FROM ks.program_enrollment USING TIMESTAMP ? WHERE program_id = ? AND user_id = ?")
+
+
+@pytest.mark.parametrize("keyspace,columns", [("ks; DROP", ["a"]), ("ks", ["a) VALUES (1"]), ("ks", ["1a"])])
+def test_cql_names_are_checked(keyspace, columns):
+    with pytest.raises(ValueError):
+        upsert_cql(keyspace, columns)
+
+
+@pytest.mark.parametrize("error,transient", [
+    (WriteTimeout("timed out", write_type=WriteType.SIMPLE), True), (Unavailable("down"), True), (OperationTimedOut(), True),
+    (NoHostAvailable("none", {}), True), (OverloadedErrorMessage(0x1001, "busy", None), True),
+    (InvalidRequest("bad"), False), (TypeError("bad value"), False), (ValueError("x"), False),
+])
+def test_is_transient(error, transient):
+    assert is_transient(error) is transient
+
+
+def test_backoff_doubles_up_to_a_cap():
+    assert [backoff_seconds(n, 0.5) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert backoff_seconds(40, 0.5) == cassandra_sink.MAX_BACKOFF_SECONDS
+
+
+def test_write_enrollments_rejects_a_nonsense_policy():
+    with pytest.raises(ValueError):
+        WriteEnrollments(HOSTS, "ks", concurrency=0)
+    with pytest.raises(KeyError):
+        WriteEnrollments(HOSTS, "ks", consistency="MOSTLY")
+
+
+# --- against the real Cassandra ---
+
+def upsert(program, user, micros, **columns):
+    return EnrollmentUpsert(program, user, {"pii_consent_required": False, **columns}, micros)
+
+
+def write(mutations, keyspace, expected_dead=(), fn=None):
+    """Runs the sink over (index, mutation) pairs, checks its dead letters, returns the job's counters."""
+    pipeline = BeamTestPipeline(options=runners.pipeline_options("DirectRunner"))
+    failed = (pipeline
+              | beam.Create(list(enumerate(mutations)))
+              | (beam.ParDo(fn) if fn else WriteEnrollments(HOSTS, keyspace))
+              | beam.MapTuple(lambda index, dead: (index, dead.reason, dead.detail)))
+    assert_that(failed, equal_to(list(expected_dead)))
+    result = pipeline.run()
+    result.wait_until_finish()
+    return counters(result)
+
+
+def rows(session, keyspace, program):
+    query = (f"SELECT user_id, program_name, user_locations, updated_at, writetime(program_name) AS stamp "
+             f"FROM {keyspace}.program_enrollment WHERE program_id = %s")
+    return {row.user_id: row for row in session.execute(query, [program])}
+
+
+@pytest.mark.services
+def test_upserts_and_deletes_converge_to_the_newest_event(cassandra_session, test_schema, unique):
+    keyspace, program = test_schema["programs_keyspace"], f"p-{unique}"
+    mutations = [
+        upsert(program, "u1", T0 + 10, program_name="new", user_locations={"district_name": "A"},
+               updated_at=date(2023, 1, 12)),
+        upsert(program, "u1", T0, program_name="old", user_locations={"district_name": "B", "block_name": "C"}),
+        upsert(program, "u2", T0, program_name="joined"),
+        EnrollmentDelete(program, "u2", T0 + 1),
+        EnrollmentDelete(program, "u3", T0 + 1),  # leaves before joining: the older join must not win
+        upsert(program, "u3", T0, program_name="joined late"),
+        upsert(program, "u4", T0, program_name="kept"),
+        upsert(program, "u4", T0 + 5, user_locations={"state_name": "S"}),  # partial: name untouched
+    ]
+    totals = write(mutations, keyspace)
+    assert totals == {"rows_written": 6, "rows_deleted": 2}
+    found = rows(cassandra_session, keyspace, program)
+    assert set(found) == {"u1", "u4"}
+    assert (found["u1"].program_name, found["u1"].user_locations, found["u1"].stamp) == ("new", {"district_name": "A"},
+                                                                                        T0 + 10)
+    assert found["u1"].updated_at.date() == date(2023, 1, 12)
+    assert (found["u4"].program_name, found["u4"].user_locations) == ("kept", {"state_name": "S"})
+
+    # Replaying the same mutations, in any order, changes nothing.
+    write(list(reversed(mutations)), keyspace)
+    assert rows(cassandra_session, keyspace, program) == found
+
+
+@pytest.mark.services
+def test_real_permanent_failures_come_back_as_dead_letters(cassandra_session, test_schema, unique):
+    program = f"p-{unique}"
+    oversized_key = upsert(program, "u" * 70_000, T0, program_name="x")  # Cassandra: "Key length ... longer than"
+    totals = write([upsert(program, "ok", T0), oversized_key, upsert(program, "ok2", T0)],
+                   test_schema["programs_keyspace"], [(1, "write_failed", "InvalidRequest after 1 attempt(s)")])
+    assert totals == {"rows_written": 2}
+    assert set(rows(cassandra_session, test_schema["programs_keyspace"], program)) == {"ok", "ok2"}
+
+    totals = write([upsert(program, "u1", T0), EnrollmentDelete(program, "u1", T0)], f"no_such_ks_{unique}",
+                   [(0, "write_failed", "InvalidRequest after 1 attempt(s)"),
+                    (1, "write_failed", "InvalidRequest after 1 attempt(s)")])
+    assert totals == {}
+
+
+class _FailedFuture(concurrent.futures.Future):
+    def __init__(self, error):
+        super().__init__()
+        self.set_exception(error)
+
+
+class _Awaited:
+    def __init__(self, future, session):
+        self._future, self._session = future, session
+
+    def result(self):
+        try:
+            return self._future.result()
+        finally:
+            self._session.awaited += 1
+
+
+class FlakySession:
+    """A real session whose first `failures` executions fail the way a busy cluster fails them, and
+    which counts the requests sent and those whose outcome the sink has waited for."""
+
+    def __init__(self, session, failures):
+        self._session, self._failures = session, failures
+        self.sent = self.awaited = self.most_outstanding = 0
+
+    def prepare(self, cql):
+        return self._session.prepare(cql)
+
+    def execute_async(self, statement):
+        self.sent += 1
+        self.most_outstanding = max(self.most_outstanding, self.sent - self.awaited)
+        if self._failures > 0:
+            self._failures -= 1
+            future = _FailedFuture(WriteTimeout("injected", write_type=WriteType.SIMPLE))
+        else:
+            future = self._session.execute_async(statement)
+        return _Awaited(future, self)
+
+
+class FlakyWriteFn(cassandra_sink._WriteMutationsFn):
+    def __init__(self, keyspace, failures, attempts, concurrency=4):
+        super().__init__(HOSTS, settings.CASSANDRA_PORT, keyspace, "LOCAL_QUORUM", concurrency=concurrency,
+                         max_attempts=attempts, backoff=0.01)
+        self._failures = failures
+
+    def _connect(self):
+        cluster, session = super()._connect()
+        return cluster, FlakySession(session, self._failures)
+
+
+@pytest.mark.services
+def test_transient_failures_are_retried_and_land(cassandra_session, test_schema, unique):
+    keyspace, program = test_schema["programs_keyspace"], f"p-{unique}"
+    mutations = [upsert(program, f"u{i}", T0, program_name=f"n{i}") for i in range(10)]
+    totals = write(mutations, keyspace, fn=FlakyWriteFn(keyspace, failures=6, attempts=3))
+    assert totals == {"rows_written": 10, "write_retries": 6}
+    assert len(rows(cassandra_session, keyspace, program)) == 10
+
+
+@pytest.mark.services
+def test_writes_failing_past_the_attempts_are_dead_lettered_never_dropped(cassandra_session, test_schema, unique):
+    keyspace, program = test_schema["programs_keyspace"], f"p-{unique}"
+    mutations = [upsert(program, f"u{i}", T0) for i in range(5)]
+    totals = write(mutations, keyspace, [(i, "write_failed", "WriteTimeout after 3 attempt(s)") for i in range(5)],
+                   fn=FlakyWriteFn(keyspace, failures=10**9, attempts=3))
+    assert totals == {"write_retries": 10}
+    assert rows(cassandra_session, keyspace, program) == {}
+
+
+@pytest.mark.services
+def test_in_flight_writes_are_bounded_and_a_bundle_ends_with_none_outstanding(test_schema, unique):
+    fn = FlakyWriteFn(test_schema["programs_keyspace"], failures=0, attempts=1, concurrency=3)
+    fn.setup()
+    try:
+        session = fn._session
+        fn.start_bundle()
+        for i in range(20):
+            mutation = upsert(f"p-{unique}", f"u{i}", T0)
+            assert list(fn.process((i, mutation), windowed=WindowedValue((i, mutation), 0, [GlobalWindow()]))) == []
+        assert list(fn.finish_bundle()) == []
+    finally:
+        fn.teardown()
+    assert session.sent == session.awaited == 20
+    assert session.most_outstanding == 3
