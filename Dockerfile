@@ -1,17 +1,24 @@
-# The pipeline image: Python 3.11 with the pinned Beam SDK (and its worker boot entrypoint) plus a
-# Java 17 runtime, which building a pipeline with cross-language Kafka IO needs. The install steps are
-# the ones scripts/bootstrap runs in CI.
+# The pipeline image: Python 3.11 with the pinned Beam SDK (and its worker boot entrypoint,
+# /opt/apache/beam/boot, used by the TaskManager sidecar with --worker_pool) plus a Java 17 runtime,
+# which building a pipeline with cross-language Kafka IO and starting Beam's job servers need.
+# The Python install is the one scripts/bootstrap runs in CI.
 FROM apache/beam_python3.11_sdk:2.73.0
 
 RUN apt-get update \
  && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
  && rm -rf /var/lib/apt/lists/*
 
+# Beam's job-server jars, where programusers.runners looks for them (never downloaded at run time).
+ENV PROGRAMUSERS_CACHE=/opt/programusers/cache
+ARG MAVEN=https://repo1.maven.org/maven2/org/apache/beam
+ADD ${MAVEN}/beam-runners-flink-1.20-job-server/2.73.0/beam-runners-flink-1.20-job-server-2.73.0.jar \
+    ${MAVEN}/beam-runners-spark-3-job-server/2.73.0/beam-runners-spark-3-job-server-2.73.0.jar \
+    /opt/programusers/cache/jars/
+
 WORKDIR /opt/programusers
 COPY pyproject.toml README.md ./
 COPY programusers ./programusers
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir '.[gcp]'
 
-# The SDK image's entrypoint is Beam's worker boot (/opt/apache/beam/boot); the CLI runs with
-# `docker run --entrypoint programusers IMAGE ...`.
 ENV PYTHONUNBUFFERED=1
+# The entrypoint stays Beam's boot (for the worker-pool sidecar); the jobs run `programusers ...`.

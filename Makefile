@@ -1,11 +1,12 @@
 # The two commands a newcomer needs: `make demo` (the main job end to end on local services with
 # sample data) and `make test` (the whole suite). Both install what is missing and start the stack.
 .PHONY: demo test stack-up stack-down
+DEMO_ARGS ?=
 
 demo:
 	scripts/bootstrap
 	scripts/stack up
-	scripts/demo
+	scripts/demo $(DEMO_ARGS)
 
 test:
 	scripts/bootstrap

@@ -1,12 +1,12 @@
 """The `programusers` command: one subcommand per job."""
 import argparse
 import logging
-import sys
 
-from programusers import sample_data, settings
-from programusers.pipelines import ingest
-from programusers.pipelines import exhaust
+from programusers import demo, sample_data, settings
+from programusers.pipelines import exhaust, ingest
 from programusers.runners import RUNNERS
+
+_LOG = logging.getLogger(__name__)
 
 
 def _init(args) -> int:
@@ -23,7 +23,7 @@ def _init(args) -> int:
         schema.init_postgres(connection, args.job_request_table)
     finally:
         connection.close()
-    logging.info("schema ready: Cassandra %s.%s, %s.%s; PostgreSQL %s", args.programs_keyspace,
+    _LOG.info("schema ready: Cassandra %s.%s, %s.%s; PostgreSQL %s", args.programs_keyspace,
                  schema.ENROLLMENT_TABLE, args.consent_keyspace, schema.CONSENT_TABLE, args.job_request_table)
     return 0
 
@@ -63,17 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     sample_data.register(commands)
     ingest.register(commands)
     exhaust.register(commands)
+    demo.register(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Beam's worker and runner chatter drowns the job's own progress lines.
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    # Our own progress at INFO; Beam's runner and worker chatter (some of it on the root logger) only
+    # from WARNING up, else it drowns the job's lines.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("programusers").setLevel(logging.INFO)
     args, extra = build_parser().parse_known_args(argv)
     args.pipeline_args = extra
     return args.handler(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -372,7 +372,7 @@ def prism(scenario, direct, pg_dsn, test_schema, tmp_path_factory):
     outputs = []
     for request_id in ids.values():  # one run each: FAILED requests of the direct run are pending too
         done = subprocess.run(
-            [sys.executable, "-m", "programusers.cli", "exhaust", "--runner", "PrismRunner", "--request-id", request_id,
+            [sys.executable, "-m", "programusers", "exhaust", "--runner", "PrismRunner", "--request-id", request_id,
              "--output", str(output), *scenario.flags],
             env={**os.environ, "SUNBIRD_ENCRYPTION_KEY": SALT}, capture_output=True, text=True, timeout=300)
         outputs.append(done.stdout + done.stderr)

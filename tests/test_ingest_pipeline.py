@@ -48,6 +48,17 @@ def test_cli_flags_and_beam_flags_reach_the_pipeline_options():
     assert options.get_all_options()["job_name"] == "x"
 
 
+def test_a_flink_cluster_gets_its_flags_and_may_commit_offsets_while_streaming(tmp_path, monkeypatch):
+    jar = tmp_path / "job-server.jar"
+    jar.write_bytes(b"")
+    monkeypatch.setattr(runners, "FLINK_JOB_SERVER_JAR", jar)
+    options = ingest.pipeline_options(parse("--runner", "FlinkRunner", "--flink_master=flink:8081",
+                                            "--checkpointing_interval=60000"))
+    everything = options.get_all_options()
+    assert (everything["flink_master"], everything["checkpointing_interval"]) == ("flink:8081", 60000)
+    assert options.view_as(IngestOptions).commit_offsets and not options.view_as(IngestOptions).bounded
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--runner", "DirectRunner"], "bounded only"),
     (["--runner", "PrismRunner"], "--no-commit-offsets"),

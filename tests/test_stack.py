@@ -78,6 +78,6 @@ def test_init_twice_is_harmless_and_keeps_data(cassandra_session, test_schema, u
     args = ["--programs-keyspace", ks, "--consent-keyspace", test_schema["consent_keyspace"],
             "--job-request-table", test_schema["job_request_table"]]
     for _ in range(2):
-        subprocess.run([sys.executable, "-m", "programusers.cli", "init", *args], check=True)
+        subprocess.run([sys.executable, "-m", "programusers", "init", *args], check=True)
     assert cassandra_session.execute(
         f"SELECT user_id FROM {ks}.program_enrollment WHERE program_id = %s", (f"keep-{unique}",)).one().user_id == "u1"

@@ -66,7 +66,9 @@ class IngestOptions(PipelineOptions):
                             help="tries of a write failing transiently before it is dead-lettered")
         parser.add_argument("--retry-backoff", type=float, default=0.2,
                             help="seconds before the first retry; doubled for each next one")
-        parser.add_argument("--max-records", type=int, help="read this many records, then stop")
+        parser.add_argument("--max-records", type=int,
+                            help="read this many records, then stop; from 10,000 on KafkaIO shares them evenly "
+                                 "among the partitions, and a partition holding fewer waits: add --max-read-time")
         parser.add_argument("--max-read-time", type=int, help="read for this many seconds, then stop")
 
     @property

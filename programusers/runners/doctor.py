@@ -12,6 +12,8 @@ from programusers.io.kafka import read_from_kafka
 
 JOIN_EXPECTED = [("u1", ["P1"], ["ACTIVE"]), ("u2", ["P1"], []), ("u3", ["P2"], ["REVOKED"]), ("u4", [], ["ACTIVE"])]
 
+_LOG = logging.getLogger(__name__)
+
 
 def join_enrollments_with_consent(pipeline):
     enrollments = pipeline | "Enrollments" >> beam.Create([("u1", "P1"), ("u2", "P1"), ("u3", "P2")])
@@ -41,11 +43,11 @@ def check(runner: str, pipeline_args: list[str], kafka_bootstrap: str, expansion
     started = time.monotonic()
     with beam.Pipeline(options=runners.pipeline_options(runner, pipeline_args)) as pipeline:
         assert_that(join_enrollments_with_consent(pipeline), equal_to(JOIN_EXPECTED))
-    logging.info("%s: CoGroupByKey pipeline ok (%.1fs)", runner, time.monotonic() - started)
+    _LOG.info("%s: CoGroupByKey pipeline ok (%.1fs)", runner, time.monotonic() - started)
 
     started, topic, count = time.monotonic(), f"{settings.ENV_NAME}.programusers.doctor.{uuid.uuid4().hex[:8]}", 10
     produce_numbers(kafka_bootstrap, topic, count)
     with beam.Pipeline(options=runners.pipeline_options(runner, pipeline_args)) as pipeline:
         assert_that(read_numbers(pipeline, kafka_bootstrap, topic, count, expansion_service),
                     equal_to([(i, i) for i in range(count)]))
-    logging.info("%s: bounded ReadFromKafka ok (%.1fs)", runner, time.monotonic() - started)
+    _LOG.info("%s: bounded ReadFromKafka ok (%.1fs)", runner, time.monotonic() - started)

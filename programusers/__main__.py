@@ -1,0 +1,5 @@
+import sys
+
+from programusers.cli import main
+
+sys.exit(main())

@@ -1,0 +1,173 @@
+"""`programusers demo`: the whole product on the local stack, stage by stage.
+
+init -> generate a sample -> produce its events to Kafka -> ingest them (bounded) -> submit two report
+requests -> exhaust -> show where each report is and its first lines. Every stage is idempotent (same
+seed, upserts, a fresh demo topic), so the demo is safe to run again.
+"""
+import csv
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyzipper
+
+from programusers import records, sample_data, settings
+from programusers.crypto import PlatformCipher
+
+DEMO_SALT = "demo-salt-not-for-production"
+DEMO_PASSWORD = "Demo-Zip-Pass-1"
+# The demo shows a report's first lines; personal columns are masked so no terminal or CI log holds them.
+MASKED_COLUMNS = ("User Name(On user consent)", "Mobile number(On user consent)", "Email ID(On user consent)")
+
+
+class Stages:
+    """One progress line per stage: its number, what it did, counts and elapsed time."""
+
+    def __init__(self, total: int):
+        self.total, self.number, self.started = total, 0, time.monotonic()
+
+    def run(self, title: str, action):
+        self.number += 1
+        print(f"[{self.number}/{self.total}] {title} ...", flush=True)
+        began = time.monotonic()
+        summary = action()
+        print(f"      {summary} ({time.monotonic() - began:.1f}s)", flush=True)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def progress_bar(total: int, width: int = 30):
+    def show(done: int) -> None:
+        if done == total or done % max(1, total // 50) == 0:
+            filled = width * done // total
+            print(f"\r      [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr,
+                  flush=True)
+            if done == total:
+                print(file=sys.stderr)
+    return show
+
+
+def programusers(*args: str, capture: bool = False) -> str:
+    """Runs a `programusers` command as an operator would; fails the demo on a non-zero exit."""
+    done = subprocess.run([sys.executable, "-m", "programusers", *args], text=True,
+                          stdout=subprocess.PIPE if capture else None, check=False)
+    if done.returncode:
+        raise SystemExit(f"demo stopped: `programusers {' '.join(args[:1])}` exited {done.returncode}")
+    return done.stdout or ""
+
+
+def recreate_topic(bootstrap: str, topic: str) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    if topic in admin.list_topics(timeout=30).topics:
+        admin.delete_topics([topic])[topic].result(timeout=30)
+        while topic in admin.list_topics(timeout=30).topics:
+            time.sleep(0.5)
+
+
+def read_report(path: Path, password: str | None) -> list[list[str]]:
+    if path.suffix == ".zip":
+        with pyzipper.AESZipFile(path) as archive:
+            archive.setpassword(password.encode())
+            text = archive.read(archive.namelist()[0]).decode("utf-8")
+    else:
+        text = path.read_text("utf-8")
+    return list(csv.reader(io.StringIO(text)))
+
+
+def run(args) -> int:
+    os.environ.setdefault("SUNBIRD_ENCRYPTION_KEY", DEMO_SALT)
+    cipher = PlatformCipher.from_env()
+    topic = f"{args.env}.ml.programUsers.raw"
+    stages = Stages(total=6)
+    sample = sample_data.generate(args.users, args.seed, cipher)
+    pii, open_ = sample.programs
+
+    stages.run("init: Cassandra keyspaces and tables, PostgreSQL job_request", lambda: programusers("init") or "schema ready")
+
+    def load_sample():
+        import redis
+
+        from programusers.io import cassandra
+        cluster, session = cassandra.connect(settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT)
+        try:
+            consents = sample_data.load_consents(session, settings.CONSENT_KEYSPACE, sample.consents)
+        finally:
+            cluster.shutdown()
+        client = redis.Redis(host=settings.REDIS_HOST, port=settings.REDIS_PORT, db=args.redis_db)
+        profiles = sample_data.load_profiles(client, sample.profiles)
+        recreate_topic(settings.KAFKA_BOOTSTRAP, topic)
+        produced = sample_data.produce_events(sample.events, settings.KAFKA_BOOTSTRAP, topic,
+                                              progress_bar(len(sample.events)))
+        return (f"{args.users} users over 2 programs: {produced} events to Kafka {topic}, {consents} consent rows "
+                f"to Cassandra, {profiles} user-cache hashes (email and phone encrypted) to Redis db {args.redis_db}")
+    stages.run("generate the sample (seed %d)" % args.seed, load_sample)
+
+    def ingest():
+        programusers("ingest", "--runner", args.runner, "--input-topic", topic,
+                     "--dead-letter-topic", f"{args.env}.ml.programUsers.failed",
+                     "--max-records", str(len(sample.events)))
+        from programusers.io import cassandra
+        cluster, session = cassandra.connect(settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT)
+        try:
+            rows = {p["externalId"]: session.execute(
+                f"SELECT COUNT(*) FROM {settings.PROGRAMS_KEYSPACE}.program_enrollment WHERE program_id = %s",
+                (p["id"],)).one()[0] for p in sample.programs}
+        finally:
+            cluster.shutdown()
+        return "program_enrollment rows: " + ", ".join(f"{k} {v}" for k, v in rows.items())
+    stages.run(f"ingest the events on {args.runner} (Kafka -> Beam -> Cassandra)", ingest)
+
+    requests = {}
+
+    def submit():
+        requests[pii["externalId"]] = (programusers(
+            "submit", "--program-id", pii["id"], "--requested-by", "demo-manager", "--channel", "demo",
+            "--encryption-key", DEMO_PASSWORD, capture=True).strip(), DEMO_PASSWORD)
+        requests[open_["externalId"]] = (programusers(
+            "submit", "--program-id", open_["id"], "--requested-by", "demo-manager", "--channel", "demo",
+            "--filter", "updated_at", ">=", "2023-01-01", "--encryption-key", DEMO_PASSWORD,
+            capture=True).strip(), DEMO_PASSWORD)
+        return ", ".join(f"{program}: request {rid}" for program, (rid, _) in requests.items())
+    stages.run("submit two report requests (PII program, open program)", submit)
+
+    stages.run(f"exhaust on {args.runner} (job_request -> Beam join -> sorted CSV -> zip)", lambda: programusers(
+        "exhaust", "--runner", args.runner, "--output", args.output, "--redis-port", str(settings.REDIS_PORT),
+        "--redis-db", str(args.redis_db)) or "done")
+
+    def summarise():
+        lines = []
+        for program, (request_id, password) in requests.items():
+            status = dict(line.split(": ", 1) for line in programusers("status", request_id, capture=True).splitlines()
+                          if ": " in line)
+            if status.get("status") != "SUCCESS":
+                raise SystemExit(f"demo stopped: request {request_id} ended {status.get('status')}: "
+                                 f"{status.get('err_message')}")
+            path = Path(status["download_urls"])
+            rows = read_report(path, password)
+            lines += [f"{program}: {path}", f"  {len(rows) - 1} rows, {len(rows[0])} columns; open with: "
+                      f"7z x -p{password} {path}   (AES-256 zip)", "  first lines:"]
+            masked = [i for i, label in enumerate(rows[0]) if label in MASKED_COLUMNS]
+            shown = [rows[0]] + [["[filled]" if i in masked and cell else cell for i, cell in enumerate(row)]
+                                 for row in rows[1:4]]
+            lines += ["    " + records.csv_line(row).rstrip() for row in shown]
+        return "\n      ".join(lines)
+    stages.run("reports", summarise)
+    print(f"demo finished in {stages.elapsed():.0f}s")
+    return 0
+
+
+def register(commands) -> None:
+    parser = commands.add_parser("demo", help="run the whole product end to end on the local stack")
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--runner", default="PrismRunner")
+    parser.add_argument("--env", default="demo", help="topic prefix: {env}.ml.programUsers.raw")
+    parser.add_argument("--redis-db", type=int, default=0)
+    parser.add_argument("--output", default="ml_reports")
+    parser.set_defaults(handler=run)
