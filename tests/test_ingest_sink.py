@@ -14,7 +14,7 @@ from cassandra.cluster import NoHostAvailable
 from cassandra.protocol import OverloadedErrorMessage
 
 from programusers import runners, settings
-from programusers.events import DeadLetter, EnrollmentDelete, EnrollmentUpsert
+from programusers.events import EnrollmentDelete, EnrollmentUpsert
 from programusers.io import cassandra_sink
 from programusers.io.cassandra_sink import (WriteEnrollments, backoff_seconds, delete_cql, is_transient,
                                             upsert_cql)
@@ -44,8 +44,9 @@ def test_cql_names_are_checked(keyspace, columns):
 
 
 @pytest.mark.parametrize("error,transient", [
-    (WriteTimeout("timed out", write_type=WriteType.SIMPLE), True), (Unavailable("down"), True), (OperationTimedOut(), True),
-    (NoHostAvailable("none", {}), True), (OverloadedErrorMessage(0x1001, "busy", None), True),
+    (WriteTimeout("timed out", write_type=WriteType.SIMPLE), True), (Unavailable("down"), True),
+    (OperationTimedOut(), True), (NoHostAvailable("none", {}), True),
+    (OverloadedErrorMessage(0x1001, "busy", None), True),
     (InvalidRequest("bad"), False), (TypeError("bad value"), False), (ValueError("x"), False),
 ])
 def test_is_transient(error, transient):

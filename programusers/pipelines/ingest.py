@@ -55,7 +55,8 @@ class IngestOptions(PipelineOptions):
                                  "stable-input support, e.g. Flink); bounded runs never commit")
         parser.add_argument("--expansion-service", default=settings.EXPANSION_SERVICE,
                             help="Beam Java expansion service for KafkaIO, host:port")
-        parser.add_argument("--cassandra-hosts", default=settings.CASSANDRA_HOSTS, help="comma-separated contact points")
+        parser.add_argument("--cassandra-hosts", default=settings.CASSANDRA_HOSTS,
+                            help="comma-separated contact points")
         parser.add_argument("--cassandra-port", type=int, default=settings.CASSANDRA_PORT)
         parser.add_argument("--programs-keyspace", default=settings.PROGRAMS_KEYSPACE)
         parser.add_argument("--consistency", default="LOCAL_QUORUM",
