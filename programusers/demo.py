@@ -41,8 +41,11 @@ class Stages:
 
 
 def progress_bar(total: int, width: int = 30):
+    """A bar redrawn in place on a terminal; in a log (CI) only its last state."""
+    interactive = sys.stderr.isatty()
+
     def show(done: int) -> None:
-        if done == total or done % max(1, total // 50) == 0:
+        if done == total or (interactive and done % max(1, total // 50) == 0):
             filled = width * done // total
             print(f"\r      [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr,
                   flush=True)

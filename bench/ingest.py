@@ -1,0 +1,208 @@
+"""Ingest benchmark: Kafka -> Beam ingest -> Cassandra, against a plain cassandra-driver baseline.
+
+How to run (local stack up: `scripts/stack up`):
+
+    .venv/bin/python bench/ingest.py                      # 100,000 events, 3 runs, PrismRunner and DirectRunner
+    .venv/bin/python bench/ingest.py --events 20000 --runs 1 --runners PrismRunner
+
+It generates the sample (programusers.sample_data) and produces its events to a fresh single-partition
+topic (a bounded KafkaIO read of >= 10,000 records shares the count among partitions and waits on an
+uneven one). Each run, per runner, side by side:
+  1. a read-only pipeline (KafkaIO -> count): the time to read, startup included;
+  2. `programusers.pipelines.ingest.run` bounded to the events: end-to-end events/s and its counters;
+  3. the baseline: the mapper's mutations (events.parse_event) written by execute_concurrent_with_args with
+     the sink's prepared statements (cassandra_sink.upsert_cql) and its concurrency, into another keyspace.
+Medians over the runs go to bench/results/ingest.json and a Markdown table on stdout. The bench keyspaces
+and topics are dropped at the end (--keep keeps them). Flink and Spark are reported as not measurable here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import uuid
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.runners.runner import PipelineState
+from cassandra import ConsistencyLevel
+from cassandra.concurrent import execute_concurrent_with_args
+
+import common
+from programusers import events, runners, schema, settings
+from programusers.crypto import PlatformCipher
+from programusers.io import cassandra, cassandra_sink, kafka
+from programusers.pipelines import ingest
+from programusers.sample_data import generate, produce_events
+
+BEAM_KEYSPACE, BASELINE_KEYSPACE = "bench_ingest", "bench_ingest_baseline"
+EVENTS_PER_USER = 1.2  # the sample's mix: half join one program, 30 % the other, 20 % both
+
+
+def create_topics(names: list[str]) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP})
+    for future in admin.create_topics([NewTopic(n, num_partitions=1, replication_factor=1) for n in names]).values():
+        future.result()
+
+
+def delete_topics(names: list[str]) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    for future in AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP}).delete_topics(names).values():
+        future.result()
+
+
+def stored_rows(session, keyspace: str, programs: list[str]) -> int:
+    return sum(session.execute(f"SELECT count(*) FROM {keyspace}.program_enrollment WHERE program_id = %s",
+                               [p], timeout=120).one()[0] for p in programs)
+
+
+def read_only(runner: str, topic: str, count: int, max_read_time: int) -> dict:
+    """KafkaIO alone, bounded the same way: what reading costs, pipeline startup included."""
+    options = runners.pipeline_options(runner)
+    read = Metrics.counter("bench", "records_read")
+    started = time.perf_counter()
+    pipeline = beam.Pipeline(options=options)
+    _ = (pipeline
+         | kafka.ReadRecords(settings.KAFKA_BOOTSTRAP, [topic], settings.EXPANSION_SERVICE,
+                             group_id=f"bench-read-{uuid.uuid4().hex[:8]}", max_records=count,
+                             max_read_time=max_read_time)
+         | beam.Map(lambda _: read.inc()))
+    result = pipeline.run()
+    state = result.wait_until_finish()
+    seconds = time.perf_counter() - started
+    counted = sum(c.committed or c.attempted or 0 for c in result.metrics().query()["counters"]
+                  if c.key.metric.name == "records_read")
+    return {"state": str(state), "seconds": round(seconds, 2), "records": counted}
+
+
+def run_ingest(runner: str, topic: str, dead_letters: str, count: int, max_read_time: int) -> dict:
+    options = runners.pipeline_options(
+        runner, [], input_topic=topic, dead_letter_topic=dead_letters,
+        consumer_group=f"bench-ingest-{uuid.uuid4().hex[:8]}", programs_keyspace=BEAM_KEYSPACE,
+        max_records=count, max_read_time=max_read_time)
+    with common.PeakRss() as rss:
+        started = time.perf_counter()
+        result = ingest.run(options)
+        state = result.wait_until_finish()
+        seconds = time.perf_counter() - started
+    return {"state": str(state), "seconds": round(seconds, 2), "events_per_s": round(count / seconds),
+            "counters": ingest.counters(result), "peak_rss_mib": rss.summary()}
+
+
+def baseline(session, mutations: list, concurrency: int) -> dict:
+    """The sink's statements and concurrency, without Beam or Kafka: upserts grouped by column set."""
+    groups: dict[tuple, list] = {}
+    for m in mutations:
+        columns = tuple(sorted(m.columns))
+        groups.setdefault(columns, []).append([m.program_id, m.user_id, *(m.columns[c] for c in columns),
+                                               m.timestamp_micros])
+    statements = {}
+    for columns in groups:
+        statements[columns] = statement = session.prepare(cassandra_sink.upsert_cql(BASELINE_KEYSPACE, columns))
+        statement.consistency_level = ConsistencyLevel.LOCAL_QUORUM
+        statement.is_idempotent = True
+    started = time.perf_counter()
+    for columns, params in groups.items():
+        execute_concurrent_with_args(session, statements[columns], params, concurrency=concurrency,
+                                     raise_on_first_error=True)
+    seconds = time.perf_counter() - started
+    return {"seconds": round(seconds, 2), "events_per_s": round(len(mutations) / seconds)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runners", default="PrismRunner,DirectRunner")
+    parser.add_argument("--max-read-time", type=int, default=900, help="seconds; a guard against a stuck read")
+    parser.add_argument("--write-concurrency", type=int, default=32, help="the ingest's default")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--keep", action="store_true", help="keep the bench keyspaces and topics")
+    args = parser.parse_args(argv)
+    chosen = args.runners.split(",")
+
+    cluster, session = cassandra.connect(settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT)
+    facts = common.machine(session)
+    run_id = uuid.uuid4().hex[:8]
+    topic, dead_letters = f"bench.programusers.{run_id}.raw", f"bench.programusers.{run_id}.failed"
+    try:
+        for keyspace in (BEAM_KEYSPACE, BASELINE_KEYSPACE):
+            schema.init_cassandra(session, keyspace, keyspace, settings.REPLICATION)
+        # The profiles' salt is irrelevant to the ingest; events carry no encrypted field.
+        sample = generate(math.ceil(args.events / EVENTS_PER_USER) + 100, args.seed, PlatformCipher("bench"))
+        sample_events = sample.events[:args.events]
+        programs = sorted({e["programId"] for e in sample_events})
+        create_topics([topic, dead_letters])
+        produced = time.perf_counter()
+        produce_events(sample_events, settings.KAFKA_BOOTSTRAP, topic)
+        produce_seconds = time.perf_counter() - produced
+        payloads = [json.dumps(e).encode() for e in sample_events]
+        parsing = time.perf_counter()
+        mutations = [events.parse_event(p, 0) for p in payloads]
+        parse_seconds = time.perf_counter() - parsing
+        print(f"{len(payloads)} events produced in {produce_seconds:.1f}s; parse_event {parse_seconds:.2f}s",
+              file=sys.stderr)
+
+        runs = {runner: [] for runner in chosen}
+        for n in range(args.runs):
+            for runner in chosen:
+                record = {"run": n + 1}
+                record["read_only"] = read_only(runner, topic, args.events, args.max_read_time)
+                session.execute(f"TRUNCATE {BEAM_KEYSPACE}.program_enrollment", timeout=120)
+                record["ingest"] = run_ingest(runner, topic, dead_letters, args.events, args.max_read_time)
+                record["ingest"]["rows_stored"] = stored_rows(session, BEAM_KEYSPACE, programs)
+                session.execute(f"TRUNCATE {BASELINE_KEYSPACE}.program_enrollment", timeout=120)
+                record["baseline"] = baseline(session, mutations, args.write_concurrency)
+                record["baseline"]["rows_stored"] = stored_rows(session, BASELINE_KEYSPACE, programs)
+                record["ratio"] = round(record["ingest"]["events_per_s"] / record["baseline"]["events_per_s"], 3)
+                runs[runner].append(record)
+                print(json.dumps({runner: record}), file=sys.stderr)
+    finally:
+        if not args.keep:
+            for keyspace in (BEAM_KEYSPACE, BASELINE_KEYSPACE):
+                session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+            try:
+                delete_topics([topic, dead_letters])
+            except Exception as exc:  # a topic never created
+                print(f"topic cleanup: {type(exc).__name__}", file=sys.stderr)
+        cluster.shutdown()
+
+    summary = {}
+    for runner, records in runs.items():
+        summary[runner] = {
+            "ingest_seconds": common.median(r["ingest"]["seconds"] for r in records),
+            "ingest_events_per_s": common.median(r["ingest"]["events_per_s"] for r in records),
+            "read_only_seconds": common.median(r["read_only"]["seconds"] for r in records),
+            "baseline_seconds": common.median(r["baseline"]["seconds"] for r in records),
+            "baseline_events_per_s": common.median(r["baseline"]["events_per_s"] for r in records),
+            "ratio": common.median(r["ratio"] for r in records),
+            "all_done": all(r["ingest"]["state"] == PipelineState.DONE for r in records),
+            "counters": records[-1]["ingest"]["counters"],
+            "peak_rss_mib": records[-1]["ingest"]["peak_rss_mib"]}
+    payload = {"machine": facts, "events": args.events, "runs": args.runs, "write_concurrency": args.write_concurrency,
+               "parse_event_seconds": round(parse_seconds, 2), "summary": summary, "details": runs,
+               "not_measured": {r: common.UNAVAILABLE[r] for r in ("FlinkRunner", "SparkRunner")}}
+    path = common.write_json("ingest.json", payload)
+
+    rows = []
+    for runner, s in summary.items():
+        rows.append([runner, f"{s['ingest_seconds']:.1f}", f"{s['ingest_events_per_s']:,}", f"{s['read_only_seconds']:.1f}",
+                     f"{s['baseline_events_per_s']:,}", f"{s['ratio']:.2f}",
+                     ", ".join(f"{k}={v}" for k, v in sorted(s["counters"].items()))])
+    for runner, why in payload["not_measured"].items():
+        rows.append([runner, "—", "—", "—", "—", "—", why])
+    print(f"\n### Ingest, {args.events:,} events (median of {args.runs})\n\n{common.machine_line(facts)}\n")
+    print(common.markdown_table(
+        ["runner", "ingest s", "events/s end to end", "read-only pipeline s", "baseline events/s (driver)",
+         "ratio ingest/baseline", "counters"], rows))
+    print(f"\nparse_event alone: {parse_seconds:.2f}s for {args.events:,} events; results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
