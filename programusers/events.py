@@ -172,7 +172,7 @@ def _locations(value: Any, field: str) -> dict[str, str] | None:
             continue
         for attr in ("name", "id", "code"):
             raw = entry.get(attr)
-            if attr == "code" and isinstance(raw, int) and not isinstance(raw, bool):
+            if attr in ("code", "id") and isinstance(raw, int) and not isinstance(raw, bool):
                 raw = str(raw)
             if (text := _text(raw, f"{path}.{attr}")) is not None:
                 locations[f"{kind.lower()}_{attr}"] = text

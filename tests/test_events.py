@@ -340,7 +340,7 @@ def test_bad_ids_are_dead_lettered_naming_the_field(field, value, reason):
     ({"userLocations": [{}, {}, {"type": 7}]}, "userProfile.userLocations[2].type"),
     ({"userLocations": [{"type": "district", "name": ["ANANTAPUR"]}]}, "userProfile.userLocations[0].name"),
     ({"userLocations": [{"type": "district", "code": 28.5}]}, "userProfile.userLocations[0].code"),
-    ({"userLocations": [{"type": "district", "id": 12}]}, "userProfile.userLocations[0].id"),
+    ({"userLocations": [{"type": "district", "id": 1.5}]}, "userProfile.userLocations[0].id"),
     ({"profileUserTypes": "administrator"}, "userProfile.profileUserTypes"),
     ({"profileUserTypes": [{"type": "a", "subType": {"x": 1}}]}, "userProfile.profileUserTypes[0].subType"),
     ({"rootOrg": "0126796199493140480"}, "userProfile.rootOrg"),
@@ -516,3 +516,8 @@ def test_updated_at_drives_the_write_timestamp(value):
     moment = parse_timestamp(value)
     assert result.timestamp_micros == (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     assert result.columns["updated_at"] == moment.date()
+
+
+def test_numeric_location_ids_and_codes_are_kept_as_text():
+    result = with_profile(userLocations=[{"type": "block", "id": 966, "code": 282262}])
+    assert result.columns["user_locations"] == {"block_id": "966", "block_code": "282262"}

@@ -63,9 +63,10 @@ class IngestOptions(PipelineOptions):
                             choices=[name for name in ConsistencyLevel.name_to_value if "SERIAL" not in name])
         parser.add_argument("--write-concurrency", type=int, default=32,
                             help="Cassandra writes in flight per worker thread")
-        parser.add_argument("--write-attempts", type=int, default=5,
+        # The default budget (~1 minute of backoff) rides out a node restart before dead-lettering.
+        parser.add_argument("--write-attempts", type=int, default=8,
                             help="tries of a write failing transiently before it is dead-lettered")
-        parser.add_argument("--retry-backoff", type=float, default=0.2,
+        parser.add_argument("--retry-backoff", type=float, default=0.5,
                             help="seconds before the first retry; doubled for each next one")
         parser.add_argument("--max-records", type=int,
                             help="read this many records, then stop; from 10,000 on KafkaIO shares them evenly "
