@@ -18,11 +18,8 @@ def _init(args) -> int:
         schema.init_cassandra(session, args.programs_keyspace, args.consent_keyspace, args.replication)
     finally:
         cluster.shutdown()
-    connection = postgres.connect(args.postgres_dsn)
-    try:
+    with postgres.session(args.postgres_dsn) as connection:
         schema.init_postgres(connection, args.job_request_table)
-    finally:
-        connection.close()
     _LOG.info("schema ready: Cassandra %s.%s, %s.%s; PostgreSQL %s", args.programs_keyspace,
                  schema.ENROLLMENT_TABLE, args.consent_keyspace, schema.CONSENT_TABLE, args.job_request_table)
     return 0

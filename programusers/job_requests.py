@@ -23,6 +23,7 @@ SUBMITTED, PROCESSING, SUCCESS, FAILED = "SUBMITTED", "PROCESSING", "SUCCESS", "
 MAX_ITERATIONS = 3  # a FAILED request is retried while its iteration is below this
 NO_DATA_FOUND = "No Data Found"
 MAX_ERR_MESSAGE = 300
+_COLUMN_WIDTHS = {"tag": 100, "request_id": 50, "requested_by": 50, "requested_channel": 50, "encryption_key": 50}
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,12 @@ class JobRequest:
     requested_channel: str | None = None
     encryption_key: str | None = None
     iteration: int = 0
+
+    def too_long(self) -> str | None:
+        """The first column whose value exceeds job_request's width. Checked before the INSERT: a failing
+        statement would be logged by the PostgreSQL server with its values (the zip password among them)."""
+        return next((column for column, width in _COLUMN_WIDTHS.items()
+                     if len(getattr(self, column) or "") > width), None)
 
     def duplicate_key(self) -> tuple:
         """Requests with equal keys in one run are produced once and share the result."""

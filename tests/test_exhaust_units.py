@@ -179,3 +179,11 @@ def test_store_settings_flag_then_environment_then_model_config(monkeypatch):
 
     stores = Stores.resolve(flags(redis_host="h", redis_port=1, redis_db=11, programs_keyspace="ks"), config)
     assert (stores.redis_host, stores.redis_port, stores.redis_db, stores.programs_keyspace) == ("h", 1, 11, "ks")
+
+
+@pytest.mark.parametrize("column,width", [("tag", 100), ("requested_by", 50), ("requested_channel", 50),
+                                          ("encryption_key", 50)])
+def test_values_too_wide_for_job_request_are_caught_before_the_insert(column, width):
+    fields = {"tag": "p", "request_id": "R", "request_data": {}}
+    assert JobRequest(**{**fields, column: "x" * width}).too_long() is None
+    assert JobRequest(**{**fields, column: "x" * (width + 1)}).too_long() == column

@@ -1,4 +1,5 @@
 """PostgreSQL access for the job_request table."""
+import contextlib
 from datetime import datetime
 
 import psycopg2
@@ -18,6 +19,16 @@ STATUS_COLUMNS = ("tag", "request_id", "job_id", "status", "err_message", "downl
 
 def connect(dsn: str):
     return psycopg2.connect(dsn)
+
+
+@contextlib.contextmanager
+def session(dsn: str):
+    """A connection for a few statements: nothing idles open while a report pipeline runs for hours."""
+    connection = psycopg2.connect(dsn)
+    try:
+        yield connection
+    finally:
+        connection.close()
 
 
 def _run(connection, query, params=()) -> list[dict]:

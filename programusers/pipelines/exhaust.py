@@ -108,7 +108,7 @@ class ExhaustRun:
     output: str
     cipher: PlatformCipher
     zip_crypto: bool
-    connection: object
+    dsn: str
     table: str
 
 
@@ -168,7 +168,8 @@ def produce(request: JobRequest, job: ExhaustRun) -> str:
 
 def produce_group(group: list[JobRequest], job: ExhaustRun) -> None:
     """Produces the first of a group of duplicate requests; all of them get its outcome."""
-    claimed = [request for request in group if postgres.claim(job.connection, job.table, request)]
+    with postgres.session(job.dsn) as connection:
+        claimed = [request for request in group if postgres.claim(connection, job.table, request)]
     if not claimed:
         return
     started = time.monotonic()
@@ -181,12 +182,13 @@ def produce_group(group: list[JobRequest], job: ExhaustRun) -> None:
         _LOG.error("request %s: report pipeline failed (%s)", leader.request_id, type(exc).__name__)
         destination, message = None, f"report pipeline failed ({type(exc).__name__}); see the exhaust log"
     completed, elapsed = _utcnow(), int((time.monotonic() - started) * 1000)
-    for request in claimed:
-        if destination:
-            postgres.mark_success(job.connection, job.table, request, [destination], completed, completed, elapsed)
-        else:
-            postgres.mark_failed(job.connection, job.table, request, job_requests.err_message(message), completed,
-                                 elapsed)
+    with postgres.session(job.dsn) as connection:
+        for request in claimed:
+            if destination:
+                postgres.mark_success(connection, job.table, request, [destination], completed, completed, elapsed)
+            else:
+                postgres.mark_failed(connection, job.table, request, job_requests.err_message(message), completed,
+                                     elapsed)
     duplicates = f" (and {len(claimed) - 1} duplicate(s))" if len(claimed) > 1 else ""
     _LOG.info("request %s%s: %s in %d ms%s", leader.request_id, duplicates, "SUCCESS" if destination else "FAILED",
               elapsed, f": {message}" if message else "")
@@ -201,23 +203,24 @@ def _exhaust(args) -> int:
         # ExhaustOptions' flags were parsed with the subcommand's (for --help); hand them on.
         tuning = {name: getattr(args, name) for name in ExhaustOptions([]).get_all_options(current_only=True)}
         options = runners.pipeline_options(args.runner, args.pipeline_args, **tuning)
-        connection = postgres.connect(args.postgres_dsn)
-    except (ModelConfigError, runners.RunnerUnavailable, RuntimeError, psycopg2.OperationalError) as exc:
+        stores = Stores.resolve(args, config)
+        with postgres.session(args.postgres_dsn) as connection:
+            pending = postgres.pending_requests(connection, args.job_request_table, JOB_ID, args.request_id)
+    except (ModelConfigError, runners.RunnerUnavailable, RuntimeError, ValueError, psycopg2.Error) as exc:
         _LOG.error("exhaust cannot run: %s", exc)
         return 2
+    if args.request_id and not pending:
+        _LOG.error("request %s is not pending (see `programusers status`)", args.request_id)
+        return 1
     FileSystems.set_options(options)
-    job = ExhaustRun(config, Stores.resolve(args, config), options, args.output or config.output_path, cipher,
-                     args.zip_crypto, connection, args.job_request_table)
-    try:
-        pending = postgres.pending_requests(connection, args.job_request_table, JOB_ID, args.request_id)
-        if args.request_id and not pending:
-            _LOG.error("request %s is not pending (see `programusers status`)", args.request_id)
-            return 1
-        _LOG.info("%d pending request(s) on %s", len(pending), args.runner)
-        for group in job_requests.group_duplicates(pending):
+    job = ExhaustRun(config, stores, options, args.output or config.output_path, cipher, args.zip_crypto,
+                     args.postgres_dsn, args.job_request_table)
+    _LOG.info("%d pending request(s) on %s", len(pending), args.runner)
+    for group in job_requests.group_duplicates(pending):
+        try:
             produce_group(group, job)
-    finally:
-        connection.close()
+        except psycopg2.Error as exc:  # job_request unreachable now: the other groups may still go through
+            _LOG.error("request %s: could not record its status (%s)", group[0].request_id, type(exc).__name__)
     return 0
 
 
@@ -231,14 +234,15 @@ def _submit(args) -> int:
     request = JobRequest(tag=job_requests.tag_for(args.program_id, args.channel),
                          request_id=job_requests.new_request_id(), request_data=data, requested_by=args.requested_by,
                          requested_channel=args.channel, encryption_key=args.encryption_key)
-    connection = postgres.connect(args.postgres_dsn)
-    try:
-        postgres.insert_request(connection, args.job_request_table, request, JOB_ID, _utcnow())
-    except psycopg2.DataError:
-        _LOG.error("not submitted: a value is longer than its job_request column allows (e.g. 50 characters)")
+    if column := request.too_long():
+        _LOG.error("not submitted: %s is longer than job_request allows", column)
         return 2
-    finally:
-        connection.close()
+    try:
+        with postgres.session(args.postgres_dsn) as connection:
+            postgres.insert_request(connection, args.job_request_table, request, JOB_ID, _utcnow())
+    except psycopg2.Error as exc:
+        _LOG.error("not submitted: job_request is unreachable (%s)", type(exc).__name__)
+        return 2
     print(request.request_id)
     return 0
 
@@ -250,11 +254,8 @@ def _shown(value) -> str:
 
 
 def _status(args) -> int:
-    connection = postgres.connect(args.postgres_dsn)
-    try:
+    with postgres.session(args.postgres_dsn) as connection:
         rows = postgres.request_status(connection, args.job_request_table, args.request_id)
-    finally:
-        connection.close()
     print("\n\n".join("\n".join(f"{name}: {_shown(value)}" for name, value in row.items()) for row in rows))
     return 0 if rows else 1
 
