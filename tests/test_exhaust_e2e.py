@@ -307,16 +307,24 @@ class Run:
     ids: dict
     logs: list
     output: Path
+    staging: Path
 
 
 @pytest.fixture(scope="module")
 def direct(scenario, pg_dsn, test_schema, tmp_path_factory):
     table, output = test_schema["job_request_table"], tmp_path_factory.mktemp("reports")
+    staging = tmp_path_factory.mktemp("staging")
     connection = postgres.connect(pg_dsn)
     ids = {name: submit(connection, table, *request[:4]) for name, request in requests(scenario).items()}
     connection.close()
-    code, logs = exhaust_in_process(scenario, "--output", str(output))
-    return Run(code, ids, logs, output)
+    code, logs = exhaust_in_process(scenario, "--output", str(output), "--staging", str(staging))
+    return Run(code, ids, logs, output, staging)
+
+
+def test_published_folder_holds_only_the_reports_and_the_staged_shards_are_gone(direct):
+    published = [path.name for path in (direct.output / "program-user-exhaust").iterdir()]
+    assert published and all(re.fullmatch(r"\w{32}_20\d{6}\.zip", name) for name in published), published
+    assert not list(direct.staging.iterdir())
 
 
 def test_every_request_ends_as_expected(scenario, direct, pg_dsn, test_schema):
@@ -366,6 +374,7 @@ def test_rows_and_issues_are_counted(scenario, direct):
 def prism(scenario, direct, pg_dsn, test_schema, tmp_path_factory):
     """The district and organisation requests again, each through the CLI on PrismRunner."""
     table, output = test_schema["job_request_table"], tmp_path_factory.mktemp("prism")
+    staging = tmp_path_factory.mktemp("prism-staging")
     connection = postgres.connect(pg_dsn)
     ids = {name: submit(connection, table, *requests(scenario)[name][:4]) for name in ("district", "organisation")}
     connection.close()
@@ -373,11 +382,11 @@ def prism(scenario, direct, pg_dsn, test_schema, tmp_path_factory):
     for request_id in ids.values():  # one run each: FAILED requests of the direct run are pending too
         done = subprocess.run(
             [sys.executable, "-m", "programusers", "exhaust", "--runner", "PrismRunner", "--request-id", request_id,
-             "--output", str(output), *scenario.flags],
+             "--output", str(output), "--staging", str(staging), *scenario.flags],
             env={**os.environ, "SUNBIRD_ENCRYPTION_KEY": SALT}, capture_output=True, text=True, timeout=300)
         outputs.append(done.stdout + done.stderr)
         assert done.returncode == 0, done.stderr[-3000:]
-    return Run(0, ids, outputs, output)
+    return Run(0, ids, outputs, output, staging)
 
 
 def test_prism_writes_the_same_bytes(scenario, direct, prism, pg_dsn, test_schema):

@@ -111,8 +111,8 @@ def merge_shards(temp_dir: str, destination: str, when: datetime, password: str 
     shards = sorted(m.path for m in found)
     if not shards:
         return False
-    # Staged beside the shards and renamed, so a reader never sees a half-written report.
-    staged = FileSystems.join(temp_dir, "report.part")
+    # Written beside the destination and renamed, so a reader never sees a half-written report.
+    staged = destination + ".part"
     with _create(staged) as raw:
         if password is None:
             _concatenate(shards, raw)

@@ -9,10 +9,13 @@ import argparse
 import functools
 import json
 import logging
+import os
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import apache_beam as beam
 import psycopg2
@@ -106,6 +109,7 @@ class ExhaustRun:
     stores: Stores
     options: PipelineOptions
     output: str
+    staging: str
     cipher: PlatformCipher
     zip_crypto: bool
     dsn: str
@@ -152,9 +156,9 @@ def produce(request: JobRequest, job: ExhaustRun) -> str:
     _check_stores(job.stores)
     now = datetime.now(timezone.utc)
     name = job_requests.report_name(request.request_id, now, job.config.tz)
-    directory = FileSystems.join(job.output, JOB_ID)
-    destination = FileSystems.join(directory, name + (".zip" if password else ".csv"))
-    temp_dir = FileSystems.join(directory, f"beam-temp-{name}-{uuid.uuid4().hex}")
+    destination = FileSystems.join(job.output, JOB_ID, name + (".zip" if password else ".csv"))
+    # The shards hold decrypted PII: they are staged apart from the published reports.
+    temp_dir = FileSystems.join(job.staging, f"beam-temp-{name}-{uuid.uuid4().hex}")
     try:
         result = run(report, job.config, job.stores, temp_dir, job.options)
         _LOG.info("request %s: %s", request.request_id, json.dumps(_counters(result), sort_keys=True))
@@ -196,6 +200,18 @@ def produce_group(group: list[JobRequest], job: ExhaustRun) -> None:
 
 # --- Commands -----------------------------------------------------------------------------------------
 
+def staging_location(path: str | None) -> str:
+    """Where a report's sorted shards wait for the merge: a private location, never the published output.
+    By default a folder only this user can read in the local temp dir (fine for local runners); with
+    workers elsewhere pass a private shared path (e.g. a bucket with a lifecycle rule)."""
+    if path:
+        return path
+    local = Path(tempfile.gettempdir()) / f"programusers-staging-{os.getuid()}"
+    local.mkdir(mode=0o700, exist_ok=True)
+    local.chmod(0o700)
+    return str(local)
+
+
 def _exhaust(args) -> int:
     try:
         config = load_model_config(args.config) if args.config else default_model_config()
@@ -213,8 +229,8 @@ def _exhaust(args) -> int:
         _LOG.error("request %s is not pending (see `programusers status`)", args.request_id)
         return 1
     FileSystems.set_options(options)
-    job = ExhaustRun(config, stores, options, args.output or config.output_path, cipher, args.zip_crypto,
-                     args.postgres_dsn, args.job_request_table)
+    job = ExhaustRun(config, stores, options, args.output or config.output_path, staging_location(args.staging),
+                     cipher, args.zip_crypto, args.postgres_dsn, args.job_request_table)
     _LOG.info("%d pending request(s) on %s", len(pending), args.runner)
     for group in job_requests.group_duplicates(pending):
         try:
@@ -287,6 +303,8 @@ def register(commands) -> None:
     exhaust.add_argument("--runner", choices=runners.RUNNERS, default="DirectRunner")
     exhaust.add_argument("--config", help="model config JSON (default: the packaged one)")
     exhaust.add_argument("--output", help="any Beam filesystem path (default: the model config's, ml_reports/)")
+    exhaust.add_argument("--staging", help="private Beam path for the sorted shards (they hold decrypted PII); "
+                                           "default: a folder only this user can read in the local temp dir")
     exhaust.add_argument("--zip-crypto", action="store_true",
                          help="encrypt zips with legacy ZipCrypto instead of AES-256, for old unzip tools")
     exhaust.add_argument("--cassandra-hosts", help="comma-separated (default: $PROGRAMUSERS_CASSANDRA_HOSTS, "
