@@ -13,7 +13,7 @@ from programusers import runners
 from programusers.crypto import PlatformCipher
 from programusers.io import files
 from programusers.model_config import default_model_config
-from programusers.transforms.report import JoinIntoRecords, LookUpConsentAndProfiles
+from programusers.transforms.report import ApplyProgramConsentRule, JoinIntoRecords, LookUpConsentAndProfiles
 
 CONFIG = default_model_config()
 SALT = "transform-salt"
@@ -140,3 +140,15 @@ def test_sorted_shards_merge_into_one_sorted_csv_with_only_used_columns(tmp_path
 def test_no_records_no_file(tmp_path):
     shards, written, destination = write_and_merge([], tmp_path, rows_per_shard=10)
     assert shards == [] and not written and not (tmp_path / "out" / "report.csv").exists()
+
+
+@pytest.mark.parametrize("flags,program_asks", [((True, False, False), True), ((False, False), False)])
+def test_every_row_follows_the_program_consent_flag(flags, program_asks):
+    rows = [row(f"u{n}", pii=flag) for n, flag in enumerate(flags)]
+    with pipeline() as p:
+        program_rows = p | "Program" >> beam.Create(rows)
+        requested = p | "Requested" >> beam.Create([(r["user_id"], r) for r in rows[1:]])
+        flags_out = (requested
+                     | ApplyProgramConsentRule(program_rows)
+                     | beam.MapTuple(lambda user, r: (user, r["pii_consent_required"])))
+        assert_that(flags_out, equal_to([(r["user_id"], program_asks) for r in rows[1:]]))

@@ -28,7 +28,8 @@ from programusers.crypto import PlatformCipher
 from programusers.io import cassandra, files, postgres, redis
 from programusers.job_requests import JOB_ID, JobRequest
 from programusers.model_config import ModelConfigError, ReportConfig, default_model_config, load_model_config
-from programusers.transforms.report import PROFILE_FIELDS, JoinIntoRecords, LookUpConsentAndProfiles
+from programusers.transforms.report import (PROFILE_FIELDS, ApplyProgramConsentRule, JoinIntoRecords,
+                                           LookUpConsentAndProfiles)
 
 _LOG = logging.getLogger(__name__)
 
@@ -83,12 +84,13 @@ def run(request: filters.ReportRequest, config: ReportConfig, stores: Stores, te
     read_profiles = redis.ReadUserHashes(stores.redis_host, stores.redis_port, stores.redis_db, PROFILE_FIELDS,
                                          tuning.lookup_batch_size)
     with beam.Pipeline(options=options) as pipeline:
-        _ = (pipeline
-             | "ReadEnrollments" >> cassandra.ReadProgramEnrollments(
-                 stores.cassandra_hosts, stores.cassandra_port, stores.programs_keyspace, request.program_id,
-                 tuning.cassandra_fetch_size)
+        program_rows = pipeline | "ReadEnrollments" >> cassandra.ReadProgramEnrollments(
+            stores.cassandra_hosts, stores.cassandra_port, stores.programs_keyspace, request.program_id,
+            tuning.cassandra_fetch_size)
+        _ = (program_rows
              | "KeepRequestedRows" >> beam.Filter(request.matches)
              | "KeyByUser" >> beam.WithKeys(_user_id)
+             | "ApplyProgramConsentRule" >> ApplyProgramConsentRule(program_rows)
              | "LookUpConsentAndProfiles" >> LookUpConsentAndProfiles(read_consent, read_profiles)
              | "JoinIntoRecords" >> JoinIntoRecords(config)
              | "WriteSortedShards" >> files.WriteSortedShards(

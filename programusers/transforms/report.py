@@ -2,6 +2,7 @@
 for consented users only, the user's cached profile; then one CSV record per row."""
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.pvalue import AsSingleton
 
 from programusers import records
 from programusers.crypto import PlatformCipher
@@ -17,6 +18,31 @@ def _asks_for_consent(keyed_row) -> bool:
 
 def _consent_active(keyed_consent) -> bool:
     return records.consent_active(keyed_consent[1])
+
+
+def _asks(row) -> bool:
+    return bool(row.get("pii_consent_required"))
+
+
+def _with_flag(keyed_row, program_asks: bool):
+    user_id, row = keyed_row
+    return user_id, {**row, "pii_consent_required": program_asks}
+
+
+class ApplyProgramConsentRule(beam.PTransform):
+    """The PII columns follow the program, not each row: when any of the program's rows asks for consent
+    (rows written before the program changed its mind may disagree), every row is treated as asking, so
+    the file has one header and every row a Yes/No. `program_rows` is the program's whole partition."""
+
+    def __init__(self, program_rows):
+        super().__init__()
+        self._program_rows = program_rows
+
+    def expand(self, keyed_rows):
+        program_asks = (self._program_rows
+                        | "RowAsks" >> beam.Map(_asks)
+                        | "AnyRowAsks" >> beam.CombineGlobally(any))
+        return keyed_rows | "SameFlagForEveryRow" >> beam.Map(_with_flag, AsSingleton(program_asks))
 
 
 class LookUpConsentAndProfiles(beam.PTransform):
