@@ -173,9 +173,8 @@ def _filters(request_data):
             yield table, item["name"], item.get("operator"), item.get("value")
 
 
-def parse_request(request_data: Mapping | str | None, program_id_hint: str | None = None) -> ReportRequest:
-    """Parse a job_request's request_data; raises RequestError. ``program_id_hint``, when given
-    (e.g. the program the request was submitted for), must equal the program_id filter."""
+def parse_request(request_data: Mapping | str | None) -> ReportRequest:
+    """Parse a job_request's request_data; raises RequestError."""
     program_ids, predicates, object_ids = [], [], []
     user_ids = None
     for table, name, op, value in _filters(request_data):
@@ -199,6 +198,4 @@ def parse_request(request_data: Mapping | str | None, program_id_hint: str | Non
     program_id = program_ids[0]
     if any(o != program_id for o in object_ids):
         raise RequestError(f"filter {CONSENT}.object_id must equal the program_id filter")
-    if program_id_hint is not None and program_id_hint != program_id:
-        raise RequestError(f"the program_id filter does not match the request's program {_shown(program_id_hint)}")
     return ReportRequest(program_id, tuple(predicates), user_ids)

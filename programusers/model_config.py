@@ -10,7 +10,6 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from importlib.resources import files
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -43,18 +42,9 @@ class ReportConfig:
     requires_encryption_key: bool = True
     time_zone: str = DEFAULT_TIME_ZONE
 
-    @cached_property
-    def pii_labels(self) -> frozenset[str]:
-        return frozenset(self.label_mapping[f] for f in PII_FIELDS if f in self.label_mapping)
-
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.time_zone)
-
-    def columns_for(self, pii_consent_required: bool) -> tuple[str, ...]:
-        if pii_consent_required:
-            return self.columns
-        return tuple(label for label in self.columns if label not in self.pii_labels)
 
 
 _REQUIRED = object()

@@ -28,11 +28,6 @@ def consent_active(consent: Mapping | None) -> bool:
     return consent is not None and (consent.get("status") or "").casefold() == "active"
 
 
-def is_consented(enrollment: Mapping, consent: Mapping | None) -> bool:
-    """Whether the row may carry the user's name, phone and email (and so needs the profile)."""
-    return bool(enrollment.get("pii_consent_required")) and consent_active(consent)
-
-
 def _date_text(moment: datetime | None, tz: tzinfo) -> str:
     if moment is None:
         return ""
@@ -84,7 +79,7 @@ def build_record(
 
     ``consent`` is the user's user_consent row for the program (``status``, ``last_updated_on``);
     ``profile`` the user's Redis hash (``firstname``, ``lastname``, encrypted ``email``/``phone``).
-    The profile is only read when the user is consented (``is_consented``).
+    The profile is only read when the program asks for consent and the user's consent is active.
     """
     pii = bool(enrollment.get("pii_consent_required"))
     issues: list[str] = []
@@ -98,10 +93,6 @@ def build_record(
     return record, tuple(issues)
 
 
-def record_values(config: ReportConfig, record: Mapping[str, str], pii_consent_required: bool) -> list[str]:
-    return [record[label] for label in config.columns_for(pii_consent_required)]
-
-
 def sort_key(config: ReportConfig, record: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(record.get(label, "") for label in config.sort_labels)
 
@@ -111,7 +102,3 @@ def csv_line(values) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\r\n").writerow(values)
     return buffer.getvalue()
-
-
-def header_line(config: ReportConfig, pii_consent_required: bool) -> str:
-    return csv_line(config.columns_for(pii_consent_required))

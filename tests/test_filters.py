@@ -57,7 +57,7 @@ def test_every_text_filter_and_operator(name, op, value, parsed):
     tested = f(name, op, value)
     others = [] if name == "program_id" and op == "=" else [PROGRAM_FILTER]
     group = {"table_name": "program_enrollment", "table_filters": [tested, *others]}
-    predicate = parse_request({"filters": [group]}, program_id_hint=None if others else "x").predicates[0]
+    predicate = parse_request({"filters": [group]}).predicates[0]
     column, key = ("user_locations", name[16:-2]) if name.startswith("user_locations") else (name, None)
     assert predicate == Predicate(column, op, parsed, key)
 
@@ -82,7 +82,6 @@ def test_request_shapes():
     assert parse_request({"params": request()}) == expected
     assert parse_request(json.dumps(request())) == expected
     assert parse_request(json.dumps({"params": request(), "tag": "x"})) == expected
-    assert parse_request(request(), program_id_hint=PROGRAM) == expected
 
 
 EMAIL = "someone@example.com"
@@ -136,11 +135,6 @@ def test_rejections(request_data, message):
     assert message in text
     assert len(text) <= 300
     assert EMAIL not in text
-
-
-def test_hint_must_match():
-    with pytest.raises(RequestError, match="does not match the request's program 'other'"):
-        parse_request(request(), program_id_hint="other")
 
 
 def test_long_names_are_truncated():

@@ -60,16 +60,7 @@ def test_load_from_path_equals_load_from_dict(tmp_path):
 
 def test_config_survives_pickling():
     config = default_model_config()
-    config.columns_for(False)  # populate the cached property too
     assert pickle.loads(pickle.dumps(config)) == config
-
-
-def test_columns_for():
-    config = default_model_config()
-    assert config.columns_for(True) == config.columns
-    without = config.columns_for(False)
-    assert without == tuple(label for label in config.columns if label not in PII_LABELS)
-    assert len(without) == len(config.columns) - 5
 
 
 def test_optional_keys():

@@ -27,6 +27,7 @@ from programusers.archive import zip_password
 from programusers.crypto import PlatformCipher
 from programusers.io import cassandra, files, postgres, redis
 from programusers.job_requests import JOB_ID, JobRequest
+from programusers.metrics import counters
 from programusers.model_config import ModelConfigError, ReportConfig, default_model_config, load_model_config
 from programusers.transforms.report import (PROFILE_FIELDS, ApplyProgramConsentRule, JoinIntoRecords,
                                            LookUpConsentAndProfiles)
@@ -137,17 +138,6 @@ def _check_stores(stores: Stores) -> None:
         raise ReportFailure("the user cache (Redis) is unreachable") from None
 
 
-def _counters(result) -> dict[str, int]:
-    """Our DoFns' counters by name (row counts and issues, never values); runners add their own."""
-    counts: dict[str, int] = {}
-    for counter in result.metrics().query()["counters"]:
-        metric = counter.key.metric
-        if metric.namespace.startswith("programusers."):  # Metrics.counter(self.__class__, ...)
-            value = counter.committed if counter.committed is not None else counter.attempted  # Prism: committed
-            counts[metric.name] = counts.get(metric.name, 0) + value
-    return counts
-
-
 def produce(request: JobRequest, job: ExhaustRun) -> str:
     """Produces one request's report and returns its path. Raises RequestError or ReportFailure with a
     message for err_message, anything else when the pipeline failed."""
@@ -163,7 +153,7 @@ def produce(request: JobRequest, job: ExhaustRun) -> str:
     temp_dir = FileSystems.join(job.staging, f"beam-temp-{name}-{uuid.uuid4().hex}")
     try:
         result = run(report, job.config, job.stores, temp_dir, job.options)
-        _LOG.info("request %s: %s", request.request_id, json.dumps(_counters(result), sort_keys=True))
+        _LOG.info("request %s: %s", request.request_id, json.dumps(counters(result), sort_keys=True))
         if not files.merge_shards(temp_dir, destination, now.astimezone(job.config.tz), password,
                                   member=name + ".csv", zip_crypto=job.zip_crypto):
             raise ReportFailure(job_requests.NO_DATA_FOUND)

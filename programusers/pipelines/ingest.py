@@ -29,13 +29,13 @@ from datetime import UTC, datetime
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 from cassandra import ConsistencyLevel
 
 from programusers import events, runners, settings
 from programusers.io import cassandra_sink, kafka
+from programusers.metrics import counters
 from programusers.io.kafka import KafkaRecord
 
 METRICS_NAMESPACE = "programusers.ingest"
@@ -146,16 +146,6 @@ def run(options: PipelineOptions) -> PipelineResult:
      | "WriteDeadLetters" >> kafka.write_to_kafka(
          ingest.kafka_bootstrap, ingest.dead_letter_topic, ingest.expansion_service))
     return pipeline.run()
-
-
-def counters(result: PipelineResult) -> dict[str, int]:
-    """The job's counters by name, summed over steps."""
-    totals: dict[str, int] = {}
-    ours = MetricsFilter().with_namespaces([METRICS_NAMESPACE, cassandra_sink.METRICS_NAMESPACE])
-    for counter in result.metrics().query(ours)["counters"]:
-        value = counter.committed if counter.committed is not None else counter.attempted
-        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (value or 0)
-    return totals
 
 
 def pipeline_options(args) -> PipelineOptions:
