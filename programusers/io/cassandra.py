@@ -73,7 +73,8 @@ class _ReadPartitionFn(beam.DoFn):
             yield {column: _plain(value) for column, value in zip(ENROLLMENT_COLUMNS, row)}
 
     def teardown(self):
-        self._cluster.shutdown()
+        if cluster := getattr(self, "_cluster", None):  # setup may have failed before connecting
+            cluster.shutdown()
 
 
 class ReadProgramEnrollments(beam.PTransform):
@@ -124,7 +125,8 @@ class _ReadConsentFn(beam.DoFn):
                 yield user_id, {"status": latest.status, "last_updated_on": latest.last_updated_on}
 
     def teardown(self):
-        self._cluster.shutdown()
+        if cluster := getattr(self, "_cluster", None):  # setup may have failed before connecting
+            cluster.shutdown()
 
 
 class ReadConsent(beam.PTransform):

@@ -108,7 +108,8 @@ class _WriteMutationsFn(beam.DoFn):
         yield from self._settle(0)
 
     def teardown(self):
-        self._cluster.shutdown()
+        if cluster := getattr(self, "_cluster", None):  # setup may have failed before connecting
+            cluster.shutdown()
 
     def _send(self, write: _Write) -> None:
         write.attempts += 1

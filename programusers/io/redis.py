@@ -38,7 +38,8 @@ class _ReadHashesFn(beam.DoFn):
                 yield user_id, {f: v for f, v in zip(self._fields, values) if v is not None}
 
     def teardown(self):
-        self._client.close()
+        if client := getattr(self, "_client", None):  # setup may have failed before connecting
+            client.close()
 
 
 class ReadUserHashes(beam.PTransform):
