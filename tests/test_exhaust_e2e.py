@@ -88,6 +88,13 @@ class Scenario:
                 yield from (v for v in (p["email"], p.get("phone"), p["firstname"]) if v)
                 if p["lastname"].strip():
                     yield f"{p['firstname']} {p['lastname']}"
+                if len(p["lastname"].strip()) >= 4:
+                    yield p["lastname"].strip()
+                # Encrypted forms too: they are as personal as the plaintext (ECB is deterministic).
+                email_cipher = PlatformCipher("another-salt") if user.undecryptable_email else CIPHER
+                yield email_cipher.encrypt(p["email"])
+                if p.get("phone"):
+                    yield CIPHER.encrypt(p["phone"])
 
 
 def build_scenario(unique: str) -> Scenario:
