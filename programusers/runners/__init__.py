@@ -67,11 +67,12 @@ def runner_args(runner: str, args: list[str] | None = None) -> list[str]:
             wired.append("--flink_job_server_jar="
                          + _require(FLINK_JOB_SERVER_JAR, "--flink_job_server_jar", "Flink job-server jar"))
     else:
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         wired = ["--runner=SparkRunner", "--environment_type=LOOPBACK"]
         wired += [f"--job_server_jvm_property=--add-opens={m}=ALL-UNNAMED" for m in _SPARK_JAVA17_OPENS]
         if not _has_flag(args, "--spark_master_url"):
             wired.append("--spark_master_url=local[2]")
+            # An embedded Spark binds to loopback; a cluster's executors must reach the driver.
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         if not _has_flag(args, "--spark_job_server_jar"):
             wired.append("--spark_job_server_jar="
                          + _require(SPARK_JOB_SERVER_JAR, "--spark_job_server_jar", "Spark job-server jar"))
