@@ -48,17 +48,20 @@ def store_processes() -> dict[str, int]:
 
 
 class PeakRss:
-    """Samples the RSS of this process, its descendants (Prism, SDK workers) and the stores every 0.1 s;
+    """Samples the RSS of this process, its descendants (Prism, SDK workers) and the stores every 0.5 s (cheaply: it shares the CPU with what it measures);
     keeps each one's peak in MiB. Descendants are grouped by command name, e.g. "prism-2.73.0"."""
 
-    def __init__(self, interval: float = 0.1):
-        self._interval, self._stop = interval, threading.Event()
+    def __init__(self, interval: float = 0.5, parent: bool = True):
+        """parent=False: the work runs in child processes; this one (the bench's driver) is left out."""
+        self._interval, self._stop, self._parent = interval, threading.Event(), parent
         self._stores = store_processes()
         self.peaks: dict[str, float] = {}
 
     def _label(self, process: psutil.Process) -> str:
         if process.pid == os.getpid():
             return "bench (submitter, in-process workers)"
+        if process.ppid() == os.getpid() and "multiprocessing" in " ".join(process.cmdline()):
+            return "submitter (in-process workers)"
         for name, pid in self._stores.items():
             if pid == process.pid:
                 return f"store:{name}"
@@ -73,7 +76,7 @@ class PeakRss:
     def _sample(self):
         me = psutil.Process()
         while not self._stop.is_set():
-            processes = [me, *me.children(recursive=True)]
+            processes = ([me] if self._parent else []) + me.children(recursive=True)
             processes += [psutil.Process(pid) for pid in self._stores.values() if psutil.pid_exists(pid)]
             for process in processes:
                 try:
@@ -85,6 +88,8 @@ class PeakRss:
             self._stop.wait(self._interval)
 
     def __enter__(self):
+        # What the bench process held before (its own test data): the run's share is peak minus this.
+        self.start_mib = round(psutil.Process().memory_info().rss / 2**20, 1)
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -96,6 +101,8 @@ class PeakRss:
     def summary(self) -> dict[str, float]:
         """Peaks rounded; worker processes of one kind summed as well (they run at the same time)."""
         peaks = {k: round(v, 1) for k, v in sorted(self.peaks.items())}
+        if self._parent:
+            peaks["bench process before the run"] = self.start_mib
         workers = [v for k, v in self.peaks.items() if k.startswith("python sdk worker")]
         if workers:
             peaks["python sdk workers (sum of peaks)"] = round(sum(workers), 1)

@@ -52,7 +52,8 @@ def create_topics(names: list[str]) -> None:
 def delete_topics(names: list[str]) -> None:
     from confluent_kafka.admin import AdminClient
 
-    for future in AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP}).delete_topics(names).values():
+    admin = AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP})  # alive until the futures resolve
+    for future in admin.delete_topics(names).values():
         future.result()
 
 
@@ -169,7 +170,7 @@ def main(argv=None) -> int:
             try:
                 delete_topics([topic, dead_letters])
             except Exception as exc:  # a topic never created
-                print(f"topic cleanup: {type(exc).__name__}", file=sys.stderr)
+                print(f"topic cleanup: {exc}", file=sys.stderr)
         cluster.shutdown()
 
     summary = {}

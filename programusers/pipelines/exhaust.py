@@ -35,6 +35,9 @@ from programusers.transforms.report import (PROFILE_FIELDS, ApplyProgramConsentR
 _LOG = logging.getLogger(__name__)
 
 
+CONSENT_READS = ("lookup", "scan")
+
+
 class ExhaustOptions(PipelineOptions):
     """The report pipeline's tuning; connection settings are the `exhaust` command's own flags."""
 
@@ -46,6 +49,10 @@ class ExhaustOptions(PipelineOptions):
                             help="users per batch of consent queries and of Redis reads")
         parser.add_argument("--rows-per-shard", type=int, default=100_000,
                             help="report rows one worker sorts in memory")
+        parser.add_argument("--consent-read", choices=CONSENT_READS, default="lookup",
+                            help="lookup: one query per user of the program (cost follows the program); scan: "
+                                 "read all of user_consent by token range (cost follows the table) - faster "
+                                 "when the program's users exceed ~1/10 of the table's rows (bench/exhaust.py)")
 
 
 @dataclass(frozen=True)
@@ -80,8 +87,12 @@ def run(request: filters.ReportRequest, config: ReportConfig, stores: Stores, te
         options: PipelineOptions) -> beam.runners.runner.PipelineResult:
     """Writes the request's records as sorted shards under `temp_dir` (see files.merge_shards)."""
     tuning = options.view_as(ExhaustOptions)
-    read_consent = cassandra.ReadConsent(stores.cassandra_hosts, stores.cassandra_port, stores.consent_keyspace,
-                                         request.program_id, tuning.lookup_batch_size)
+    if tuning.consent_read == "scan":
+        read_consent = cassandra.ScanConsent(stores.cassandra_hosts, stores.cassandra_port, stores.consent_keyspace,
+                                             request.program_id)
+    else:
+        read_consent = cassandra.ReadConsent(stores.cassandra_hosts, stores.cassandra_port,
+                                             stores.consent_keyspace, request.program_id, tuning.lookup_batch_size)
     read_profiles = redis.ReadUserHashes(stores.redis_host, stores.redis_port, stores.redis_db, PROFILE_FIELDS,
                                          tuning.lookup_batch_size)
     with beam.Pipeline(options=options) as pipeline:

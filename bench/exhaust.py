@@ -1,0 +1,292 @@
+"""Exhaust benchmark: one program's report at several sizes, per runner, with per-stage timings.
+
+How to run (local stack up: `scripts/stack up`):
+
+    .venv/bin/python bench/exhaust.py --sizes 10000,100000
+    .venv/bin/python bench/exhaust.py --sizes 10000 --runners DirectRunner --profile   # + pyinstrument of build
+
+For each size N a program asking for PII consent gets N enrollment rows (the ingest's own mapping of the
+sample generator's events), half its users an active consent (a quarter revoked, a quarter none, one in
+ten also a consent for another program) and every user a hash in the user cache. They are loaded straight
+into the bench keyspace `bench_exhaust` (both tables) and Redis db 13, which are reset per size and
+dropped/flushed at the end (--keep keeps them).
+
+Per runner (DirectRunner in process, DirectRunner with 2 worker processes, PrismRunner): the pipeline
+(`programusers.pipelines.exhaust.run`) wall time, then `files.merge_shards` into a CSV and into an AES zip,
+rows/s and the peak RSS of every process involved. Then each stage alone on the same data, with the
+project's own DoFns and functions: read, consent (per-user lookups and the token-range scan of --consent-read=scan, both), user
+cache, decrypt, record building, sort + CSV write. The last runner setup runs the pipeline with the
+consent scan instead of the per-user lookups. Results: bench/results/exhaust.json and Markdown tables.
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import functools
+import io
+import multiprocessing
+import os
+import random
+import sys
+import tempfile
+from datetime import datetime, timezone
+
+import redis as redis_lib
+from cassandra.concurrent import execute_concurrent_with_args
+
+import common
+from programusers import events, filters, job_requests, metrics, records, runners, schema, settings
+from programusers.crypto import SALT_ENV_VAR, PlatformCipher
+from programusers.io import cassandra, cassandra_sink, files, redis
+from programusers.model_config import default_model_config
+from programusers.pipelines import exhaust
+from programusers.sample_data import ORGS, _consent, _event, _hex_id, _profile, _uuid, load_consents, load_profiles
+from programusers.transforms.report import PROFILE_FIELDS
+
+KEYSPACE, REDIS_DB = "bench_exhaust", 13
+SALT = "bench-salt"
+RUNNER_SETUPS = {  # label -> (runner, extra pipeline args)
+    "DirectRunner": ("DirectRunner", []),
+    "DirectRunner x2 processes": ("DirectRunner", ["--direct_num_workers=2",
+                                                   "--direct_running_mode=multi_processing"]),
+    "PrismRunner": ("PrismRunner", []),
+    "DirectRunner --consent-read=scan": ("DirectRunner", ["--consent-read=scan"]),
+}
+BATCH = 500  # the pipeline's --lookup-batch-size default
+
+
+def load(session, client, size: int, seed: int) -> dict:
+    """Resets the bench tables and Redis db, then loads one program of `size` enrollments."""
+    rng, cipher = random.Random(seed), PlatformCipher(SALT)
+    program = {"id": _hex_id(rng), "externalId": f"PGM-BENCH-{size}", "name": "Bench Mission", "pii": True}
+    other_program = _hex_id(rng)
+    for table in ("program_enrollment", "user_consent"):
+        session.execute(f"TRUNCATE {KEYSPACE}.{table}", timeout=120)
+    client.flushdb()
+    timings, upserts, consents, profiles = {}, {}, [], {}
+    with common.timed(timings, "generate_s"):
+        for n in range(size):
+            user_id, org = _uuid(rng), rng.choice(ORGS)
+            mutation = events.event_to_mutation(_event(rng, program, user_id, org), 0)
+            columns = tuple(sorted(mutation.columns))
+            upserts.setdefault(columns, []).append(
+                [mutation.program_id, mutation.user_id, *(mutation.columns[c] for c in columns),
+                 mutation.timestamp_micros])
+            if n % 2 == 0:
+                consents.append(_consent(rng, user_id, program["id"], org[0], "ACTIVE"))
+            elif n % 4 == 1:
+                consents.append(_consent(rng, user_id, program["id"], org[0], "REVOKED"))
+            if n % 10 == 0:
+                consents.append(_consent(rng, user_id, other_program, org[0], "ACTIVE"))
+            profiles[user_id] = _profile(rng, user_id, cipher)
+    with common.timed(timings, "load_enrollments_s"):
+        for columns, params in upserts.items():
+            statement = session.prepare(cassandra_sink.upsert_cql(KEYSPACE, columns))
+            execute_concurrent_with_args(session, statement, params, concurrency=256, raise_on_first_error=True)
+    with common.timed(timings, "load_consents_s"):
+        load_consents(session, KEYSPACE, consents)
+    with common.timed(timings, "load_profiles_s"):
+        load_profiles(client, profiles)
+    return {"program": program, "consent_rows": len(consents), "timings": timings}
+
+
+def load_in_child(size: int, seed: int) -> dict:
+    """`load` in a process of its own, so the generated sample is not counted in the bench's RSS."""
+    cluster, session = cassandra.connect(settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT)
+    try:
+        return load(session, redis_lib.Redis(host=settings.REDIS_HOST, port=settings.REDIS_PORT, db=REDIS_DB),
+                    size, seed)
+    finally:
+        cluster.shutdown()
+
+
+def stores() -> exhaust.Stores:
+    return exhaust.Stores(settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT, KEYSPACE,
+                          KEYSPACE, settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB)
+
+
+def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -> dict:
+    runner, extra = RUNNER_SETUPS[label]
+    request = filters.parse_request(job_requests.request_data(program_id))
+    options = runners.pipeline_options(runner, extra)
+    temp_dir = os.path.join(out_dir, f"shards-{label.replace(' ', '_')}-{size}")
+    result = {"runner": label}
+    now = datetime.now(timezone.utc)
+    with common.PeakRss() as rss:  # run in a fresh process (run_in_child): this process is the submitter
+        with common.timed(result, "pipeline_s"):
+            outcome = exhaust.run(request, config, stores(), temp_dir, options)
+        with common.timed(result, "merge_csv_s"):
+            files.merge_shards(temp_dir, os.path.join(out_dir, "report.csv"), now)
+        with common.timed(result, "merge_zip_s"):
+            files.merge_shards(temp_dir, os.path.join(out_dir, "report.zip"), now, "bench-password",
+                               member="report.csv")
+    files.remove_dir(temp_dir)
+    result["total_s"] = round(result["pipeline_s"] + result["merge_zip_s"], 3)
+    result["rows_per_s"] = round(size / result["total_s"])
+    result["counters"] = metrics.counters(outcome)
+    result["csv_bytes"] = os.path.getsize(os.path.join(out_dir, "report.csv"))
+    result["peak_rss_mib"] = rss.summary()
+    return result
+
+
+def _run_and_exit(*args) -> dict:
+    try:
+        return run_pipeline(*args)
+    finally:
+        atexit._run_exitfuncs()  # Beam stops the Prism job server it started at exit; pool workers skip atexit
+
+
+def run_in_child(*args) -> dict:
+    """One pipeline in a fresh process: its peak RSS is its own, not what earlier runs left in ours."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        result = pool.apply(_run_and_exit, args)
+        pool.close()
+        pool.join()
+    return result
+
+
+def consent_table_rows(hosts, port) -> int:
+    cluster, session = cassandra.connect(hosts, port)
+    try:
+        return session.execute(f"SELECT count(*) FROM {KEYSPACE}.user_consent", timeout=120).one()[0]
+    finally:
+        cluster.shutdown()
+
+
+def stages(program_id: str, config, profile_build: bool) -> dict:
+    """Each stage alone, single-threaded, with the pipeline's own DoFns/functions and batch sizes."""
+    hosts, port = settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT
+    timings = {}
+    reader = cassandra._ReadPartitionFn(hosts, port, KEYSPACE, 1000)  # noqa: SLF001 - the pipeline's reader
+    reader.setup()
+    with common.timed(timings, "read_s"):
+        rows = list(reader.process(program_id))
+    reader.teardown()
+    user_ids = [row["user_id"] for row in rows]
+    batches = [user_ids[i:i + BATCH] for i in range(0, len(user_ids), BATCH)]
+
+    lookup = cassandra._ReadConsentFn(hosts, port, KEYSPACE, program_id, 64)  # noqa: SLF001
+    lookup.setup()
+    with common.timed(timings, "consent_lookup_s"):
+        consents = dict(pair for batch in batches for pair in lookup.process(batch))
+    lookup.teardown()
+    scan = cassandra._ScanConsentFn(hosts, port, KEYSPACE, program_id, 5000)  # noqa: SLF001 - --consent-read=scan
+    scan.setup()
+    with common.timed(timings, "consent_scan_s"):
+        by_user = {}
+        for token_range in cassandra.token_ranges(32):
+            for user_id, row in scan.process(token_range):
+                by_user.setdefault(user_id, []).append(row)
+        requested = set(user_ids)
+        scanned = {u: dict(zip(("status", "last_updated_on"), cassandra._latest(rows)[1:]))  # noqa: SLF001
+                   for u, rows in by_user.items() if u in requested}
+    scan.teardown()
+    assert scanned == consents, "the scan and the lookups disagree"
+    timings["consent_rows_scanned"] = consent_table_rows(hosts, port)
+
+    active = [u for u in user_ids if records.consent_active(consents.get(u))]
+    hashes = redis._ReadHashesFn(settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB, PROFILE_FIELDS)  # noqa: SLF001
+    hashes.setup()
+    with common.timed(timings, "user_cache_s"):
+        profiles = dict(pair for i in range(0, len(active), BATCH) for pair in hashes.process(active[i:i + BATCH]))
+    hashes.teardown()
+
+    cipher = PlatformCipher(SALT)
+    secrets = [p[f] for p in profiles.values() for f in ("email", "phone") if p.get(f)]
+    with common.timed(timings, "decrypt_s"):
+        for secret in secrets:
+            cipher.decrypt(secret)
+    timings["decrypted_values"] = len(secrets)
+
+    def build():
+        return [records.build_record(config, row, consents.get(row["user_id"]), profiles.get(row["user_id"]),
+                                     cipher, config.tz)[0] for row in rows]
+
+    with common.timed(timings, "build_records_s"):  # decrypt included
+        built = build()
+    if profile_build:
+        from pyinstrument import Profiler
+        with Profiler(interval=0.001) as profiler:
+            build()
+        timings["build_profile"] = profiler.output_text(unicode=False, color=False, show_all=False)
+
+    sort_key = functools.partial(records.sort_key, config)
+    header = [label for label in config.columns if label in built[0]]
+    with common.timed(timings, "sort_write_s"):
+        keyed = sorted(((sort_key(r), r) for r in built), key=files._total_order)  # noqa: SLF001
+        out = io.BytesIO()
+        for _, record in keyed:
+            out.write(records.csv_line([record.get(label, "") for label in header]).encode("utf-8"))
+    return timings
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--runners", default=",".join(RUNNER_SETUPS))
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="pyinstrument the record building (needs it)")
+    parser.add_argument("--output", default="exhaust.json", help="file name under bench/results/")
+    parser.add_argument("--keep", action="store_true", help="keep the bench keyspace and Redis db")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    labels = args.runners.split(",")
+    os.environ.setdefault(SALT_ENV_VAR, SALT)  # the workers decrypt with it (in process or forked)
+
+    cluster, session = cassandra.connect(settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT)
+    client = redis_lib.Redis(host=settings.REDIS_HOST, port=settings.REDIS_PORT, db=REDIS_DB)
+    facts = common.machine(session, client)
+    config = default_model_config()
+    results = []
+    try:
+        schema.init_cassandra(session, KEYSPACE, KEYSPACE, settings.REPLICATION)
+        for size in sizes:
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                loaded = pool.apply(load_in_child, (size, args.seed + size))
+            print(f"size {size}: loaded {loaded['timings']}", file=sys.stderr)
+            entry = {"size": size, "consent_rows": loaded["consent_rows"], "load": loaded["timings"], "runs": []}
+            with tempfile.TemporaryDirectory(prefix="bench-exhaust-") as out_dir:
+                for label in labels:
+                    entry["runs"].append(run_in_child(label, loaded["program"]["id"], size, config, out_dir))
+                    print(f"size {size}: {entry['runs'][-1]}", file=sys.stderr)
+            entry["stages"] = stages(loaded["program"]["id"], config, args.profile)
+            print(f"size {size}: stages {({k: v for k, v in entry['stages'].items() if k != 'build_profile'})}",
+                  file=sys.stderr)
+            results.append(entry)
+    finally:
+        if not args.keep:
+            session.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
+            client.flushdb()
+        cluster.shutdown()
+
+    payload = {"machine": facts, "results": results,
+               "not_measured": {r: common.UNAVAILABLE[r] for r in ("FlinkRunner", "SparkRunner")}}
+    path = common.write_json(args.output, payload)
+    print(f"\n### Exhaust, one PII program, half its users consented\n\n{common.machine_line(facts)}\n")
+    rows = []
+    for entry in results:
+        for run in entry["runs"]:
+            rss = run["peak_rss_mib"]
+            rss_text = ", ".join(f"{k.replace(' (in-process workers)', '')} {v:.0f}"
+                                 for k, v in rss.items() if not k.startswith("store:") and "(sum" not in k)
+            rows.append([f"{entry['size']:,}", run["runner"], f"{run['pipeline_s']:.1f}", f"{run['merge_zip_s']:.2f}",
+                         f"{run['total_s']:.1f}", f"{run['rows_per_s']:,}", rss_text])
+    for runner, why in payload["not_measured"].items():
+        rows.append(["—", runner, "—", "—", "—", "—", why])
+    print(common.markdown_table(["rows", "runner", "pipeline s", "merge+zip s", "total s", "rows/s",
+                                 "peak RSS MiB (processes)"], rows))
+    stage_names = ["read_s", "consent_lookup_s", "consent_scan_s", "user_cache_s", "decrypt_s", "build_records_s",
+                   "sort_write_s"]
+    print("\nStages alone, one thread, seconds (build includes decrypt):\n")
+    print(common.markdown_table(["rows", *[s[:-2] for s in stage_names], "consent rows scanned"],
+                                [[f"{e['size']:,}", *[e["stages"][s] for s in stage_names],
+                                  f"{e['stages']['consent_rows_scanned']:,}"] for e in results]))
+    print(f"\nresults: {path}")
+    for entry in results:
+        if "build_profile" in entry["stages"]:
+            print(f"\npyinstrument, record building, {entry['size']:,} rows:\n{entry['stages']['build_profile']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

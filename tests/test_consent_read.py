@@ -1,0 +1,57 @@
+"""The two ways to read a program's consent (--consent-read lookup|scan) give the same answer."""
+from datetime import datetime
+
+import pytest
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+import apache_beam as beam
+from programusers import runners, settings
+from programusers.io import cassandra
+from programusers.pipelines.exhaust import ExhaustOptions
+from programusers.sample_data import load_consents
+
+
+def test_token_ranges_cover_the_ring_once():
+    ranges = cassandra.token_ranges(7)
+    assert ranges[0][0] == cassandra.MIN_TOKEN and ranges[-1][1] == cassandra.MAX_TOKEN
+    assert all(end == next_start for (_, end), (next_start, _) in zip(ranges, ranges[1:]))
+    assert all(start < end for start, end in ranges)
+
+
+def test_lookup_is_the_default_and_scan_is_selectable():
+    assert ExhaustOptions([]).consent_read == "lookup"
+    assert ExhaustOptions(["--consent-read=scan"]).consent_read == "scan"
+
+
+def _consent(user_id, consumer, object_id, status, day):
+    moment = datetime(2024, 1, day)
+    return {"id": f"{user_id}:{consumer}:{object_id}", "user_id": user_id, "consumer_id": consumer,
+            "consumer_type": "ORGANISATION", "object_id": object_id, "object_type": "Program", "status": status,
+            "categories": [], "consent_data": None, "created_on": moment, "last_updated_on": moment, "expiry": None}
+
+
+@pytest.mark.services
+def test_scan_and_lookups_agree(cassandra_session, test_schema, unique):
+    keyspace, program, other = test_schema["consent_keyspace"], f"prog-{unique}", f"other-{unique}"
+    consents = [_consent(f"u{i}-{unique}", "org-1", program, ("ACTIVE", "REVOKED")[i % 2], 1 + i % 9)
+                for i in range(40)]
+    consents += [
+        _consent(f"u0-{unique}", "org-2", program, "REVOKED", 20),  # a later decision by another consumer
+        _consent(f"u1-{unique}", "org-1", other, "ACTIVE", 25),  # another program's consent is not ours
+        _consent(f"outsider-{unique}", "org-1", program, "ACTIVE", 3),  # not a requested user
+    ]
+    load_consents(cassandra_session, keyspace, consents)
+    requested = [f"u{i}-{unique}" for i in range(50)]  # u40..u49 have no consent row
+    expected = [(f"u{i}-{unique}", {"status": ("ACTIVE", "REVOKED")[i % 2] if i else "REVOKED",
+                                    "last_updated_on": datetime(2024, 1, 20 if i == 0 else 1 + i % 9)})
+                for i in range(40)]
+    hosts = settings.cassandra_hosts(settings.CASSANDRA_HOSTS)
+    with test_pipeline.TestPipeline(options=runners.pipeline_options("DirectRunner")) as pipeline:
+        user_ids = pipeline | beam.Create(requested)
+        looked_up = user_ids | "Lookups" >> cassandra.ReadConsent(hosts, settings.CASSANDRA_PORT, keyspace, program,
+                                                                 batch_size=7)
+        scanned = user_ids | "Scan" >> cassandra.ScanConsent(hosts, settings.CASSANDRA_PORT, keyspace, program,
+                                                             splits=5)
+        assert_that(looked_up, equal_to(expected), label="LookupsFound")
+        assert_that(scanned, equal_to(expected), label="ScanFound")
