@@ -54,16 +54,36 @@ def _plain(value):
     return value
 
 
-class _ReadPartitionFn(beam.DoFn):
+class SessionDoFn(beam.DoFn):
+    """A DoFn with one Cassandra session per instance: opened in setup(), where subclasses then prepare
+    their statements, and shut down in teardown(). Rows come back as plain tuples, read by position:
+    cheaper than the driver's default of a namedtuple class per result."""
+
+    def __init__(self, hosts: list[str], port: int, keyspace: str):
+        self._hosts, self._port, self._keyspace = hosts, port, keyspace
+
+    def setup(self):
+        self._cluster, self._session = self._connect()
+
+    def _connect(self):
+        return connect(self._hosts, self._port, row_factory=tuple_factory)
+
+    def teardown(self):
+        if cluster := getattr(self, "_cluster", None):  # setup may have failed before connecting
+            cluster.shutdown()
+
+
+class _ReadPartitionFn(SessionDoFn):
     """Reads a whole partition of program_enrollment, `fetch_size` rows a page. The token-aware session
     sends the query straight to a replica of the partition; nothing but the partition key is queried."""
 
     def __init__(self, hosts: list[str], port: int, keyspace: str, fetch_size: int):
-        self._hosts, self._port, self._keyspace, self._fetch_size = hosts, port, keyspace, fetch_size
+        super().__init__(hosts, port, keyspace)
+        self._fetch_size = fetch_size
         self._rows = Metrics.counter(self.__class__, "enrollments_read")
 
     def setup(self):
-        self._cluster, self._session = connect(self._hosts, self._port)
+        super().setup()
         # Rows are read by position: unquoted CQL names come back lower-cased (program_externalid).
         table = f"{identifier(self._keyspace, 'keyspace')}.program_enrollment"
         self._query = self._session.prepare(
@@ -74,10 +94,6 @@ class _ReadPartitionFn(beam.DoFn):
         for row in self._session.execute(self._query, (program_id,)):  # pages are fetched as iteration goes
             self._rows.inc()
             yield {column: _plain(value) for column, value in zip(ENROLLMENT_COLUMNS, row)}
-
-    def teardown(self):
-        if cluster := getattr(self, "_cluster", None):  # setup may have failed before connecting
-            cluster.shutdown()
 
 
 class ReadProgramEnrollments(beam.PTransform):
@@ -101,19 +117,20 @@ def _latest(rows):
     return max(rows, key=lambda row: row[2] or datetime.min)
 
 
-class _ReadConsentFn(beam.DoFn):
+class _ReadConsentFn(SessionDoFn):
     """Looks up a batch of users' consent for one object with concurrent prepared queries.
 
     user_consent's key is (user_id, consumer_id, object_id) and the consumer is not known here, so the
     query reads each user's (small) partition and keeps the object's rows client side."""
 
+
     def __init__(self, hosts: list[str], port: int, keyspace: str, object_id: str, concurrency: int):
-        self._hosts, self._port, self._keyspace = hosts, port, keyspace
+        super().__init__(hosts, port, keyspace)
         self._object_id, self._concurrency = object_id, concurrency
         self._found = Metrics.counter(self.__class__, "consents_found")
 
     def setup(self):
-        self._cluster, self._session = connect(self._hosts, self._port, row_factory=tuple_factory)
+        super().setup()
         self._query = self._session.prepare(
             f"SELECT object_id, status, last_updated_on FROM {identifier(self._keyspace, 'keyspace')}.user_consent "
             "WHERE user_id = ?")
@@ -127,10 +144,6 @@ class _ReadConsentFn(beam.DoFn):
                 self._found.inc()
                 _, status, last_updated_on = _latest(rows)  # several consumers may hold one: the latest counts
                 yield user_id, {"status": status, "last_updated_on": last_updated_on}
-
-    def teardown(self):
-        if cluster := getattr(self, "_cluster", None):  # setup may have failed before connecting
-            cluster.shutdown()
 
 
 class ReadConsent(beam.PTransform):
@@ -158,17 +171,18 @@ def token_ranges(splits: int) -> list[tuple[int, int]]:
     return list(zip(bounds, bounds[1:]))
 
 
-class _ScanConsentFn(beam.DoFn):
+class _ScanConsentFn(SessionDoFn):
     """Reads one token range of user_consent (a plain range read, no ALLOW FILTERING) and keeps the rows
     of one object, client side."""
 
+
     def __init__(self, hosts: list[str], port: int, keyspace: str, object_id: str, fetch_size: int):
-        self._hosts, self._port, self._keyspace = hosts, port, keyspace
+        super().__init__(hosts, port, keyspace)
         self._object_id, self._fetch_size = object_id, fetch_size
         self._scanned = Metrics.counter(self.__class__, "consent_rows_scanned")
 
     def setup(self):
-        self._cluster, self._session = connect(self._hosts, self._port, row_factory=tuple_factory)
+        super().setup()
         self._query = self._session.prepare(
             f"SELECT user_id, object_id, status, last_updated_on FROM "
             f"{identifier(self._keyspace, 'keyspace')}.user_consent WHERE token(user_id) > ? AND token(user_id) <= ?")
@@ -181,10 +195,6 @@ class _ScanConsentFn(beam.DoFn):
             if object_id == self._object_id:
                 yield user_id, (object_id, status, last_updated_on)
         self._scanned.inc(scanned)
-
-    def teardown(self):
-        if cluster := getattr(self, "_cluster", None):
-            cluster.shutdown()
 
 
 class _KeepRequestedFn(beam.DoFn):

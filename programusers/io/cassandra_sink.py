@@ -27,7 +27,7 @@ from cassandra.connection import ConnectionException
 from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage, ServerError
 
 from programusers.events import DeadLetter, EnrollmentDelete, EnrollmentUpsert
-from programusers.io.cassandra import connect, identifier
+from programusers.io.cassandra import SessionDoFn, identifier
 from programusers.schema import ENROLLMENT_TABLE
 
 METRICS_NAMESPACE = "programusers.cassandra"
@@ -76,11 +76,11 @@ class _Write:
     future: Any = None  # the attempt in flight: anything with result()
 
 
-class _WriteMutationsFn(beam.DoFn):
+class _WriteMutationsFn(SessionDoFn):
 
     def __init__(self, hosts: Sequence[str], port: int, keyspace: str, consistency: str, concurrency: int,
                  max_attempts: int, backoff: float):
-        self._hosts, self._port, self._keyspace = list(hosts), port, keyspace
+        super().__init__(list(hosts), port, keyspace)
         self._consistency = ConsistencyLevel.name_to_value[consistency]
         self._concurrency, self._max_attempts, self._backoff = concurrency, max_attempts, backoff
         self._written = Metrics.counter(METRICS_NAMESPACE, "rows_written")
@@ -88,11 +88,8 @@ class _WriteMutationsFn(beam.DoFn):
         self._retries = Metrics.counter(METRICS_NAMESPACE, "write_retries")
 
     def setup(self):
-        self._cluster, self._session = self._connect()
+        super().setup()
         self._statements = {}  # column set (None: delete) -> prepared statement
-
-    def _connect(self):
-        return connect(self._hosts, self._port)
 
     def start_bundle(self):
         self._in_flight: deque[_Write] = deque()
@@ -106,10 +103,6 @@ class _WriteMutationsFn(beam.DoFn):
 
     def finish_bundle(self):
         yield from self._settle(0)
-
-    def teardown(self):
-        if cluster := getattr(self, "_cluster", None):  # setup may have failed before connecting
-            cluster.shutdown()
 
     def _send(self, write: _Write) -> None:
         write.attempts += 1
