@@ -13,15 +13,12 @@ def _init(args) -> int:
     from programusers import schema
     from programusers.io import cassandra, postgres
 
-    cluster, session = cassandra.connect(settings.cassandra_hosts(args.cassandra_hosts), args.cassandra_port)
-    try:
+    with cassandra.session(settings.cassandra_hosts(args.cassandra_hosts), args.cassandra_port) as session:
         schema.init_cassandra(session, args.programs_keyspace, args.consent_keyspace, args.replication)
-    finally:
-        cluster.shutdown()
     with postgres.session(args.postgres_dsn) as connection:
         schema.init_postgres(connection, args.job_request_table)
     _LOG.info("schema ready: Cassandra %s.%s, %s.%s; PostgreSQL %s", args.programs_keyspace,
-                 schema.ENROLLMENT_TABLE, args.consent_keyspace, schema.CONSENT_TABLE, args.job_request_table)
+              schema.ENROLLMENT_TABLE, args.consent_keyspace, schema.CONSENT_TABLE, args.job_request_table)
     return 0
 
 

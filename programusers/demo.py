@@ -96,19 +96,14 @@ def run(args) -> int:
     def load_sample():
         import redis
 
-        from programusers.io import cassandra
-        cluster, session = cassandra.connect(settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT)
-        try:
-            consents = sample_data.load_consents(session, settings.CONSENT_KEYSPACE, sample.consents)
-        finally:
-            cluster.shutdown()
-        client = redis.Redis(host=settings.REDIS_HOST, port=settings.REDIS_PORT, db=args.redis_db)
-        profiles = sample_data.load_profiles(client, sample.profiles)
         recreate_topic(settings.KAFKA_BOOTSTRAP, topic)
-        produced = sample_data.produce_events(sample.events, settings.KAFKA_BOOTSTRAP, topic,
-                                              progress_bar(len(sample.events)))
-        return (f"{args.users} users over 2 programs: {produced} events to Kafka {topic}, {consents} consent rows "
-                f"to Cassandra, {profiles} user-cache hashes (email and phone encrypted) to Redis db {args.redis_db}")
+        counts = sample_data.publish(sample, settings.KAFKA_BOOTSTRAP, topic, settings.CASSANDRA_HOSTS,
+                                     settings.CASSANDRA_PORT, settings.CONSENT_KEYSPACE,
+                                     redis.Redis(host=settings.REDIS_HOST, port=settings.REDIS_PORT, db=args.redis_db),
+                                     progress_bar(len(sample.events)))
+        return (f"{args.users} users over 2 programs: {counts['events']} events to Kafka {topic}, "
+                f"{counts['consents']} consent rows to Cassandra, {counts['profiles']} user-cache hashes "
+                f"(email and phone encrypted) to Redis db {args.redis_db}")
     stages.run("generate the sample (seed %d)" % args.seed, load_sample)
 
     def ingest():
@@ -116,13 +111,10 @@ def run(args) -> int:
                      "--dead-letter-topic", f"{args.env}.ml.programUsers.failed",
                      "--max-records", str(len(sample.events)))
         from programusers.io import cassandra
-        cluster, session = cassandra.connect(settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT)
-        try:
+        with cassandra.session(settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT) as session:
             rows = {p["externalId"]: session.execute(
                 f"SELECT COUNT(*) FROM {settings.PROGRAMS_KEYSPACE}.program_enrollment WHERE program_id = %s",
                 (p["id"],)).one()[0] for p in sample.programs}
-        finally:
-            cluster.shutdown()
         return "program_enrollment rows: " + ", ".join(f"{k} {v}" for k, v in rows.items())
     stages.run(f"ingest the events on {args.runner} (Kafka -> Beam -> Cassandra)", ingest)
 

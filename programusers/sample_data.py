@@ -151,21 +151,25 @@ def load_profiles(client, profiles: dict[str, dict]) -> int:
     return len(profiles)
 
 
+def publish(sample: Sample, bootstrap: str, topic: str, cassandra_hosts: str, cassandra_port: int,
+            consent_keyspace: str, redis_client, progress=None) -> dict:
+    """Loads a sample where the platform keeps it: events to Kafka, consent rows to Cassandra, the user
+    cache to Redis. Returns the counts."""
+    from programusers.io import cassandra
+
+    with cassandra.session(settings.cassandra_hosts(cassandra_hosts), cassandra_port) as session:
+        consents = load_consents(session, consent_keyspace, sample.consents)
+    return {"consents": consents, "profiles": load_profiles(redis_client, sample.profiles),
+            "events": produce_events(sample.events, bootstrap, topic, progress), "topic": topic}
+
+
 def _generate(args) -> int:
     import redis
 
-    from programusers.io import cassandra
-
     sample = generate(args.users, args.seed, PlatformCipher.from_env())
-    produced = produce_events(sample.events, args.kafka_bootstrap, args.topic)
-    cluster, session = cassandra.connect(settings.cassandra_hosts(args.cassandra_hosts), args.cassandra_port)
-    try:
-        consents = load_consents(session, args.consent_keyspace, sample.consents)
-    finally:
-        cluster.shutdown()
-    profiles = load_profiles(redis.Redis(host=args.redis_host, port=args.redis_port, db=args.redis_db), sample.profiles)
-    print(json.dumps({"programs": sample.programs, "events": produced, "topic": args.topic,
-                      "consents": consents, "profiles": profiles}))
+    counts = publish(sample, args.kafka_bootstrap, args.topic, args.cassandra_hosts, args.cassandra_port,
+                     args.consent_keyspace, redis.Redis(host=args.redis_host, port=args.redis_port, db=args.redis_db))
+    print(json.dumps({"programs": sample.programs, **counts}))
     return 0
 
 

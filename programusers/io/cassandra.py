@@ -1,4 +1,5 @@
 """Cassandra access: sessions, and (see the sink and source DoFns) the tables we read and write."""
+import contextlib
 import re
 from datetime import datetime
 
@@ -32,6 +33,16 @@ def connect(hosts: list[str], port: int = 9042, keyspace: str | None = None,
 
 
 Unavailable = (NoHostAvailable, OSError)
+
+
+@contextlib.contextmanager
+def session(hosts: list[str], port: int = 9042):
+    """A session for a few statements (CLI commands, the demo), shut down afterwards."""
+    cluster, opened = connect(hosts, port)
+    try:
+        yield opened
+    finally:
+        cluster.shutdown()
 
 
 def ping(hosts: list[str], port: int = 9042) -> None:
