@@ -122,9 +122,12 @@ def event_to_mutation(event: Any, arrival_micros: int) -> EnrollmentUpsert | Enr
 
 
 def dead_letter_record(
-    dead: DeadLetter, payload: bytes | None, topic: str, partition: int, offset: int, failed_at: datetime
+    dead: DeadLetter, payload: bytes | None, topic: str, partition: int, offset: int, failed_at: datetime,
+    timestamp: int | None = None,
 ) -> bytes:
-    """The dead-letter topic's JSON value; `payload` is the original record value (null for a tombstone)."""
+    """The dead-letter topic's JSON value; `payload` is the original record value (null for a tombstone),
+    `timestamp` the original record's Kafka timestamp (epoch millis): a replay stamps an event without
+    dates with it, as the ingest did, so replaying stays idempotent."""
     return json.dumps({
         "reason": dead.reason,
         "field": dead.field,
@@ -133,6 +136,7 @@ def dead_letter_record(
         "topic": topic,
         "partition": partition,
         "offset": offset,
+        "timestamp": timestamp,
         "failed_at": _as_utc(failed_at).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }).encode()
 

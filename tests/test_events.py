@@ -414,18 +414,19 @@ def test_dead_letter_record():
     payload = b'{"userId": [1]}\xff'
     dead = parse_event(payload, ARRIVAL)
     failed_at = datetime(2023, 1, 12, 12, 0, 56, 829000, tzinfo=timezone(timedelta(hours=5, minutes=30)))
-    record = json.loads(dead_letter_record(dead, payload, "dev.ml.programUsers.raw", 3, 1234, failed_at))
+    record = json.loads(dead_letter_record(dead, payload, "dev.ml.programUsers.raw", 3, 1234, failed_at,
+                                           1_673_505_056_000))
     assert record == {
         "reason": "invalid_json", "field": None, "detail": dead.detail,
         "payload": '{"userId": [1]}\ufffd', "topic": "dev.ml.programUsers.raw", "partition": 3,
-        "offset": 1234, "failed_at": "2023-01-12T06:30:56.829Z",
+        "offset": 1234, "timestamp": 1_673_505_056_000, "failed_at": "2023-01-12T06:30:56.829Z",
     }
 
 
 def test_dead_letter_record_of_a_tombstone_and_a_naive_time():
     dead = parse_event(None, ARRIVAL)
     record = json.loads(dead_letter_record(dead, None, "t", 0, 7, datetime(2023, 1, 12, 6, 30)))
-    assert record["payload"] is None
+    assert record["payload"] is None and record["timestamp"] is None
     assert record["failed_at"] == "2023-01-12T06:30:00.000Z"
 
 

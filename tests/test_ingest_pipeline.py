@@ -42,10 +42,21 @@ def parse(*argv):
 
 def test_cli_flags_and_beam_flags_reach_the_pipeline_options():
     options = ingest.pipeline_options(parse("--runner", "PrismRunner", "--max-records", "7", "--input-topic", "t.raw",
-                                            "--write-attempts", "2", "--no-commit-offsets", "--job_name=x"))
+                                            "--max-write-outage", "30", "--no-commit-offsets", "--job_name=x"))
     view = options.view_as(IngestOptions)
-    assert (view.max_records, view.input_topic, view.write_attempts, view.commit_offsets) == (7, "t.raw", 2, False)
+    assert (view.max_records, view.input_topic, view.write_outage_limit, view.commit_offsets) == (7, "t.raw", 30,
+                                                                                                  False)
     assert options.get_all_options()["job_name"] == "x"
+
+
+@pytest.mark.parametrize("argv,limit", [
+    ([], None),  # streaming: hold for ever
+    (["--max-records", "5"], ingest.DEFAULT_BOUNDED_OUTAGE),
+    (["--max-read-time", "5", "--max-write-outage", "0"], None),
+    (["--max-write-outage", "900"], 900),
+])
+def test_the_write_outage_limit_defaults_to_ten_minutes_for_bounded_runs_only(argv, limit):
+    assert IngestOptions(argv).write_outage_limit == limit
 
 
 def test_a_flink_cluster_gets_its_flags_and_may_commit_offsets_while_streaming(tmp_path, monkeypatch):
@@ -84,10 +95,11 @@ def test_arrival_time_is_the_kafka_timestamp_else_now():
 def test_dead_letter_message_keeps_the_key_and_the_original_payload():
     failed_at = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
     dead = DeadLetter("invalid_json", None, "Expecting value at line 1 column 1")
-    key, value = ingest.dead_letter_message(KafkaRecord("t.raw", 1, 42, 0, b"k", b"nope"), dead, failed_at)
+    key, value = ingest.dead_letter_message(KafkaRecord("t.raw", 1, 42, 1_714_557_000_000, b"k", b"nope"), dead,
+                                            failed_at)
     assert key == b"k"
     assert json.loads(value) == {"reason": "invalid_json", "field": None, "detail": dead.detail, "payload": "nope",
-                                 "topic": "t.raw", "partition": 1, "offset": 42,
+                                 "topic": "t.raw", "partition": 1, "offset": 42, "timestamp": 1_714_557_000_000,
                                  "failed_at": "2024-05-01T10:00:00.000Z"}
     key, value = ingest.dead_letter_message(KafkaRecord("t.raw", 0, 7, 0, None, None), dead, failed_at)
     assert (key, json.loads(value)["payload"]) == (b"t.raw/0/7", None)

@@ -1,6 +1,7 @@
 """The Cassandra sink: CQL text, retry policy, and writes against the real Cassandra of the local stack,
 with failures injected at the driver boundary (transient) or caused for real (permanent)."""
 import concurrent.futures
+import time
 from datetime import date
 
 import apache_beam as beam
@@ -55,7 +56,44 @@ def test_is_transient(error, transient):
 
 def test_backoff_doubles_up_to_a_cap():
     assert [backoff_seconds(n, 0.5) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
-    assert backoff_seconds(40, 0.5) == cassandra_sink.MAX_BACKOFF_SECONDS
+    assert backoff_seconds(40, 0.5) == backoff_seconds(10**6, 0.5) == cassandra_sink.MAX_BACKOFF_SECONDS
+    assert backoff_seconds(5, 0.5, cap=3.0) == 3.0
+
+
+def test_an_outage_is_logged_once_a_minute_with_counts_only(caplog, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(cassandra_sink.time, "monotonic", lambda: clock[0])
+    outage = cassandra_sink._Outage(["10.0.0.1"], limit=None)
+    for second in range(150):  # 150 s of failing writes, many per second
+        clock[0] = 1000.0 + second
+        for _ in range(20):
+            outage.failed(NoHostAvailable("down", {}), waiting=17)
+    outage.succeeded()
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "Cassandra unreachable for 0 s at 10.0.0.1 (NoHostAvailable); 17 write(s) waiting, retrying",
+        "Cassandra unreachable for 60 s at 10.0.0.1 (NoHostAvailable); 17 write(s) waiting, retrying",
+        "Cassandra unreachable for 120 s at 10.0.0.1 (NoHostAvailable); 17 write(s) waiting, retrying",
+        "Cassandra answering again after 149 s"]
+
+
+def test_an_outage_past_the_limit_fails_naming_cassandra(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(cassandra_sink.time, "monotonic", lambda: clock[0])
+    outage = cassandra_sink._Outage(["10.0.0.1"], limit=30)
+    outage.failed(OperationTimedOut(), waiting=3)
+    clock[0] = 20.0
+    outage.succeeded()  # one success ends the outage: its clock starts again
+    clock[0] = 40.0
+    outage.failed(OperationTimedOut(), waiting=3)
+    clock[0] = 70.0
+    outage.failed(OperationTimedOut(), waiting=3)  # 30 s: not more than the limit
+    clock[0] = 70.5
+    with pytest.raises(cassandra_sink.CassandraUnreachable) as raised:
+        outage.failed(OperationTimedOut(), waiting=3)
+    assert cassandra_sink.outage_message(RuntimeError(f"job failed: worker said {raised.value}\nmore")) == (
+        "Cassandra unreachable for 30 s at 10.0.0.1 (OperationTimedOut), more than --max-write-outage 30 s; "
+        "3 write(s) not done, none dead-lettered, no offset committed past them: re-run once it answers")
 
 
 def test_write_enrollments_rejects_a_nonsense_policy():
@@ -173,38 +211,55 @@ class FlakySession:
 
 
 class FlakyWriteFn(cassandra_sink._WriteMutationsFn):
-    def __init__(self, keyspace, failures, attempts, concurrency=4):
+    """The sink on a FlakySession, after `refused` failed connection attempts (NoHostAvailable, as when
+    Cassandra is down)."""
+
+    def __init__(self, keyspace, failures, concurrency=4, refused=0, max_outage=None):
         super().__init__(HOSTS, settings.CASSANDRA_PORT, keyspace, "LOCAL_QUORUM", concurrency=concurrency,
-                         max_attempts=attempts, backoff=0.01)
-        self._failures = failures
+                         backoff=0.01, max_backoff=0.05, max_outage=max_outage)
+        self._failures, self._refused = failures, refused
 
     def _connect(self):
+        if self._refused > 0:
+            self._refused -= 1
+            raise NoHostAvailable("injected", {})
         cluster, session = super()._connect()
         return cluster, FlakySession(session, self._failures)
 
 
 @pytest.mark.services
-def test_transient_failures_are_retried_and_land(cassandra_session, test_schema, unique):
+def test_transient_failures_are_retried_until_they_land_never_dead_lettered(cassandra_session, test_schema, unique):
     keyspace, program = test_schema["programs_keyspace"], f"p-{unique}"
     mutations = [upsert(program, f"u{i}", T0, program_name=f"n{i}") for i in range(10)]
-    totals = write(mutations, keyspace, fn=FlakyWriteFn(keyspace, failures=6, attempts=3))
-    assert totals == {"rows_written": 10, "write_retries": 6}
+    # 200 failures: each write fails ~20 times in a row, far past any fixed retry budget.
+    totals = write(mutations, keyspace, fn=FlakyWriteFn(keyspace, failures=200, refused=3))
+    assert totals == {"rows_written": 10, "write_retries": 200}
     assert len(rows(cassandra_session, keyspace, program)) == 10
 
 
 @pytest.mark.services
-def test_writes_failing_past_the_attempts_are_dead_lettered_never_dropped(cassandra_session, test_schema, unique):
+def test_an_outage_past_the_limit_fails_the_job_and_dead_letters_nothing(cassandra_session, test_schema, unique):
     keyspace, program = test_schema["programs_keyspace"], f"p-{unique}"
     mutations = [upsert(program, f"u{i}", T0) for i in range(5)]
-    totals = write(mutations, keyspace, [(i, "write_failed", "WriteTimeout after 3 attempt(s)") for i in range(5)],
-                   fn=FlakyWriteFn(keyspace, failures=10**9, attempts=3))
-    assert totals == {"write_retries": 10}
+    with pytest.raises(Exception) as raised:
+        write(mutations, keyspace, fn=FlakyWriteFn(keyspace, failures=10**9, max_outage=1.0))
+    assert "more than --max-write-outage 1 s" in cassandra_sink.outage_message(raised.value)
     assert rows(cassandra_session, keyspace, program) == {}
+
+
+def test_a_worker_starting_while_cassandra_is_unreachable_waits_then_gives_up_at_the_limit():
+    fn = cassandra_sink._WriteMutationsFn(["127.0.0.1"], 1, "ks", "ONE", 4, backoff=0.1, max_backoff=0.2,
+                                          max_outage=1.5)  # nothing listens on port 1: refused at once
+    started = time.monotonic()
+    with pytest.raises(cassandra_sink.CassandraUnreachable, match="more than --max-write-outage 1.5 s"):
+        fn.setup()
+    assert 1.5 <= time.monotonic() - started < 10
+    fn.teardown()
 
 
 @pytest.mark.services
 def test_in_flight_writes_are_bounded_and_a_bundle_ends_with_none_outstanding(test_schema, unique):
-    fn = FlakyWriteFn(test_schema["programs_keyspace"], failures=0, attempts=1, concurrency=3)
+    fn = FlakyWriteFn(test_schema["programs_keyspace"], failures=0, concurrency=3)
     fn.setup()
     try:
         session = fn._session

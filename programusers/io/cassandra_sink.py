@@ -2,10 +2,20 @@
 
 Each mutation is one idempotent statement stamped `USING TIMESTAMP` from the event, so a retried or
 replayed write converges to the same row and an older event never overwrites a newer one. Writes go
-out asynchronously, at most `concurrency` at a time per DoFn instance; a transient error is retried
-with exponential backoff up to `max_attempts` tries, and a write that still fails comes back out of
-the transform as a dead letter with its input's context: nothing is dropped silently. A bundle ends
-only when every write of it has succeeded or been handed back.
+out asynchronously, at most `concurrency` at a time per DoFn instance.
+
+Outages hold the stream; they never drop or dead-letter a write (SPEC §5, "Ingest delivery"):
+- A worker that starts while Cassandra is down waits in setup() and connects again, with capped
+  backoff, instead of failing its bundle.
+- A write failing transiently (unavailable, timeouts, overloaded, no host, connection) is retried with
+  capped exponential backoff until it succeeds, without stalling the other writes in flight. A bundle
+  ends only when each of its writes succeeded (or failed for good, below): until then no offset is
+  committed past it, and the runner sees backpressure.
+- Only a permanent error (the server rejects the statement itself: InvalidRequest and the like) comes
+  back out of the transform as a dead letter, reason "write_failed", with its input's context.
+- `max_outage` seconds without a single successful write (bounded runs) raise CassandraUnreachable,
+  which fails the job with a message naming Cassandra; without a limit (streaming) the DoFn keeps
+  waiting and logs once a minute how long Cassandra has been unreachable and how many writes wait.
 """
 from __future__ import annotations
 
@@ -13,6 +23,7 @@ import concurrent.futures
 import heapq
 import itertools
 import logging
+import re
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -25,23 +36,40 @@ from cassandra import ConsistencyLevel, OperationTimedOut, RequestExecutionExcep
 from cassandra.cluster import NoHostAvailable
 from cassandra.connection import ConnectionException
 from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage, ServerError
+from cassandra.query import tuple_factory
 
 from programusers.events import DeadLetter, EnrollmentDelete, EnrollmentUpsert
-from programusers.io.cassandra import SessionDoFn, identifier
+from programusers.io.cassandra import SessionDoFn, Unavailable, connect, identifier
 from programusers.schema import ENROLLMENT_TABLE
 
 METRICS_NAMESPACE = "programusers.cassandra"
 WRITE_FAILED = "write_failed"  # the dead-letter reason
-MAX_BACKOFF_SECONDS = 30.0
+MAX_BACKOFF_SECONDS = 5.0  # short: once Cassandra answers again, every held write goes out within seconds
+REPORT_EVERY_SECONDS = 60.0
+REQUEST_TIMEOUT_SECONDS = 10.0  # a write to a paused node fails (and is retried) after this long
 
 # Errors worth another try: the cluster was busy, unreachable or slow. Anything else (an invalid
 # query, a value Cassandra rejects, a missing keyspace) fails the same way every time.
 _TRANSIENT = (
     RequestExecutionException,  # Unavailable, read/write timeouts and failures
-    OperationTimedOut, NoHostAvailable, ConnectionException,
+    OperationTimedOut, NoHostAvailable, ConnectionException, OSError,
     OverloadedErrorMessage, IsBootstrappingErrorMessage, ServerError,
 )
 _LOG = logging.getLogger(__name__)
+
+
+class CassandraUnreachable(RuntimeError):
+    """No write succeeded for longer than the run's outage limit (`--max-write-outage`)."""
+
+
+_UNREACHABLE_MESSAGE = re.compile(r"Cassandra unreachable for [^\n]*?re-run once it answers")
+
+
+def outage_message(error: BaseException) -> str | None:
+    """The CassandraUnreachable message inside `error` (as raised, or as a runner quotes a worker's
+    failure), else None."""
+    found = _UNREACHABLE_MESSAGE.search(str(error))
+    return found.group(0) if found else None
 
 
 def upsert_cql(keyspace: str, columns: Sequence[str]) -> str:
@@ -61,9 +89,39 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, _TRANSIENT)
 
 
-def backoff_seconds(attempt: int, base: float) -> float:
+def backoff_seconds(attempt: int, base: float, cap: float = MAX_BACKOFF_SECONDS) -> float:
     """The wait after failed attempt number `attempt` (1, 2, ...): base, 2 base, 4 base, ... capped."""
-    return min(base * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
+    return min(base * 2 ** min(attempt - 1, 60), cap)
+
+
+class _Outage:
+    """How long writes have been failing transiently with none succeeding: enforces the limit and
+    logs (at most once a minute) that Cassandra is unreachable, with counts only, never values."""
+
+    def __init__(self, hosts: Sequence[str], limit: float | None, report_every: float = REPORT_EVERY_SECONDS):
+        self._hosts, self._limit, self._report_every = ",".join(hosts), limit, report_every
+        self.since: float | None = None
+        self._reported: float | None = None
+
+    def failed(self, error: BaseException, waiting: int) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        elapsed = now - self.since
+        if self._limit is not None and elapsed > self._limit:
+            raise CassandraUnreachable(
+                f"Cassandra unreachable for {elapsed:.0f} s at {self._hosts} ({type(error).__name__}), more than "
+                f"--max-write-outage {self._limit:g} s; {waiting} write(s) not done, none dead-lettered, no "
+                f"offset committed past them: re-run once it answers")
+        if self._reported is None or now - self._reported >= self._report_every:
+            self._reported = now
+            _LOG.warning("Cassandra unreachable for %.0f s at %s (%s); %d write(s) waiting, retrying",
+                         elapsed, self._hosts, type(error).__name__, waiting)
+
+    def succeeded(self) -> None:
+        if self.since is not None:
+            _LOG.warning("Cassandra answering again after %.0f s", time.monotonic() - self.since)
+            self.since = self._reported = None
 
 
 @dataclass
@@ -79,17 +137,31 @@ class _Write:
 class _WriteMutationsFn(SessionDoFn):
 
     def __init__(self, hosts: Sequence[str], port: int, keyspace: str, consistency: str, concurrency: int,
-                 max_attempts: int, backoff: float):
+                 backoff: float, max_backoff: float = MAX_BACKOFF_SECONDS, max_outage: float | None = None):
         super().__init__(list(hosts), port, keyspace)
         self._consistency = ConsistencyLevel.name_to_value[consistency]
-        self._concurrency, self._max_attempts, self._backoff = concurrency, max_attempts, backoff
+        self._concurrency, self._backoff, self._max_backoff = concurrency, backoff, max_backoff
+        self._max_outage = max_outage
         self._written = Metrics.counter(METRICS_NAMESPACE, "rows_written")
         self._deleted = Metrics.counter(METRICS_NAMESPACE, "rows_deleted")
         self._retries = Metrics.counter(METRICS_NAMESPACE, "write_retries")
 
     def setup(self):
-        super().setup()
         self._statements = {}  # column set (None: delete) -> prepared statement
+        self._outage = _Outage(self._hosts, self._max_outage)
+        # A worker starting during an outage waits for Cassandra here instead of failing its bundle.
+        for attempt in itertools.count(1):
+            try:
+                self._cluster, self._session = self._connect()
+                break
+            except Unavailable as error:
+                self._outage.failed(error, waiting=0)
+                time.sleep(backoff_seconds(attempt, self._backoff, self._max_backoff))
+        self._outage.succeeded()
+
+    def _connect(self):
+        return connect(self._hosts, self._port, request_timeout=REQUEST_TIMEOUT_SECONDS,
+                       row_factory=tuple_factory)
 
     def start_bundle(self):
         self._in_flight: deque[_Write] = deque()
@@ -133,7 +205,8 @@ class _WriteMutationsFn(SessionDoFn):
         return self._statements[columns]
 
     def _settle(self, limit: int):
-        """Completes writes, oldest first, until at most `limit` are pending; yields the failures."""
+        """Completes writes, oldest first, until at most `limit` are pending; yields the permanent failures.
+        A transient failure goes back in line after its backoff, however long the outage (up to the limit)."""
         while len(self._in_flight) + len(self._backing_off) > limit:
             while self._backing_off and self._backing_off[0][0] <= time.monotonic():
                 self._send(heapq.heappop(self._backing_off)[2])
@@ -144,34 +217,42 @@ class _WriteMutationsFn(SessionDoFn):
             try:
                 write.future.result()
             except Exception as error:
-                if is_transient(error) and write.attempts < self._max_attempts:
-                    self._retries.inc()
-                    due = time.monotonic() + backoff_seconds(write.attempts, self._backoff)
-                    heapq.heappush(self._backing_off, (due, next(self._order), write))
-                else:
+                if not is_transient(error):
                     yield self._dead_letter(write, error)
+                    continue
+                self._retries.inc()
+                self._outage.failed(error, waiting=len(self._in_flight) + len(self._backing_off) + 1)
+                due = time.monotonic() + backoff_seconds(write.attempts, self._backoff, self._max_backoff)
+                heapq.heappush(self._backing_off, (due, next(self._order), write))
             else:
+                self._outage.succeeded()
                 (self._deleted if isinstance(write.mutation, EnrollmentDelete) else self._written).inc()
 
     def _dead_letter(self, write: _Write, error: Exception) -> WindowedValue:
         # The error's text may quote a value: only its type goes into logs and dead letters.
         detail = f"{type(error).__name__} after {write.attempts} attempt(s)"
-        _LOG.warning("Cassandra write failed for good: %s", detail)
+        _LOG.warning("Cassandra rejected a write: %s", detail)
         return write.windowed.with_value((write.context, DeadLetter(WRITE_FAILED, None, detail)))
 
 
 class WriteEnrollments(beam.PTransform):
     """Writes (context, EnrollmentUpsert | EnrollmentDelete) pairs to `keyspace`.program_enrollment.
 
-    Returns the writes that failed for good as (context, DeadLetter) pairs, reason "write_failed".
+    Returns the writes Cassandra rejected as (context, DeadLetter) pairs, reason "write_failed".
+    Transient failures are retried (backoff from `backoff` seconds, doubling, at most `max_backoff`)
+    until they succeed, or until no write has succeeded for `max_outage` seconds: then the job fails
+    with CassandraUnreachable. `max_outage=None` waits for ever (streaming).
     """
 
     def __init__(self, hosts: Sequence[str], keyspace: str, *, port: int = 9042, consistency: str = "LOCAL_QUORUM",
-                 concurrency: int = 32, max_attempts: int = 5, backoff: float = 0.2):
+                 concurrency: int = 32, backoff: float = 0.2, max_backoff: float = MAX_BACKOFF_SECONDS,
+                 max_outage: float | None = None):
         super().__init__()
-        if concurrency < 1 or max_attempts < 1 or backoff < 0:
-            raise ValueError("concurrency and max_attempts must be at least 1, backoff not negative")
-        self._fn = _WriteMutationsFn(hosts, port, keyspace, consistency, concurrency, max_attempts, backoff)
+        if concurrency < 1 or backoff < 0 or max_backoff < backoff or (max_outage is not None and max_outage < 0):
+            raise ValueError("concurrency must be at least 1; backoff, max_backoff and max_outage not negative, "
+                             "max_backoff at least backoff")
+        self._fn = _WriteMutationsFn(hosts, port, keyspace, consistency, concurrency, backoff, max_backoff,
+                                     max_outage)
 
     def expand(self, mutations):
         return mutations | "Write" >> beam.ParDo(self._fn)

@@ -40,6 +40,7 @@ from programusers.io.kafka import KafkaRecord
 
 METRICS_NAMESPACE = "programusers.ingest"
 REJECTED = "rejected"
+DEFAULT_BOUNDED_OUTAGE = 600.0  # seconds: a bounded run (a backfill) fails rather than wait for ever
 _LOG = logging.getLogger(__name__)
 
 
@@ -63,11 +64,14 @@ class IngestOptions(PipelineOptions):
                             choices=[name for name in ConsistencyLevel.name_to_value if "SERIAL" not in name])
         parser.add_argument("--write-concurrency", type=int, default=32,
                             help="Cassandra writes in flight per worker thread")
-        # The default budget (~1 minute of backoff) rides out a node restart before dead-lettering.
-        parser.add_argument("--write-attempts", type=int, default=8,
-                            help="tries of a write failing transiently before it is dead-lettered")
         parser.add_argument("--retry-backoff", type=float, default=0.5,
-                            help="seconds before the first retry; doubled for each next one")
+                            help="seconds before a transiently failed write is tried again; doubled for each "
+                                 f"next try, at most {cassandra_sink.MAX_BACKOFF_SECONDS:g} s. Transient failures "
+                                 "are retried until they succeed, never dead-lettered")
+        parser.add_argument("--max-write-outage", type=float, metavar="SECONDS",
+                            help="fail the run when no Cassandra write has succeeded for this long (0: never); "
+                                 f"default {DEFAULT_BOUNDED_OUTAGE:g} for bounded runs, never for streaming ones, "
+                                 "which hold the stream and log once a minute while Cassandra is unreachable")
         parser.add_argument("--max-records", type=int,
                             help="read this many records, then stop; from 10,000 on KafkaIO shares them evenly "
                                  "among the partitions, and a partition holding fewer waits: add --max-read-time")
@@ -76,6 +80,13 @@ class IngestOptions(PipelineOptions):
     @property
     def bounded(self) -> bool:
         return self.max_records is not None or self.max_read_time is not None
+
+    @property
+    def write_outage_limit(self) -> float | None:
+        """Seconds without a successful write before the run fails; None: wait for ever."""
+        if self.max_write_outage is None:
+            return DEFAULT_BOUNDED_OUTAGE if self.bounded else None
+        return self.max_write_outage or None
 
 
 def arrival_micros(kafka_timestamp_millis: int) -> int:
@@ -87,7 +98,7 @@ def dead_letter_message(record: KafkaRecord, dead: events.DeadLetter, failed_at:
     """The dead-letter topic's (key, value): the record's own key, else its coordinates, and SPEC's JSON."""
     key = record.key if record.key is not None else f"{record.topic}/{record.partition}/{record.offset}".encode()
     return key, events.dead_letter_record(dead, record.value, record.topic, record.partition, record.offset,
-                                          failed_at)
+                                          failed_at, record.timestamp)
 
 
 class _ParseFn(beam.DoFn):
@@ -142,7 +153,7 @@ def run(options: PipelineOptions) -> PipelineResult:
      | "IngestEvents" >> IngestEvents(cassandra_sink.WriteEnrollments(
          settings.cassandra_hosts(ingest.cassandra_hosts), ingest.programs_keyspace, port=ingest.cassandra_port,
          consistency=ingest.consistency, concurrency=ingest.write_concurrency,
-         max_attempts=ingest.write_attempts, backoff=ingest.retry_backoff))
+         backoff=ingest.retry_backoff, max_outage=ingest.write_outage_limit))
      | "WriteDeadLetters" >> kafka.write_to_kafka(
          ingest.kafka_bootstrap, ingest.dead_letter_topic, ingest.expansion_service))
     return pipeline.run()
@@ -161,15 +172,33 @@ def pipeline_options(args) -> PipelineOptions:
     return options
 
 
+def wait_for(start) -> tuple[PipelineResult | None, str | None]:
+    """Runs `start()` (which returns a PipelineResult) to its end: (result, None), or (None, the
+    reason) when Cassandra stayed unreachable past the outage limit. The in-process runner raises the
+    worker's error from run(), Prism from wait_until_finish(), quoting it."""
+    try:
+        result = start()
+        result.wait_until_finish()
+        return result, None
+    except Exception as error:
+        if message := cassandra_sink.outage_message(error):
+            return None, message
+        raise
+
+
 def _command(args) -> int:
     started = time.monotonic()
-    result = run(pipeline_options(args))
+    options = pipeline_options(args)
     # A streaming run ends with Ctrl-C, when Beam stops the job server it started, the job with it.
-    state = result.wait_until_finish()
+    result, outage = wait_for(lambda: run(options))
+    if outage:
+        _LOG.error("ingest stopped: %s", outage)
+        return 3
     elapsed, totals = time.monotonic() - started, counters(result)
-    _LOG.info("ingest %s after %.1fs, %.0f events/s: %s", state, elapsed, totals.get("events_read", 0) / elapsed,
+    _LOG.info("ingest %s after %.1fs, %.0f events/s: %s", result.state, elapsed,
+              totals.get("events_read", 0) / elapsed,
               ", ".join(f"{name}={value}" for name, value in sorted(totals.items())))
-    return 0 if state == PipelineState.DONE else 1
+    return 0 if result.state == PipelineState.DONE else 1
 
 
 def register(commands) -> None:
