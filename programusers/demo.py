@@ -121,13 +121,13 @@ def run(args) -> int:
     requests = {}
 
     def submit():
+        os.environ["PROGRAMUSERS_ENCRYPTION_KEY"] = DEMO_PASSWORD  # the zip password: never on a command line
         requests[pii["externalId"]] = (programusers(
             "submit", "--program-id", pii["id"], "--requested-by", "demo-manager", "--channel", "demo",
-            "--encryption-key", DEMO_PASSWORD, capture=True).strip(), DEMO_PASSWORD)
+            capture=True).strip(), DEMO_PASSWORD)
         requests[open_["externalId"]] = (programusers(
             "submit", "--program-id", open_["id"], "--requested-by", "demo-manager", "--channel", "demo",
-            "--filter", "updated_at", ">=", "2023-01-01", "--encryption-key", DEMO_PASSWORD,
-            capture=True).strip(), DEMO_PASSWORD)
+            "--filter", "updated_at", ">=", "2023-01-01", capture=True).strip(), DEMO_PASSWORD)
         return ", ".join(f"{program}: request {rid}" for program, (rid, _) in requests.items())
     stages.run("submit two report requests (PII program, open program)", submit)
 

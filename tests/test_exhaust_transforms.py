@@ -106,7 +106,9 @@ COLUMNS = ("Id", "Secret", "District", "Name")
 
 def record(i):
     # Several ids share a district; a few districts are empty (sorted first).
-    return {"Id": f"u{(i * 37) % 101:03d}", "District": ["", "B", "A", "C, D", "b"][i % 5], "Name": f'N "{i}"'}
+    # Some names hold a line break: the merge counts records, not lines.
+    name = f'N "{i}"' + ("\r\nline 2" if i % 7 == 0 else "")
+    return {"Id": f"u{(i * 37) % 101:03d}", "District": ["", "B", "A", "C, D", "b"][i % 5], "Name": name}
 
 
 def sort_key(r):
@@ -128,18 +130,18 @@ def write_and_merge(records, tmp_path, rows_per_shard, **zip_args):
 def test_sorted_shards_merge_into_one_sorted_csv_with_only_used_columns(tmp_path):
     records = [record(i) for i in range(101)]
     shards, written, destination = write_and_merge(records, tmp_path, rows_per_shard=10)
-    assert written and len(shards) > 3
+    assert written == 101 and len(shards) > 3
     with open(destination, newline="", encoding="utf-8") as f:
         text = f.read()
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[0] == ["Id", "District", "Name"]  # no record has "Secret"
     assert rows[1:] == [[r["Id"], r["District"], r["Name"]] for r in sorted(records, key=sort_key)]
-    assert text.count("\r\n") == 102 and text.endswith("\r\n")
+    assert text.count("\r\n") == 102 + 15 and text.endswith("\r\n")  # 15 names of two lines
 
 
 def test_no_records_no_file(tmp_path):
     shards, written, destination = write_and_merge([], tmp_path, rows_per_shard=10)
-    assert shards == [] and not written and not (tmp_path / "out" / "report.csv").exists()
+    assert shards == [] and written == 0 and not (tmp_path / "out" / "report.csv").exists()
 
 
 @pytest.mark.parametrize("flags,program_asks", [((True, False, False), True), ((False, False), False)])

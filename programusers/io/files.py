@@ -1,13 +1,16 @@
 """Report files on any Beam filesystem (local, gs://, s3://, hdfs://).
 
-The pipeline writes records as sorted range shards (each a complete CSV with the header) into a temporary
-directory; ``merge_shards`` then concatenates them in range order into the one report file, plain or
-password-zipped. The merge runs in the submitting process so the zip password never enters the pipeline
-(its graph, options or workers); it streams, so memory stays flat whatever the report's size.
+The pipeline writes records as sorted range shards (each a complete CSV with the header) into a private
+staging directory; ``merge_shards`` then concatenates them in range order into the one report file, plain
+or password-zipped, still in staging, counting its rows; ``publish`` moves it into place whole. The merge
+runs in the submitting process so the zip password never enters the pipeline (its graph, options or
+workers); it streams, so memory stays flat whatever the report's size.
 """
 from __future__ import annotations
 
-import shutil
+import csv
+import io
+import os
 from datetime import datetime
 
 import apache_beam as beam
@@ -21,7 +24,6 @@ from programusers.shards import MAX_SHARDS, range_bounds, shard_of
 
 _SHARD = "shard-{:05d}.csv"
 _SHARDS = "shard-*.csv"
-_CHUNK = 1 << 20
 
 
 def _create(path: str):
@@ -95,33 +97,76 @@ class WriteSortedShards(beam.PTransform):
                 | "SortAndWrite" >> beam.ParDo(_WriteShardFn(self._temp_dir), AsSingleton(header)))
 
 
-def _concatenate(shards: list[str], out) -> None:
+def _written(lines, out, skip_header: bool):
+    for n, line in enumerate(lines):
+        if n or not skip_header:
+            out.write(line.encode("utf-8"))
+        yield line
+
+
+def _concatenate(shards: list[str], out) -> int:
+    """Copies the shards into `out` (the header once) and returns the data rows copied, counted as
+    records by a CSV reader (a quoted value may hold a line break)."""
+    rows = 0
     for n, path in enumerate(shards):
         with _open(path) as shard:
-            if n:
-                shard.readline()  # the header, written once
-            shutil.copyfileobj(shard, out, _CHUNK)
+            lines = io.TextIOWrapper(shard, encoding="utf-8", newline="")
+            rows += sum(1 for _ in csv.reader(_written(lines, out, skip_header=n > 0))) - 1
+    return rows
 
 
-def merge_shards(temp_dir: str, destination: str, when: datetime, password: str | None = None,
-                 member: str | None = None, zip_crypto: bool = False) -> bool:
-    """Writes the shards under `temp_dir`, in order, as `destination`: the CSV itself, or with a
-    `password` a zip holding it as `member`. False (and nothing written) when there are no shards."""
+def merge_shards(temp_dir: str, merged: str, when: datetime, password: str | None = None,
+                 member: str | None = None, zip_crypto: bool = False) -> int:
+    """Writes the shards under `temp_dir`, in order, as `merged`: the CSV itself, or with a `password` a
+    zip holding it as `member`. Returns the data rows written (0, and nothing written, without shards)."""
     found = FileSystems.match([FileSystems.join(temp_dir, _SHARDS)])[0].metadata_list
     shards = sorted(m.path for m in found)
     if not shards:
-        return False
-    # Written beside the destination and renamed, so a reader never sees a half-written report.
-    staged = destination + ".part"
-    with _create(staged) as raw:
+        return 0
+    with _create(merged) as raw:
         if password is None:
-            _concatenate(shards, raw)
-        else:
-            upper_bound = sum(m.size_in_bytes for m in found)
-            with encrypted_member(raw, member, password, when, upper_bound, zip_crypto) as out:
-                _concatenate(shards, out)
-    FileSystems.rename([staged], [destination])
-    return True
+            return _concatenate(shards, raw)
+        upper_bound = sum(m.size_in_bytes for m in found)
+        with encrypted_member(raw, member, password, when, upper_bound, zip_crypto) as out:
+            return _concatenate(shards, out)
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def make_private_dir(path: str) -> None:
+    """A staging folder only this user can enter (object stores have no folders: nothing to do)."""
+    if _is_local(path):
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+
+
+def same_local_filesystem(a: str, b: str) -> bool:
+    """Whether two existing local folders are on one filesystem, where a rename moves a file whole."""
+    return os.stat(a).st_dev == os.stat(b).st_dev
+
+
+def publish(staged: str, destination: str, file_mode: int) -> None:
+    """Moves a complete report from staging to its published path, where it appears whole or not at all.
+
+    Local: the file gets `file_mode`, then is renamed into place (staging is on the output's filesystem,
+    see ExhaustRun). Object stores: an object becomes visible only once fully written, so a copy is enough.
+    """
+    if _is_local(staged) and _is_local(destination):
+        os.chmod(staged, file_mode)
+        os.replace(staged, destination)
+    else:
+        FileSystems.copy([staged], [destination])
+
+
+def list_dirs(parent: str) -> list[str]:
+    """The names of the folders directly under `parent` (on object stores: of the prefixes holding files)."""
+    if _is_local(parent):
+        return sorted(e.name for e in os.scandir(parent) if e.is_dir()) if os.path.isdir(parent) else []
+    found = FileSystems.match([FileSystems.join(parent, "*", "*")])[0].metadata_list
+    prefix = parent.rstrip("/") + "/"
+    return sorted({m.path[len(prefix):].split("/", 1)[0] for m in found if m.path.startswith(prefix)})
 
 
 def remove_dir(path: str) -> None:

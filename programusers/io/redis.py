@@ -2,18 +2,25 @@
 import apache_beam as beam
 import redis
 from apache_beam.metrics import Metrics
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 Unavailable = redis.RedisError
+# A read that hits a restart or a dropped connection is tried again: 0.25, 0.5, 1, 2, 4 s apart (about 8 s
+# in all), then the error goes up and the exhaust decides (it waits for the cache, bounded, and re-runs).
+READ_RETRIES = 5
 
 
-def client(host: str, port: int, db: int, timeout: float = 10.0) -> redis.Redis:
+def client(host: str, port: int, db: int, timeout: float = 10.0, retries: int = READ_RETRIES) -> redis.Redis:
     return redis.Redis(host=host, port=port, db=db, decode_responses=True, socket_timeout=timeout,
-                       socket_connect_timeout=timeout)
+                       socket_connect_timeout=timeout,
+                       retry=Retry(ExponentialBackoff(cap=4.0, base=0.25), retries),
+                       retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
 
 def ping(host: str, port: int, db: int) -> None:
     """Raises Unavailable when the server does not answer within a few seconds."""
-    with client(host, port, db, timeout=5.0) as connection:
+    with client(host, port, db, timeout=5.0, retries=0) as connection:
         connection.ping()
 
 
