@@ -3,7 +3,7 @@ import argparse
 import logging
 
 from programusers import demo, sample_data, settings
-from programusers.pipelines import exhaust, ingest
+from programusers.pipelines import exhaust, ingest, replay
 from programusers.runners import RUNNERS
 
 _LOG = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample_data.register(commands)
     ingest.register(commands)
+    replay.register(commands)
     exhaust.register(commands)
     demo.register(commands)
     return parser

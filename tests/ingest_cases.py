@@ -1,6 +1,12 @@
 """Events for the ingest tests: a compact good event with its expected row, and a catalogue of bad ones."""
 import json
+import time
+import uuid
 from datetime import date
+
+from confluent_kafka import Consumer, Producer
+
+from programusers import settings
 
 
 def event(program: str, user: str, *, updated: str = "2023-01-12T06:30:56.829Z", name: str = "Program One",
@@ -61,3 +67,37 @@ def bad_events(program: str) -> list[tuple[bytes | None, str, str | None]]:
         # Valid as an event, rejected by Cassandra: a partition key over 64 KiB.
         (encode(event(program, "u" * 70_000)), "write_failed", None),
     ]
+
+
+def produce(topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> list[tuple[int, int]]:
+    """Sends (key, value) messages in order; returns each one's (partition, offset)."""
+    coordinates = [None] * len(messages)
+
+    def delivered(error, message, index):
+        assert error is None, error
+        coordinates[index] = (message.partition(), message.offset())
+
+    producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "acks": "all", "linger.ms": 20})
+    for index, (key, value) in enumerate(messages):
+        producer.produce(topic, key=key, value=value, on_delivery=lambda e, m, i=index: delivered(e, m, i))
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    return coordinates
+
+
+def consume(topic: str, expected: int) -> list[tuple[bytes, dict]]:
+    """Every (key, JSON value) of `topic`: waits for `expected` messages, then a little for any extra."""
+    consumer = Consumer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "group.id": f"check-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    found, deadline = [], time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            message = consumer.poll(1)
+            if message is not None and not message.error():
+                found.append((message.key(), json.loads(message.value())))
+            elif len(found) >= expected:
+                break
+    finally:
+        consumer.close()
+    return found

@@ -1,55 +1,18 @@
 """End to end on the local stack: events produced to Kafka, a bounded ingest on Prism, the rows in
 Cassandra and the dead letters read back from Kafka; then a replay of the same records through the
 command line on the DirectRunner, which must change no row."""
-import json
-import time
-import uuid
 from datetime import UTC, datetime
 
 import pytest
 from apache_beam.runners.runner import PipelineState
-from confluent_kafka import OFFSET_INVALID, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, TopicPartition
 
-from ingest_cases import COLUMNS, bad_events, encode, event, expected_row, row
+from ingest_cases import COLUMNS, bad_events, consume, encode, event, expected_row, produce, row
 from programusers import cli, runners, settings
 from programusers.pipelines import ingest
 
 pytestmark = pytest.mark.services
 USERS_PER_PROGRAM = 120
-
-
-def produce(topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> list[tuple[int, int]]:
-    """Sends (key, value) messages in order; returns each one's (partition, offset)."""
-    coordinates = [None] * len(messages)
-
-    def delivered(error, message, index):
-        assert error is None, error
-        coordinates[index] = (message.partition(), message.offset())
-
-    producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "acks": "all", "linger.ms": 20})
-    for index, (key, value) in enumerate(messages):
-        producer.produce(topic, key=key, value=value, on_delivery=lambda e, m, i=index: delivered(e, m, i))
-        producer.poll(0)
-    assert producer.flush(30) == 0
-    return coordinates
-
-
-def consume(topic: str, expected: int) -> list[tuple[bytes, dict]]:
-    """Every (key, JSON value) of `topic`: waits for `expected` messages, then a little for any extra."""
-    consumer = Consumer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "group.id": f"check-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    found, deadline = [], time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            message = consumer.poll(1)
-            if message is not None and not message.error():
-                found.append((message.key(), json.loads(message.value())))
-            elif len(found) >= expected:
-                break
-    finally:
-        consumer.close()
-    return found
 
 
 def committed_offsets(topic: str, group: str) -> list[int]:

@@ -1,0 +1,294 @@
+"""`programusers replay`: the dead-letter topic back through today's parser into Cassandra (SPEC §5).
+
+    PlanOffsetRanges -> ReadDeadLetters -> Revalidate -+-> WriteEnrollments -> rejected writes -+-> CountStillBad
+                                                       +-> still bad ---------------------------+
+
+Each dead letter's payload is parsed again with `events.parse_event`; the events valid now are written
+through the ingest's own sink (`cassandra_sink.WriteEnrollments`), stamped as the ingest would have
+stamped them (`updatedAt`, else `createdAt`, else the original record's Kafka time, which the dead
+letter carries), so a replay run twice leaves the table as once. The rest stay bad and are counted by
+reason. Replay never writes to Kafka: it neither deletes dead letters nor dead-letters them again.
+
+The read is bounded exactly: the topic's offsets are planned first (from the start, or from `--since`
+with Kafka's offsets-for-times, up to each partition's end offset at that moment) and each partition's
+range is read with a plain Kafka consumer. KafkaIO bounded by a record count would not do: it shares the
+count evenly among partitions (waiting on a short one until --max-read-time) and cannot stop at an end
+offset; and this way replay needs no Java expansion service and runs on any runner, DirectRunner by
+default. Nothing is committed: the consumer group is throwaway.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+from apache_beam.runners.runner import PipelineResult, PipelineState
+from cassandra import ConsistencyLevel
+
+from programusers import events, runners, settings
+from programusers.io import cassandra_sink
+from programusers.metrics import counters
+from programusers.pipelines import ingest
+
+METRICS_NAMESPACE = "programusers.replay"
+STILL_BAD = "still_bad"
+REASONS = ("invalid_json", "not_an_object", "missing_field", "wrong_type", "bad_timestamp",
+           cassandra_sink.WRITE_FAILED)
+POLL_SECONDS, IDLE_LIMIT_SECONDS = 1.0, 60.0
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OffsetRange:
+    """Offsets [start, end) of one partition of the dead-letter topic."""
+    topic: str
+    partition: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class DeadLetterRecord:
+    """One record of the dead-letter topic: where it sits, its Kafka time (epoch millis) and its value."""
+    partition: int
+    offset: int
+    timestamp: int
+    value: bytes | None
+
+
+def _consumer(bootstrap: str):
+    from confluent_kafka import Consumer
+
+    # Offsets are assigned explicitly and never committed: the group id is only a label.
+    return Consumer({"bootstrap.servers": bootstrap, "group.id": "programusers.replay",
+                     "enable.auto.commit": False, "enable.partition.eof": True})
+
+
+def plan_ranges(bootstrap: str, topic: str, since: datetime | None) -> list[OffsetRange]:
+    """Every partition's range to replay: from its first offset (or the first at or after `since`) to
+    its end offset now. Dead letters written after this are left for the next replay."""
+    from confluent_kafka import TopicPartition
+
+    consumer = _consumer(bootstrap)
+    try:
+        metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            raise ValueError(f"dead-letter topic {topic} not found at {bootstrap}")
+        ranges = []
+        for partition in sorted(metadata.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+            start = low
+            if since is not None:
+                millis = int(since.timestamp() * 1000)
+                [found] = consumer.offsets_for_times([TopicPartition(topic, partition, millis)], timeout=30)
+                start = high if found.offset < 0 else max(low, found.offset)  # -1: nothing that recent
+            if start < high:
+                ranges.append(OffsetRange(topic, partition, start, high))
+        return ranges
+    finally:
+        consumer.close()
+
+
+def revalidate(record: DeadLetterRecord, reason: str | None):
+    """A dead letter -> None (another reason than the one asked for), (context, mutation) when today's
+    parser accepts its payload, else (context, DeadLetter) saying why it is still bad. `context` is the
+    dead letter's (partition, offset). Pure."""
+    context = (record.partition, record.offset)
+    try:
+        dead = json.loads(record.value)
+    except (TypeError, ValueError):
+        dead = None
+    if not isinstance(dead, dict) or "payload" not in dead or "reason" not in dead:
+        return context, events.DeadLetter("not_a_dead_letter", None, "not a dead-letter record of the ingest")
+    if reason is not None and dead["reason"] != reason:
+        return None
+    payload = dead["payload"]
+    # The ingest stamps an event without dates with its Kafka time; older dead letters lack that time
+    # and fall back on their own (the same at every replay, so replays still converge).
+    original = dead.get("timestamp")
+    millis = original if isinstance(original, int) and not isinstance(original, bool) else record.timestamp
+    return context, events.parse_event(payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload,
+                                       ingest.arrival_micros(millis))
+
+
+class _PlanFn(beam.DoFn):
+    def __init__(self, bootstrap: str, since: datetime | None):
+        self._bootstrap, self._since = bootstrap, since
+
+    def process(self, topic: str):
+        yield from plan_ranges(self._bootstrap, topic, self._since)
+
+
+class _ReadRangeFn(beam.DoFn):
+    """Reads exactly one OffsetRange; fails when Kafka gives nothing for a minute."""
+
+    def __init__(self, bootstrap: str):
+        self._bootstrap = bootstrap
+        self._read = Metrics.counter(METRICS_NAMESPACE, "dead_letters_read")
+
+    def process(self, span: OffsetRange):
+        from confluent_kafka import KafkaError, TopicPartition
+
+        consumer = _consumer(self._bootstrap)
+        try:
+            consumer.assign([TopicPartition(span.topic, span.partition, span.start)])
+            next_offset, idle_since = span.start, time.monotonic()
+            while next_offset < span.end:
+                message = consumer.poll(POLL_SECONDS)
+                if message is None or message.error():
+                    if message is not None and message.error().code() != KafkaError._PARTITION_EOF:
+                        _LOG.warning("dead-letter read: %s", message.error().name())
+                    if time.monotonic() - idle_since > IDLE_LIMIT_SECONDS:
+                        raise RuntimeError(f"Kafka gave no dead letter of {span.topic}[{span.partition}] for "
+                                           f"{IDLE_LIMIT_SECONDS:.0f} s at offset {next_offset} (end {span.end})")
+                    continue
+                idle_since, next_offset = time.monotonic(), message.offset() + 1
+                if message.offset() < span.end:
+                    self._read.inc()
+                    _, millis = message.timestamp()
+                    yield DeadLetterRecord(span.partition, message.offset(), millis, message.value())
+        finally:
+            consumer.close()
+
+
+class ReadDeadLetters(beam.PTransform):
+    """The dead-letter records of `topic` up to its end offsets when the read starts (from `since`)."""
+
+    def __init__(self, bootstrap: str, topic: str, since: datetime | None = None):
+        super().__init__()
+        self._bootstrap, self._topic, self._since = bootstrap, topic, since
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Topic" >> beam.Create([self._topic])
+                | "PlanOffsetRanges" >> beam.ParDo(_PlanFn(self._bootstrap, self._since))
+                | "SpreadRanges" >> beam.Reshuffle()
+                | "ReadRanges" >> beam.ParDo(_ReadRangeFn(self._bootstrap)))
+
+
+class _RevalidateFn(beam.DoFn):
+    """DeadLetterRecord -> (context, mutation), or (context, DeadLetter) on the STILL_BAD output."""
+
+    def __init__(self, reason: str | None):
+        self._reason = reason
+        self._valid = Metrics.counter(METRICS_NAMESPACE, "now_valid")
+        self._skipped = Metrics.counter(METRICS_NAMESPACE, "other_reason")
+
+    def process(self, record: DeadLetterRecord):
+        result = revalidate(record, self._reason)
+        if result is None:
+            self._skipped.inc()
+        elif isinstance(result[1], events.DeadLetter):
+            yield pvalue.TaggedOutput(STILL_BAD, result)
+        else:
+            self._valid.inc()
+            yield result
+
+
+def _count_still_bad(element) -> None:
+    _, dead = element
+    Metrics.counter(METRICS_NAMESPACE, f"still_bad_{dead.reason}").inc()
+
+
+class ReplayDeadLetters(beam.PTransform):
+    """DeadLetterRecords -> the now-valid ones written by `write_enrollments`; the rest counted by reason."""
+
+    def __init__(self, write_enrollments: beam.PTransform, reason: str | None = None):
+        super().__init__()
+        self._write_enrollments, self._reason = write_enrollments, reason
+
+    def expand(self, records):
+        parsed = records | "Revalidate" >> beam.ParDo(_RevalidateFn(self._reason)).with_outputs(STILL_BAD,
+                                                                                                main="mutations")
+        rejected = parsed.mutations | "WriteEnrollments" >> self._write_enrollments
+        return ((parsed[STILL_BAD], rejected)
+                | "MergeStillBad" >> beam.Flatten()
+                | "CountStillBad" >> beam.Map(_count_still_bad))
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    kafka_bootstrap: str
+    dead_letter_topic: str
+    reason: str | None
+    since: datetime | None
+    cassandra_hosts: list[str]
+    cassandra_port: int
+    programs_keyspace: str
+    consistency: str
+    write_concurrency: int
+    retry_backoff: float
+    max_write_outage: float | None
+
+
+def run(options, request: ReplayRequest) -> PipelineResult:
+    pipeline = beam.Pipeline(options=options)
+    (pipeline
+     | "ReadDeadLetters" >> ReadDeadLetters(request.kafka_bootstrap, request.dead_letter_topic, request.since)
+     | "ReplayDeadLetters" >> ReplayDeadLetters(cassandra_sink.WriteEnrollments(
+         request.cassandra_hosts, request.programs_keyspace, port=request.cassandra_port,
+         consistency=request.consistency, concurrency=request.write_concurrency, backoff=request.retry_backoff,
+         max_outage=request.max_write_outage), request.reason))
+    return pipeline.run()
+
+
+def summary(totals: dict[str, int]) -> str:
+    """The run's counts in one line (counts and reasons only)."""
+    still_bad = {name.removeprefix("still_bad_"): n for name, n in sorted(totals.items())
+                 if name.startswith("still_bad_")}
+    return (f"{totals.get('dead_letters_read', 0)} dead letter(s) read, {totals.get('other_reason', 0)} of another "
+            f"reason skipped, {totals.get('now_valid', 0)} valid now: {totals.get('rows_written', 0)} row(s) written, "
+            f"{totals.get('rows_deleted', 0)} deleted; {sum(still_bad.values())} still bad"
+            + (f" ({', '.join(f'{k}={v}' for k, v in still_bad.items())})" if still_bad else "")
+            + "; the dead letters stay in the topic")
+
+
+def since_time(text: str) -> datetime:
+    """--since: an ISO-8601 date or time; without an offset, UTC."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _command(args) -> int:
+    request = ReplayRequest(
+        args.kafka_bootstrap, args.dead_letter_topic, args.reason, args.since,
+        settings.cassandra_hosts(args.cassandra_hosts), args.cassandra_port, args.programs_keyspace,
+        args.consistency, args.write_concurrency, args.retry_backoff, args.max_write_outage or None)
+    options = runners.pipeline_options(args.runner, args.pipeline_args)
+    started = time.monotonic()
+    result, outage = ingest.wait_for(lambda: run(options, request))
+    if outage:
+        _LOG.error("replay stopped: %s", outage)
+        return 3
+    _LOG.info("replay of %s %s in %.1fs: %s", request.dead_letter_topic, result.state, time.monotonic() - started,
+              summary(counters(result)))
+    return 0 if result.state == PipelineState.DONE else 1
+
+
+def register(commands) -> None:
+    parser = commands.add_parser(
+        "replay", allow_abbrev=False, help="write the dead letters that today's code accepts",
+        description="Reads the dead-letter topic (all of it, one --reason, or --since a time), parses each "
+                    "payload again and writes the valid ones to Cassandra as the ingest would; reports how many "
+                    "were written and how many stay bad. Never deletes or re-sends a dead letter.")
+    parser.add_argument("--runner", choices=runners.RUNNERS, default="DirectRunner")
+    parser.add_argument("--kafka-bootstrap", default=settings.KAFKA_BOOTSTRAP)
+    parser.add_argument("--dead-letter-topic", default=f"{settings.ENV_NAME}.ml.programUsers.failed")
+    parser.add_argument("--reason", choices=REASONS, help="replay only the dead letters of this reason")
+    parser.add_argument("--since", type=since_time, metavar="ISO_TIME",
+                        help="replay only dead letters written at or after this time (UTC without an offset)")
+    parser.add_argument("--cassandra-hosts", default=settings.CASSANDRA_HOSTS, help="comma-separated contact points")
+    parser.add_argument("--cassandra-port", type=int, default=settings.CASSANDRA_PORT)
+    parser.add_argument("--programs-keyspace", default=settings.PROGRAMS_KEYSPACE)
+    parser.add_argument("--consistency", default="LOCAL_QUORUM",
+                        choices=[name for name in ConsistencyLevel.name_to_value if "SERIAL" not in name])
+    parser.add_argument("--write-concurrency", type=int, default=32)
+    parser.add_argument("--retry-backoff", type=float, default=0.5)
+    parser.add_argument("--max-write-outage", type=float, default=ingest.DEFAULT_BOUNDED_OUTAGE, metavar="SECONDS",
+                        help="fail when no Cassandra write has succeeded for this long (0: never)")
+    parser.set_defaults(handler=_command)
