@@ -190,14 +190,20 @@ def load(scenario, session, keyspaces):
     consent = session.prepare(
         f"INSERT INTO {keyspaces['consent_keyspace']}.user_consent (user_id, consumer_id, object_id, object_type, "
         "status, last_updated_on) VALUES (?, ?, ?, 'Program', ?, ?)")
-    cache = redis.Redis(host=settings.REDIS_HOST, port=settings.REDIS_PORT, db=REDIS_DB)
-    cache.flushdb()
     for u in scenario.users:
         for p in u.programs:
             session.execute(enroll, (p.id, p.external_id, p.name, p.pii, u.id, u.locations, u.org[0], u.org[1],
                                      u.user_type, u.sub_type, u.created, u.updated))
         for object_id, consumer, status, when in u.consents:
             session.execute(consent, (u.id, consumer, object_id, status, when))
+    load_cache(scenario)
+
+
+def load_cache(scenario):
+    """The scenario's user cache, in a Redis database of its own."""
+    cache = redis.Redis(host=settings.REDIS_HOST, port=settings.REDIS_PORT, db=REDIS_DB)
+    cache.flushdb()
+    for u in scenario.users:
         if u.profile:
             p, email_cipher = u.profile, PlatformCipher("another-salt") if u.undecryptable_email else CIPHER
             cache.hset(f"user:{u.id}", mapping={

@@ -431,10 +431,10 @@ def _exhaust(args) -> int:
 ENCRYPTION_KEY_ENV = "PROGRAMUSERS_ENCRYPTION_KEY"
 
 
-def read_encryption_key(path: str | None, stdin=sys.stdin) -> str | None:
+def read_encryption_key(path: str | None) -> str | None:
     """The zip password from a file (`-`: standard input), else the environment; never from argv."""
     if path == "-":
-        text = stdin.read()
+        text = sys.stdin.read()
     elif path:
         text = Path(path).read_text("utf-8")
     else:

@@ -1,0 +1,253 @@
+"""The exhaust left unattended (SPEC §5, "Exhaust claims and crashes"), on the real stack: overlapping runs,
+a run killed mid-request, rejections, a user cache that goes down or comes back empty, permissions and
+secrets. Each test has a job_request table of its own, so only its own requests are pending."""
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+from datetime import datetime
+
+import pytest
+import redis
+
+from programusers import cli, schema, settings
+from programusers.io import postgres
+from programusers.job_requests import JOB_ID, JobRequest, new_request_id, tag_for
+from test_exhaust_e2e import (SALT, district, enrollment, exhaust_in_process, expected_csv, f, load_cache,
+                              scenario, status_rows, submit, unzipped)
+
+pytestmark = pytest.mark.services
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ = scenario  # the module-scoped scenario fixture of test_exhaust_e2e, loaded once for this module too
+
+
+@pytest.fixture
+def table(pg_dsn, unique):
+    name = f"ops_job_request_{unique}"
+    connection = postgres.connect(pg_dsn)
+    schema.init_postgres(connection, name)
+    yield name
+    with connection, connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {name}")
+    connection.close()
+
+
+def flags(scenario, table):
+    """The scenario's exhaust flags on this test's job_request table."""
+    given = list(scenario.flags)
+    given[given.index("--job-request-table") + 1] = table
+    return given
+
+
+def submit_district(pg_dsn, table, scenario, key="k-district", by="manager-1") -> str:
+    """A request for program a's district d-ana (distinct `by`: not a duplicate of another)."""
+    connection = postgres.connect(pg_dsn)
+    try:
+        request = JobRequest(tag=tag_for(scenario.a.id, "ch-1"), request_id=new_request_id(),
+                             request_data=enrollment(f("user_locations['district_id']", "=", "d-ana"),
+                                                     program=scenario.a),
+                             requested_by=by, requested_channel="ch-1", encryption_key=key)
+        postgres.insert_request(connection, table, request, JOB_ID, datetime.utcnow())
+        return request.request_id
+    finally:
+        connection.close()
+
+
+def exhaust_process(scenario, table, output, staging, *args) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "programusers", "exhaust", "--runner", "DirectRunner", "--output", str(output),
+         "--staging", str(staging), *flags(scenario, table), *args],
+        env={**os.environ, "SUNBIRD_ENCRYPTION_KEY": SALT}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+
+
+def published(output) -> list[str]:
+    folder = output / JOB_ID
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def d_ana_report(scenario) -> bytes:
+    return expected_csv(scenario.a, scenario.members(scenario.a, district("d-ana")))
+
+
+def test_two_overlapping_runs_produce_each_request_once(scenario, pg_dsn, table, tmp_path):
+    ids = [submit_district(pg_dsn, table, scenario, key=f"k-{n}", by=f"manager-{n}") for n in range(10)]
+    output, staging = tmp_path / "out", tmp_path / "staging"
+    runs = [exhaust_process(scenario, table, output, staging) for _ in range(2)]
+    logs = [run.communicate(timeout=600)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+
+    for n, request_id in enumerate(ids):
+        row = status_rows(pg_dsn, table, request_id)
+        assert (row["status"], row["iteration"]) == ("SUCCESS", 0)
+        assert unzipped(row["download_urls"][0], f"k-{n}") == d_ana_report(scenario)
+        producers = [log for log in logs if re.search(rf"request {request_id}: SUCCESS", log)]
+        assert len(producers) == 1, f"request {n} produced by {len(producers)} runs"
+    assert len(published(output)) == 10 and all(re.fullmatch(r"\w{32}_\d{8}\.zip", n) for n in published(output))
+    assert all("request" in log for log in logs)  # both runs took part
+    assert not list(staging.iterdir())
+
+
+def test_a_run_killed_mid_request_leaves_nothing_published_and_the_next_run_produces_it(scenario, pg_dsn, table,
+                                                                                       tmp_path):
+    request_id = submit_district(pg_dsn, table, scenario)
+    output, staging = tmp_path / "out", tmp_path / "staging"
+    run = exhaust_process(scenario, table, output, staging)
+    deadline = time.monotonic() + 120
+    # Killed once the request is PROCESSING and its private staging folder exists: the pipeline is running.
+    while not (status_rows(pg_dsn, table, request_id)["status"] == "PROCESSING" and staging.exists()
+               and list(staging.iterdir())):
+        assert run.poll() is None and time.monotonic() < deadline, "the exhaust ended before it could be killed"
+        time.sleep(0.02)
+    run.send_signal(signal.SIGKILL)
+    run.communicate(timeout=60)
+
+    assert status_rows(pg_dsn, table, request_id)["status"] == "PROCESSING"
+    assert published(output) == []  # no report, no .part
+    (left,) = list(staging.iterdir())
+    assert stat.S_IMODE(left.stat().st_mode) == 0o700
+
+    code, logs = exhaust_in_process(scenario, "--job-request-table", table, "--output", str(output),
+                                    "--staging", str(staging))
+    row = status_rows(pg_dsn, table, request_id)
+    assert code == 0 and (row["status"], row["iteration"], row["err_message"]) == ("SUCCESS", 1, None)
+    assert unzipped(row["download_urls"][0], "k-district") == d_ana_report(scenario)
+    assert published(output) == [os.path.basename(row["download_urls"][0])]
+    assert not list(staging.iterdir())  # the dead run's staging is gone
+    assert any(f"request {request_id}: interrupted" in line for line in logs)
+
+
+def test_a_live_runs_request_is_not_reclaimed(scenario, pg_dsn, table, tmp_path):
+    request_id = submit_district(pg_dsn, table, scenario)
+    leases = postgres.Leases(pg_dsn, JOB_ID)  # stands for a live exhaust holding the request
+    try:
+        connection = postgres.connect(pg_dsn)
+        (request,) = postgres.pending_requests(connection, table, JOB_ID, request_id)
+        assert leases.try_take(leases.key(request)) and postgres.claim(connection, table, request)
+        connection.close()
+        code, _ = exhaust_in_process(scenario, "--job-request-table", table, "--output", str(tmp_path))
+        row = status_rows(pg_dsn, table, request_id)
+        assert code == 0 and (row["status"], row["iteration"]) == ("PROCESSING", 0)
+    finally:
+        leases.close()
+    code, _ = exhaust_in_process(scenario, "--job-request-table", table, "--output", str(tmp_path))
+    assert (status_rows(pg_dsn, table, request_id)["status"], code) == ("SUCCESS", 0)
+
+
+def test_a_request_interrupted_three_times_fails_for_good(scenario, pg_dsn, table, tmp_path):
+    request_id = submit_district(pg_dsn, table, scenario)
+    connection = postgres.connect(pg_dsn)
+    with connection, connection.cursor() as cursor:  # as left by a third exhaust that died
+        cursor.execute(f"UPDATE {table} SET status = 'PROCESSING', iteration = 2 WHERE request_id = %s",
+                       (request_id,))
+    connection.close()
+    code, _ = exhaust_in_process(scenario, "--job-request-table", table, "--output", str(tmp_path))
+    row = status_rows(pg_dsn, table, request_id)
+    assert code == 0 and (row["status"], row["iteration"], row["err_message"]) == ("FAILED", 3, "interrupted")
+    assert published(tmp_path) == []
+
+
+def test_rejections_are_final_and_reports_are_private(scenario, pg_dsn, table, tmp_path):
+    connection = postgres.connect(pg_dsn)
+    rejected = submit(connection, table, scenario.a, enrollment(f("email", "=", "x@y"), program=scenario.a), "k",
+                      None)
+    connection.close()
+    produced = submit_district(pg_dsn, table, scenario)
+    code, _ = exhaust_in_process(scenario, "--job-request-table", table, "--output", str(tmp_path))
+    assert code == 0
+    row = status_rows(pg_dsn, table, rejected)
+    assert (row["status"], row["iteration"]) == ("FAILED", 3)
+    (report,) = status_rows(pg_dsn, table, produced)["download_urls"]
+    assert stat.S_IMODE(os.stat(report).st_mode) == 0o600
+
+    code, logs = exhaust_in_process(scenario, "--job-request-table", table, "--output", str(tmp_path))
+    assert code == 0 and any("0 pending request(s)" in line for line in logs)
+    assert status_rows(pg_dsn, table, rejected)["iteration"] == 3
+
+
+def stop_redis():
+    redis.Redis(host=settings.REDIS_HOST, port=settings.REDIS_PORT).shutdown(nosave=True)
+
+
+def start_stack():
+    subprocess.run([os.path.join(REPO, "scripts", "stack"), "up"], check=True, capture_output=True)
+
+
+def test_redis_down_then_back_empty_then_loaded(scenario, pg_dsn, table, tmp_path):
+    request_id = submit_district(pg_dsn, table, scenario)
+    run = ["--job-request-table", table, "--output", str(tmp_path), "--max-store-outage", "2"]
+    stop_redis()
+    try:
+        code, _ = exhaust_in_process(scenario, *run)
+        row = status_rows(pg_dsn, table, request_id)
+        assert code == 0 and (row["status"], row["iteration"], row["err_message"]) == (
+            "FAILED", 1, "the user cache (Redis) is unreachable")
+    finally:
+        start_stack()
+
+    # Back, but empty (it keeps no data across a restart here): blank personal columns are not published.
+    code, _ = exhaust_in_process(scenario, *run)
+    row = status_rows(pg_dsn, table, request_id)
+    assert (row["status"], row["iteration"], row["err_message"]) == (
+        "FAILED", 2, "the user cache has no profile for any consenting user")
+    assert published(tmp_path) == []
+
+    load_cache(scenario)
+    code, _ = exhaust_in_process(scenario, *run)
+    row = status_rows(pg_dsn, table, request_id)
+    assert (row["status"], row["iteration"], row["err_message"]) == ("SUCCESS", 2, None)
+    assert unzipped(row["download_urls"][0], "k-district") == d_ana_report(scenario)
+
+
+def test_redis_back_within_the_outage_limit_the_request_succeeds_in_the_same_run(scenario, pg_dsn, table,
+                                                                                 tmp_path):
+    request_id = submit_district(pg_dsn, table, scenario)
+    stop_redis()
+    try:
+        run = exhaust_process(scenario, table, tmp_path / "out", tmp_path / "staging", "--max-store-outage", "120")
+        deadline = time.monotonic() + 60
+        while status_rows(pg_dsn, table, request_id)["status"] != "PROCESSING":
+            assert time.monotonic() < deadline and run.poll() is None
+            time.sleep(0.1)
+        time.sleep(3)  # the pipeline meets the outage
+    finally:
+        start_stack()
+        load_cache(scenario)
+    log = run.communicate(timeout=300)[0]
+    row = status_rows(pg_dsn, table, request_id)
+    assert run.returncode == 0 and (row["status"], row["iteration"]) == ("SUCCESS", 0), log[-3000:]
+    assert "the user cache (Redis) is unreachable" in log  # it waited, and said so
+    assert unzipped(row["download_urls"][0], "k-district") == d_ana_report(scenario)
+
+
+def test_a_runner_with_remote_workers_needs_shared_staging(scenario, table, caplog):
+    code = cli.main(["exhaust", "--runner", "PrismRunner", *flags(scenario, table), "--environment_type=EXTERNAL",
+                     "--environment_config=localhost:50000"])
+    assert code == 2 and "pass --staging with a location they share" in caplog.text
+
+
+def test_submit_takes_the_zip_password_from_a_file_stdin_or_the_environment_never_argv(scenario, pg_dsn, table,
+                                                                                      tmp_path, monkeypatch, capsys):
+    base = ["submit", "--program-id", scenario.a.id, "--requested-by", "m", "--job-request-table", table]
+    monkeypatch.delenv("PROGRAMUSERS_ENCRYPTION_KEY", raising=False)
+    assert cli.main([*base, "--encryption-key", "on-argv"]) == 2
+    assert cli.main(base) == 2  # the packaged config requires a key
+    assert capsys.readouterr().out == ""
+
+    key_file = tmp_path / "key"
+    key_file.write_text("from-file\n")
+    monkeypatch.setattr(sys, "stdin", open(key_file))  # noqa: SIM115
+    assert cli.main([*base, "--encryption-key-file", "-"]) == 0
+    assert cli.main([*base, "--encryption-key-file", str(key_file)]) == 0
+    monkeypatch.setenv("PROGRAMUSERS_ENCRYPTION_KEY", "from-env")
+    assert cli.main(base) == 0
+    ids = capsys.readouterr().out.split()
+    connection = postgres.connect(pg_dsn)
+    with connection, connection.cursor() as cursor:
+        cursor.execute(f"SELECT encryption_key FROM {table} WHERE request_id = ANY(%s) ORDER BY dt_job_submitted",
+                       (ids,))
+        assert [r[0] for r in cursor.fetchall()] == ["from-file", "from-file", "from-env"]
+    connection.close()
