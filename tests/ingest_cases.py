@@ -1,8 +1,12 @@
 """Events for the ingest tests: a compact good event with its expected row, and a catalogue of bad ones."""
+import contextlib
 import json
+import os
+import signal
 import time
 import uuid
 from datetime import date
+from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
 
@@ -101,3 +105,17 @@ def consume(topic: str, expected: int) -> list[tuple[bytes, dict]]:
     finally:
         consumer.close()
     return found
+
+
+STACK_RUN = Path(__file__).resolve().parents[1] / ".stack" / "run"
+
+
+@contextlib.contextmanager
+def paused_cassandra():
+    """The local stack's Cassandra stopped (SIGSTOP) for the block, always resumed (SIGCONT) after it."""
+    pid = int((STACK_RUN / "cassandra.pid").read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)

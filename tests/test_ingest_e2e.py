@@ -1,13 +1,16 @@
 """End to end on the local stack: events produced to Kafka, a bounded ingest on Prism, the rows in
 Cassandra and the dead letters read back from Kafka; then a replay of the same records through the
-command line on the DirectRunner, which must change no row."""
+command line on the DirectRunner, which must change no row. Then outages: Cassandra paused mid-run
+(SIGSTOP, always resumed), and unreachable past --max-write-outage."""
+import time
 from datetime import UTC, datetime
 
 import pytest
 from apache_beam.runners.runner import PipelineState
 from confluent_kafka import OFFSET_INVALID, Consumer, TopicPartition
 
-from ingest_cases import COLUMNS, bad_events, consume, encode, event, expected_row, produce, row
+from ingest_cases import (COLUMNS, bad_events, consume, encode, event, expected_row, paused_cassandra, produce,
+                          row)
 from programusers import cli, runners, settings
 from programusers.pipelines import ingest
 
@@ -88,3 +91,44 @@ def test_ingest_end_to_end_then_replay(cassandra_session, test_schema, unique):
     assert stored(cassandra_session, keyspace, programs) == rows
     replayed = consume(failed, 2 * len(bad))
     assert sorted(key for key, _ in replayed) == sorted(2 * [key for key, *_ in expected_dead])
+
+
+def count_rows(session, keyspace: str, program: str) -> int:
+    return session.execute(f"SELECT count(*) FROM {keyspace}.program_enrollment WHERE program_id = %s", [program],
+                           timeout=60).one()[0]
+
+
+def test_a_cassandra_pause_during_a_bounded_ingest_holds_it_and_loses_nothing(cassandra_session, test_schema, unique):
+    keyspace, program = test_schema["programs_keyspace"], f"p-{unique}"
+    raw, failed = f"test.pause.{unique}.raw", f"test.pause.{unique}.failed"
+    good = [event(program, f"u{i}", name=f"Name {i}") for i in range(4000)]
+    produce(raw, [(e["userId"].encode(), encode(e)) for e in good])
+    flags = [f"--input-topic={raw}", f"--dead-letter-topic={failed}", f"--consumer-group=test.pause.{unique}",
+             f"--programs-keyspace={keyspace}", f"--max-records={len(good)}", "--write-concurrency=8"]
+    result = ingest.run(runners.pipeline_options("PrismRunner", flags))
+    deadline = time.monotonic() + 120
+    while count_rows(cassandra_session, keyspace, program) == 0:  # the writes have started
+        assert time.monotonic() < deadline, "no row written within 2 minutes"
+        time.sleep(0.2)
+    with paused_cassandra():
+        time.sleep(12)  # past the sink's 10 s request timeout: in-flight writes fail and are retried
+    assert result.wait_until_finish() == PipelineState.DONE
+    totals = ingest.counters(result)
+    assert totals["rows_written"] == len(good) and "dead_lettered_write_failed" not in totals
+    assert count_rows(cassandra_session, keyspace, program) == len(good)
+    assert consume(failed, 0) == []
+
+
+def test_an_outage_past_max_write_outage_exits_non_zero_naming_cassandra(test_schema, unique, caplog):
+    raw = f"test.outage.{unique}.raw"
+    produce(raw, [(b"k", encode(event(f"p-{unique}", "u1")))])
+    started = time.monotonic()
+    # Nothing listens on port 1: every connection is refused, as when Cassandra is down.
+    code = cli.main(["ingest", "--runner", "PrismRunner", f"--input-topic={raw}", "--max-records=1",
+                     f"--dead-letter-topic=test.outage.{unique}.failed", f"--consumer-group=test.outage.{unique}",
+                     "--cassandra-port=1", "--max-write-outage=3", "--retry-backoff=0.2"])
+    assert code == 3
+    assert time.monotonic() - started < 120
+    [message] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ingest stopped")]
+    assert message.startswith("ingest stopped: Cassandra unreachable for ")
+    assert "more than --max-write-outage 3 s" in message and message.endswith("re-run once it answers")
