@@ -187,3 +187,37 @@ def test_values_too_wide_for_job_request_are_caught_before_the_insert(column, wi
     fields = {"tag": "p", "request_id": "R", "request_data": {}}
     assert JobRequest(**{**fields, column: "x" * width}).too_long() is None
     assert JobRequest(**{**fields, column: "x" * (width + 1)}).too_long() == column
+
+
+# --- leases, staging folders, the zip password ----------------------------------------------------
+
+@given(st.text(min_size=1, max_size=60), st.text(min_size=1, max_size=40))
+def test_a_staging_folder_names_its_requests_lease(tag, request_id):
+    from programusers.io.postgres import lease_key
+    from programusers.pipelines.exhaust import lease_of_workspace, workspace_name
+
+    key = lease_key(job_requests.JOB_ID, tag, request_id)
+    assert -2**63 <= key < 2**63  # PostgreSQL's bigint
+    assert lease_of_workspace(workspace_name(key)) == key
+    assert lease_key(job_requests.JOB_ID, tag, request_id + "x") != key
+
+
+@pytest.mark.parametrize("name", ["shard-00001.csv", "tmp", "0123456789abcdef-short", "0123456789ABCDEF-" + "0" * 32])
+def test_other_folders_in_staging_are_not_taken_for_request_folders(name):
+    from programusers.pipelines.exhaust import lease_of_workspace
+
+    assert lease_of_workspace(name) is None
+
+
+def test_the_zip_password_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):
+    from programusers.pipelines.exhaust import ENCRYPTION_KEY_ENV, read_encryption_key
+
+    monkeypatch.delenv(ENCRYPTION_KEY_ENV, raising=False)
+    assert read_encryption_key(None) is None
+    monkeypatch.setenv(ENCRYPTION_KEY_ENV, "from env")
+    assert read_encryption_key(None) == "from env"
+    key_file = tmp_path / "key"
+    key_file.write_text("pass word, with spaces\r\n")
+    assert read_encryption_key(str(key_file)) == "pass word, with spaces"  # a file wins; its line end is no part
+    monkeypatch.setattr("sys.stdin", io.StringIO("from stdin\n"))
+    assert read_encryption_key("-") == "from stdin"

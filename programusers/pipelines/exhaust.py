@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -203,26 +204,27 @@ def _run_through_outages(request: JobRequest, report: filters.ReportRequest, job
 def _check_profiles(totals: dict[str, int], min_share: float) -> None:
     """A cache that answers but lacks the consenting users' profiles (e.g. restarted empty) would publish
     blank personal columns: fail the request instead, so a later run can produce it right."""
-    found, consenting = totals.get("profiles_found", 0), totals.get("profiles_found", 0) + totals.get(
-        "profile_missing", 0)
+    found = totals.get("profiles_found", 0)
+    consenting = found + totals.get("profile_missing", 0)
     if consenting and found / consenting <= min_share:
         raise ReportFailure(NO_PROFILES if not found else
                             f"the user cache has a profile for only {found} of {consenting} consenting users")
 
 
+_WORKSPACE = re.compile(r"([0-9a-f]{16})-[0-9a-f]{32}")
+
+
 def workspace_name(lease_key: int) -> str:
-    """A request's staging folder: its lease key (so the next run can tell whether its owner is alive)."""
+    """A request's staging folder, named after its lease so that a later run can tell whether the process
+    that made it is alive."""
     return f"{lease_key & (2**64 - 1):016x}-{uuid.uuid4().hex}"
 
 
 def lease_of_workspace(name: str) -> int | None:
-    key, dash, rest = name.partition("-")
-    if not (dash and len(key) == 16 and len(rest) == 32):
+    """The lease key in a staging folder's name; None for a name of another shape."""
+    if not (match := _WORKSPACE.fullmatch(name)):
         return None
-    try:
-        value = int(key, 16)
-    except ValueError:
-        return None
+    value = int(match[1], 16)
     return value - 2**64 if value >= 2**63 else value
 
 
