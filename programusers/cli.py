@@ -2,8 +2,8 @@
 import argparse
 import logging
 
-from programusers import demo, sample_data, settings
-from programusers.pipelines import exhaust, ingest, replay
+from programusers import demo, report_commands, sample_data, settings
+from programusers.pipelines import ingest, replay
 from programusers.runners import RUNNERS
 
 _LOG = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample_data.register(commands)
     ingest.register(commands)
     replay.register(commands)
-    exhaust.register(commands)
+    report_commands.register(commands)
     demo.register(commands)
     return parser
 

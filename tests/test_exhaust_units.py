@@ -194,7 +194,7 @@ def test_values_too_wide_for_job_request_are_caught_before_the_insert(column, wi
 @given(st.text(min_size=1, max_size=60), st.text(min_size=1, max_size=40))
 def test_a_staging_folder_names_its_requests_lease(tag, request_id):
     from programusers.io.postgres import lease_key
-    from programusers.pipelines.exhaust import lease_of_workspace, workspace_name
+    from programusers.report_lifecycle import lease_of_workspace, workspace_name
 
     key = lease_key(job_requests.JOB_ID, tag, request_id)
     assert -2**63 <= key < 2**63  # PostgreSQL's bigint
@@ -204,13 +204,13 @@ def test_a_staging_folder_names_its_requests_lease(tag, request_id):
 
 @pytest.mark.parametrize("name", ["shard-00001.csv", "tmp", "0123456789abcdef-short", "0123456789ABCDEF-" + "0" * 32])
 def test_other_folders_in_staging_are_not_taken_for_request_folders(name):
-    from programusers.pipelines.exhaust import lease_of_workspace
+    from programusers.report_lifecycle import lease_of_workspace
 
     assert lease_of_workspace(name) is None
 
 
 def test_the_zip_password_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):
-    from programusers.pipelines.exhaust import ENCRYPTION_KEY_ENV, read_encryption_key
+    from programusers.report_commands import ENCRYPTION_KEY_ENV, read_encryption_key
 
     monkeypatch.delenv(ENCRYPTION_KEY_ENV, raising=False)
     assert read_encryption_key(None) is None

@@ -1,0 +1,238 @@
+"""`programusers submit`, `status` and `exhaust`: report requests from the command line.
+
+`submit` records a request, `exhaust` produces every pending one (a Beam batch pipeline per request,
+duplicates once; see report_lifecycle), `status` shows where a request stands (never PII).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import psycopg2
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
+
+from programusers import filters, job_requests, runners, settings
+from programusers.crypto import PlatformCipher
+from programusers.io import files, postgres
+from programusers.job_requests import JOB_ID, JobRequest
+from programusers.model_config import ModelConfigError, default_model_config, load_model_config
+from programusers.pipelines.exhaust import ExhaustOptions, Stores
+from programusers.report_lifecycle import (ExhaustRun, produce_group, reclaim_interrupted, remove_dead_staging,
+                                           utcnow)
+
+_LOG = logging.getLogger(__name__)
+
+
+def workers_share_this_machine(options: PipelineOptions) -> bool:
+    """Whether the pipeline's workers run in this process (LOOPBACK, the in-process runner), so a local
+    staging folder is theirs too."""
+    environment = options.view_as(PortableOptions).environment_type
+    return environment in (None, "LOOPBACK") or options.view_as(StandardOptions).runner.endswith("FnApiRunner")
+
+
+def staging_location(path: str | None, output: str) -> str:
+    """Where a report waits (sorted shards, then the merged file) until it is published: private, never
+    under the published output. A local output needs local staging on the same filesystem, so that the
+    report is moved into place with a rename. By default: a folder only this user can read in the temp
+    dir, or beside the output when the temp dir is on another filesystem."""
+    if path:
+        return path
+    user = f"programusers-staging-{os.getuid()}"
+    local = os.path.join(tempfile.gettempdir(), user)
+    files.make_private_dir(local)
+    if "://" in output or files.same_local_filesystem(local, output):
+        return local
+    beside = os.path.join(os.path.dirname(os.path.abspath(output)), "." + user)
+    files.make_private_dir(beside)
+    return beside
+
+
+class CannotRun(Exception):
+    """The exhaust cannot start (configuration, runner, stores it must reach)."""
+
+
+def _prepare(args) -> tuple[ExhaustRun, str | None]:
+    config = load_model_config(args.config) if args.config else default_model_config()
+    cipher = PlatformCipher.from_env()
+    # ExhaustOptions' flags were parsed with the subcommand's (for --help); hand them on.
+    tuning = {name: getattr(args, name) for name in ExhaustOptions([]).get_all_options(current_only=True)}
+    options = runners.pipeline_options(args.runner, args.pipeline_args, **tuning)
+    if not args.staging and not workers_share_this_machine(options):
+        raise CannotRun("the pipeline's workers run elsewhere: pass --staging with a location they share "
+                        "(e.g. a private bucket); the default staging folder is on this machine only")
+    output = args.output or config.output_path
+    FileSystems.set_options(options)
+    if "://" not in output:
+        os.makedirs(os.path.join(output, JOB_ID), exist_ok=True)
+    staging = staging_location(args.staging, output)
+    if "://" not in staging:
+        files.make_private_dir(staging)
+        if "://" not in output and not files.same_local_filesystem(staging, output):
+            raise CannotRun("--staging must be on the same filesystem as --output, so that a report is "
+                            "moved into place whole")
+    leases = postgres.Leases(args.postgres_dsn, JOB_ID)
+    return ExhaustRun(config, Stores.resolve(args, config), options, output, staging, cipher, args.zip_crypto,
+                      args.postgres_dsn, args.job_request_table, leases, args.file_mode, args.max_store_outage,
+                      args.min_profile_share), args.request_id
+
+
+def _exhaust(args) -> int:
+    try:
+        job, request_id = _prepare(args)
+    except (CannotRun, ModelConfigError, runners.RunnerUnavailable, RuntimeError, ValueError, OSError,
+            psycopg2.Error) as exc:
+        _LOG.error("exhaust cannot run: %s", exc)
+        return 2
+    with job.leases:
+        try:
+            if removed := remove_dead_staging(job.staging, job.leases):
+                _LOG.warning("removed the staging of %d report(s) whose exhaust died", removed)
+            reclaim_interrupted(job, request_id)
+            with postgres.session(job.dsn) as connection:
+                pending = postgres.pending_requests(connection, job.table, JOB_ID, request_id)
+        except psycopg2.Error as exc:
+            _LOG.error("exhaust cannot run: job_request is unreachable (%s)", type(exc).__name__)
+            return 2
+        if request_id and not pending:
+            _LOG.error("request %s is not pending (see `programusers status`)", request_id)
+            return 1
+        _LOG.info("%d pending request(s) on %s", len(pending), args.runner)
+        for group in job_requests.group_duplicates(pending):
+            try:
+                produce_group(group, job)
+            except psycopg2.Error as exc:  # job_request unreachable now: the other groups may still go through
+                _LOG.error("request %s: could not record its status (%s)", group[0].request_id, type(exc).__name__)
+    return 0
+
+
+ENCRYPTION_KEY_ENV = "PROGRAMUSERS_ENCRYPTION_KEY"
+
+
+def read_encryption_key(path: str | None) -> str | None:
+    """The zip password from a file (`-`: standard input), else the environment; never from argv."""
+    if path == "-":
+        text = sys.stdin.read()
+    elif path:
+        text = Path(path).read_text("utf-8")
+    else:
+        return os.environ.get(ENCRYPTION_KEY_ENV) or None
+    return text.rstrip("\r\n") or None
+
+
+def _submit(args) -> int:
+    if args.encryption_key is not None:
+        _LOG.error("not submitted: --encryption-key would leave the password in the process list and shell "
+                   "history; pass --encryption-key-file PATH (- for standard input) or set %s", ENCRYPTION_KEY_ENV)
+        return 2
+    try:
+        config = load_model_config(args.config) if args.config else default_model_config()
+        key = read_encryption_key(args.encryption_key_file)
+    except (ModelConfigError, OSError) as exc:
+        _LOG.error("not submitted: %s", exc)
+        return 2
+    if not key and config.requires_encryption_key:
+        _LOG.error("not submitted: this report needs a zip password: --encryption-key-file PATH (- for "
+                   "standard input) or %s", ENCRYPTION_KEY_ENV)
+        return 2
+    data = job_requests.request_data(args.program_id, args.filter or [])
+    try:
+        filters.parse_request(data)
+    except filters.RequestError as exc:
+        _LOG.error("not submitted: %s", exc)
+        return 2
+    request = JobRequest(tag=job_requests.tag_for(args.program_id, args.channel),
+                         request_id=job_requests.new_request_id(), request_data=data, requested_by=args.requested_by,
+                         requested_channel=args.channel, encryption_key=key)
+    if column := request.too_long():
+        _LOG.error("not submitted: %s is longer than job_request allows", column)
+        return 2
+    try:
+        with postgres.session(args.postgres_dsn) as connection:
+            postgres.insert_request(connection, args.job_request_table, request, JOB_ID, utcnow())
+    except psycopg2.Error as exc:
+        _LOG.error("not submitted: job_request is unreachable (%s)", type(exc).__name__)
+        return 2
+    print(request.request_id)
+    return 0
+
+
+def _shown(value) -> str:
+    if value is None:
+        return ""
+    return ", ".join(value) if isinstance(value, list) else str(value)
+
+
+def _status(args) -> int:
+    with postgres.session(args.postgres_dsn) as connection:
+        rows = postgres.request_status(connection, args.job_request_table, args.request_id)
+    print("\n\n".join("\n".join(f"{name}: {_shown(value)}" for name, value in row.items()) for row in rows))
+    return 0 if rows else 1
+
+
+def _job_request_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--postgres-dsn", default=settings.POSTGRES_DSN)
+    parser.add_argument("--job-request-table", default=settings.JOB_REQUEST_TABLE)
+
+
+def _file_mode(text: str) -> int:
+    mode = int(text, 8)
+    if not 0o400 <= mode <= 0o666:
+        raise argparse.ArgumentTypeError("an octal mode from 400 to 666, e.g. 600 or 640")
+    return mode
+
+
+def register(commands) -> None:
+    submit = commands.add_parser("submit", help="submit a program user report request; prints its request_id")
+    submit.add_argument("--program-id", required=True)
+    submit.add_argument("--filter", nargs=3, action="append", metavar=("NAME", "OP", "VALUE"),
+                        help="e.g. \"user_locations['district_id']\" = ID; for 'in' VALUE is comma-separated; "
+                             "prefix user_consent. for the consent table (user_consent.user_id)")
+    submit.add_argument("--requested-by", required=True)
+    submit.add_argument("--channel", help="requested_channel; the tag is PROGRAM_ID:CHANNEL")
+    submit.add_argument("--encryption-key-file", metavar="PATH",
+                        help=f"file holding the zip password (plain, or encrypted with the platform salt); - reads "
+                             f"standard input; default: ${ENCRYPTION_KEY_ENV}")
+    submit.add_argument("--encryption-key", help=argparse.SUPPRESS)  # refused: see _submit
+    submit.add_argument("--config", help="model config JSON (default: the packaged one)")
+    _job_request_flags(submit)
+    submit.set_defaults(handler=_submit)
+
+    status = commands.add_parser("status", help="show a report request's status (no PII)")
+    status.add_argument("request_id")
+    _job_request_flags(status)
+    status.set_defaults(handler=_status)
+
+    exhaust = commands.add_parser("exhaust", help="produce every pending report request (or one)")
+    exhaust.add_argument("--request-id", help="only this request")
+    exhaust.add_argument("--runner", choices=runners.RUNNERS, default="DirectRunner")
+    exhaust.add_argument("--config", help="model config JSON (default: the packaged one)")
+    exhaust.add_argument("--output", help="any Beam filesystem path (default: the model config's, ml_reports/)")
+    exhaust.add_argument("--staging", help="private Beam path where a report waits until it is whole (it holds "
+                                           "decrypted PII); required when the workers run elsewhere; default: a "
+                                           "folder only this user can read, on the output's filesystem")
+    exhaust.add_argument("--file-mode", type=_file_mode, default=0o600,
+                         help="octal mode of published local reports (default 600: the owner only)")
+    exhaust.add_argument("--max-store-outage", type=float, default=120.0, metavar="SECONDS",
+                         help="how long a request waits in all for Cassandra or Redis to answer again before "
+                              "it fails (retried by a later run)")
+    exhaust.add_argument("--min-profile-share", type=float, default=0.0, metavar="SHARE",
+                         help="fail a PII request when the share of its consenting users found in the user "
+                              "cache is at or below this (default 0: when none is found; -1: never)")
+    exhaust.add_argument("--zip-crypto", action="store_true",
+                         help="encrypt zips with legacy ZipCrypto instead of AES-256, for old unzip tools")
+    exhaust.add_argument("--cassandra-hosts", help="comma-separated (default: $PROGRAMUSERS_CASSANDRA_HOSTS, "
+                                                   "else the model config's sparkCassandraConnectionHost)")
+    exhaust.add_argument("--cassandra-port", type=int, default=settings.CASSANDRA_PORT)
+    exhaust.add_argument("--programs-keyspace", help="default: $PROGRAMUSERS_PROGRAMS_KEYSPACE, else keyspace_name")
+    exhaust.add_argument("--consent-keyspace", default=settings.CONSENT_KEYSPACE)
+    exhaust.add_argument("--redis-host", help="default: $PROGRAMUSERS_REDIS_HOST, else sparkRedisConnectionHost")
+    exhaust.add_argument("--redis-port", type=int, help="default: $PROGRAMUSERS_REDIS_PORT, else sparkUserDbRedisPort")
+    exhaust.add_argument("--redis-db", type=int, help="default: the model config's sparkUserDbRedisIndex")
+    _job_request_flags(exhaust)
+    ExhaustOptions._add_argparse_args(exhaust.add_argument_group("pipeline options"))  # noqa: SLF001
+    exhaust.set_defaults(handler=_exhaust)

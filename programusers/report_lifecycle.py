@@ -1,0 +1,261 @@
+"""The exhaust's request lifecycle (SPEC §3, §5): claim a pending job_request under a lease, produce its
+report through store outages, publish it only complete, record the outcome.
+
+Leases are session-level PostgreSQL advisory locks (see io/postgres.py): a PROCESSING request whose lease
+is free was left by a process that died and is reclaimed; so are the staging folders such processes left.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from programusers import filters, job_requests
+from programusers.archive import zip_password
+from programusers.crypto import PlatformCipher
+from programusers.io import cassandra, files, postgres, redis
+from programusers.job_requests import JOB_ID, JobRequest
+from programusers.metrics import counters
+from programusers.model_config import ReportConfig
+from programusers.pipelines.exhaust import Stores, run
+
+_LOG = logging.getLogger(__name__)
+
+
+class ReportFailure(Exception):
+    """A request that cannot be produced now but may be later (iteration + 1); the message is safe for
+    err_message (no PII)."""
+
+
+# What err_message says of each store when it stays unreachable.
+CASSANDRA_DOWN = "Cassandra is unreachable"
+REDIS_DOWN = "the user cache (Redis) is unreachable"
+NO_PROFILES = "the user cache has no profile for any consenting user"
+MAX_PIPELINE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class ExhaustRun:
+    """What every request of one `programusers exhaust` run shares."""
+    config: ReportConfig
+    stores: Stores
+    options: PipelineOptions
+    output: str
+    staging: str
+    cipher: PlatformCipher
+    zip_crypto: bool
+    dsn: str
+    table: str
+    leases: postgres.Leases
+    file_mode: int = 0o600
+    max_store_outage: float = 120.0
+    min_profile_share: float = 0.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)  # job_request's timestamps are UTC, zoneless
+
+
+def _unreachable(stores: Stores, store: str) -> bool:
+    try:
+        if store == CASSANDRA_DOWN:
+            cassandra.ping(stores.cassandra_hosts, stores.cassandra_port)
+        else:
+            redis.ping(stores.redis_host, stores.redis_port, stores.redis_db)
+        return False
+    except (*cassandra.Unavailable, redis.Unavailable):
+        return True
+
+
+def _await_store(stores: Stores, store: str, deadline: float, request_id: str) -> None:
+    """Returns once `store` answers; raises ReportFailure naming it when it is still down at `deadline`."""
+    delay = 1.0
+    while _unreachable(stores, store):
+        if time.monotonic() + delay > deadline:
+            raise ReportFailure(store)
+        _LOG.warning("request %s: %s; trying again in %.0fs", request_id, store, delay)
+        time.sleep(delay)
+        delay = min(delay * 2, 15.0)
+
+
+def _store_behind(error: Exception, stores: Stores) -> str | None:
+    """The store a failed pipeline could not reach, if any. Redis is suspected only when the failure came
+    from its client (a program without PII consent never reads the cache, so its outage is no excuse)."""
+    if _unreachable(stores, CASSANDRA_DOWN):
+        return CASSANDRA_DOWN
+    from_redis = "redis" in f"{type(error).__module__} {error}".lower()
+    return REDIS_DOWN if from_redis and _unreachable(stores, REDIS_DOWN) else None
+
+
+def _run_through_outages(request: JobRequest, report: filters.ReportRequest, job: ExhaustRun,
+                         workspace: str) -> dict[str, int]:
+    """Runs the pipeline, waiting for a store that is down (up to --max-store-outage in all) and running
+    it again after one failed it; returns its counters."""
+    deadline, store, attempt = time.monotonic() + job.max_store_outage, CASSANDRA_DOWN, 1
+    while True:
+        _await_store(job.stores, store, deadline, request.request_id)
+        try:
+            return counters(run(report, job.config, job.stores, workspace, job.options))
+        except Exception as error:
+            store = _store_behind(error, job.stores)
+            if store is None:
+                raise
+            if attempt == MAX_PIPELINE_ATTEMPTS:
+                raise ReportFailure(store) from None
+        _LOG.warning("request %s: the pipeline failed: %s; running it again once it answers",
+                     request.request_id, store)
+        files.remove_dir(workspace)
+        files.make_private_dir(workspace)
+        attempt += 1
+
+
+def _check_profiles(totals: dict[str, int], min_share: float) -> None:
+    """A cache that answers but lacks the consenting users' profiles (e.g. restarted empty) would publish
+    blank personal columns: fail the request instead, so a later run can produce it right."""
+    found = totals.get("profiles_found", 0)
+    consenting = found + totals.get("profile_missing", 0)
+    if consenting and found / consenting <= min_share:
+        raise ReportFailure(NO_PROFILES if not found else
+                            f"the user cache has a profile for only {found} of {consenting} consenting users")
+
+
+_WORKSPACE = re.compile(r"([0-9a-f]{16})-[0-9a-f]{32}")
+
+
+def workspace_name(lease_key: int) -> str:
+    """A request's staging folder, named after its lease so that a later run can tell whether the process
+    that made it is alive."""
+    return f"{lease_key & (2**64 - 1):016x}-{uuid.uuid4().hex}"
+
+
+def lease_of_workspace(name: str) -> int | None:
+    """The lease key in a staging folder's name; None for a name of another shape."""
+    if not (match := _WORKSPACE.fullmatch(name)):
+        return None
+    value = int(match[1], 16)
+    return value - 2**64 if value >= 2**63 else value
+
+
+def produce(request: JobRequest, job: ExhaustRun) -> str:
+    """Produces one request's report and returns its published path. Raises RequestError (a rejection),
+    ReportFailure (worth a later try), anything else when the pipeline failed."""
+    report = filters.parse_request(request.request_data)
+    if not request.encryption_key and job.config.requires_encryption_key:
+        raise filters.RequestError("encryption_key is required for this report")
+    password = zip_password(request.encryption_key, job.cipher) if request.encryption_key else None
+    now = datetime.now(timezone.utc)
+    name = job_requests.report_name(request.request_id, now, job.config.tz) + (".zip" if password else ".csv")
+    destination = FileSystems.join(job.output, JOB_ID, name)
+    # Shards and the merged file hold decrypted PII: they stay in private staging until the file is whole.
+    workspace = FileSystems.join(job.staging, workspace_name(job.leases.key(request)))
+    files.make_private_dir(workspace)
+    try:
+        totals = _run_through_outages(request, report, job, workspace)
+        _LOG.info("request %s: %s", request.request_id, json.dumps(totals, sort_keys=True))
+        records_built = totals.get("records", 0)
+        if not records_built:
+            raise ReportFailure(job_requests.NO_DATA_FOUND)
+        _check_profiles(totals, job.min_profile_share)
+        merged = FileSystems.join(workspace, name)
+        rows = files.merge_shards(workspace, merged, now.astimezone(job.config.tz), password,
+                                  member=name.rsplit(".", 1)[0] + ".csv", zip_crypto=job.zip_crypto)
+        if rows != records_built:
+            raise ReportFailure(f"report incomplete: {rows} of {records_built} rows reached the merge "
+                                "(is --staging shared with the workers?); nothing published")
+        if not job.leases.held():  # another run may have reclaimed the request meanwhile
+            raise ReportFailure("lost the request's lease (PostgreSQL session ended); nothing published")
+        files.publish(merged, destination, job.file_mode)
+    finally:
+        files.remove_dir(workspace)
+    return destination
+
+
+def _outcome(leader: JobRequest, job: ExhaustRun) -> tuple[str | None, str | None, bool]:
+    """(published path, err_message, final) of producing `leader`."""
+    try:
+        return produce(leader, job), None, False
+    except filters.RequestError as exc:  # a rejection: no retry can change it
+        return None, str(exc), True
+    except ReportFailure as exc:
+        return None, str(exc), False
+    except Exception as exc:  # a pipeline failure must not stop the other requests
+        _LOG.error("request %s: report pipeline failed (%s)", leader.request_id, type(exc).__name__)
+        return None, f"report pipeline failed ({type(exc).__name__}); see the exhaust log", False
+
+
+def _take(request: JobRequest, job: ExhaustRun) -> int | None:
+    """The request's lease key when this process now holds its lease and its claim, else None."""
+    key = job.leases.key(request)
+    if not job.leases.try_take(key):
+        return None  # another live process is producing it
+    with postgres.session(job.dsn) as connection:
+        if postgres.claim(connection, job.table, request):
+            return key
+    job.leases.release(key)
+    return None
+
+
+def produce_group(group: list[JobRequest], job: ExhaustRun) -> None:
+    """Produces the first of a group of duplicate requests; all of them get its outcome."""
+    taken: list[tuple[JobRequest, int]] = []
+    try:
+        taken += [(request, key) for request in group if (key := _take(request, job)) is not None]
+        if not taken:
+            return
+        started = time.monotonic()
+        claimed = [request for request, _ in taken]
+        leader = claimed[0]
+        destination, message, final = _outcome(leader, job)
+        completed, elapsed = utcnow(), int((time.monotonic() - started) * 1000)
+        with postgres.session(job.dsn) as connection:
+            for request in claimed:
+                if destination:
+                    postgres.mark_success(connection, job.table, request, [destination], completed, completed,
+                                          elapsed)
+                else:
+                    postgres.mark_failed(connection, job.table, request, job_requests.err_message(message),
+                                         completed, elapsed, final=final)
+        duplicates = f" (and {len(claimed) - 1} duplicate(s))" if len(claimed) > 1 else ""
+        _LOG.info("request %s%s: %s in %d ms%s", leader.request_id, duplicates,
+                  "SUCCESS" if destination else "FAILED", elapsed, f": {message}" if message else "")
+    finally:
+        for _, key in taken:
+            job.leases.release(key)
+
+
+def remove_dead_staging(staging: str, leases: postgres.Leases) -> int:
+    """Removes the staging folders of requests whose producing process died (their lease is free)."""
+    removed = 0
+    for name in files.list_dirs(staging):
+        key = lease_of_workspace(name)
+        if key is None or not leases.try_take(key):
+            continue
+        try:
+            files.remove_dir(FileSystems.join(staging, name))
+            removed += 1
+        finally:
+            leases.release(key)
+    return removed
+
+
+def reclaim_interrupted(job: ExhaustRun, request_id: str | None) -> None:
+    """PROCESSING requests whose lease is free were left by a process that died: FAILED "interrupted",
+    iteration + 1, so they are pending again (or final at the iteration limit)."""
+    with postgres.session(job.dsn) as connection:
+        for request in postgres.processing_requests(connection, job.table, JOB_ID, request_id):
+            key = job.leases.key(request)
+            if not job.leases.try_take(key):
+                continue  # its process is alive
+            try:
+                if postgres.reclaim(connection, job.table, request, utcnow()):
+                    _LOG.warning("request %s: interrupted (its exhaust process died); iteration %d",
+                                 request.request_id, request.iteration + 1)
+            finally:
+                job.leases.release(key)
