@@ -1,6 +1,7 @@
 """The Cassandra sink: CQL text, retry policy, and writes against the real Cassandra of the local stack,
 with failures injected at the driver boundary (transient) or caused for real (permanent)."""
 import concurrent.futures
+import logging
 import time
 from datetime import date
 
@@ -60,27 +61,47 @@ def test_backoff_doubles_up_to_a_cap():
     assert backoff_seconds(5, 0.5, cap=3.0) == 3.0
 
 
-def test_an_outage_is_logged_once_a_minute_with_counts_only(caplog, monkeypatch):
+def test_an_outage_is_logged_once_a_minute_per_process_with_counts_only(caplog, monkeypatch):
     clock = [1000.0]
     monkeypatch.setattr(cassandra_sink.time, "monotonic", lambda: clock[0])
-    outage = cassandra_sink._Outage(["10.0.0.1"], limit=None)
-    for second in range(150):  # 150 s of failing writes, many per second
+    throttle = cassandra_sink._Throttle(60)
+    waiting, quiet = cassandra_sink._Outage(["10.0.0.1"], None, throttle), cassandra_sink._Outage(["10.0.0.1"], None,
+                                                                                                 throttle)
+    for second in range(150):  # 150 s of failing writes in two DoFn instances, many per second
         clock[0] = 1000.0 + second
         for _ in range(20):
-            outage.failed(NoHostAvailable("down", {}), waiting=17)
-    outage.succeeded()
+            waiting.failed(NoHostAvailable("down", {}), waiting=17)
+            quiet.failed(NoHostAvailable("down", {}), waiting=3)
+    waiting.succeeded()
+    quiet.succeeded()
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [
-        "Cassandra unreachable for 0 s at 10.0.0.1 (NoHostAvailable); 17 write(s) waiting, retrying",
-        "Cassandra unreachable for 60 s at 10.0.0.1 (NoHostAvailable); 17 write(s) waiting, retrying",
-        "Cassandra unreachable for 120 s at 10.0.0.1 (NoHostAvailable); 17 write(s) waiting, retrying",
+        "Cassandra unreachable for 0 s at 10.0.0.1 (NoHostAvailable); 17 write(s) waiting here, retrying",
+        "Cassandra unreachable for 60 s at 10.0.0.1 (NoHostAvailable); 17 write(s) waiting here, retrying",
+        "Cassandra unreachable for 120 s at 10.0.0.1 (NoHostAvailable); 17 write(s) waiting here, retrying",
         "Cassandra answering again after 149 s"]
+
+
+def test_the_drivers_reconnection_messages_pass_once_a_minute_each(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(cassandra_sink.time, "monotonic", lambda: clock[0])
+    once = cassandra_sink._OncePerKind()
+
+    def passes(template, *args):
+        return once.filter(logging.LogRecord("cassandra.pool", logging.WARNING, "", 0, template, args, None))
+
+    retry = "Error attempting to reconnect to %s, scheduling retry in %s seconds: %s"
+    assert passes(retry, "127.0.0.1:9042", 2.0, "refused")
+    assert not passes(retry, "127.0.0.1:9042", 2.0, "timed out")
+    assert passes("Host %s has been marked down", "127.0.0.1:9042")  # another kind
+    clock[0] = 61.0
+    assert passes(retry, "127.0.0.1:9042", 2.0, "refused")
 
 
 def test_an_outage_past_the_limit_fails_naming_cassandra(monkeypatch):
     clock = [0.0]
     monkeypatch.setattr(cassandra_sink.time, "monotonic", lambda: clock[0])
-    outage = cassandra_sink._Outage(["10.0.0.1"], limit=30)
+    outage = cassandra_sink._Outage(["10.0.0.1"], limit=30, throttle=cassandra_sink._Throttle(60))
     outage.failed(OperationTimedOut(), waiting=3)
     clock[0] = 20.0
     outage.succeeded()  # one success ends the outage: its clock starts again

@@ -24,6 +24,7 @@ import heapq
 import itertools
 import logging
 import re
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -94,14 +95,58 @@ def backoff_seconds(attempt: int, base: float, cap: float = MAX_BACKOFF_SECONDS)
     return min(base * 2 ** min(attempt - 1, 60), cap)
 
 
+class _Throttle:
+    """Says yes at most once per `every` seconds (thread-safe): one for the whole worker process, so
+    however many DoFn instances wait, the outage is logged about once a minute."""
+
+    def __init__(self, every: float):
+        self._every, self._last, self._lock = every, None, threading.Lock()
+
+    def ready(self, now: float) -> bool:
+        with self._lock:
+            if self._last is not None and now - self._last < self._every:
+                return False
+            self._last = now
+            return True
+
+
+class _OncePerKind(logging.Filter):
+    """Lets each kind of driver message (logger and text template) through at most once a minute:
+    during an outage the driver logs every reconnection attempt, with a traceback."""
+
+    def __init__(self, every: float = REPORT_EVERY_SECONDS):
+        super().__init__()
+        self._every, self._last, self._lock = every, {}, threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key, now = (record.name, str(record.msg)), time.monotonic()
+        with self._lock:
+            if now - self._last.get(key, -self._every) < self._every:
+                return False
+            self._last[key] = now
+            return True
+
+
+_REPORT = _Throttle(REPORT_EVERY_SECONDS)
+_DRIVER_LOGGERS = ("cassandra.cluster", "cassandra.pool", "cassandra.connection")
+
+
+def quiet_driver_reconnection_logs() -> None:
+    """Installs _OncePerKind on the driver's loggers, once per process."""
+    for name in _DRIVER_LOGGERS:
+        driver_logger = logging.getLogger(name)
+        if not any(isinstance(f, _OncePerKind) for f in driver_logger.filters):
+            driver_logger.addFilter(_OncePerKind())
+
+
 class _Outage:
     """How long writes have been failing transiently with none succeeding: enforces the limit and
-    logs (at most once a minute) that Cassandra is unreachable, with counts only, never values."""
+    logs (at most once a minute per process) that Cassandra is unreachable, with counts only, never values."""
 
-    def __init__(self, hosts: Sequence[str], limit: float | None, report_every: float = REPORT_EVERY_SECONDS):
-        self._hosts, self._limit, self._report_every = ",".join(hosts), limit, report_every
+    def __init__(self, hosts: Sequence[str], limit: float | None, throttle: _Throttle = _REPORT):
+        self._hosts, self._limit, self._throttle = ",".join(hosts), limit, throttle
         self.since: float | None = None
-        self._reported: float | None = None
+        self._reported = False
 
     def failed(self, error: BaseException, waiting: int) -> None:
         now = time.monotonic()
@@ -113,15 +158,15 @@ class _Outage:
                 f"Cassandra unreachable for {elapsed:.0f} s at {self._hosts} ({type(error).__name__}), more than "
                 f"--max-write-outage {self._limit:g} s; {waiting} write(s) not done, none dead-lettered, no "
                 f"offset committed past them: re-run once it answers")
-        if self._reported is None or now - self._reported >= self._report_every:
-            self._reported = now
-            _LOG.warning("Cassandra unreachable for %.0f s at %s (%s); %d write(s) waiting, retrying",
+        if self._throttle.ready(now):
+            self._reported = True
+            _LOG.warning("Cassandra unreachable for %.0f s at %s (%s); %d write(s) waiting here, retrying",
                          elapsed, self._hosts, type(error).__name__, waiting)
 
     def succeeded(self) -> None:
-        if self.since is not None:
+        if self.since is not None and self._reported:
             _LOG.warning("Cassandra answering again after %.0f s", time.monotonic() - self.since)
-            self.since = self._reported = None
+        self.since, self._reported = None, False
 
 
 @dataclass
@@ -149,6 +194,7 @@ class _WriteMutationsFn(SessionDoFn):
     def setup(self):
         self._statements = {}  # column set (None: delete) -> prepared statement
         self._outage = _Outage(self._hosts, self._max_outage)
+        quiet_driver_reconnection_logs()
         # A worker starting during an outage waits for Cassandra here instead of failing its bundle.
         for attempt in itertools.count(1):
             try:
