@@ -12,6 +12,8 @@ from pathlib import Path
 
 import psutil
 
+from programusers import settings
+
 RESULTS = Path(__file__).resolve().parent / "results"
 # The local stack's servers, found by the port they listen on, for their RSS.
 STORE_PORTS = {9042: "cassandra", 9092: "kafka", 6379: "redis", 8099: "java-sdk-worker-pool",
@@ -140,3 +142,20 @@ def machine_line(facts: dict) -> str:
     return (f"Machine: {facts['nproc']} vCPU ({facts['cpu']}), {facts['memory_gb']} GiB RAM; Python {facts['python']}, "
             f"Beam {facts['beam']}, Cassandra {facts.get('cassandra', '?')} (driver {facts['cassandra_driver']})"
             + (f", Redis {facts['redis']}" if "redis" in facts else "") + "; the stores run on the same machine.")
+
+
+def create_topics(names: list[str], partitions: int = 1) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP})
+    topics = [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
+    for future in admin.create_topics(topics).values():
+        future.result()
+
+
+def delete_topics(names: list[str]) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP})  # alive until the futures resolve
+    for future in admin.delete_topics(names).values():
+        future.result()

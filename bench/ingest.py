@@ -41,22 +41,6 @@ BEAM_KEYSPACE, BASELINE_KEYSPACE = "bench_ingest", "bench_ingest_baseline"
 EVENTS_PER_USER = 1.2  # the sample's mix: half join one program, 30 % the other, 20 % both
 
 
-def create_topics(names: list[str]) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP})
-    for future in admin.create_topics([NewTopic(n, num_partitions=1, replication_factor=1) for n in names]).values():
-        future.result()
-
-
-def delete_topics(names: list[str]) -> None:
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP})  # alive until the futures resolve
-    for future in admin.delete_topics(names).values():
-        future.result()
-
-
 def stored_rows(session, keyspace: str, programs: list[str]) -> int:
     return sum(session.execute(f"SELECT count(*) FROM {keyspace}.program_enrollment WHERE program_id = %s",
                                [p], timeout=120).one()[0] for p in programs)
@@ -138,7 +122,7 @@ def main(argv=None) -> int:
         sample = generate(math.ceil(args.events / EVENTS_PER_USER) + 100, args.seed, PlatformCipher("bench"))
         sample_events = sample.events[:args.events]
         programs = sorted({e["programId"] for e in sample_events})
-        create_topics([topic, dead_letters])
+        common.create_topics([topic, dead_letters])
         produced = time.perf_counter()
         produce_events(sample_events, settings.KAFKA_BOOTSTRAP, topic)
         produce_seconds = time.perf_counter() - produced
@@ -168,7 +152,7 @@ def main(argv=None) -> int:
             for keyspace in (BEAM_KEYSPACE, BASELINE_KEYSPACE):
                 session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
             try:
-                delete_topics([topic, dead_letters])
+                common.delete_topics([topic, dead_letters])
             except Exception as exc:  # a topic never created
                 print(f"topic cleanup: {exc}", file=sys.stderr)
         cluster.shutdown()
