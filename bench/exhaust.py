@@ -7,9 +7,13 @@ How to run (local stack up: `scripts/stack up`):
 
 For each size N a program asking for PII consent gets N enrollment rows (the ingest's own mapping of the
 sample generator's events), half its users an active consent (a quarter revoked, a quarter none, one in
-ten also a consent for another program) and every user a hash in the user cache. They are loaded straight
-into the bench keyspace `bench_exhaust` (both tables) and Redis db 13, which are reset per size and
-dropped/flushed at the end (--keep keeps them).
+ten also a consent for another program) and every user a hash in the user cache. They are generated and
+loaded 10,000 users at a time (the loader's memory stays flat; writes that time out are retried after a
+pause) straight into a keyspace per size, `bench_exhaust_<N>`, and Redis db 13, dropped/flushed at the
+end. `--keep` keeps them and `--reuse` skips loading a size kept by an earlier run:
+
+    .venv/bin/python bench/exhaust.py --sizes 1000000 --runners DirectRunner --keep
+    .venv/bin/python bench/exhaust.py --sizes 1000000 --runners PrismRunner --reuse
 
 Per runner (DirectRunner in process, DirectRunner with 2 worker processes, PrismRunner): the pipeline
 (`programusers.pipelines.exhaust.run`) wall time, then `files.merge_shards` into a CSV and into an AES zip,
@@ -29,10 +33,12 @@ import os
 import random
 import sys
 import tempfile
+import time
 from datetime import datetime, timezone
 
 import redis as redis_lib
-from cassandra.concurrent import execute_concurrent_with_args
+from cassandra import InvalidRequest
+from cassandra.concurrent import execute_concurrent
 
 import common
 from programusers import events, filters, job_requests, metrics, records, runners, schema, settings
@@ -40,10 +46,10 @@ from programusers.crypto import SALT_ENV_VAR, PlatformCipher
 from programusers.io import cassandra, cassandra_sink, files, redis
 from programusers.model_config import default_model_config
 from programusers.pipelines import exhaust
-from programusers.sample_data import ORGS, _consent, _event, _hex_id, _profile, _uuid, load_consents, load_profiles
+from programusers.sample_data import ORGS, _consent, _event, _hex_id, _profile, _uuid, load_profiles
 from programusers.transforms.report import PROFILE_FIELDS
 
-KEYSPACE, REDIS_DB = "bench_exhaust", 13
+KEYSPACE_PREFIX, REDIS_DB = "bench_exhaust", 13
 SALT = "bench-salt"
 RUNNER_SETUPS = {  # label -> (runner, extra pipeline args)
     "DirectRunner": ("DirectRunner", []),
@@ -53,25 +59,104 @@ RUNNER_SETUPS = {  # label -> (runner, extra pipeline args)
     "DirectRunner --consent-read=scan": ("DirectRunner", ["--consent-read=scan"]),
 }
 BATCH = 500  # the pipeline's --lookup-batch-size default
+# What the default pipeline (per-user consent lookups) does, timed alone; build_records includes decrypt.
+PIPELINE_STAGES = ("read_s", "consent_lookup_s", "user_cache_s", "build_records_s", "sort_write_s")
+# The loader generates and writes this many users at a time, so its memory does not grow with the size.
+CHUNK = 10_000
+# Writes in flight: 256 timed out on this 2-core box (Cassandra shares the cores with the loader).
+WRITE_CONCURRENCY = 64
+MAX_WRITE_BACKOFF_S = 30.0
+
+
+def keyspace(size: int) -> str:
+    """One keyspace per size, so a loaded size can be kept (--keep) and run again (--reuse)."""
+    return f"{KEYSPACE_PREFIX}_{size}"
+
+
+def _write(session, writes: list[tuple], backoff: float = 0.5) -> int:
+    """Executes (statement, params) pairs. Writes that fail transiently (a timeout on a busy box) are sent
+    again after a pause, doubling up to MAX_WRITE_BACKOFF_S: the load slows down instead of failing.
+    Returns how many writes were retried."""
+    retried = 0
+    while writes:
+        results = execute_concurrent(session, writes, concurrency=WRITE_CONCURRENCY, raise_on_first_error=False)
+        failed = []
+        for write, (ok, outcome) in zip(writes, results):
+            if not ok:
+                if not cassandra_sink.is_transient(outcome):
+                    raise outcome
+                failed.append(write)
+        if failed:
+            time.sleep(backoff)
+            backoff = min(backoff * 2, MAX_WRITE_BACKOFF_S)
+        retried += len(failed)
+        writes = failed
+    return retried
+
+
+class _Loader:
+    """Writes one chunk of generated users at a time: enrollments and consents to Cassandra, profiles to
+    Redis. Prepared statements are kept across chunks."""
+
+    def __init__(self, session, client, space: str):
+        self._session, self._client, self._keyspace = session, client, space
+        self._upserts, self._consent = {}, None
+        self.retried = 0
+
+    def _upsert(self, columns: tuple):
+        if columns not in self._upserts:
+            self._upserts[columns] = self._session.prepare(cassandra_sink.upsert_cql(self._keyspace, columns))
+        return self._upserts[columns]
+
+    def write(self, mutations: list, consents: list[dict], profiles: dict[str, dict]) -> None:
+        writes = []
+        for mutation in mutations:
+            columns = tuple(sorted(mutation.columns))
+            writes.append((self._upsert(columns), [mutation.program_id, mutation.user_id,
+                                                   *(mutation.columns[c] for c in columns), mutation.timestamp_micros]))
+        if consents and self._consent is None:
+            columns = tuple(consents[0])  # every column of sample_data's consent rows
+            self._consent = (columns, self._session.prepare(
+                f"INSERT INTO {self._keyspace}.user_consent ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' * len(columns))})"))
+        if consents:
+            columns, statement = self._consent
+            writes += [(statement, [c[k] for k in columns]) for c in consents]
+        self.retried += _write(self._session, writes)
+        load_profiles(self._client, profiles)
+
+
+def program_of(size: int, seed: int) -> dict:
+    return {"id": _hex_id(random.Random(seed)), "externalId": f"PGM-BENCH-{size}", "name": "Bench Mission",
+            "pii": True}
+
+
+def consent_rows(size: int) -> int:
+    """The consent rows `load` writes for `size` users (see there)."""
+    return sum(1 for n in range(size) if n % 2 == 0 or n % 4 == 1) + (size + 9) // 10
 
 
 def load(session, client, size: int, seed: int) -> dict:
-    """Resets the bench tables and Redis db, then loads one program of `size` enrollments."""
+    """Loads one program of `size` enrollments into keyspace(size) (emptied first), CHUNK users at a time:
+    half the users have an active consent, a quarter a revoked one, one in ten also one for another
+    program, and every user a profile in the cache."""
+    space = keyspace(size)
     rng, cipher = random.Random(seed), PlatformCipher(SALT)
-    program = {"id": _hex_id(rng), "externalId": f"PGM-BENCH-{size}", "name": "Bench Mission", "pii": True}
+    program = program_of(size, seed)
+    rng.getrandbits(96)  # the program id program_of drew
     other_program = _hex_id(rng)
-    for table in ("program_enrollment", "user_consent"):
-        session.execute(f"TRUNCATE {KEYSPACE}.{table}", timeout=120)
-    client.flushdb()
-    timings, upserts, consents, profiles = {}, {}, [], {}
-    with common.timed(timings, "generate_s"):
-        for n in range(size):
+    schema.init_cassandra(session, space, space, settings.REPLICATION)
+    session.execute(f"CREATE TABLE IF NOT EXISTS {space}.loaded (size int PRIMARY KEY, program_id text)")
+    for table in ("program_enrollment", "user_consent", "loaded"):
+        session.execute(f"TRUNCATE {space}.{table}", timeout=120)
+    client.delete(_loaded_key(size))
+    loader, timings = _Loader(session, client, space), {"generate_s": 0.0, "write_s": 0.0}
+    for start in range(0, size, CHUNK):
+        mutations, consents, profiles = [], [], {}
+        generating = time.perf_counter()
+        for n in range(start, min(start + CHUNK, size)):
             user_id, org = _uuid(rng), rng.choice(ORGS)
-            mutation = events.event_to_mutation(_event(rng, program, user_id, org), 0)
-            columns = tuple(sorted(mutation.columns))
-            upserts.setdefault(columns, []).append(
-                [mutation.program_id, mutation.user_id, *(mutation.columns[c] for c in columns),
-                 mutation.timestamp_micros])
+            mutations.append(events.event_to_mutation(_event(rng, program, user_id, org), 0))
             if n % 2 == 0:
                 consents.append(_consent(rng, user_id, program["id"], org[0], "ACTIVE"))
             elif n % 4 == 1:
@@ -79,19 +164,35 @@ def load(session, client, size: int, seed: int) -> dict:
             if n % 10 == 0:
                 consents.append(_consent(rng, user_id, other_program, org[0], "ACTIVE"))
             profiles[user_id] = _profile(rng, user_id, cipher)
-    with common.timed(timings, "load_enrollments_s"):
-        for columns, params in upserts.items():
-            statement = session.prepare(cassandra_sink.upsert_cql(KEYSPACE, columns))
-            execute_concurrent_with_args(session, statement, params, concurrency=256, raise_on_first_error=True)
-    with common.timed(timings, "load_consents_s"):
-        load_consents(session, KEYSPACE, consents)
-    with common.timed(timings, "load_profiles_s"):
-        load_profiles(client, profiles)
-    return {"program": program, "consent_rows": len(consents), "timings": timings}
+        writing = time.perf_counter()
+        loader.write(mutations, consents, profiles)
+        timings["generate_s"] += writing - generating
+        timings["write_s"] += time.perf_counter() - writing
+    timings = {k: round(v, 3) for k, v in timings.items()}
+    timings["writes_retried"] = loader.retried
+    session.execute(f"INSERT INTO {space}.loaded (size, program_id) VALUES (%s, %s)", (size, program["id"]))
+    client.set(_loaded_key(size), program["id"])
+    return {"program": program, "consent_rows": consent_rows(size), "timings": timings}
+
+
+def _loaded_key(size: int) -> str:
+    return f"bench:loaded:{size}"
+
+
+def loaded_program(session, client, size: int, seed: int) -> dict | None:
+    """The program of a size a previous --keep run loaded completely with this seed, else None."""
+    program = program_of(size, seed)
+    if (client.get(_loaded_key(size)) or b"").decode() != program["id"]:
+        return None
+    try:
+        row = session.execute(f"SELECT program_id FROM {keyspace(size)}.loaded WHERE size = %s", (size,)).one()
+    except InvalidRequest:  # no such keyspace
+        return None
+    return program if row and row[0] == program["id"] else None
 
 
 def load_in_child(size: int, seed: int) -> dict:
-    """`load` in a process of its own, so the generated sample is not counted in the bench's RSS."""
+    """`load` in a process of its own, so the loader is not counted in the bench's RSS."""
     cluster, session = cassandra.connect(settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT)
     try:
         return load(session, redis_lib.Redis(host=settings.REDIS_HOST, port=settings.REDIS_PORT, db=REDIS_DB),
@@ -100,9 +201,9 @@ def load_in_child(size: int, seed: int) -> dict:
         cluster.shutdown()
 
 
-def stores() -> exhaust.Stores:
-    return exhaust.Stores(settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT, KEYSPACE,
-                          KEYSPACE, settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB)
+def stores(size: int) -> exhaust.Stores:
+    return exhaust.Stores(settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT, keyspace(size),
+                          keyspace(size), settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB)
 
 
 def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -> dict:
@@ -114,7 +215,7 @@ def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -
     now = datetime.now(timezone.utc)
     with common.PeakRss() as rss:  # run in a fresh process (run_in_child): this process is the submitter
         with common.timed(result, "pipeline_s"):
-            outcome = exhaust.run(request, config, stores(), temp_dir, options)
+            outcome = exhaust.run(request, config, stores(size), temp_dir, options)
         with common.timed(result, "merge_csv_s"):
             files.merge_shards(temp_dir, os.path.join(out_dir, "report.csv"), now)
         with common.timed(result, "merge_zip_s"):
@@ -145,19 +246,19 @@ def run_in_child(*args) -> dict:
     return result
 
 
-def consent_table_rows(hosts, port) -> int:
+def consent_table_rows(hosts, port, size: int) -> int:
     cluster, session = cassandra.connect(hosts, port)
     try:
-        return session.execute(f"SELECT count(*) FROM {KEYSPACE}.user_consent", timeout=120).one()[0]
+        return session.execute(f"SELECT count(*) FROM {keyspace(size)}.user_consent", timeout=120).one()[0]
     finally:
         cluster.shutdown()
 
 
-def stages(program_id: str, config, profile_build: bool) -> dict:
+def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
     """Each stage alone, single-threaded, with the pipeline's own DoFns/functions and batch sizes."""
     hosts, port = settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT
-    timings = {}
-    reader = cassandra._ReadPartitionFn(hosts, port, KEYSPACE, 1000)  # noqa: SLF001 - the pipeline's reader
+    timings, space = {}, keyspace(size)
+    reader = cassandra._ReadPartitionFn(hosts, port, space, 1000)  # noqa: SLF001 - the pipeline's reader
     reader.setup()
     with common.timed(timings, "read_s"):
         rows = list(reader.process(program_id))
@@ -165,12 +266,12 @@ def stages(program_id: str, config, profile_build: bool) -> dict:
     user_ids = [row["user_id"] for row in rows]
     batches = [user_ids[i:i + BATCH] for i in range(0, len(user_ids), BATCH)]
 
-    lookup = cassandra._ReadConsentFn(hosts, port, KEYSPACE, program_id, 64)  # noqa: SLF001
+    lookup = cassandra._ReadConsentFn(hosts, port, space, program_id, 64)  # noqa: SLF001
     lookup.setup()
     with common.timed(timings, "consent_lookup_s"):
         consents = dict(pair for batch in batches for pair in lookup.process(batch))
     lookup.teardown()
-    scan = cassandra._ScanConsentFn(hosts, port, KEYSPACE, program_id, 5000)  # noqa: SLF001 - --consent-read=scan
+    scan = cassandra._ScanConsentFn(hosts, port, space, program_id, 5000)  # noqa: SLF001 - --consent-read=scan
     scan.setup()
     with common.timed(timings, "consent_scan_s"):
         by_user = {}
@@ -182,7 +283,7 @@ def stages(program_id: str, config, profile_build: bool) -> dict:
                    for u, rows in by_user.items() if u in requested}
     scan.teardown()
     assert scanned == consents, "the scan and the lookups disagree"
-    timings["consent_rows_scanned"] = consent_table_rows(hosts, port)
+    timings["consent_rows_scanned"] = consent_table_rows(hosts, port, size)
 
     active = [u for u in user_ids if records.consent_active(consents.get(u))]
     hashes = redis._ReadHashesFn(settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB, PROFILE_FIELDS)  # noqa: SLF001
@@ -224,12 +325,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--runners", default=",".join(RUNNER_SETUPS))
+    parser.add_argument("--stage-sizes", default="10000,100000",
+                        help="sizes whose stages are also timed alone (they hold the whole sample in memory)")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="pyinstrument the record building (needs it)")
     parser.add_argument("--output", default="exhaust.json", help="file name under bench/results/")
-    parser.add_argument("--keep", action="store_true", help="keep the bench keyspace and Redis db")
+    parser.add_argument("--keep", action="store_true", help="keep the sizes' keyspaces and the Redis db")
+    parser.add_argument("--reuse", action="store_true", help="skip loading a size a --keep run loaded completely")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
+    stage_sizes = {int(s) for s in args.stage_sizes.split(",") if s}
     labels = args.runners.split(",")
     os.environ.setdefault(SALT_ENV_VAR, SALT)  # the workers decrypt with it (in process or forked)
 
@@ -239,23 +344,30 @@ def main(argv=None) -> int:
     config = default_model_config()
     results = []
     try:
-        schema.init_cassandra(session, KEYSPACE, KEYSPACE, settings.REPLICATION)
         for size in sizes:
-            with multiprocessing.get_context("spawn").Pool(1) as pool:
-                loaded = pool.apply(load_in_child, (size, args.seed + size))
+            seed = args.seed + size
+            program = loaded_program(session, client, size, seed) if args.reuse else None
+            if program:
+                loaded = {"program": program, "consent_rows": consent_rows(size), "timings": "reused"}
+            else:
+                with multiprocessing.get_context("spawn").Pool(1) as pool:
+                    loaded = pool.apply(load_in_child, (size, seed))
             print(f"size {size}: loaded {loaded['timings']}", file=sys.stderr)
             entry = {"size": size, "consent_rows": loaded["consent_rows"], "load": loaded["timings"], "runs": []}
             with tempfile.TemporaryDirectory(prefix="bench-exhaust-") as out_dir:
                 for label in labels:
                     entry["runs"].append(run_in_child(label, loaded["program"]["id"], size, config, out_dir))
                     print(f"size {size}: {entry['runs'][-1]}", file=sys.stderr)
-            entry["stages"] = stages(loaded["program"]["id"], config, args.profile)
-            print(f"size {size}: stages {({k: v for k, v in entry['stages'].items() if k != 'build_profile'})}",
-                  file=sys.stderr)
+            if size in stage_sizes:
+                entry["stages"] = stages(size, loaded["program"]["id"], config, args.profile)
+                entry["stages"]["sum_s"] = round(sum(entry["stages"][s] for s in PIPELINE_STAGES), 3)
+                print(f"size {size}: stages {({k: v for k, v in entry['stages'].items() if k != 'build_profile'})}",
+                      file=sys.stderr)
             results.append(entry)
     finally:
         if not args.keep:
-            session.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
+            for size in sizes:
+                session.execute(f"DROP KEYSPACE IF EXISTS {keyspace(size)}", timeout=120)
             client.flushdb()
         cluster.shutdown()
 
@@ -276,11 +388,17 @@ def main(argv=None) -> int:
     print(common.markdown_table(["rows", "runner", "pipeline s", "merge+zip s", "total s", "rows/s",
                                  "peak RSS MiB (processes)"], rows))
     stage_names = ["read_s", "consent_lookup_s", "consent_scan_s", "user_cache_s", "decrypt_s", "build_records_s",
-                   "sort_write_s"]
-    print("\nStages alone, one thread, seconds (build includes decrypt):\n")
+                   "sort_write_s", "sum_s"]
+    timed = [e for e in results if "stages" in e]
+    print("\nStages alone, one thread, seconds (build includes decrypt; sum: the default pipeline's stages):\n")
     print(common.markdown_table(["rows", *[s[:-2] for s in stage_names], "consent rows scanned"],
                                 [[f"{e['size']:,}", *[e["stages"][s] for s in stage_names],
-                                  f"{e['stages']['consent_rows_scanned']:,}"] for e in results]))
+                                  f"{e['stages']['consent_rows_scanned']:,}"] for e in timed]))
+    print("\nPipeline time / sum of its stages:\n")
+    print(common.markdown_table(["rows", "runner", "pipeline s", "stages s", "ratio"], [
+        [f"{e['size']:,}", run["runner"], run["pipeline_s"], e["stages"]["sum_s"],
+         f"{run['pipeline_s'] / e['stages']['sum_s']:.2f}"]
+        for e in timed for run in e["runs"] if "scan" not in run["runner"]]))
     print(f"\nresults: {path}")
     for entry in results:
         if "build_profile" in entry["stages"]:
