@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import functools
 import io
 import multiprocessing
 import os
@@ -311,13 +310,10 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
             build()
         timings["build_profile"] = profiler.output_text(unicode=False, color=False, show_all=False)
 
-    sort_key = functools.partial(records.sort_key, config)
-    header = [label for label in config.columns if label in built[0]]
-    with common.timed(timings, "sort_write_s"):
-        keyed = sorted(((sort_key(r), r) for r in built), key=files._total_order)  # noqa: SLF001
+    with common.timed(timings, "sort_write_s"):  # as _BuildRecordFn's output and _WriteShardFn
         out = io.BytesIO()
-        for _, record in keyed:
-            out.write(records.csv_line([record.get(label, "") for label in header]).encode("utf-8"))
+        for _, line in sorted((records.sort_key(config, r), records.csv_line(r.values())) for r in built):
+            out.write(line.encode("utf-8"))
     return timings
 
 

@@ -93,6 +93,12 @@ def build_record(
     return record, tuple(issues)
 
 
+def header(program_asks: bool, config: ReportConfig) -> list[str]:
+    """The labels of every record of a program (build_record's keys, in order): all the columns when the
+    program asks for consent, else all but the PII ones."""
+    return [label for label, field in zip(config.columns, config.fields) if program_asks or field not in PII_FIELDS]
+
+
 def sort_key(config: ReportConfig, record: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(record.get(label, "") for label in config.sort_labels)
 

@@ -13,7 +13,8 @@ from programusers import runners
 from programusers.crypto import PlatformCipher
 from programusers.io import files
 from programusers.model_config import default_model_config
-from programusers.transforms.report import ApplyProgramConsentRule, JoinIntoRecords, LookUpConsentAndProfiles
+from programusers import records as report_records
+from programusers.transforms.report import JoinIntoRecords, LookUpConsentAndProfiles, ProgramAsksForConsent
 
 CONFIG = default_model_config()
 SALT = "transform-salt"
@@ -58,33 +59,43 @@ CONSENTS = {"u-active": {"status": "Active", "last_updated_on": datetime(2023, 5
 PROFILES = {"u-active": {"firstname": "Zoë", "lastname": " ", "email": CIPHER.encrypt("zoe@example.org"),
                          "phone": CIPHER.encrypt("9876543210")},
             "u-revoked": {"firstname": "Never", "email": CIPHER.encrypt("never@example.org")},
-            "u-open": {"firstname": "Never", "email": CIPHER.encrypt("never@example.org")}}
+            "u-open": {"firstname": "Open", "email": CIPHER.encrypt("open@example.org")}}
 
 
 def expected(user_id, pii=("", "", "", "No", "")):
+    """The (sort key, CSV line) of a user's record."""
     common = {"User UUID": user_id, "Program Name": "'Program A'", "Program ID": "PGM-1", "State": "Karnataka",
               "District": "MYSURU", "Block": "B1", "Cluster": "C1", "School Id": "29000001", "School Name": "GHPS",
               "Usertype": "teacher", "Usersubtype": "", "Org Name": "Org"}
-    if pii is None:
-        return common
     labels = ("User Name(On user consent)", "Mobile number(On user consent)", "Email ID(On user consent)",
               "Consent Provided", "Consent Provided Date")
-    return {**common, **dict(zip(labels, pii))}
+    cells = {**common, **dict(zip(labels, pii or ()))}
+    header = report_records.header(pii is not None, CONFIG)
+    return (tuple(cells[label] for label in ("District", "Block", "Cluster", "School Id", "User UUID")),
+            report_records.csv_line(cells[label] for label in header))
 
 
-def test_consent_only_where_asked_profiles_only_when_consented_then_one_record_per_row():
+def join(program_asks, consents_asked, profiles_asked, expected_records):
     with pipeline() as p:
-        enrollments = p | beam.Create([(r["user_id"], r) for r in ENROLLMENTS])
-        lookups = LookUpConsentAndProfiles(
-            read_consent=FakeRead(CONSENTS, ["u-active", "u-revoked", "u-none", "u-nocache"]),
-            read_profiles=FakeRead(PROFILES, ["u-active", "u-nocache"]))
-        records = enrollments | lookups | JoinIntoRecords(CONFIG)
-        assert_that(records, equal_to([
-            expected("u-active", ("'Zoë'", "9876543210", "zoe@example.org", "Yes", "01/06/2023")),
-            expected("u-revoked", ("", "", "", "No", "01/03/2023")),
-            expected("u-none"),
-            expected("u-nocache", ("", "", "", "Yes", "01/03/2023")),
-            expected("u-open", None)]))
+        enrollments = p | "Rows" >> beam.Create([(r["user_id"], r) for r in ENROLLMENTS])
+        asks = p | "ProgramAsks" >> beam.Create([program_asks])
+        lookups = LookUpConsentAndProfiles(read_consent=FakeRead(CONSENTS, consents_asked),
+                                           read_profiles=FakeRead(PROFILES, profiles_asked), program_asks=asks)
+        assert_that(enrollments | lookups | JoinIntoRecords(CONFIG, asks), equal_to(expected_records))
+
+
+def test_when_the_program_asks_consent_is_read_for_every_row_and_profiles_only_when_consented():
+    join(True, [r["user_id"] for r in ENROLLMENTS], ["u-active", "u-nocache", "u-open"], [
+        expected("u-active", ("'Zoë'", "9876543210", "zoe@example.org", "Yes", "01/06/2023")),
+        expected("u-revoked", ("", "", "", "No", "01/03/2023")),
+        expected("u-none"),
+        expected("u-nocache", ("", "", "", "Yes", "01/03/2023")),
+        # Its own row says the program did not ask (written before it changed its mind): the program's flag wins.
+        expected("u-open", ("'Open'", "", "open@example.org", "Yes", "01/03/2023"))])
+
+
+def test_when_the_program_does_not_ask_nothing_personal_is_read_or_written():
+    join(False, [], [], [expected(r["user_id"], None) for r in ENROLLMENTS])
 
 
 def test_join_counts_issues():
@@ -92,7 +103,8 @@ def test_join_counts_issues():
              "consent": [(u, {"status": "active", "last_updated_on": None}) for u in ("u1", "u2")],
              "profile": [("u2", {"firstname": "A", "email": "not-a-ciphertext"})]}
     p = pipeline()
-    _ = {name: p | name >> beam.Create(items) for name, items in sides.items()} | JoinIntoRecords(CONFIG)
+    asks = p | "ProgramAsks" >> beam.Create([True])
+    _ = {name: p | name >> beam.Create(items) for name, items in sides.items()} | JoinIntoRecords(CONFIG, asks)
     result = p.run()
     result.wait_until_finish()
     counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]}
@@ -101,7 +113,7 @@ def test_join_counts_issues():
 
 # --- sorted shards and their merge -------------------------------------------------------------
 
-COLUMNS = ("Id", "Secret", "District", "Name")
+COLUMNS = ["Id", "District", "Name"]
 
 
 def record(i):
@@ -117,8 +129,10 @@ def sort_key(r):
 
 def write_and_merge(records, tmp_path, rows_per_shard, **zip_args):
     temp_dir, destination = str(tmp_path / "temp"), str(tmp_path / "out" / "report.csv")
+    keyed_lines = [(sort_key(r), report_records.csv_line(r[label] for label in COLUMNS)) for r in records]
     with pipeline() as p:
-        _ = p | beam.Create(records) | files.WriteSortedShards(temp_dir, COLUMNS, sort_key, rows_per_shard)
+        header = p | "Header" >> beam.Create([COLUMNS])
+        _ = p | beam.Create(keyed_lines) | files.WriteSortedShards(temp_dir, header, rows_per_shard)
     shards = sorted(m.path for m in FileSystems.match([temp_dir + "/shard-*.csv"])[0].metadata_list)
     (tmp_path / "out").mkdir()
     written = files.merge_shards(temp_dir, destination, datetime(2024, 1, 1), **zip_args)
@@ -127,14 +141,14 @@ def write_and_merge(records, tmp_path, rows_per_shard, **zip_args):
     return shards, written, destination
 
 
-def test_sorted_shards_merge_into_one_sorted_csv_with_only_used_columns(tmp_path):
+def test_sorted_shards_merge_into_one_sorted_csv(tmp_path):
     records = [record(i) for i in range(101)]
     shards, written, destination = write_and_merge(records, tmp_path, rows_per_shard=10)
     assert written == 101 and len(shards) > 3
     with open(destination, newline="", encoding="utf-8") as f:
         text = f.read()
     rows = list(csv.reader(io.StringIO(text)))
-    assert rows[0] == ["Id", "District", "Name"]  # no record has "Secret"
+    assert rows[0] == COLUMNS
     assert rows[1:] == [[r["Id"], r["District"], r["Name"]] for r in sorted(records, key=sort_key)]
     assert text.count("\r\n") == 102 + 15 and text.endswith("\r\n")  # 15 names of two lines
 
@@ -145,12 +159,15 @@ def test_no_records_no_file(tmp_path):
 
 
 @pytest.mark.parametrize("flags,program_asks", [((True, False, False), True), ((False, False), False)])
-def test_every_row_follows_the_program_consent_flag(flags, program_asks):
-    rows = [row(f"u{n}", pii=flag) for n, flag in enumerate(flags)]
+def test_the_program_asks_when_any_of_its_rows_asks(flags, program_asks):
     with pipeline() as p:
-        program_rows = p | "Program" >> beam.Create(rows)
-        requested = p | "Requested" >> beam.Create([(r["user_id"], r) for r in rows[1:]])
-        flags_out = (requested
-                     | ApplyProgramConsentRule(program_rows)
-                     | beam.MapTuple(lambda user, r: (user, r["pii_consent_required"])))
-        assert_that(flags_out, equal_to([(r["user_id"], program_asks) for r in rows[1:]]))
+        rows = p | beam.Create([row(f"u{n}", pii=flag) for n, flag in enumerate(flags)])
+        assert_that(rows | ProgramAsksForConsent(), equal_to([program_asks]))
+
+
+@pytest.mark.parametrize("program_asks", [True, False])
+def test_the_header_names_the_cells_of_every_record_in_order(program_asks):
+    record, _ = report_records.build_record(CONFIG, row("u1", pii=program_asks), None, None, CIPHER, CONFIG.tz)
+    header = report_records.header(program_asks, CONFIG)
+    assert header == list(record)
+    assert len(header) == len(CONFIG.columns) - (0 if program_asks else 5)

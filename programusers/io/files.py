@@ -35,22 +35,8 @@ def _open(path: str):
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
-def _union(label_sets) -> frozenset:
-    return frozenset().union(*label_sets)
-
-
-def _header(used: frozenset, columns: tuple[str, ...]) -> list[str]:
-    return [label for label in columns if label in used]
-
-
-def _total_order(keyed_record):
-    # Ties on the sort key are broken by the whole row, so every runner writes the same bytes.
-    sort_key, record = keyed_record
-    return sort_key, tuple(record.values())
-
-
-def _with_range(keyed_record, bounds):
-    return shard_of(keyed_record[0], bounds), keyed_record
+def _with_range(keyed_line, bounds):
+    return shard_of(keyed_line[0], bounds), keyed_line
 
 
 class _WriteShardFn(beam.DoFn):
@@ -58,43 +44,38 @@ class _WriteShardFn(beam.DoFn):
         self._temp_dir = temp_dir
 
     def process(self, shard, header):
-        index, keyed_records = shard
+        index, keyed_lines = shard
         path = FileSystems.join(self._temp_dir, _SHARD.format(index))
         with _create(path) as out:  # a retried bundle rewrites the same file
             out.write(csv_line(header).encode("utf-8"))
-            for _, record in sorted(keyed_records, key=_total_order):
-                out.write(csv_line([record.get(label, "") for label in header]).encode("utf-8"))
+            # Ties on the sort key are broken by the whole line, so every runner writes the same bytes.
+            for _, line in sorted(keyed_lines):
+                out.write(line.encode("utf-8"))
         yield path
 
 
 class WriteSortedShards(beam.PTransform):
-    """Records (dicts of CSV label -> cell) -> sorted range shards under `temp_dir`; yields their paths.
+    """(sort key, CSV line) pairs -> sorted range shards under `temp_dir`, each headed by the labels in
+    `header` (a PCollection of that one list); yields their paths.
 
     Shard bounds come from quantiles of the sort keys, as many shards as `rows_per_shard` asks for (up
-    to MAX_SHARDS), so one worker holds one shard, not the report. The header holds the `columns` that
-    at least one record has, in their order.
+    to MAX_SHARDS), so one worker holds one shard, not the report.
     """
 
-    def __init__(self, temp_dir: str, columns: tuple[str, ...], sort_key, rows_per_shard: int):
+    def __init__(self, temp_dir: str, header, rows_per_shard: int):
         super().__init__()
-        self._temp_dir, self._columns, self._sort_key, self._rows_per_shard = (
-            temp_dir, columns, sort_key, rows_per_shard)
+        self._temp_dir, self._header, self._rows_per_shard = temp_dir, header, rows_per_shard
 
-    def expand(self, records):
-        keyed = records | "KeyBySortKey" >> beam.WithKeys(self._sort_key)
-        sort_keys = keyed | "SortKeys" >> beam.Keys()
+    def expand(self, keyed_lines):
+        sort_keys = keyed_lines | "SortKeys" >> beam.Keys()
         count = sort_keys | "Count" >> beam.combiners.Count.Globally()
         bounds = (sort_keys
                   | "SampleSortKeys" >> beam.ApproximateQuantiles.Globally(MAX_SHARDS + 1)
                   | "RangeBounds" >> beam.Map(range_bounds, AsSingleton(count), self._rows_per_shard))
-        header = (records
-                  | "Labels" >> beam.Map(frozenset)
-                  | "LabelsUsed" >> beam.CombineGlobally(_union)
-                  | "Header" >> beam.Map(_header, self._columns))
-        return (keyed
+        return (keyed_lines
                 | "AssignRange" >> beam.Map(_with_range, AsSingleton(bounds))
                 | "GroupRanges" >> beam.GroupByKey()
-                | "SortAndWrite" >> beam.ParDo(_WriteShardFn(self._temp_dir), AsSingleton(header)))
+                | "SortAndWrite" >> beam.ParDo(_WriteShardFn(self._temp_dir), AsSingleton(self._header)))
 
 
 def _written(lines, out, skip_header: bool):

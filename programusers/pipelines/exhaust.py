@@ -5,7 +5,6 @@ commands `programusers.report_commands`.
 from __future__ import annotations
 
 import argparse
-import functools
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -14,8 +13,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from programusers import filters, records, settings
 from programusers.io import cassandra, files, redis
 from programusers.model_config import ReportConfig
-from programusers.transforms.report import (PROFILE_FIELDS, ApplyProgramConsentRule, JoinIntoRecords,
-                                           LookUpConsentAndProfiles)
+from programusers.transforms.report import (PROFILE_FIELDS, JoinIntoRecords, LookUpConsentAndProfiles,
+                                           ProgramAsksForConsent)
 
 CONSENT_READS = ("lookup", "scan")
 
@@ -81,12 +80,12 @@ def run(request: filters.ReportRequest, config: ReportConfig, stores: Stores, te
         program_rows = pipeline | "ReadEnrollments" >> cassandra.ReadProgramEnrollments(
             stores.cassandra_hosts, stores.cassandra_port, stores.programs_keyspace, request.program_id,
             tuning.cassandra_fetch_size)
+        program_asks = program_rows | "ProgramAsksForConsent" >> ProgramAsksForConsent()
+        header = program_asks | "Header" >> beam.Map(records.header, config)
         _ = (program_rows
              | "KeepRequestedRows" >> beam.Filter(request.matches)
              | "KeyByUser" >> beam.WithKeys(_user_id)
-             | "ApplyProgramConsentRule" >> ApplyProgramConsentRule(program_rows)
-             | "LookUpConsentAndProfiles" >> LookUpConsentAndProfiles(read_consent, read_profiles)
-             | "JoinIntoRecords" >> JoinIntoRecords(config)
-             | "WriteSortedShards" >> files.WriteSortedShards(
-                 temp_dir, config.columns, functools.partial(records.sort_key, config), tuning.rows_per_shard))
+             | "LookUpConsentAndProfiles" >> LookUpConsentAndProfiles(read_consent, read_profiles, program_asks)
+             | "JoinIntoRecords" >> JoinIntoRecords(config, program_asks)
+             | "WriteSortedShards" >> files.WriteSortedShards(temp_dir, header, tuning.rows_per_shard))
     return pipeline.result
