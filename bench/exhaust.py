@@ -202,7 +202,7 @@ def load_in_child(size: int, seed: int) -> dict:
 
 def stores(size: int) -> exhaust.Stores:
     return exhaust.Stores(settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT, keyspace(size),
-                          keyspace(size), settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB)
+                          keyspace(size), redis.RedisConnection(settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB))
 
 
 def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -> dict:
@@ -285,7 +285,8 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
     timings["consent_rows_scanned"] = consent_table_rows(hosts, port, size)
 
     active = [u for u in user_ids if records.consent_active(consents.get(u))]
-    hashes = redis._ReadHashesFn(settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB, PROFILE_FIELDS)  # noqa: SLF001
+    hashes = redis._ReadHashesFn(redis.RedisConnection(settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB),  # noqa: SLF001
+                                 exhaust.USER_KEY_PREFIX, PROFILE_FIELDS, "profiles_found")
     hashes.setup()
     with common.timed(timings, "user_cache_s"):
         profiles = dict(pair for i in range(0, len(active), BATCH) for pair in hashes.process(active[i:i + BATCH]))

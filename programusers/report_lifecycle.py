@@ -68,7 +68,7 @@ def _unreachable(stores: Stores, store: str) -> bool:
         if store == CASSANDRA_DOWN:
             cassandra.ping(stores.cassandra_hosts, stores.cassandra_port)
         else:
-            redis.ping(stores.redis_host, stores.redis_port, stores.redis_db)
+            stores.redis.ping()
         return False
     except (*cassandra.Unavailable, redis.Unavailable):
         return True

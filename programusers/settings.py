@@ -4,10 +4,20 @@ Every value has an environment variable whose default points at the local stack 
 the same commands run against real clusters by exporting the variables or passing the flags.
 """
 import os
+from pathlib import Path
 
 
 def env(name: str, default: str) -> str:
     return os.environ.get(name) or default
+
+
+def secret(path: str | None, env_name: str) -> str | None:
+    """A secret from a file (a mounted Kubernetes Secret; a final line break is no part of it), else from
+    the environment variable `env_name`, else None. Read where it is used: never passed on argv or in a
+    pipeline's options, which travel with the job."""
+    if path:
+        return Path(path).read_text("utf-8").rstrip("\r\n")
+    return os.environ.get(env_name) or None
 
 
 CASSANDRA_HOSTS = env("PROGRAMUSERS_CASSANDRA_HOSTS", "127.0.0.1")

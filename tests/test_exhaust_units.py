@@ -168,17 +168,17 @@ def test_store_settings_flag_then_environment_then_model_config(monkeypatch):
                  "PROGRAMUSERS_PROGRAMS_KEYSPACE"):
         monkeypatch.delenv(name, raising=False)
     stores = Stores.resolve(flags(), config)
-    assert (stores.redis_host, stores.redis_port, stores.redis_db) == ("localhost", 6381, 0)
+    assert (stores.redis.host, stores.redis.port, stores.redis.db) == ("localhost", 6381, 0)
     assert (stores.cassandra_hosts, stores.programs_keyspace) == (["localhost"], "sunbird_programs")
 
     monkeypatch.setenv("PROGRAMUSERS_REDIS_HOST", "redis-users")
     monkeypatch.setenv("PROGRAMUSERS_REDIS_PORT", "6379")
     monkeypatch.setenv("PROGRAMUSERS_CASSANDRA_HOSTS", "c1, c2")
     stores = Stores.resolve(flags(), config)
-    assert (stores.redis_host, stores.redis_port, stores.cassandra_hosts) == ("redis-users", 6379, ["c1", "c2"])
+    assert (stores.redis.host, stores.redis.port, stores.cassandra_hosts) == ("redis-users", 6379, ["c1", "c2"])
 
     stores = Stores.resolve(flags(redis_host="h", redis_port=1, redis_db=11, programs_keyspace="ks"), config)
-    assert (stores.redis_host, stores.redis_port, stores.redis_db, stores.programs_keyspace) == ("h", 1, 11, "ks")
+    assert (stores.redis.host, stores.redis.port, stores.redis.db, stores.programs_keyspace) == ("h", 1, 11, "ks")
 
 
 @pytest.mark.parametrize("column,width", [("tag", 100), ("requested_by", 50), ("requested_channel", 50),

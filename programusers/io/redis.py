@@ -1,63 +1,96 @@
-"""Redis access: the platform's user cache, one hash per user at ``user:<userid>``."""
+"""Redis: a connection config and a transform that reads hashes by key, in pipelined batches.
+
+Nothing here knows about users or reports (transforms/report.py says which hashes and fields). The
+password is never held by the config (which travels with the pipeline graph): it is read where the
+client is made, from `password_file` (a mounted Secret) or the environment.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
 import apache_beam as beam
 import redis
 from apache_beam.metrics import Metrics
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from programusers import settings
+
 Unavailable = redis.RedisError
+PASSWORD_ENV = "PROGRAMUSERS_REDIS_PASSWORD"
 # A read that hits a restart or a dropped connection is tried again: 0.25, 0.5, 1, 2, 4 s apart (about 8 s
-# in all), then the error goes up and the exhaust decides (it waits for the cache, bounded, and re-runs).
+# in all), then the error goes up and the caller decides (the exhaust waits for the cache, bounded).
 READ_RETRIES = 5
 
 
-def client(host: str, port: int, db: int, timeout: float = 10.0, retries: int = READ_RETRIES) -> redis.Redis:
-    return redis.Redis(host=host, port=port, db=db, decode_responses=True, socket_timeout=timeout,
-                       socket_connect_timeout=timeout,
-                       retry=Retry(ExponentialBackoff(cap=4.0, base=0.25), retries),
-                       retry_on_error=[redis.ConnectionError, redis.TimeoutError])
+@dataclass(frozen=True)
+class RedisConnection:
+    """Where a Redis is and how to log in: host, port, db, ACL user, password file, TLS."""
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password_file: str | None = None  # else $PROGRAMUSERS_REDIS_PASSWORD, else none
+    tls: bool = False
+    tls_ca: str | None = None  # a CA file turns TLS on
+    timeout: float = 10.0
 
+    def client(self, retries: int = READ_RETRIES, timeout: float | None = None) -> redis.Redis:
+        timeout = self.timeout if timeout is None else timeout
+        return redis.Redis(host=self.host, port=self.port, db=self.db, username=self.username,
+                           password=settings.secret(self.password_file, PASSWORD_ENV),
+                           ssl=self.tls or bool(self.tls_ca), ssl_ca_certs=self.tls_ca,
+                           decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout,
+                           retry=Retry(ExponentialBackoff(cap=4.0, base=0.25), retries),
+                           retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
-def ping(host: str, port: int, db: int) -> None:
-    """Raises Unavailable when the server does not answer within a few seconds."""
-    with client(host, port, db, timeout=5.0, retries=0) as connection:
-        connection.ping()
+    def ping(self) -> None:
+        """Raises Unavailable when the server does not answer (or refuses us) within a few seconds."""
+        with self.client(retries=0, timeout=5.0) as connection:
+            connection.ping()
+
+    def describe(self) -> str:
+        """For logs: where, never how to log in."""
+        return f"{self.host}:{self.port}/{self.db}{' (TLS)' if self.tls or self.tls_ca else ''}"
 
 
 class _ReadHashesFn(beam.DoFn):
-    """Reads a batch of user hashes in one pipelined round trip (no transaction: plain reads)."""
+    """Reads a batch of hashes in one pipelined round trip (no transaction: plain reads)."""
 
-    def __init__(self, host: str, port: int, db: int, fields: tuple[str, ...]):
-        self._host, self._port, self._db, self._fields = host, port, db, fields
-        self._found = Metrics.counter(self.__class__, "profiles_found")
+    def __init__(self, connection: RedisConnection, key_prefix: str, fields: tuple[str, ...], found_counter: str):
+        self._connection, self._key_prefix, self._fields = connection, key_prefix, fields
+        self._found = Metrics.counter(self.__class__, found_counter)
 
     def setup(self):
-        self._client = client(self._host, self._port, self._db)
+        self._client = self._connection.client()
 
-    def process(self, user_ids: list[str]):
+    def process(self, ids: list[str]):
         pipe = self._client.pipeline(transaction=False)
-        for user_id in user_ids:
-            # Only the fields the report uses: the hash holds more of the user's data than we need.
-            pipe.hmget(f"user:{user_id}", self._fields)
-        for user_id, values in zip(user_ids, pipe.execute()):
+        for id_ in ids:
+            pipe.hmget(self._key_prefix + id_, self._fields)  # only the fields asked for
+        for id_, values in zip(ids, pipe.execute()):
             if any(v is not None for v in values):  # HMGET gives all None for a missing key
                 self._found.inc()
-                yield user_id, {f: v for f, v in zip(self._fields, values) if v is not None}
+                yield id_, {f: v for f, v in zip(self._fields, values) if v is not None}
 
     def teardown(self):
         if client := getattr(self, "_client", None):  # setup may have failed before connecting
             client.close()
 
 
-class ReadUserHashes(beam.PTransform):
-    """user ids -> (user_id, {field: value}) for the users found in the cache; others are left out."""
+class ReadFromRedisHashes(beam.PTransform):
+    """ids -> (id, {field: value}) for the hashes found at `key_prefix` + id; missing ones are left out.
 
-    def __init__(self, host: str, port: int, db: int, fields: tuple[str, ...], batch_size: int = 500):
+    Reads `batch_size` keys per pipelined round trip (HMGET of `fields` only); counts the hashes found as
+    `found_counter`. Transient errors are retried by the client (READ_RETRIES)."""
+
+    def __init__(self, connection: RedisConnection, key_prefix: str, fields: tuple[str, ...], batch_size: int = 500,
+                 found_counter: str = "hashes_found"):
         super().__init__()
-        self._fn = _ReadHashesFn(host, port, db, fields)
+        self._fn = _ReadHashesFn(connection, key_prefix, tuple(fields), found_counter)
         self._batch_size = batch_size
 
-    def expand(self, user_ids):
-        return (user_ids
+    def expand(self, ids):
+        return (ids
                 | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
                 | "LookUp" >> beam.ParDo(self._fn))

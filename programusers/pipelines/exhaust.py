@@ -17,6 +17,7 @@ from programusers.transforms.report import (PROFILE_FIELDS, JoinIntoRecords, Loo
                                            ProgramAsksForConsent)
 
 CONSENT_READS = ("lookup", "scan")
+USER_KEY_PREFIX = "user:"  # the platform's user cache: one hash per user at user:<userid>
 
 
 class ExhaustOptions(PipelineOptions):
@@ -43,9 +44,7 @@ class Stores:
     cassandra_port: int
     programs_keyspace: str
     consent_keyspace: str
-    redis_host: str
-    redis_port: int
-    redis_db: int
+    redis: redis.RedisConnection
 
     @classmethod
     def resolve(cls, args: argparse.Namespace, config: ReportConfig) -> Stores:
@@ -55,9 +54,10 @@ class Stores:
             cassandra_port=args.cassandra_port,
             programs_keyspace=args.programs_keyspace or settings.env("PROGRAMUSERS_PROGRAMS_KEYSPACE", config.keyspace),
             consent_keyspace=args.consent_keyspace,
-            redis_host=args.redis_host or settings.env("PROGRAMUSERS_REDIS_HOST", config.redis_host),
-            redis_port=args.redis_port or int(settings.env("PROGRAMUSERS_REDIS_PORT", str(config.redis_port))),
-            redis_db=config.redis_db if args.redis_db is None else args.redis_db)
+            redis=redis.RedisConnection(
+                host=args.redis_host or settings.env("PROGRAMUSERS_REDIS_HOST", config.redis_host),
+                port=args.redis_port or int(settings.env("PROGRAMUSERS_REDIS_PORT", str(config.redis_port))),
+                db=config.redis_db if args.redis_db is None else args.redis_db))
 
 
 def _user_id(row: dict) -> str:
@@ -74,8 +74,8 @@ def run(request: filters.ReportRequest, config: ReportConfig, stores: Stores, te
     else:
         read_consent = cassandra.ReadConsent(stores.cassandra_hosts, stores.cassandra_port,
                                              stores.consent_keyspace, request.program_id, tuning.lookup_batch_size)
-    read_profiles = redis.ReadUserHashes(stores.redis_host, stores.redis_port, stores.redis_db, PROFILE_FIELDS,
-                                         tuning.lookup_batch_size)
+    read_profiles = redis.ReadFromRedisHashes(stores.redis, USER_KEY_PREFIX, PROFILE_FIELDS, tuning.lookup_batch_size,
+                                              found_counter="profiles_found")
     with beam.Pipeline(options=options) as pipeline:
         program_rows = pipeline | "ReadEnrollments" >> cassandra.ReadProgramEnrollments(
             stores.cassandra_hosts, stores.cassandra_port, stores.programs_keyspace, request.program_id,
