@@ -17,7 +17,7 @@ re-reads from the start: the writes are idempotent), then `programusers replay` 
 Per fault: expected rows (from the events), rows present, dead letters by reason (distinct source
 records), lost = expected rows + bad events - rows present - distinct dead letters of bad events, dead
 letters of good events (the target is none), duplicates (dead letters of one source record beyond the
-first), time to catch up after the fault ends, and how often the ingest logged that Cassandra was
+first), how long after the fault ends the rows grow again and all are there, and how often the ingest logged that Cassandra was
 unreachable. Results: bench/results/faults.json and a Markdown table on stdout. Only 127.0.0.1 is touched;
 every wait is bounded in time.
 """
@@ -212,6 +212,7 @@ def run_fault(name: str, session, good: list[dict], bad: list[tuple[bytes, str]]
     flags = ["--runner", "PrismRunner", "--no-commit-offsets", f"--input-topic={raw}", f"--dead-letter-topic={failed}",
              f"--consumer-group=bench.faults.{run_id}", f"--programs-keyspace={KEYSPACE}"]
     log = log_dir / f"{name}.log"
+    log.unlink(missing_ok=True)  # this run's lines only (a recovery's restart appends)
     dead = DeadLetters(failed)
     record = {"fault": name, "what": what, "events": len(good) + bad_total, "expected_rows": expected,
               "expected_dead_letters": dict(expected_bad), "log": str(log)}
@@ -246,12 +247,17 @@ def run_fault(name: str, session, good: list[dict], bad: list[tuple[bytes, str]]
         fault_ended = time.monotonic()
         record["fault_seconds"] = round(fault_ended - fault_started, 1)
         # 3. catch up, or a stall / crash
-        progress, last_change, caught_up = None, time.monotonic(), None
+        progress, last_change, caught_up, resumed, first_rows = None, time.monotonic(), None, None, None
         while time.monotonic() - fault_ended < CATCH_UP_LIMIT_SECONDS:
             rows, dead_count = tick()
             if done(rows, dead_count):
                 caught_up = time.monotonic()
+                resumed = resumed or caught_up
                 break
+            if first_rows is None:
+                first_rows = rows
+            elif resumed is None and rows is not None and rows > first_rows:
+                resumed = time.monotonic()  # rows growing again: the pipeline writes
             if (rows, dead_count) != progress and rows is not None:
                 progress, last_change = (rows, dead_count), time.monotonic()
             if not ingest.alive() or time.monotonic() - last_change > STALL_SECONDS:
@@ -259,6 +265,7 @@ def run_fault(name: str, session, good: list[dict], bad: list[tuple[bytes, str]]
             time.sleep(1)
         record["survived"] = caught_up is not None and ingest.alive()
         record["catch_up_s"] = round(caught_up - fault_ended, 1) if caught_up else None
+        record["writes_resumed_s"] = round(resumed - fault_ended, 1) if resumed else None
         if not record["survived"]:
             record["ingest_exit"] = ingest.process.poll()
             record["state_when_given_up"] = {"rows": rows, "dead_letters": len(dead.seen),
@@ -323,6 +330,8 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
 
+    # A `timeout` or Ctrl-C still runs the finally blocks: Cassandra resumed, the ingest stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     stack_up()
     log_dir = REPO / ".stack" / "logs" / "bench-faults"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -358,14 +367,15 @@ def main(argv=None) -> int:
         rows.append([r["what"], "yes" if r["survived"] else "**no**: " + recovery["steps"],
                      f"{r['expected_rows']:,}", f"{r['rows_present']:,}" if r["rows_present"] is not None else "?",
                      ", ".join(f"{k}={v}" for k, v in sorted(r["dead_letters_by_reason"].items())),
-                     r["dead_letters_of_good_events"], r["lost"], r["duplicate_dead_letters"],
+                     r["dead_letters_of_good_events"], r["lost"], r["duplicate_dead_letters"], r["writes_resumed_s"],
                      r["catch_up_s"] if r["survived"] else f"restart: {recovery['restarted_ingest_caught_up_s']}",
                      r["unreachable_log_lines"]])
     print(f"\n### Faults ({args.events:,} good + {len(bad)} bad events, streaming on PrismRunner)\n\n"
           f"{common.machine_line(facts)}\n")
     print(common.markdown_table(
         ["fault", "survived by the pipeline", "expected rows", "rows present", "dead letters by reason",
-         "dead letters of good events", "lost", "duplicate dead letters", "catch-up s after the fault",
+         "dead letters of good events", "lost", "duplicate dead letters", "writes resume s after the fault",
+         "all rows s after the fault",
          "'unreachable' log lines"], rows))
     print(f"\nresults: {path}")
     return 0
