@@ -15,7 +15,9 @@ end. `--keep` keeps them and `--reuse` skips loading a size kept by an earlier r
     .venv/bin/python bench/exhaust.py --sizes 1000000 --runners DirectRunner --keep
     .venv/bin/python bench/exhaust.py --sizes 1000000 --runners PrismRunner --reuse
 
-Per runner (DirectRunner in process, DirectRunner with 2 worker processes, PrismRunner): the pipeline
+Per runner (DirectRunner in process, DirectRunner with 2 worker processes, PrismRunner with the SDK worker in
+this process (LOOPBACK), PrismRunner handing the bundles to a Python SDK worker pool started for the run
+(EXTERNAL, programusers/runners/worker_pool.py)): the pipeline
 (`programusers.pipelines.exhaust.run`) wall time, then `files.merge_shards` into a CSV and into an AES zip,
 rows/s and the peak RSS of every process involved. Then each stage alone on the same data, with the
 project's own DoFns and functions: read, consent (per-user lookups and the token-range scan of --consent-read=scan, both), user
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import io
 import multiprocessing
 import os
@@ -45,16 +48,20 @@ from programusers.crypto import SALT_ENV_VAR, PlatformCipher
 from programusers.io import cassandra, cassandra_sink, files, redis
 from programusers.model_config import default_model_config
 from programusers.pipelines import exhaust
+from programusers.runners.worker_pool import WorkerPool
 from programusers.sample_data import ORGS, _consent, _event, _hex_id, _profile, _uuid, load_profiles
 from programusers.transforms.report import PROFILE_FIELDS
 
 KEYSPACE_PREFIX, REDIS_DB = "bench_exhaust", 13
 SALT = "bench-salt"
+POOL = "PrismRunner + SDK worker pool"
 RUNNER_SETUPS = {  # label -> (runner, extra pipeline args)
     "DirectRunner": ("DirectRunner", []),
     "DirectRunner x2 processes": ("DirectRunner", ["--direct_num_workers=2",
                                                    "--direct_running_mode=multi_processing"]),
     "PrismRunner": ("PrismRunner", []),
+    # Prism hands the bundles to an SDK worker started by a Python worker pool (EXTERNAL environment).
+    POOL: ("PrismRunner", []),
     "DirectRunner --consent-read=scan": ("DirectRunner", ["--consent-read=scan"]),
 }
 BATCH = 500  # the pipeline's --lookup-batch-size default
@@ -212,7 +219,10 @@ def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -
     temp_dir = os.path.join(out_dir, f"shards-{label.replace(' ', '_')}-{size}")
     result = {"runner": label}
     now = datetime.now(timezone.utc)
-    with common.PeakRss() as rss:  # run in a fresh process (run_in_child): this process is the submitter
+    with common.PeakRss() as rss, contextlib.ExitStack() as pool:  # in a fresh process: this one is the submitter
+        if label == POOL:  # its processes are children of this one: sampled as "python sdk worker"s
+            options = runners.pipeline_options(runner, extra + pool.enter_context(
+                WorkerPool(os.path.join(out_dir, "worker-pool.log"))).pipeline_args())
         with common.timed(result, "pipeline_s"):
             outcome = exhaust.run(request, config, stores(size), temp_dir, options)
         with common.timed(result, "merge_csv_s"):

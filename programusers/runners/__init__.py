@@ -3,7 +3,9 @@
 - DirectRunner: Beam's in-process portable runner (FnApiRunner). Beam 2.73's DirectRunner would first
   try Prism, which it downloads from the web; we never let it.
 - PrismRunner: Beam's portable runner built from the Go module proxy (`scripts/stack fetch`), given
-  to Beam by path. It runs streaming pipelines and cross-language transforms.
+  to Beam by path. It runs streaming pipelines and cross-language transforms. LOOPBACK by default (the
+  SDK worker is the submitting process); `--environment_type=EXTERNAL --environment_config=HOST:PORT`
+  hands the bundles to a Python SDK worker pool instead (runners/worker_pool.py).
 - FlinkRunner / SparkRunner: Beam's job-server jars, passed by path (`--flink_job_server_jar`,
   `--spark_job_server_jar`, or the jar in the tools cache), LOOPBACK environment, Java 17 flags.
   Beam's own download from a URL is never attempted: a missing jar is a clear error.
@@ -55,7 +57,9 @@ def runner_args(runner: str, args: list[str] | None = None) -> list[str]:
     if runner == "DirectRunner":
         wired = ["--runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner"]
     elif runner == "PrismRunner":
-        wired = ["--runner=PrismRunner", "--environment_type=LOOPBACK"]
+        wired = ["--runner=PrismRunner"]
+        if not _has_flag(args, "--environment_type"):
+            wired.append("--environment_type=LOOPBACK")
         if not _has_flag(args, "--prism_location"):
             wired.append("--prism_location=" + _require(PRISM_BINARY, "--prism_location", "Prism binary"))
     elif runner == "FlinkRunner":
