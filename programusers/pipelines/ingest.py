@@ -11,8 +11,10 @@ is harmless and only losing one is not. Committed consumer-group offsets are whe
 - Streaming with --commit-offsets (the default): KafkaIO commits from a stable-input step, once the
   runner has made the records durable. On FlinkRunner (pass --checkpointing_interval) that is after a
   checkpoint completes, which happens only after every bundle before it finished, ours included, and
-  our sink finishes a bundle only when each of its writes succeeded or was dead-lettered: committed
-  offsets never pass a record that is neither written nor dead-lettered (at-least-once). PrismRunner
+  our sink finishes a bundle only when each of its writes succeeded or was rejected by Cassandra
+  (dead-lettered); a transient failure holds the bundle until Cassandra answers (see cassandra_sink):
+  committed offsets never pass a record that is neither written nor dead-lettered (at-least-once).
+  A bounded run fails after --max-write-outage seconds without a successful write. PrismRunner
   has no stable-input support, so it needs --no-commit-offsets: nothing is committed and a restart
   re-reads from the last committed offsets, else from the earliest.
 - Bounded runs never commit: KafkaIO's bounded reader commits as soon as it has read, before anything
