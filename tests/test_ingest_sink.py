@@ -114,7 +114,7 @@ def test_an_outage_past_the_limit_fails_naming_cassandra(monkeypatch):
         outage.failed(OperationTimedOut(), waiting=3)
     assert cassandra_sink.outage_message(RuntimeError(f"job failed: worker said {raised.value}\nmore")) == (
         "Cassandra unreachable for 30 s at 10.0.0.1 (OperationTimedOut), more than --max-write-outage 30 s; "
-        "3 write(s) not done, none dead-lettered, no offset committed past them: re-run once it answers")
+        "3 write(s) waiting here, none dead-lettered, no offset committed past them: re-run once it answers")
 
 
 def test_write_enrollments_rejects_a_nonsense_policy():
@@ -272,7 +272,8 @@ def test_a_worker_starting_while_cassandra_is_unreachable_waits_then_gives_up_at
     fn = cassandra_sink._WriteMutationsFn(["127.0.0.1"], 1, "ks", "ONE", 4, backoff=0.1, max_backoff=0.2,
                                           max_outage=1.5)  # nothing listens on port 1: refused at once
     started = time.monotonic()
-    with pytest.raises(cassandra_sink.CassandraUnreachable, match="more than --max-write-outage 1.5 s"):
+    with pytest.raises(cassandra_sink.CassandraUnreachable,
+                       match="more than --max-write-outage 1.5 s; connecting, no write sent yet"):
         fn.setup()
     assert 1.5 <= time.monotonic() - started < 10
     fn.teardown()

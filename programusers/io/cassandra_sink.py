@@ -148,20 +148,22 @@ class _Outage:
         self.since: float | None = None
         self._reported = False
 
-    def failed(self, error: BaseException, waiting: int) -> None:
+    def failed(self, error: BaseException, waiting: int | None) -> None:
+        """`waiting`: the writes held here; None while connecting, before any was sent."""
         now = time.monotonic()
         if self.since is None:
             self.since = now
         elapsed = now - self.since
+        held = "connecting, no write sent yet" if waiting is None else f"{waiting} write(s) waiting here"
         if self._limit is not None and elapsed > self._limit:
             raise CassandraUnreachable(
                 f"Cassandra unreachable for {elapsed:.0f} s at {self._hosts} ({type(error).__name__}), more than "
-                f"--max-write-outage {self._limit:g} s; {waiting} write(s) not done, none dead-lettered, no "
-                f"offset committed past them: re-run once it answers")
+                f"--max-write-outage {self._limit:g} s; {held}, none dead-lettered, no offset committed past "
+                f"them: re-run once it answers")
         if self._throttle.ready(now):
             self._reported = True
-            _LOG.warning("Cassandra unreachable for %.0f s at %s (%s); %d write(s) waiting here, retrying",
-                         elapsed, self._hosts, type(error).__name__, waiting)
+            _LOG.warning("Cassandra unreachable for %.0f s at %s (%s); %s, retrying",
+                         elapsed, self._hosts, type(error).__name__, held)
 
     def succeeded(self) -> None:
         if self.since is not None and self._reported:
@@ -201,7 +203,7 @@ class _WriteMutationsFn(SessionDoFn):
                 self._cluster, self._session = self._connect()
                 break
             except Unavailable as error:
-                self._outage.failed(error, waiting=0)
+                self._outage.failed(error, waiting=None)
                 time.sleep(backoff_seconds(attempt, self._backoff, self._max_backoff))
         self._outage.succeeded()
 
