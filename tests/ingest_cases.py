@@ -73,8 +73,10 @@ def bad_events(program: str) -> list[tuple[bytes | None, str, str | None]]:
     ]
 
 
-def produce(topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> list[tuple[int, int]]:
-    """Sends (key, value) messages in order; returns each one's (partition, offset)."""
+def produce(topic: str, messages: list[tuple[bytes | None, bytes | None]],
+            timestamps: list[int] | None = None) -> list[tuple[int, int]]:
+    """Sends (key, value) messages in order, stamped with `timestamps` (epoch millis) if given, else now;
+    returns each one's (partition, offset)."""
     coordinates = [None] * len(messages)
 
     def delivered(error, message, index):
@@ -83,7 +85,8 @@ def produce(topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> li
 
     producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "acks": "all", "linger.ms": 20})
     for index, (key, value) in enumerate(messages):
-        producer.produce(topic, key=key, value=value, on_delivery=lambda e, m, i=index: delivered(e, m, i))
+        producer.produce(topic, key=key, value=value, timestamp=timestamps[index] if timestamps else 0,
+                         on_delivery=lambda e, m, i=index: delivered(e, m, i))
         producer.poll(0)
     assert producer.flush(30) == 0
     return coordinates

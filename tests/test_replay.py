@@ -141,3 +141,18 @@ def test_replay_writes_what_is_valid_now_leaves_the_rest_and_a_second_run_change
     assert stored(cassandra_session, keyspace, program) == rows
     logged = caplog.text
     assert "Replayed One" not in logged and "ANANTAPUR" not in logged  # payload values never logged
+
+
+@pytest.mark.services
+def test_replay_since_a_time_takes_only_the_dead_letters_written_from_then_on(cassandra_session, test_schema,
+                                                                                unique, caplog):
+    caplog.set_level(logging.INFO)
+    keyspace, program, topic = test_schema["programs_keyspace"], f"p-{unique}", f"test.replay.{unique}.since"
+    old, recent = event(program, "u-old"), event(program, "u-recent")
+    produce(topic, [(b"a", dead_letter(encode(old), "write_failed")), (b"b", dead_letter(encode(recent), "write_failed"))],
+            timestamps=[int(datetime(2024, 1, 1, tzinfo=UTC).timestamp() * 1000),
+                        int(datetime(2025, 6, 1, tzinfo=UTC).timestamp() * 1000)])
+    line = run_replay(caplog, f"--dead-letter-topic={topic}", f"--programs-keyspace={keyspace}",
+                      "--since", "2025-01-01T00:00:00+05:30")
+    assert "1 dead letter(s) read" in line and "1 row(s) written" in line
+    assert set(stored(cassandra_session, keyspace, program)) == {"u-recent"}
