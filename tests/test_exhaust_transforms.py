@@ -14,7 +14,8 @@ from programusers.crypto import PlatformCipher
 from programusers.io import files
 from programusers.model_config import default_model_config
 from programusers import records as report_records
-from programusers.transforms.report import JoinIntoRecords, LookUpConsentAndProfiles, ProgramAsksForConsent
+from programusers.transforms.report import (JoinIntoRecords, LookUpAndBuildRecords, LookUpConsentAndProfiles,
+                                           ProgramAsksForConsent)
 
 CONFIG = default_model_config()
 SALT = "transform-salt"
@@ -51,6 +52,17 @@ class FakeRead(beam.PTransform):
         return user_ids | beam.FlatMap(lambda u, rows: [(u, rows[u])] if u in rows else [], self._rows)
 
 
+class FakeLookupFn(beam.DoFn):
+    """A batch lookup from a dict that fails the pipeline when asked for a user it should not be."""
+
+    def __init__(self, rows, allowed_ids):
+        self._rows, self._allowed_ids = rows, set(allowed_ids)
+
+    def process(self, user_ids):
+        assert set(user_ids) <= self._allowed_ids, sorted(set(user_ids) - self._allowed_ids)
+        yield from ((u, self._rows[u]) for u in user_ids if u in self._rows)
+
+
 ENROLLMENTS = [row("u-active"), row("u-revoked"), row("u-none"), row("u-nocache"), row("u-open", pii=False)]
 CONSENTS = {"u-active": {"status": "Active", "last_updated_on": datetime(2023, 5, 31, 20)},
             "u-revoked": {"status": "REVOKED", "last_updated_on": datetime(2023, 3, 1, 10)},
@@ -76,12 +88,18 @@ def expected(user_id, pii=("", "", "", "No", "")):
 
 
 def join(program_asks, consents_asked, profiles_asked, expected_records):
+    """Both ways to records, the join (any consent read) and the batch lookups (the default), give the same."""
     with pipeline() as p:
-        enrollments = p | "Rows" >> beam.Create([(r["user_id"], r) for r in ENROLLMENTS])
+        rows = p | "Rows" >> beam.Create(ENROLLMENTS)
         asks = p | "ProgramAsks" >> beam.Create([program_asks])
         lookups = LookUpConsentAndProfiles(read_consent=FakeRead(CONSENTS, consents_asked),
                                            read_profiles=FakeRead(PROFILES, profiles_asked), program_asks=asks)
-        assert_that(enrollments | lookups | JoinIntoRecords(CONFIG, asks), equal_to(expected_records))
+        joined = rows | beam.WithKeys(lambda r: r["user_id"]) | lookups | JoinIntoRecords(CONFIG, asks)
+        batched = rows | LookUpAndBuildRecords(CONFIG, FakeLookupFn(CONSENTS, consents_asked),
+                                               FakeLookupFn(PROFILES, profiles_asked), asks, batch_size=2)
+        for label, record_lists in (("Joined", joined), ("Batched", batched)):
+            assert_that(record_lists | f"{label}Records" >> beam.FlatMap(list), equal_to(expected_records),
+                        label=f"{label}AsExpected")
 
 
 def test_when_the_program_asks_consent_is_read_for_every_row_and_profiles_only_when_consented():
@@ -130,9 +148,10 @@ def sort_key(r):
 def write_and_merge(records, tmp_path, rows_per_shard, **zip_args):
     temp_dir, destination = str(tmp_path / "temp"), str(tmp_path / "out" / "report.csv")
     keyed_lines = [(sort_key(r), report_records.csv_line(r[label] for label in COLUMNS)) for r in records]
+    batches = [keyed_lines[i:i + 7] for i in range(0, len(keyed_lines), 7)]
     with pipeline() as p:
         header = p | "Header" >> beam.Create([COLUMNS])
-        _ = p | beam.Create(keyed_lines) | files.WriteSortedShards(temp_dir, header, rows_per_shard)
+        _ = p | beam.Create(batches) | files.WriteSortedShards(temp_dir, header, rows_per_shard)
     shards = sorted(m.path for m in FileSystems.match([temp_dir + "/shard-*.csv"])[0].metadata_list)
     (tmp_path / "out").mkdir()
     written = files.merge_shards(temp_dir, destination, datetime(2024, 1, 1), **zip_args)

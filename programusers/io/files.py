@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
 from datetime import datetime
 
@@ -35,8 +36,16 @@ def _open(path: str):
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
-def _with_range(keyed_line, bounds):
-    return shard_of(keyed_line[0], bounds), keyed_line
+def _sort_keys(keyed_lines: list) -> list:
+    return [key for key, _ in keyed_lines]
+
+
+def _by_range(keyed_lines: list, bounds):
+    """A list of (sort key, line) -> (shard, its part of the list) for each shard it touches."""
+    shards = {}
+    for keyed_line in keyed_lines:
+        shards.setdefault(shard_of(keyed_line[0], bounds), []).append(keyed_line)
+    return shards.items()
 
 
 class _WriteShardFn(beam.DoFn):
@@ -44,36 +53,37 @@ class _WriteShardFn(beam.DoFn):
         self._temp_dir = temp_dir
 
     def process(self, shard, header):
-        index, keyed_lines = shard
+        index, parts = shard
         path = FileSystems.join(self._temp_dir, _SHARD.format(index))
         with _create(path) as out:  # a retried bundle rewrites the same file
             out.write(csv_line(header).encode("utf-8"))
             # Ties on the sort key are broken by the whole line, so every runner writes the same bytes.
-            for _, line in sorted(keyed_lines):
+            for _, line in sorted(itertools.chain.from_iterable(parts)):
                 out.write(line.encode("utf-8"))
         yield path
 
 
 class WriteSortedShards(beam.PTransform):
-    """(sort key, CSV line) pairs -> sorted range shards under `temp_dir`, each headed by the labels in
+    """Lists of (sort key, CSV line) -> sorted range shards under `temp_dir`, each headed by the labels in
     `header` (a PCollection of that one list); yields their paths.
 
     Shard bounds come from quantiles of the sort keys, as many shards as `rows_per_shard` asks for (up
-    to MAX_SHARDS), so one worker holds one shard, not the report.
+    to MAX_SHARDS), so one worker holds one shard, not the report. Elements are lists (batches) so that
+    the runner moves and groups a few per bundle, not one per line.
     """
 
     def __init__(self, temp_dir: str, header, rows_per_shard: int):
         super().__init__()
         self._temp_dir, self._header, self._rows_per_shard = temp_dir, header, rows_per_shard
 
-    def expand(self, keyed_lines):
-        sort_keys = keyed_lines | "SortKeys" >> beam.Keys()
-        count = sort_keys | "Count" >> beam.combiners.Count.Globally()
-        bounds = (sort_keys
-                  | "SampleSortKeys" >> beam.ApproximateQuantiles.Globally(MAX_SHARDS + 1)
+    def expand(self, batches):
+        count = batches | "Lengths" >> beam.Map(len) | "Count" >> beam.CombineGlobally(sum)
+        bounds = (batches
+                  | "SortKeys" >> beam.Map(_sort_keys)
+                  | "SampleSortKeys" >> beam.ApproximateQuantiles.Globally(MAX_SHARDS + 1, input_batched=True)
                   | "RangeBounds" >> beam.Map(range_bounds, AsSingleton(count), self._rows_per_shard))
-        return (keyed_lines
-                | "AssignRange" >> beam.Map(_with_range, AsSingleton(bounds))
+        return (batches
+                | "AssignRanges" >> beam.FlatMap(_by_range, AsSingleton(bounds))
                 | "GroupRanges" >> beam.GroupByKey()
                 | "SortAndWrite" >> beam.ParDo(_WriteShardFn(self._temp_dir), AsSingleton(self._header)))
 

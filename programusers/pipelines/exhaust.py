@@ -13,8 +13,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from programusers import filters, records, settings
 from programusers.io import cassandra, files, redis
 from programusers.model_config import ReportConfig
-from programusers.transforms.report import (PROFILE_FIELDS, JoinIntoRecords, LookUpConsentAndProfiles,
-                                           ProgramAsksForConsent)
+from programusers.transforms.report import (PROFILE_FIELDS, JoinIntoRecords, LookUpAndBuildRecords,
+                                           LookUpConsentAndProfiles, ProgramAsksForConsent)
 
 CONSENT_READS = ("lookup", "scan")
 USER_KEY_PREFIX = "user:"  # the platform's user cache: one hash per user at user:<userid>
@@ -82,10 +82,15 @@ def run(request: filters.ReportRequest, config: ReportConfig, stores: Stores, te
             tuning.cassandra_fetch_size)
         program_asks = program_rows | "ProgramAsksForConsent" >> ProgramAsksForConsent()
         header = program_asks | "Header" >> beam.Map(records.header, config)
-        _ = (program_rows
-             | "KeepRequestedRows" >> beam.Filter(request.matches)
-             | "KeyByUser" >> beam.WithKeys(_user_id)
-             | "LookUpConsentAndProfiles" >> LookUpConsentAndProfiles(read_consent, read_profiles, program_asks)
-             | "JoinIntoRecords" >> JoinIntoRecords(config, program_asks)
-             | "WriteSortedShards" >> files.WriteSortedShards(temp_dir, header, tuning.rows_per_shard))
+        requested = program_rows | "KeepRequestedRows" >> beam.Filter(request.matches)
+        if tuning.consent_read == "scan":  # consent is a scan of the table, joined by user
+            record_lists = (requested
+                            | "KeyByUser" >> beam.WithKeys(_user_id)
+                            | "LookUpConsentAndProfiles" >> LookUpConsentAndProfiles(read_consent, read_profiles,
+                                                                                     program_asks)
+                            | "JoinIntoRecords" >> JoinIntoRecords(config, program_asks))
+        else:  # per-user lookups, a batch at a time, with the read transforms' own lookup DoFns
+            record_lists = requested | "LookUpAndBuildRecords" >> LookUpAndBuildRecords(
+                config, read_consent._fn, read_profiles._fn, program_asks, tuning.lookup_batch_size)  # noqa: SLF001
+        _ = record_lists | "WriteSortedShards" >> files.WriteSortedShards(temp_dir, header, tuning.rows_per_shard)
     return pipeline.result

@@ -67,9 +67,9 @@ class LookUpConsentAndProfiles(beam.PTransform):
         return {ENROLLMENT: enrollments, CONSENT: consents, PROFILE: profiles}
 
 
-class _BuildRecordFn(beam.DoFn):
-    """(user_id, [(side, value)]) -> (sort key, CSV line) per enrollment row. The record leaves as one
-    string: cheaper for the runner to encode and to sort than a dict of cells."""
+class _RecordFn(beam.DoFn):
+    """Builds records as (sort key, CSV line): the record leaves as one string, cheaper for the runner to
+    encode and to sort than a dict of cells. Counts the records and their issues."""
 
     def __init__(self, config: ReportConfig):
         self._config = config
@@ -79,6 +79,18 @@ class _BuildRecordFn(beam.DoFn):
         # The salt comes from the worker's environment, never through the pipeline graph.
         self._cipher = PlatformCipher.from_env()
 
+    def _keyed_line(self, enrollment, consent, profile, program_asks: bool) -> tuple[tuple[str, ...], str]:
+        record, issues = records.build_record(self._config, {**enrollment, "pii_consent_required": program_asks},
+                                              consent, profile, self._cipher, self._config.tz)
+        for issue in issues:
+            Metrics.counter(self.__class__, issue).inc()
+        self._records.inc()
+        return records.sort_key(self._config, record), records.csv_line(record.values())
+
+
+class _BuildRecordFn(_RecordFn):
+    """(user_id, [(side, value)]) -> [(sort key, CSV line)] of the user's enrollment rows."""
+
     def process(self, joined, program_asks: bool):
         _, tagged = joined
         enrollments, found = [], {}
@@ -87,14 +99,57 @@ class _BuildRecordFn(beam.DoFn):
                 enrollments.append(value)
             else:
                 found[side] = value
-        for enrollment in enrollments:
-            record, issues = records.build_record(
-                self._config, {**enrollment, "pii_consent_required": program_asks}, found.get(CONSENT),
-                found.get(PROFILE), self._cipher, self._config.tz)
-            for issue in issues:
-                Metrics.counter(self.__class__, issue).inc()
-            self._records.inc()
-            yield records.sort_key(self._config, record), records.csv_line(record.values())
+        yield [self._keyed_line(enrollment, found.get(CONSENT), found.get(PROFILE), program_asks)
+               for enrollment in enrollments]
+
+
+class _LookUpAndBuildFn(_RecordFn):
+    """A batch of requested enrollment rows -> [(sort key, CSV line)] of the batch.
+
+    A user has one row per program, so no join is needed: the batch's users' consent is looked up in one
+    go, then the profiles of those whose consent is active, with the given batch-lookup DoFns (process:
+    a list of user ids in, (user_id, row) out for the users found)."""
+
+    def __init__(self, config: ReportConfig, consent_lookup: beam.DoFn, profile_lookup: beam.DoFn):
+        super().__init__(config)
+        self._lookups = (consent_lookup, profile_lookup)
+
+    def setup(self):
+        super().setup()
+        for lookup in self._lookups:
+            lookup.setup()
+
+    def process(self, rows: list[dict], program_asks: bool):
+        consents, profiles = {}, {}
+        if program_asks:  # else the file has no consent columns: nothing personal is read
+            consent_lookup, profile_lookup = self._lookups
+            consents = dict(consent_lookup.process([row["user_id"] for row in rows]))
+            profiles = dict(profile_lookup.process(
+                [user_id for user_id, consent in consents.items() if records.consent_active(consent)]))
+        yield [self._keyed_line(row, consents.get(row["user_id"]), profiles.get(row["user_id"]), program_asks)
+               for row in rows]
+
+    def teardown(self):
+        for lookup in self._lookups:
+            lookup.teardown()
+
+
+class LookUpAndBuildRecords(beam.PTransform):
+    """Requested enrollment rows -> lists of (sort key, CSV line), `batch_size` rows a list: the default
+    per-user lookups without a join, so the runner moves a few hundred lists instead of every row three
+    times (LookUpConsentAndProfiles + JoinIntoRecords do the same through a CoGroupByKey, for reads that
+    are not per user, such as the consent scan)."""
+
+    def __init__(self, config: ReportConfig, consent_lookup: beam.DoFn, profile_lookup: beam.DoFn, program_asks,
+                 batch_size: int):
+        super().__init__()
+        self._fn = _LookUpAndBuildFn(config, consent_lookup, profile_lookup)
+        self._program_asks, self._batch_size = program_asks, batch_size
+
+    def expand(self, rows):
+        return (rows
+                | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
+                | "LookUpAndBuild" >> beam.ParDo(self._fn, AsSingleton(self._program_asks)))
 
 
 def _tagged(keyed_value, side: str):
@@ -103,8 +158,8 @@ def _tagged(keyed_value, side: str):
 
 
 class JoinIntoRecords(beam.PTransform):
-    """{"enrollment", "consent", "profile"} keyed by user_id -> one (sort key, CSV line) per enrollment row,
-    its cells in the order of records.header(program_asks).
+    """{"enrollment", "consent", "profile"} keyed by user_id -> lists of (sort key, CSV line), one list per
+    user, its cells in the order of records.header(program_asks).
 
     A CoGroupByKey of its own: the three sides are tagged with one element type, so the runner can have
     each write straight into the grouping (Beam's CoGroupByKey infers a type per side, and FnApiRunner then
