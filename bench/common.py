@@ -13,8 +13,10 @@ from pathlib import Path
 import psutil
 
 from programusers import settings
+from programusers.io.cassandra import CassandraConnection
 
 RESULTS = Path(__file__).resolve().parent / "results"
+LOCAL_CASSANDRA = CassandraConnection(tuple(settings.cassandra_hosts(settings.CASSANDRA_HOSTS)), settings.CASSANDRA_PORT)
 # The local stack's servers, found by the port they listen on, for their RSS.
 STORE_PORTS = {9042: "cassandra", 9092: "kafka", 6379: "redis", 8099: "java-sdk-worker-pool",
                8097: "expansion-service"}

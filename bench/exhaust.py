@@ -50,6 +50,7 @@ from programusers.model_config import default_model_config
 from programusers.pipelines import exhaust
 from programusers.runners.worker_pool import WorkerPool
 from programusers.sample_data import ORGS, _consent, _event, _hex_id, _profile, _uuid, load_profiles
+from programusers.transforms import enrollments, program_reads
 from programusers.transforms.report import PROFILE_FIELDS
 
 KEYSPACE_PREFIX, REDIS_DB = "bench_exhaust", 13
@@ -111,7 +112,7 @@ class _Loader:
 
     def _upsert(self, columns: tuple):
         if columns not in self._upserts:
-            self._upserts[columns] = self._session.prepare(cassandra_sink.upsert_cql(self._keyspace, columns))
+            self._upserts[columns] = self._session.prepare(enrollments.upsert_cql(self._keyspace, columns))
         return self._upserts[columns]
 
     def write(self, mutations: list, consents: list[dict], profiles: dict[str, dict]) -> None:
@@ -199,7 +200,7 @@ def loaded_program(session, client, size: int, seed: int) -> dict | None:
 
 def load_in_child(size: int, seed: int) -> dict:
     """`load` in a process of its own, so the loader is not counted in the bench's RSS."""
-    cluster, session = cassandra.connect(settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT)
+    cluster, session = common.LOCAL_CASSANDRA.connect()
     try:
         return load(session, redis_lib.Redis(host=settings.REDIS_HOST, port=settings.REDIS_PORT, db=REDIS_DB),
                     size, seed)
@@ -255,8 +256,8 @@ def run_in_child(*args) -> dict:
     return result
 
 
-def consent_table_rows(hosts, port, size: int) -> int:
-    cluster, session = cassandra.connect(hosts, port)
+def consent_table_rows(size: int) -> int:
+    cluster, session = common.LOCAL_CASSANDRA.connect()
     try:
         return session.execute(f"SELECT count(*) FROM {keyspace(size)}.user_consent", timeout=120).one()[0]
     finally:
@@ -265,34 +266,34 @@ def consent_table_rows(hosts, port, size: int) -> int:
 
 def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
     """Each stage alone, single-threaded, with the pipeline's own DoFns/functions and batch sizes."""
-    hosts, port = settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT
+    connection = common.LOCAL_CASSANDRA
     timings, space = {}, keyspace(size)
-    reader = cassandra._ReadPartitionFn(hosts, port, space, 1000)  # noqa: SLF001 - the pipeline's reader
+    reader = cassandra._QueryFn(connection, program_reads.enrollment_query(space), 1000, None)  # noqa: SLF001
     reader.setup()
     with common.timed(timings, "read_s"):
-        rows = list(reader.process(program_id))
+        rows = [program_reads.enrollment_row(values) for values in reader.process((program_id,))]
     reader.teardown()
     user_ids = [row["user_id"] for row in rows]
     batches = [user_ids[i:i + BATCH] for i in range(0, len(user_ids), BATCH)]
 
-    lookup = cassandra._ReadConsentFn(hosts, port, space, program_id, 64)  # noqa: SLF001
+    lookup = program_reads._ReadConsentFn(connection, space, program_id, 64)  # noqa: SLF001
     lookup.setup()
     with common.timed(timings, "consent_lookup_s"):
         consents = dict(pair for batch in batches for pair in lookup.process(batch))
     lookup.teardown()
-    scan = cassandra._ScanConsentFn(hosts, port, space, program_id, 5000)  # noqa: SLF001 - --consent-read=scan
+    scan = program_reads.ScanConsent(connection, space, program_id)._scan._fn  # noqa: SLF001 - --consent-read=scan
     scan.setup()
     with common.timed(timings, "consent_scan_s"):
         by_user = {}
         for token_range in cassandra.token_ranges(32):
-            for user_id, row in scan.process(token_range):
-                by_user.setdefault(user_id, []).append(row)
+            for user_id, object_id, status, last_updated_on in scan.process(token_range):
+                if object_id == program_id:
+                    by_user.setdefault(user_id, []).append((object_id, status, last_updated_on))
         requested = set(user_ids)
-        scanned = {u: dict(zip(("status", "last_updated_on"), cassandra._latest(rows)[1:]))  # noqa: SLF001
-                   for u, rows in by_user.items() if u in requested}
+        scanned = {u: program_reads.consent_of(rows) for u, rows in by_user.items() if u in requested}
     scan.teardown()
     assert scanned == consents, "the scan and the lookups disagree"
-    timings["consent_rows_scanned"] = consent_table_rows(hosts, port, size)
+    timings["consent_rows_scanned"] = consent_table_rows(size)
 
     active = [u for u in user_ids if records.consent_active(consents.get(u))]
     hashes = redis._ReadHashesFn(redis.RedisConnection(settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB),  # noqa: SLF001
@@ -345,7 +346,7 @@ def main(argv=None) -> int:
     labels = args.runners.split(",")
     os.environ.setdefault(SALT_ENV_VAR, SALT)  # the workers decrypt with it (in process or forked)
 
-    cluster, session = cassandra.connect(settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT)
+    cluster, session = common.LOCAL_CASSANDRA.connect()
     client = redis_lib.Redis(host=settings.REDIS_HOST, port=settings.REDIS_PORT, db=REDIS_DB)
     facts = common.machine(session, client)
     config = default_model_config()

@@ -38,7 +38,6 @@ from pathlib import Path
 import common
 from programusers import events, schema, settings
 from programusers.crypto import PlatformCipher
-from programusers.io import cassandra
 from programusers.sample_data import generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -335,7 +334,7 @@ def main(argv=None) -> int:
     stack_up()
     log_dir = REPO / ".stack" / "logs" / "bench-faults"
     log_dir.mkdir(parents=True, exist_ok=True)
-    cluster, session = cassandra.connect(settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT)
+    cluster, session = common.LOCAL_CASSANDRA.connect()
     facts = common.machine(session)
     schema.init_cassandra(session, KEYSPACE, KEYSPACE, settings.REPLICATION)
     sample = generate(math.ceil(args.events / EVENTS_PER_USER) + 100, args.seed, PlatformCipher("bench"))

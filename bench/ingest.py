@@ -11,7 +11,7 @@ uneven one). Each run, per runner, side by side:
   1. a read-only pipeline (KafkaIO -> count): the time to read, startup included;
   2. `programusers.pipelines.ingest.run` bounded to the events: end-to-end events/s and its counters;
   3. the baseline: the mapper's mutations (events.parse_event) written by execute_concurrent_with_args with
-     the sink's prepared statements (cassandra_sink.upsert_cql) and its concurrency, into another keyspace.
+     the sink's prepared statements (enrollments.upsert_cql) and its concurrency, into another keyspace.
 Medians over the runs go to bench/results/ingest.json and a Markdown table on stdout. The bench keyspaces
 and topics are dropped at the end (--keep keeps them). Flink and Spark are reported as not measurable here.
 """
@@ -33,9 +33,10 @@ from cassandra.concurrent import execute_concurrent_with_args
 import common
 from programusers import events, runners, schema, settings
 from programusers.crypto import PlatformCipher
-from programusers.io import cassandra, cassandra_sink, kafka
+from programusers.io import kafka
 from programusers.pipelines import ingest
 from programusers.sample_data import generate, produce_events
+from programusers.transforms import enrollments
 
 BEAM_KEYSPACE, BASELINE_KEYSPACE = "bench_ingest", "bench_ingest_baseline"
 EVENTS_PER_USER = 1.2  # the sample's mix: half join one program, 30 % the other, 20 % both
@@ -53,7 +54,7 @@ def read_only(runner: str, topic: str, count: int, max_read_time: int) -> dict:
     started = time.perf_counter()
     pipeline = beam.Pipeline(options=options)
     _ = (pipeline
-         | kafka.ReadRecords(settings.KAFKA_BOOTSTRAP, [topic], settings.EXPANSION_SERVICE,
+         | kafka.ReadRecords(kafka.KafkaClientConfig(settings.KAFKA_BOOTSTRAP), [topic], settings.EXPANSION_SERVICE,
                              group_id=f"bench-read-{uuid.uuid4().hex[:8]}", max_records=count,
                              max_read_time=max_read_time)
          | beam.Map(lambda _: read.inc()))
@@ -88,7 +89,7 @@ def baseline(session, mutations: list, concurrency: int) -> dict:
                                                m.timestamp_micros])
     statements = {}
     for columns in groups:
-        statements[columns] = statement = session.prepare(cassandra_sink.upsert_cql(BASELINE_KEYSPACE, columns))
+        statements[columns] = statement = session.prepare(enrollments.upsert_cql(BASELINE_KEYSPACE, columns))
         statement.consistency_level = ConsistencyLevel.LOCAL_QUORUM
         statement.is_idempotent = True
     started = time.perf_counter()
@@ -111,7 +112,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     chosen = args.runners.split(",")
 
-    cluster, session = cassandra.connect(settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT)
+    cluster, session = common.LOCAL_CASSANDRA.connect()
     facts = common.machine(session)
     run_id = uuid.uuid4().hex[:8]
     topic, dead_letters = f"bench.programusers.{run_id}.raw", f"bench.programusers.{run_id}.failed"
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
         programs = sorted({e["programId"] for e in sample_events})
         common.create_topics([topic, dead_letters])
         produced = time.perf_counter()
-        produce_events(sample_events, settings.KAFKA_BOOTSTRAP, topic)
+        produce_events(sample_events, kafka.KafkaClientConfig(settings.KAFKA_BOOTSTRAP), topic)
         produce_seconds = time.perf_counter() - produced
         payloads = [json.dumps(e).encode() for e in sample_events]
         parsing = time.perf_counter()

@@ -2,7 +2,8 @@
 import argparse
 import logging
 
-from programusers import demo, report_commands, sample_data, settings
+from programusers import demo, report_commands, sample_data, settings, store_errors
+from programusers.options import from_args, store_flags
 from programusers.pipelines import ingest, replay
 from programusers.runners import RUNNERS
 
@@ -11,9 +12,9 @@ _LOG = logging.getLogger(__name__)
 
 def _init(args) -> int:
     from programusers import schema
-    from programusers.io import cassandra, postgres
+    from programusers.io import postgres
 
-    with cassandra.session(settings.cassandra_hosts(args.cassandra_hosts), args.cassandra_port) as session:
+    with from_args(args).cassandra_connection().session() as session:
         schema.init_cassandra(session, args.programs_keyspace, args.consent_keyspace, args.replication)
     with postgres.session(args.postgres_dsn) as connection:
         schema.init_postgres(connection, args.job_request_table)
@@ -26,13 +27,12 @@ def _doctor(args) -> int:
     from programusers.runners import doctor
 
     for runner in args.runner:
-        doctor.check(runner, args.pipeline_args, args.kafka_bootstrap, args.expansion_service)
+        doctor.check(runner, args.pipeline_args, from_args(args).kafka_client(), args.expansion_service)
     return 0
 
 
 def _add_store_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cassandra-hosts", default=settings.CASSANDRA_HOSTS, help="comma-separated contact points")
-    parser.add_argument("--cassandra-port", type=int, default=settings.CASSANDRA_PORT)
+    store_flags(parser)
     parser.add_argument("--programs-keyspace", default=settings.PROGRAMS_KEYSPACE)
     parser.add_argument("--consent-keyspace", default=settings.CONSENT_KEYSPACE)
     parser.add_argument("--postgres-dsn", default=settings.POSTGRES_DSN)
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = commands.add_parser("doctor", help="run a tiny join and a Kafka read on each runner given")
     doctor.add_argument("--runner", action="append", choices=RUNNERS, required=True)
-    doctor.add_argument("--kafka-bootstrap", default=settings.KAFKA_BOOTSTRAP)
+    store_flags(doctor)
     doctor.add_argument("--expansion-service", default=settings.EXPANSION_SERVICE)
     doctor.set_defaults(handler=_doctor)
 
@@ -69,4 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("programusers").setLevel(logging.INFO)
     args, extra = build_parser().parse_known_args(argv)
     args.pipeline_args = extra
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except Exception as error:
+        # A store that is down or refuses us is named in one line, without a traceback or the error's text.
+        if problem := store_errors.describe(error):
+            _LOG.error("%s stopped: %s", args.command, problem)
+            return 2
+        raise

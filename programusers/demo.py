@@ -16,8 +16,11 @@ import pyzipper
 
 from programusers import records, sample_data, settings
 from programusers.crypto import PlatformCipher
+from programusers.io.kafka import KafkaClientConfig
+from programusers.options import StoreOptions
 
 DEMO_SALT = "demo-salt-not-for-production"
+SECURE_ENV = Path(__file__).resolve().parents[1] / ".stack" / "secure" / "env"
 DEMO_PASSWORD = "Demo-Zip-Pass-1"
 # The demo shows a report's first lines; personal columns are masked so no terminal or CI log holds them.
 MASKED_COLUMNS = ("User Name(On user consent)", "Mobile number(On user consent)", "Email ID(On user consent)")
@@ -63,10 +66,10 @@ def programusers(*args: str, capture: bool = False) -> str:
     return done.stdout or ""
 
 
-def recreate_topic(bootstrap: str, topic: str) -> None:
+def recreate_topic(kafka: KafkaClientConfig, topic: str) -> None:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(kafka.python())
     if topic in admin.list_topics(timeout=30).topics:
         admin.delete_topics([topic])[topic].result(timeout=30)
         while topic in admin.list_topics(timeout=30).topics:
@@ -83,7 +86,18 @@ def read_report(path: Path, password: str | None) -> list[list[str]]:
     return list(csv.reader(io.StringIO(text)))
 
 
+def load_env_file(path: Path) -> None:
+    """KEY=VALUE lines (values optionally double-quoted) into this process's environment, for the
+    commands the demo runs; the values are file paths and endpoints, the secrets stay in their files."""
+    for line in path.read_text("utf-8").splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, value = line.split("=", 1)
+            os.environ[key.strip()] = value.strip().strip('"')
+
+
 def run(args) -> int:
+    if args.secure:
+        load_env_file(SECURE_ENV)
     os.environ.setdefault("SUNBIRD_ENCRYPTION_KEY", DEMO_SALT)
     cipher = PlatformCipher.from_env()
     topic = f"{args.env}.ml.programUsers.raw"
@@ -93,14 +107,11 @@ def run(args) -> int:
 
     stages.run("init: Cassandra keyspaces and tables, PostgreSQL job_request", lambda: programusers("init") or "schema ready")
 
-    def load_sample():
-        import redis
+    stores = StoreOptions([f"--redis-db={args.redis_db}"])  # the environment's stores, the demo's cache db
 
-        recreate_topic(settings.KAFKA_BOOTSTRAP, topic)
-        counts = sample_data.publish(sample, settings.KAFKA_BOOTSTRAP, topic, settings.CASSANDRA_HOSTS,
-                                     settings.CASSANDRA_PORT, settings.CONSENT_KEYSPACE,
-                                     redis.Redis(host=settings.REDIS_HOST, port=settings.REDIS_PORT, db=args.redis_db),
-                                     progress_bar(len(sample.events)))
+    def load_sample():
+        recreate_topic(stores.kafka_client(), topic)
+        counts = sample_data.publish(sample, stores, topic, settings.CONSENT_KEYSPACE, progress_bar(len(sample.events)))
         return (f"{args.users} users over 2 programs: {counts['events']} events to Kafka {topic}, "
                 f"{counts['consents']} consent rows to Cassandra, {counts['profiles']} user-cache hashes "
                 f"(email and phone encrypted) to Redis db {args.redis_db}")
@@ -110,8 +121,7 @@ def run(args) -> int:
         programusers("ingest", "--runner", args.runner, "--input-topic", topic,
                      "--dead-letter-topic", f"{args.env}.ml.programUsers.failed",
                      "--max-records", str(len(sample.events)))
-        from programusers.io import cassandra
-        with cassandra.session(settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT) as session:
+        with stores.cassandra_connection().session() as session:
             rows = {p["externalId"]: session.execute(
                 f"SELECT COUNT(*) FROM {settings.PROGRAMS_KEYSPACE}.program_enrollment WHERE program_id = %s",
                 (p["id"],)).one()[0] for p in sample.programs}
@@ -132,8 +142,7 @@ def run(args) -> int:
     stages.run("submit two report requests (PII program, open program)", submit)
 
     stages.run(f"exhaust on {args.runner} (job_request -> Beam join -> sorted CSV -> zip)", lambda: programusers(
-        "exhaust", "--runner", args.runner, "--output", args.output, "--redis-port", str(settings.REDIS_PORT),
-        "--redis-db", str(args.redis_db)) or "done")
+        "exhaust", "--runner", args.runner, "--output", args.output, "--redis-db", str(args.redis_db)) or "done")
 
     def summarise():
         lines = []
@@ -165,4 +174,6 @@ def register(commands) -> None:
     parser.add_argument("--env", default="demo", help="topic prefix: {env}.ml.programUsers.raw")
     parser.add_argument("--redis-db", type=int, default=0)
     parser.add_argument("--output", default="ml_reports")
+    parser.add_argument("--secure", action="store_true",
+                        help=f"use the stack's secure profile (scripts/stack up --secure): the settings of {SECURE_ENV}")
     parser.set_defaults(handler=run)

@@ -21,6 +21,7 @@ from programusers.crypto import PlatformCipher
 from programusers.io import files, postgres
 from programusers.job_requests import JOB_ID, JobRequest
 from programusers.model_config import ModelConfigError, default_model_config, load_model_config
+from programusers.options import store_flags
 from programusers.pipelines.exhaust import ExhaustOptions, Stores
 from programusers.report_lifecycle import (ExhaustRun, produce_group, reclaim_interrupted, remove_dead_staging,
                                            utcnow)
@@ -225,14 +226,9 @@ def register(commands) -> None:
                               "cache is at or below this (default 0: when none is found; -1: never)")
     exhaust.add_argument("--zip-crypto", action="store_true",
                          help="encrypt zips with legacy ZipCrypto instead of AES-256, for old unzip tools")
-    exhaust.add_argument("--cassandra-hosts", help="comma-separated (default: $PROGRAMUSERS_CASSANDRA_HOSTS, "
-                                                   "else the model config's sparkCassandraConnectionHost)")
-    exhaust.add_argument("--cassandra-port", type=int, default=settings.CASSANDRA_PORT)
     exhaust.add_argument("--programs-keyspace", help="default: $PROGRAMUSERS_PROGRAMS_KEYSPACE, else keyspace_name")
     exhaust.add_argument("--consent-keyspace", default=settings.CONSENT_KEYSPACE)
-    exhaust.add_argument("--redis-host", help="default: $PROGRAMUSERS_REDIS_HOST, else sparkRedisConnectionHost")
-    exhaust.add_argument("--redis-port", type=int, help="default: $PROGRAMUSERS_REDIS_PORT, else sparkUserDbRedisPort")
-    exhaust.add_argument("--redis-db", type=int, help="default: the model config's sparkUserDbRedisIndex")
+    store_flags(exhaust)
     _job_request_flags(exhaust)
     ExhaustOptions._add_argparse_args(exhaust.add_argument_group("pipeline options"))  # noqa: SLF001
     exhaust.set_defaults(handler=_exhaust)

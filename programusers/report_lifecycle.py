@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from programusers import filters, job_requests
+from programusers import filters, job_requests, progress, store_errors
 from programusers.archive import zip_password
 from programusers.crypto import PlatformCipher
 from programusers.io import cassandra, files, postgres, redis
@@ -34,9 +34,6 @@ class ReportFailure(Exception):
     err_message (no PII)."""
 
 
-# What err_message says of each store when it stays unreachable.
-CASSANDRA_DOWN = "Cassandra is unreachable"
-REDIS_DOWN = "the user cache (Redis) is unreachable"
 NO_PROFILES = "the user cache has no profile for any consenting user"
 MAX_PIPELINE_ATTEMPTS = 3
 
@@ -63,53 +60,54 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)  # job_request's timestamps are UTC, zoneless
 
 
-def _unreachable(stores: Stores, store: str) -> bool:
+def _problem(stores: Stores, store: str) -> str | None:
+    """None when `store` (CASSANDRA or REDIS) answers and lets us in, else what is wrong with it."""
     try:
-        if store == CASSANDRA_DOWN:
-            cassandra.ping(stores.cassandra_hosts, stores.cassandra_port)
-        else:
-            stores.redis.ping()
-        return False
-    except (*cassandra.Unavailable, redis.Unavailable):
-        return True
+        stores.cassandra.ping() if store == store_errors.CASSANDRA else stores.redis.ping()
+        return None
+    except (*cassandra.Unavailable, redis.Unavailable) as error:
+        return store_errors.describe(error) or f"{store} {store_errors.UNREACHABLE}"
 
 
 def _await_store(stores: Stores, store: str, deadline: float, request_id: str) -> None:
-    """Returns once `store` answers; raises ReportFailure naming it when it is still down at `deadline`."""
+    """Returns once `store` answers; raises ReportFailure naming it when it is still down at `deadline`,
+    or at once when it refuses our login (waiting would not change that)."""
     delay = 1.0
-    while _unreachable(stores, store):
-        if time.monotonic() + delay > deadline:
-            raise ReportFailure(store)
-        _LOG.warning("request %s: %s; trying again in %.0fs", request_id, store, delay)
+    while problem := _problem(stores, store):
+        if store_errors.refused_login(problem) or time.monotonic() + delay > deadline:
+            raise ReportFailure(problem)
+        _LOG.warning("request %s: %s; trying again in %.0fs", request_id, problem, delay)
         time.sleep(delay)
         delay = min(delay * 2, 15.0)
 
 
 def _store_behind(error: Exception, stores: Stores) -> str | None:
-    """The store a failed pipeline could not reach, if any. Redis is suspected only when the failure came
-    from its client (a program without PII consent never reads the cache, so its outage is no excuse)."""
-    if _unreachable(stores, CASSANDRA_DOWN):
-        return CASSANDRA_DOWN
+    """The store (CASSANDRA or REDIS) a failed pipeline could not use, if any. Redis is suspected only when
+    the failure came from its client (a program without PII consent never reads the cache, so its outage
+    is no excuse)."""
+    if _problem(stores, store_errors.CASSANDRA):
+        return store_errors.CASSANDRA
     from_redis = "redis" in f"{type(error).__module__} {error}".lower()
-    return REDIS_DOWN if from_redis and _unreachable(stores, REDIS_DOWN) else None
+    return store_errors.REDIS if from_redis and _problem(stores, store_errors.REDIS) else None
 
 
 def _run_through_outages(request: JobRequest, report: filters.ReportRequest, job: ExhaustRun,
                          workspace: str) -> dict[str, int]:
     """Runs the pipeline, waiting for a store that is down (up to --max-store-outage in all) and running
     it again after one failed it; returns its counters."""
-    deadline, store, attempt = time.monotonic() + job.max_store_outage, CASSANDRA_DOWN, 1
+    deadline, store, attempt = time.monotonic() + job.max_store_outage, store_errors.CASSANDRA, 1
     while True:
         _await_store(job.stores, store, deadline, request.request_id)
         try:
-            return counters(run(report, job.config, job.stores, workspace, job.options))
+            with progress.shown(f"request {request.request_id}"):
+                return counters(run(report, job.config, job.stores, workspace, job.options))
         except Exception as error:
             store = _store_behind(error, job.stores)
             if store is None:
                 raise
             if attempt == MAX_PIPELINE_ATTEMPTS:
-                raise ReportFailure(store) from None
-        _LOG.warning("request %s: the pipeline failed: %s; running it again once it answers",
+                raise ReportFailure(_problem(job.stores, store) or f"{store} {store_errors.UNREACHABLE}") from None
+        _LOG.warning("request %s: the pipeline failed while %s was unavailable; running it again once it answers",
                      request.request_id, store)
         files.remove_dir(workspace)
         files.make_private_dir(workspace)

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta, timezone
 from programusers import settings
 from programusers.crypto import PlatformCipher
 from programusers.io.cassandra import identifier
+from programusers.io.kafka import KafkaClientConfig
+from programusers.options import StoreOptions, from_args, store_flags
 
 FIRST_NAMES = ["Asha", "Ravi", "Lakshmi", "Suresh", "Ananya", "Mohammed", "Priya", "Venkat", "Fatima", "Arjun",
                "Kavya", "Srinivas", "Deepa", "Rāmu", "Zoë", "Harpreet"]
@@ -115,10 +117,10 @@ def generate(users: int, seed: int, cipher: PlatformCipher) -> Sample:
     return sample
 
 
-def produce_events(events: list[dict], bootstrap: str, topic: str, progress=None) -> int:
+def produce_events(events: list[dict], kafka: KafkaClientConfig, topic: str, progress=None) -> int:
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
+    producer = Producer(kafka.python(**{"linger.ms": 20, "acks": "all"}))
     for n, event in enumerate(events, 1):
         producer.produce(topic, key=event["userId"].encode(), value=json.dumps(event).encode())
         producer.poll(0)
@@ -151,24 +153,20 @@ def load_profiles(client, profiles: dict[str, dict]) -> int:
     return len(profiles)
 
 
-def publish(sample: Sample, bootstrap: str, topic: str, cassandra_hosts: str, cassandra_port: int,
-            consent_keyspace: str, redis_client, progress=None) -> dict:
+def publish(sample: Sample, stores: StoreOptions, topic: str, consent_keyspace: str, progress=None) -> dict:
     """Loads a sample where the platform keeps it: events to Kafka, consent rows to Cassandra, the user
     cache to Redis. Returns the counts."""
-    from programusers.io import cassandra
-
-    with cassandra.session(settings.cassandra_hosts(cassandra_hosts), cassandra_port) as session:
+    with stores.cassandra_connection().session() as session:
         consents = load_consents(session, consent_keyspace, sample.consents)
-    return {"consents": consents, "profiles": load_profiles(redis_client, sample.profiles),
-            "events": produce_events(sample.events, bootstrap, topic, progress), "topic": topic}
+    with stores.redis_connection().client() as cache:
+        profiles = load_profiles(cache, sample.profiles)
+    return {"consents": consents, "profiles": profiles,
+            "events": produce_events(sample.events, stores.kafka_client(), topic, progress), "topic": topic}
 
 
 def _generate(args) -> int:
-    import redis
-
     sample = generate(args.users, args.seed, PlatformCipher.from_env())
-    counts = publish(sample, args.kafka_bootstrap, args.topic, args.cassandra_hosts, args.cassandra_port,
-                     args.consent_keyspace, redis.Redis(host=args.redis_host, port=args.redis_port, db=args.redis_db))
+    counts = publish(sample, from_args(args), args.topic, args.consent_keyspace)
     print(json.dumps({"programs": sample.programs, **counts}))
     return 0
 
@@ -179,11 +177,6 @@ def register(commands) -> None:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--topic", default=f"{settings.ENV_NAME}.ml.programUsers.raw")
-    parser.add_argument("--kafka-bootstrap", default=settings.KAFKA_BOOTSTRAP)
-    parser.add_argument("--cassandra-hosts", default=settings.CASSANDRA_HOSTS)
-    parser.add_argument("--cassandra-port", type=int, default=settings.CASSANDRA_PORT)
     parser.add_argument("--consent-keyspace", default=settings.CONSENT_KEYSPACE)
-    parser.add_argument("--redis-host", default=settings.REDIS_HOST)
-    parser.add_argument("--redis-port", type=int, default=settings.REDIS_PORT)
-    parser.add_argument("--redis-db", type=int, default=0)
+    store_flags(parser)  # --redis-db: where the user cache goes (default 0 here)
     parser.set_defaults(handler=_generate)

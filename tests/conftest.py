@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from programusers import schema, settings
-from programusers.io import cassandra, postgres
+from programusers.io import postgres
+from programusers.io.cassandra import CassandraConnection
 
 REPO = Path(__file__).resolve().parents[1]
+LOCAL_CASSANDRA = CassandraConnection(tuple(settings.cassandra_hosts(settings.CASSANDRA_HOSTS)), settings.CASSANDRA_PORT)
 # Per test session, so two sessions sharing the stack never drop each other's data.
 _SESSION = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
 TEST_PROGRAMS_KEYSPACE = f"test_programs_{_SESSION}"
@@ -26,7 +28,7 @@ def stack():
 
 @pytest.fixture(scope="session")
 def cassandra_session(stack):
-    cluster, session = cassandra.connect(settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT)
+    cluster, session = LOCAL_CASSANDRA.connect()
     yield session
     cluster.shutdown()
 

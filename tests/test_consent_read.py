@@ -6,10 +6,12 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 import apache_beam as beam
-from programusers import runners, settings
+from conftest import LOCAL_CASSANDRA
+from programusers import runners
 from programusers.io import cassandra
 from programusers.pipelines.exhaust import ExhaustOptions
 from programusers.sample_data import load_consents
+from programusers.transforms import program_reads
 
 
 def test_token_ranges_cover_the_ring_once():
@@ -46,12 +48,9 @@ def test_scan_and_lookups_agree(cassandra_session, test_schema, unique):
     expected = [(f"u{i}-{unique}", {"status": ("ACTIVE", "REVOKED")[i % 2] if i else "REVOKED",
                                     "last_updated_on": datetime(2024, 1, 20 if i == 0 else 1 + i % 9)})
                 for i in range(40)]
-    hosts = settings.cassandra_hosts(settings.CASSANDRA_HOSTS)
     with test_pipeline.TestPipeline(options=runners.pipeline_options("DirectRunner")) as pipeline:
         user_ids = pipeline | beam.Create(requested)
-        looked_up = user_ids | "Lookups" >> cassandra.ReadConsent(hosts, settings.CASSANDRA_PORT, keyspace, program,
-                                                                 batch_size=7)
-        scanned = user_ids | "Scan" >> cassandra.ScanConsent(hosts, settings.CASSANDRA_PORT, keyspace, program,
-                                                             splits=5)
+        looked_up = user_ids | "Lookups" >> program_reads.ReadConsent(LOCAL_CASSANDRA, keyspace, program, batch_size=7)
+        scanned = user_ids | "Scan" >> program_reads.ScanConsent(LOCAL_CASSANDRA, keyspace, program, splits=5)
         assert_that(looked_up, equal_to(expected), label="LookupsFound")
         assert_that(scanned, equal_to(expected), label="ScanFound")

@@ -6,6 +6,7 @@ requests into PostgreSQL; `programusers exhaust` runs them on DirectRunner (in p
 a CSV built here from the scenario (not with the code under test).
 """
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -441,3 +442,21 @@ def test_submit_exhaust_status_through_the_command_line(scenario, direct, pg_dsn
     assert unzipped(shown["download_urls"], "k-cli") == expected_csv(scenario.a, scenario.members(
         scenario.a, district("d-ana", "d-chi")))
     assert cli.main(["exhaust", "--request-id", request_id, *scenario.flags]) == 1  # no longer pending
+
+
+def test_a_report_over_protocol_v4_as_cassandra_3_11_and_4_speak(scenario, direct, pg_dsn, test_schema, tmp_path):
+    """The platform's Cassandra 3.11/4.x speak native protocol v4: capped at 4, the same report."""
+    from conftest import LOCAL_CASSANDRA
+
+    cluster, _ = dataclasses.replace(LOCAL_CASSANDRA, protocol_version=4).connect()
+    assert cluster.protocol_version == 4
+    cluster.shutdown()
+    program, data, key, channel, users = requests(scenario)["district"]
+    connection = postgres.connect(pg_dsn)
+    request_id = submit(connection, test_schema["job_request_table"], program, data, key, channel)
+    connection.close()
+    code, _ = exhaust_in_process(scenario, "--request-id", request_id, "--output", str(tmp_path),
+                                 "--cassandra-protocol-version", "4")
+    row = status_rows(pg_dsn, test_schema["job_request_table"], request_id)
+    assert code == 0 and row["status"] == "SUCCESS"
+    assert unzipped(row["download_urls"][0], key) == expected_csv(program, users)

@@ -1,5 +1,4 @@
 """The exhaust's pure parts: range shards, request handling, the password zip, store settings."""
-import argparse
 import io
 import shutil
 import subprocess
@@ -157,28 +156,45 @@ def test_zip_crypto_opens_with_standard_tools(seekable, tmp_path):
 
 # --- store settings --------------------------------------------------------------------------
 
-def flags(**given):
-    names = ["cassandra_hosts", "programs_keyspace", "redis_host", "redis_port", "redis_db"]
-    return argparse.Namespace(**{n: given.get(n) for n in names}, cassandra_port=9042, consent_keyspace="sunbird")
+def resolved(*argv) -> Stores:
+    from programusers import cli
+
+    args, _ = cli.build_parser().parse_known_args(["exhaust", *argv])
+    return Stores.resolve(args, default_model_config())
 
 
-def test_store_settings_flag_then_environment_then_model_config(monkeypatch):
-    config = default_model_config()  # localhost, port 6381, db 0, sunbird_programs
-    for name in ("PROGRAMUSERS_REDIS_HOST", "PROGRAMUSERS_REDIS_PORT", "PROGRAMUSERS_CASSANDRA_HOSTS",
-                 "PROGRAMUSERS_PROGRAMS_KEYSPACE"):
+def test_store_settings_flag_then_environment_then_local_stack(monkeypatch, tmp_path):
+    # The model config's endpoints (localhost, Redis port 6381) are the platform's Spark job's: not used.
+    for name in ("PROGRAMUSERS_REDIS_HOST", "PROGRAMUSERS_REDIS_PORT", "PROGRAMUSERS_REDIS_DB",
+                 "PROGRAMUSERS_CASSANDRA_HOSTS", "PROGRAMUSERS_CASSANDRA_PORT", "PROGRAMUSERS_PROGRAMS_KEYSPACE",
+                 "PROGRAMUSERS_CASSANDRA_USERNAME", "PROGRAMUSERS_CASSANDRA_TLS_CA", "PROGRAMUSERS_REDIS_TLS_CA"):
         monkeypatch.delenv(name, raising=False)
-    stores = Stores.resolve(flags(), config)
-    assert (stores.redis.host, stores.redis.port, stores.redis.db) == ("localhost", 6381, 0)
-    assert (stores.cassandra_hosts, stores.programs_keyspace) == (["localhost"], "sunbird_programs")
+    stores = resolved()
+    assert (stores.redis.host, stores.redis.port, stores.redis.db) == ("127.0.0.1", 6379, 0)
+    assert (stores.cassandra.hosts, stores.cassandra.port, stores.programs_keyspace) == (
+        ("127.0.0.1",), 9042, "sunbird_programs")
+    assert stores.cassandra.protocol_version is None and stores.cassandra.username is None  # negotiated, open
 
     monkeypatch.setenv("PROGRAMUSERS_REDIS_HOST", "redis-users")
-    monkeypatch.setenv("PROGRAMUSERS_REDIS_PORT", "6379")
+    monkeypatch.setenv("PROGRAMUSERS_REDIS_DB", "12")
     monkeypatch.setenv("PROGRAMUSERS_CASSANDRA_HOSTS", "c1, c2")
-    stores = Stores.resolve(flags(), config)
-    assert (stores.redis.host, stores.redis.port, stores.cassandra_hosts) == ("redis-users", 6379, ["c1", "c2"])
+    monkeypatch.setenv("PROGRAMUSERS_CASSANDRA_USERNAME", "reporter")
+    monkeypatch.setenv("PROGRAMUSERS_CASSANDRA_TLS_CA", str(tmp_path / "ca.pem"))
+    stores = resolved()
+    assert (stores.redis.host, stores.redis.db, stores.cassandra.hosts) == ("redis-users", 12, ("c1", "c2"))
+    assert (stores.cassandra.username, stores.cassandra.tls_ca) == ("reporter", str(tmp_path / "ca.pem"))
 
-    stores = Stores.resolve(flags(redis_host="h", redis_port=1, redis_db=11, programs_keyspace="ks"), config)
+    stores = resolved("--redis-host", "h", "--redis-port", "1", "--redis-db", "11", "--programs-keyspace", "ks",
+                      "--cassandra-protocol-version", "4", "--cassandra-local-dc", "dc2")
     assert (stores.redis.host, stores.redis.port, stores.redis.db, stores.programs_keyspace) == ("h", 1, 11, "ks")
+    assert (stores.cassandra.protocol_version, stores.cassandra.local_dc) == (4, "dc2")
+
+
+def test_no_secret_is_a_flag_or_an_option():
+    from programusers.options import StoreOptions
+
+    names = StoreOptions([]).get_all_options(current_only=True)
+    assert not [n for n in names if "password" in n and not n.endswith("password_file")]
 
 
 @pytest.mark.parametrize("column,width", [("tag", 100), ("requested_by", 50), ("requested_channel", 50),
@@ -221,3 +237,19 @@ def test_the_zip_password_comes_from_a_file_or_the_environment(tmp_path, monkeyp
     assert read_encryption_key(str(key_file)) == "pass word, with spaces"  # a file wins; its line end is no part
     monkeypatch.setattr("sys.stdin", io.StringIO("from stdin\n"))
     assert read_encryption_key("-") == "from stdin"
+
+
+def test_progress_shows_counts_only_in_the_steps_order(caplog):
+    import logging
+    import time
+
+    from programusers import progress
+
+    progress.counter("ns", "records").inc(3)  # before the block: not this request's
+    with caplog.at_level(logging.INFO, logger="programusers.progress"), progress.shown("request R", every=0.05):
+        progress.counter("ns", "enrollments_read").inc(1200)
+        progress.counter("ns", "records").inc(7)
+        progress.count("consent_rows_scanned", 5)  # not a step shown
+        time.sleep(0.3)
+    lines = [r.getMessage() for r in caplog.records if r.name == "programusers.progress"]
+    assert lines and lines[-1] == "request R: 1,200 enrollment rows read, 7 report rows built"

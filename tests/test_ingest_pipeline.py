@@ -9,27 +9,27 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from conftest import LOCAL_CASSANDRA
 from ingest_cases import COLUMNS, bad_events, encode, event, expected_row, row
 from programusers import cli, runners, settings
 from programusers.events import DeadLetter
-from programusers.io.cassandra_sink import WriteEnrollments
 from programusers.io.kafka import KafkaRecord
 from programusers.pipelines import ingest
+from programusers.options import StoreOptions
 from programusers.pipelines.ingest import IngestEvents, IngestOptions
-
-HOSTS = settings.cassandra_hosts(settings.CASSANDRA_HOSTS)
+from programusers.transforms.enrollments import WriteEnrollments
 
 
 # --- options and the command line ---
 
 def test_options_default_to_the_settings():
     options = IngestOptions([])
-    assert options.kafka_bootstrap == settings.KAFKA_BOOTSTRAP
+    assert StoreOptions([]).kafka_bootstrap == settings.KAFKA_BOOTSTRAP
     assert options.input_topic == f"{settings.ENV_NAME}.ml.programUsers.raw"
     assert options.dead_letter_topic == f"{settings.ENV_NAME}.ml.programUsers.failed"
     assert options.expansion_service == settings.EXPANSION_SERVICE
-    assert (options.cassandra_hosts, options.programs_keyspace) == (settings.CASSANDRA_HOSTS,
-                                                                    settings.PROGRAMS_KEYSPACE)
+    assert (StoreOptions([]).cassandra_hosts, options.programs_keyspace) == (settings.CASSANDRA_HOSTS,
+                                                                             settings.PROGRAMS_KEYSPACE)
     assert options.commit_offsets and options.consistency == "LOCAL_QUORUM"
     assert options.max_records is None and options.max_read_time is None
 
@@ -126,7 +126,7 @@ def test_good_and_bad_events_split_and_are_counted(cassandra_session, test_schem
     pipeline = BeamTestPipeline(options=runners.pipeline_options("DirectRunner"))
     dead_letters = (pipeline
                     | beam.Create(records)
-                    | IngestEvents(WriteEnrollments(HOSTS, keyspace))
+                    | IngestEvents(WriteEnrollments(LOCAL_CASSANDRA, keyspace))
                     | beam.MapTuple(lambda key, value: (key, json.loads(value)))
                     | beam.MapTuple(lambda key, dead: (key, dead["reason"], dead["field"], dead["offset"],
                                                        dead["payload"])))

@@ -15,14 +15,16 @@ from cassandra import InvalidRequest, OperationTimedOut, Unavailable, WriteTimeo
 from cassandra.cluster import NoHostAvailable
 from cassandra.protocol import OverloadedErrorMessage
 
-from programusers import runners, settings
-from programusers.events import EnrollmentDelete, EnrollmentUpsert
+from programusers import runners
+from programusers.events import DeadLetter, EnrollmentDelete, EnrollmentUpsert
+from conftest import LOCAL_CASSANDRA
 from programusers.io import cassandra_sink
-from programusers.io.cassandra_sink import (WriteEnrollments, backoff_seconds, delete_cql, is_transient,
-                                            upsert_cql)
+from programusers.io.cassandra import CassandraConnection
+from programusers.io.cassandra_sink import backoff_seconds, is_transient
+from programusers.transforms.enrollments import (WRITE_FAILED, EnrollmentStatements, WriteEnrollments, delete_cql,
+                                                 upsert_cql)
 from programusers.pipelines.ingest import counters
 
-HOSTS = settings.cassandra_hosts(settings.CASSANDRA_HOSTS)
 T0 = 1_673_505_056_829_000  # 2023-01-12T06:30:56.829Z in micros
 
 
@@ -65,7 +67,7 @@ def test_an_outage_is_logged_once_a_minute_per_process_with_counts_only(caplog, 
     clock = [1000.0]
     monkeypatch.setattr(cassandra_sink.time, "monotonic", lambda: clock[0])
     throttle = cassandra_sink._Throttle(60)
-    waiting, quiet = cassandra_sink._Outage(["10.0.0.1"], None, throttle), cassandra_sink._Outage(["10.0.0.1"], None,
+    waiting, quiet = cassandra_sink._Outage("10.0.0.1", None, throttle), cassandra_sink._Outage("10.0.0.1", None,
                                                                                                  throttle)
     for second in range(150):  # 150 s of failing writes in two DoFn instances, many per second
         clock[0] = 1000.0 + second
@@ -101,7 +103,7 @@ def test_the_drivers_reconnection_messages_pass_once_a_minute_each(monkeypatch):
 def test_an_outage_past_the_limit_fails_naming_cassandra(monkeypatch):
     clock = [0.0]
     monkeypatch.setattr(cassandra_sink.time, "monotonic", lambda: clock[0])
-    outage = cassandra_sink._Outage(["10.0.0.1"], limit=30, throttle=cassandra_sink._Throttle(60))
+    outage = cassandra_sink._Outage("10.0.0.1", limit=30, throttle=cassandra_sink._Throttle(60))
     outage.failed(OperationTimedOut(), waiting=3)
     clock[0] = 20.0
     outage.succeeded()  # one success ends the outage: its clock starts again
@@ -119,9 +121,9 @@ def test_an_outage_past_the_limit_fails_naming_cassandra(monkeypatch):
 
 def test_write_enrollments_rejects_a_nonsense_policy():
     with pytest.raises(ValueError):
-        WriteEnrollments(HOSTS, "ks", concurrency=0)
+        WriteEnrollments(LOCAL_CASSANDRA, "ks", concurrency=0)
     with pytest.raises(KeyError):
-        WriteEnrollments(HOSTS, "ks", consistency="MOSTLY")
+        WriteEnrollments(LOCAL_CASSANDRA, "ks", consistency="MOSTLY")
 
 
 # --- against the real Cassandra ---
@@ -135,7 +137,8 @@ def write(mutations, keyspace, expected_dead=(), fn=None):
     pipeline = BeamTestPipeline(options=runners.pipeline_options("DirectRunner"))
     failed = (pipeline
               | beam.Create(list(enumerate(mutations)))
-              | (beam.ParDo(fn) if fn else WriteEnrollments(HOSTS, keyspace))
+              | (beam.ParDo(fn) | beam.MapTuple(lambda index, detail: (index, DeadLetter(WRITE_FAILED, None, detail)))
+                 if fn else WriteEnrollments(LOCAL_CASSANDRA, keyspace))
               | beam.MapTuple(lambda index, dead: (index, dead.reason, dead.detail)))
     assert_that(failed, equal_to(list(expected_dead)))
     result = pipeline.run()
@@ -236,16 +239,15 @@ class FlakyWriteFn(cassandra_sink._WriteMutationsFn):
     Cassandra is down)."""
 
     def __init__(self, keyspace, failures, concurrency=4, refused=0, max_outage=None):
-        super().__init__(HOSTS, settings.CASSANDRA_PORT, keyspace, "LOCAL_QUORUM", concurrency=concurrency,
+        super().__init__(LOCAL_CASSANDRA, EnrollmentStatements(keyspace), "LOCAL_QUORUM", concurrency=concurrency,
                          backoff=0.01, max_backoff=0.05, max_outage=max_outage)
         self._failures, self._refused = failures, refused
 
-    def _connect(self):
+    def _acquire_session(self):
         if self._refused > 0:
             self._refused -= 1
             raise NoHostAvailable("injected", {})
-        cluster, session = super()._connect()
-        return cluster, FlakySession(session, self._failures)
+        return FlakySession(super()._acquire_session(), self._failures)
 
 
 @pytest.mark.services
@@ -269,7 +271,8 @@ def test_an_outage_past_the_limit_fails_the_job_and_dead_letters_nothing(cassand
 
 
 def test_a_worker_starting_while_cassandra_is_unreachable_waits_then_gives_up_at_the_limit():
-    fn = cassandra_sink._WriteMutationsFn(["127.0.0.1"], 1, "ks", "ONE", 4, backoff=0.1, max_backoff=0.2,
+    fn = cassandra_sink._WriteMutationsFn(CassandraConnection(("127.0.0.1",), 1), EnrollmentStatements("ks"), "ONE", 4,
+                                          backoff=0.1, max_backoff=0.2,
                                           max_outage=1.5)  # nothing listens on port 1: refused at once
     started = time.monotonic()
     with pytest.raises(cassandra_sink.CassandraUnreachable,

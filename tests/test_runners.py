@@ -4,6 +4,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from programusers import runners, settings
+from programusers.io.kafka import KafkaClientConfig
 from programusers.runners import doctor
 
 pytestmark = pytest.mark.runners
@@ -19,9 +20,10 @@ def test_cogroupbykey_same_result_on_each_runner(runner, stack):
 @pytest.mark.parametrize("runner", LOCAL_RUNNERS)
 def test_bounded_read_from_kafka(runner, stack, unique):
     topic = f"test.runners.{runner}.{unique}"
-    doctor.produce_numbers(settings.KAFKA_BOOTSTRAP, topic, 25)
+    doctor.produce_numbers(KafkaClientConfig(settings.KAFKA_BOOTSTRAP), topic, 25)
     with beam.Pipeline(options=runners.pipeline_options(runner)) as pipeline:
-        numbers = doctor.read_numbers(pipeline, settings.KAFKA_BOOTSTRAP, topic, 25, settings.EXPANSION_SERVICE)
+        numbers = doctor.read_numbers(pipeline, KafkaClientConfig(settings.KAFKA_BOOTSTRAP), topic, 25,
+                                      settings.EXPANSION_SERVICE)
         assert_that(numbers, equal_to([(i, i) for i in range(25)]))
 
 

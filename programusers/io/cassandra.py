@@ -1,17 +1,59 @@
-"""Cassandra access: sessions, and (see the sink and source DoFns) the tables we read and write."""
+"""Cassandra: a connection config, one shared session per worker process, and generic read transforms.
+
+Nothing here knows about programs or reports: transforms/ says which tables, queries and rows (see
+transforms/program_reads.py and transforms/enrollments.py); io/cassandra_sink.py is the writer.
+
+- `CassandraConnection` knows the contact points, port, local datacenter (DC-aware load balancing),
+  PasswordAuthenticator user, TLS (CA, optional client certificate, host name check) and an optional
+  protocol cap; the protocol is negotiated by the driver otherwise (Cassandra 3.11/4.x speak v4, 5.0 v5).
+  The password is never held by the config (which travels with the pipeline): it is read where the
+  cluster is made, from `password_file` (a mounted Secret) or $PROGRAMUSERS_CASSANDRA_PASSWORD.
+- `SessionDoFn`s using one connection share one Cluster per worker process (Beam's utils.shared).
+- `ReadFromCassandra` runs one prepared query per input element (bind values: a partition key, a token
+  range) and pages through its rows; `LookUpInCassandra` runs a query for a batch of keys concurrently.
+"""
+from __future__ import annotations
+
 import contextlib
+import dataclasses
+import logging
 import re
-from datetime import datetime
+import ssl
+import threading
+import weakref
+from collections.abc import Sequence
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
-from cassandra.cluster import Cluster, Session, ExecutionProfile, EXEC_PROFILE_DEFAULT, NoHostAvailable
+from apache_beam.utils import shared
+from cassandra.auth import PlainTextAuthProvider
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
 from cassandra.concurrent import execute_concurrent_with_args
-from cassandra.policies import ExponentialReconnectionPolicy, RoundRobinPolicy, TokenAwarePolicy
+from cassandra.policies import (DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, RoundRobinPolicy,
+                                TokenAwarePolicy)
 from cassandra.query import named_tuple_factory, tuple_factory
 from cassandra.util import Date, OrderedMapSerializedKey
 
+from programusers import progress, settings
+
+PASSWORD_ENV = "PROGRAMUSERS_CASSANDRA_PASSWORD"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,47}$")
+# How often the driver tries a host it marked down: 0.5 s, doubling to at most 2 s, for ever. The
+# driver's default (1 s doubling to 10 minutes, 64 tries) would notice a restarted node minutes late.
+RECONNECT_BASE_SECONDS, RECONNECT_MAX_SECONDS = 0.5, 2.0
+# What a store that is down (or refuses us) raises when connecting: NoHostAvailable holds the per-host
+# errors, AuthenticationFailed among them.
+Unavailable = (NoHostAvailable, OSError)
+
+
+class _NegotiationIsNormal(logging.Filter):
+    """The driver starts at DataStax Enterprise's protocol versions and warns at each step down; against
+    Apache Cassandra that is the negotiation we ask for (no protocol_version set), not a problem."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Downgrading core protocol version")
+
+
+logging.getLogger("cassandra.cluster").addFilter(_NegotiationIsNormal())
 
 
 def identifier(name: str, what: str = "identifier") -> str:
@@ -21,54 +63,123 @@ def identifier(name: str, what: str = "identifier") -> str:
     return name
 
 
-# How often the driver tries a host it marked down: 0.5 s, doubling to at most 2 s, for ever. The
-# driver's default (1 s doubling to 10 minutes, 64 tries) would notice a restarted node minutes late.
-RECONNECT_BASE_SECONDS, RECONNECT_MAX_SECONDS = 0.5, 2.0
+@dataclasses.dataclass(frozen=True)
+class CassandraConnection:
+    """Where a Cassandra cluster is and how to log in; hashable, so it keys the shared sessions."""
+    hosts: tuple[str, ...] = ("127.0.0.1",)
+    port: int = 9042
+    local_dc: str | None = None
+    username: str | None = None
+    password_file: str | None = None  # else $PROGRAMUSERS_CASSANDRA_PASSWORD
+    tls_ca: str | None = None  # a CA file turns TLS on
+    tls_cert: str | None = None  # a client certificate, for servers that require one
+    tls_key: str | None = None
+    tls_check_hostname: bool = True
+    protocol_version: int | None = None  # None: negotiated
+    request_timeout: float = 30.0
 
+    def with_timeout(self, seconds: float) -> CassandraConnection:
+        return dataclasses.replace(self, request_timeout=seconds)
 
-def connect(hosts: list[str], port: int = 9042, keyspace: str | None = None,
-            request_timeout: float = 30.0, row_factory=named_tuple_factory) -> tuple[Cluster, Session]:
-    """`row_factory=tuple_factory` for many small queries: the default builds a namedtuple class for
-    every result, which costs more than the query itself (profiled: ~60% of a per-user lookup).
-    Raises one of Unavailable at once when no host answers (the cluster is shut down again)."""
-    profile = ExecutionProfile(load_balancing_policy=TokenAwarePolicy(RoundRobinPolicy()),
-                               request_timeout=request_timeout, row_factory=row_factory)
-    cluster = Cluster(hosts, port=port, protocol_version=5,
-                      execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-                      reconnection_policy=ExponentialReconnectionPolicy(
-                          RECONNECT_BASE_SECONDS, RECONNECT_MAX_SECONDS, max_attempts=None))
-    try:
-        return cluster, cluster.connect(keyspace)
-    except BaseException:
-        cluster.shutdown()  # else its threads outlive a failed connect
-        raise
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls_ca:
+            return None
+        context = ssl.create_default_context(cafile=self.tls_ca)
+        context.check_hostname = self.tls_check_hostname
+        if self.tls_cert:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        return context
 
+    def cluster(self, row_factory=named_tuple_factory) -> Cluster:
+        """`row_factory=tuple_factory` for many small queries (the DoFns): the default builds a namedtuple
+        class for every result, which costs more than a small query itself (profiled: ~60%)."""
+        balancing = DCAwareRoundRobinPolicy(self.local_dc) if self.local_dc else RoundRobinPolicy()
+        profile = ExecutionProfile(load_balancing_policy=TokenAwarePolicy(balancing),
+                                   request_timeout=self.request_timeout, row_factory=row_factory)
+        password = settings.secret(self.password_file, PASSWORD_ENV)
+        extra = {"protocol_version": self.protocol_version} if self.protocol_version else {}
+        return Cluster(list(self.hosts), port=self.port, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+                       reconnection_policy=ExponentialReconnectionPolicy(
+                           RECONNECT_BASE_SECONDS, RECONNECT_MAX_SECONDS, max_attempts=None),
+                       auth_provider=PlainTextAuthProvider(self.username, password or "") if self.username else None,
+                       ssl_context=self._ssl_context(), **extra)
 
-Unavailable = (NoHostAvailable, OSError)
+    def connect(self, keyspace: str | None = None, row_factory=named_tuple_factory) -> tuple[Cluster, Session]:
+        """Raises one of Unavailable at once when no host answers (the cluster is shut down again)."""
+        cluster = self.cluster(row_factory)
+        try:
+            return cluster, cluster.connect(keyspace)
+        except BaseException:
+            cluster.shutdown()  # else its threads outlive a failed connect
+            raise
 
+    @contextlib.contextmanager
+    def session(self):
+        """A session for a few statements (commands, the demo), shut down afterwards."""
+        cluster, opened = self.connect()
+        try:
+            yield opened
+        finally:
+            cluster.shutdown()
 
-@contextlib.contextmanager
-def session(hosts: list[str], port: int = 9042):
-    """A session for a few statements (CLI commands, the demo), shut down afterwards."""
-    cluster, opened = connect(hosts, port)
-    try:
-        yield opened
-    finally:
+    def ping(self) -> None:
+        """Raises one of Unavailable when no host answers (or lets us in) within a few seconds."""
+        cluster, _ = self.with_timeout(5.0).connect()
         cluster.shutdown()
 
-
-def ping(hosts: list[str], port: int = 9042) -> None:
-    """Raises one of Unavailable when no host answers within a few seconds."""
-    cluster, _ = connect(hosts, port, request_timeout=5.0)
-    cluster.shutdown()
+    def describe(self) -> str:
+        """For logs and messages: where, never how to log in."""
+        return f"{','.join(self.hosts)}:{self.port}{' (TLS)' if self.tls_ca else ''}"
 
 
-ENROLLMENT_COLUMNS = ("program_id", "program_externalId", "program_name", "pii_consent_required", "user_id",
-                      "user_locations", "organisation_id", "organisation_name", "user_sub_type", "user_type",
-                      "created_at", "updated_at")
+def refused(error: BaseException) -> bool:
+    """Whether a connection failed on the credentials (rather than on a host that is down)."""
+    errors = error.errors.values() if isinstance(error, NoHostAvailable) else [error]
+    return any("Authentication" in type(e).__name__ or "authentication" in str(e).lower() for e in errors)
 
 
-def _plain(value):
+class _SharedSession:
+    """A Cluster and its Session, shared by the DoFns of one worker process that use one connection; shut
+    down once no DoFn holds it any more."""
+
+    def __init__(self, connection: CassandraConnection):
+        # Rows come back as plain tuples, read by position.
+        self.cluster, self.session = connection.connect(row_factory=tuple_factory)
+        weakref.finalize(self, self.cluster.shutdown)
+
+
+_HANDLES: dict[CassandraConnection, shared.Shared] = {}
+_HANDLES_LOCK = threading.Lock()
+
+
+def _handle(connection: CassandraConnection) -> shared.Shared:
+    """One Shared handle per connection, made where the pipeline is built and pickled with each DoFn, so
+    every DoFn of that connection acquires the same session in a worker process."""
+    with _HANDLES_LOCK:
+        return _HANDLES.setdefault(connection, shared.Shared())
+
+
+class SessionDoFn(beam.DoFn):
+    """A DoFn with the worker process's shared session for `connection`, acquired in setup() (where
+    subclasses then prepare their statements)."""
+
+    def __init__(self, connection: CassandraConnection):
+        self._connection = connection
+        self._shared = _handle(connection)
+
+    def setup(self):
+        self._session = self._acquire_session()
+
+    def _acquire_session(self) -> Session:
+        """Raises one of Unavailable when the cluster is down (or refuses us)."""
+        self._holder = self._shared.acquire(lambda: _SharedSession(self._connection))
+        return self._holder.session
+
+    def teardown(self):
+        self._holder = self._session = None  # the last DoFn to let go shuts the cluster down
+
+
+def plain(value):
     """Driver types to plain Python ones (Beam pickles the elements): Date -> date, map -> dict."""
     if isinstance(value, Date):
         return value.date()
@@ -77,109 +188,70 @@ def _plain(value):
     return value
 
 
-class SessionDoFn(beam.DoFn):
-    """A DoFn with one Cassandra session per instance: opened in setup(), where subclasses then prepare
-    their statements, and shut down in teardown(). Rows come back as plain tuples, read by position:
-    cheaper than the driver's default of a namedtuple class per result."""
-
-    def __init__(self, hosts: list[str], port: int, keyspace: str):
-        self._hosts, self._port, self._keyspace = hosts, port, keyspace
-
-    def setup(self):
-        self._cluster, self._session = self._connect()
-
-    def _connect(self):
-        return connect(self._hosts, self._port, row_factory=tuple_factory)
-
-    def teardown(self):
-        if cluster := getattr(self, "_cluster", None):  # setup may have failed before connecting
-            cluster.shutdown()
-
-
-class _ReadPartitionFn(SessionDoFn):
-    """Reads a whole partition of program_enrollment, `fetch_size` rows a page. The token-aware session
-    sends the query straight to a replica of the partition; nothing but the partition key is queried."""
-
-    def __init__(self, hosts: list[str], port: int, keyspace: str, fetch_size: int):
-        super().__init__(hosts, port, keyspace)
-        self._fetch_size = fetch_size
-        self._rows = Metrics.counter(self.__class__, "enrollments_read")
+class _QueryFn(SessionDoFn):
+    def __init__(self, connection: CassandraConnection, cql: str, fetch_size: int, counter: str | None):
+        super().__init__(connection)
+        self._cql, self._fetch_size = cql, fetch_size
+        self._rows = progress.counter(self.__class__, counter) if counter else None
 
     def setup(self):
         super().setup()
-        # Rows are read by position: unquoted CQL names come back lower-cased (program_externalid).
-        table = f"{identifier(self._keyspace, 'keyspace')}.program_enrollment"
-        self._query = self._session.prepare(
-            f"SELECT {', '.join(ENROLLMENT_COLUMNS)} FROM {table} WHERE program_id = ?")
+        self._query = self._session.prepare(self._cql)
         self._query.fetch_size = self._fetch_size
 
-    def process(self, program_id: str):
-        for row in self._session.execute(self._query, (program_id,)):  # pages are fetched as iteration goes
-            self._rows.inc()
-            yield {column: _plain(value) for column, value in zip(ENROLLMENT_COLUMNS, row)}
+    def process(self, values: Sequence):
+        rows = 0
+        for row in self._session.execute(self._query, values):  # pages are fetched as iteration goes
+            rows += 1
+            yield tuple(plain(value) for value in row)
+        if self._rows:
+            self._rows.inc(rows)
 
 
-class ReadProgramEnrollments(beam.PTransform):
-    """Every program_enrollment row of one program, as dicts keyed by SPEC's column names."""
+class ReadFromCassandra(beam.PTransform):
+    """Bind values (a tuple per element: a partition key, a token range) -> the rows of `cql` for each, as
+    tuples of plain values in the query's column order, `fetch_size` rows a page.
 
-    def __init__(self, hosts: list[str], port: int, keyspace: str, program_id: str, fetch_size: int = 1000):
+    Token-aware: a partition query goes straight to a replica. `counter` counts the rows read."""
+
+    def __init__(self, connection: CassandraConnection, cql: str, fetch_size: int = 1000, counter: str | None = None):
         super().__init__()
-        self._fn = _ReadPartitionFn(hosts, port, keyspace, fetch_size)
-        self._program_id = program_id
+        self._fn = _QueryFn(connection, cql, fetch_size, counter)
 
-    def expand(self, pbegin):
-        return (pbegin
-                | "Program" >> beam.Create([self._program_id])
-                | "ReadPartition" >> beam.ParDo(self._fn)
-                # One reader pages through the partition; spread its rows over the workers.
-                | "Spread" >> beam.Reshuffle())
+    def expand(self, bind_values):
+        return bind_values | "Query" >> beam.ParDo(self._fn)
 
 
-def _latest(rows):
-    """The row (object_id, status, last_updated_on) updated last."""
-    return max(rows, key=lambda row: row[2] or datetime.min)
+class LookUpFn(SessionDoFn):
+    """A batch of keys -> (key, rows of `cql` bound with the key), `concurrency` queries in flight; a base
+    for DoFns that reduce each key's rows."""
 
-
-class _ReadConsentFn(SessionDoFn):
-    """Looks up a batch of users' consent for one object with concurrent prepared queries.
-
-    user_consent's key is (user_id, consumer_id, object_id) and the consumer is not known here, so the
-    query reads each user's (small) partition and keeps the object's rows client side."""
-
-
-    def __init__(self, hosts: list[str], port: int, keyspace: str, object_id: str, concurrency: int):
-        super().__init__(hosts, port, keyspace)
-        self._object_id, self._concurrency = object_id, concurrency
-        self._found = Metrics.counter(self.__class__, "consents_found")
+    def __init__(self, connection: CassandraConnection, cql: str, concurrency: int):
+        super().__init__(connection)
+        self._cql, self._concurrency = cql, concurrency
 
     def setup(self):
         super().setup()
-        self._query = self._session.prepare(
-            f"SELECT object_id, status, last_updated_on FROM {identifier(self._keyspace, 'keyspace')}.user_consent "
-            "WHERE user_id = ?")
+        self._query = self._session.prepare(self._cql)
 
-    def process(self, user_ids: list[str]):
-        results = execute_concurrent_with_args(self._session, self._query, [(u,) for u in user_ids],
+    def process(self, keys: list):
+        results = execute_concurrent_with_args(self._session, self._query, [(key,) for key in keys],
                                                concurrency=self._concurrency, raise_on_first_error=True)
-        for user_id, (_, rows) in zip(user_ids, results):
-            rows = [row for row in rows if row[0] == self._object_id]
-            if rows:
-                self._found.inc()
-                _, status, last_updated_on = _latest(rows)  # several consumers may hold one: the latest counts
-                yield user_id, {"status": status, "last_updated_on": last_updated_on}
+        for key, (_, rows) in zip(keys, results):
+            yield key, [tuple(plain(value) for value in row) for row in rows]
 
 
-class ReadConsent(beam.PTransform):
-    """user ids -> (user_id, {status, last_updated_on}) for the users with a consent row for `object_id`."""
+class LookUpInCassandra(beam.PTransform):
+    """Keys -> (key, rows of `cql` bound with the key): one small query per key (e.g. a partition read),
+    `batch_size` keys a batch, `concurrency` queries in flight per batch."""
 
-    def __init__(self, hosts: list[str], port: int, keyspace: str, object_id: str, batch_size: int = 500,
-                 concurrency: int = 64):
+    def __init__(self, connection: CassandraConnection, cql: str, batch_size: int = 500, concurrency: int = 64):
         super().__init__()
-        self._fn = _ReadConsentFn(hosts, port, keyspace, object_id, concurrency)
+        self._fn = LookUpFn(connection, cql, concurrency)
         self._batch_size = batch_size
 
-    def expand(self, user_ids):
-        return (user_ids
+    def expand(self, keys):
+        return (keys
                 | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
                 | "LookUp" >> beam.ParDo(self._fn))
 
@@ -189,72 +261,9 @@ MIN_TOKEN, MAX_TOKEN = -2**63, 2**63 - 1
 
 
 def token_ranges(splits: int) -> list[tuple[int, int]]:
-    """The whole ring as `splits` consecutive (start, end] ranges."""
+    """The whole ring as `splits` consecutive (start, end] ranges, as bind values of a
+    `token(key) > ? AND token(key) <= ?` query."""
     bounds = [MIN_TOKEN + (MAX_TOKEN - MIN_TOKEN) * i // splits for i in range(splits)] + [MAX_TOKEN]
     return list(zip(bounds, bounds[1:]))
 
 
-class _ScanConsentFn(SessionDoFn):
-    """Reads one token range of user_consent (a plain range read, no ALLOW FILTERING) and keeps the rows
-    of one object, client side."""
-
-
-    def __init__(self, hosts: list[str], port: int, keyspace: str, object_id: str, fetch_size: int):
-        super().__init__(hosts, port, keyspace)
-        self._object_id, self._fetch_size = object_id, fetch_size
-        self._scanned = Metrics.counter(self.__class__, "consent_rows_scanned")
-
-    def setup(self):
-        super().setup()
-        self._query = self._session.prepare(
-            f"SELECT user_id, object_id, status, last_updated_on FROM "
-            f"{identifier(self._keyspace, 'keyspace')}.user_consent WHERE token(user_id) > ? AND token(user_id) <= ?")
-        self._query.fetch_size = self._fetch_size
-
-    def process(self, token_range: tuple[int, int]):
-        scanned = 0
-        for user_id, object_id, status, last_updated_on in self._session.execute(self._query, token_range):
-            scanned += 1
-            if object_id == self._object_id:
-                yield user_id, (object_id, status, last_updated_on)
-        self._scanned.inc(scanned)
-
-
-class _KeepRequestedFn(beam.DoFn):
-    def __init__(self):
-        self._found = Metrics.counter(self.__class__, "consents_found")
-
-    def process(self, joined):
-        user_id, sides = joined
-        if sides["requested"] and sides["consent"]:
-            self._found.inc()
-            _, status, last_updated_on = _latest(sides["consent"])
-            yield user_id, {"status": status, "last_updated_on": last_updated_on}
-
-
-class ScanConsent(beam.PTransform):
-    """ReadConsent's contract (user ids -> (user_id, {status, last_updated_on})) by scanning the whole
-    user_consent table in `splits` token ranges instead of one query per user.
-
-    A scan reads every consent row of every program, so it pays off only when the program's users are a
-    large share of the table: a per-user lookup cost 10-16x a scanned row in bench/exhaust.py, so scan
-    when the users to look up exceed ~1/10 of user_consent's rows (e.g. a state-wide program on a table
-    holding few programs). The platform's shared table usually holds many programs: lookups stay the default.
-    """
-
-    def __init__(self, hosts: list[str], port: int, keyspace: str, object_id: str, splits: int = 32,
-                 fetch_size: int = 5000):
-        super().__init__()
-        self._fn = _ScanConsentFn(hosts, port, keyspace, object_id, fetch_size)
-        self._splits = splits
-
-    def expand(self, user_ids):
-        scanned = (user_ids.pipeline
-                   | "TokenRanges" >> beam.Create(token_ranges(self._splits))
-                   | "SpreadRanges" >> beam.Reshuffle()
-                   | "Scan" >> beam.ParDo(self._fn))
-        requested = user_ids | "Requested" >> beam.Map(lambda user_id: (user_id, None))
-        # Only the requested users' consent goes on (their profiles alone are read, as with lookups).
-        return ({"requested": requested, "consent": scanned}
-                | "JoinRequested" >> beam.CoGroupByKey()
-                | "KeepRequested" >> beam.ParDo(_KeepRequestedFn()))

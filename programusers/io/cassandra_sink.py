@@ -1,8 +1,9 @@
-"""Writes enrollment mutations (programusers.events) into Cassandra's program_enrollment.
+"""WriteToCassandra: idempotent writes with prepared statements, bounded concurrency and retries.
 
-Each mutation is one idempotent statement stamped `USING TIMESTAMP` from the event, so a retried or
-replayed write converges to the same row and an older event never overwrites a newer one. Writes go
-out asynchronously, at most `concurrency` at a time per DoFn instance.
+What to write is given by a `Statements` object (e.g. transforms/enrollments.py's): which prepared
+statement a mutation needs, its CQL and its bind values. The writes must be idempotent (stamped
+`USING TIMESTAMP`), since a transient failure is retried and a replay writes again. Writes go out
+asynchronously, at most `concurrency` at a time per DoFn instance.
 
 Outages hold the stream; they never drop or dead-letter a write (SPEC §5, "Ingest delivery"):
 - A worker that starts while Cassandra is down waits in setup() and connects again, with capped
@@ -12,7 +13,7 @@ Outages hold the stream; they never drop or dead-letter a write (SPEC §5, "Inge
   ends only when each of its writes succeeded (or failed for good, below): until then no offset is
   committed past it, and the runner sees backpressure.
 - Only a permanent error (the server rejects the statement itself: InvalidRequest and the like) comes
-  back out of the transform as a dead letter, reason "write_failed", with its input's context.
+  back out of the transform, as (context, detail) with its input's window: the caller dead-letters it.
 - `max_outage` seconds without a single successful write (bounded runs) raise CassandraUnreachable,
   which fails the job with a message naming Cassandra; without a limit (streaming) the DoFn keeps
   waiting and logs once a minute how long Cassandra has been unreachable and how many writes wait.
@@ -27,8 +28,9 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Protocol
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -37,14 +39,10 @@ from cassandra import ConsistencyLevel, OperationTimedOut, RequestExecutionExcep
 from cassandra.cluster import NoHostAvailable
 from cassandra.connection import ConnectionException
 from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage, ServerError
-from cassandra.query import tuple_factory
 
-from programusers.events import DeadLetter, EnrollmentDelete, EnrollmentUpsert
-from programusers.io.cassandra import SessionDoFn, Unavailable, connect, identifier
-from programusers.schema import ENROLLMENT_TABLE
+from programusers.io.cassandra import CassandraConnection, SessionDoFn, Unavailable
 
 METRICS_NAMESPACE = "programusers.cassandra"
-WRITE_FAILED = "write_failed"  # the dead-letter reason
 MAX_BACKOFF_SECONDS = 5.0  # short: once Cassandra answers again, every held write goes out within seconds
 REPORT_EVERY_SECONDS = 60.0
 REQUEST_TIMEOUT_SECONDS = 10.0  # a write to a paused node fails (and is retried) after this long
@@ -73,17 +71,20 @@ def outage_message(error: BaseException) -> str | None:
     return found.group(0) if found else None
 
 
-def upsert_cql(keyspace: str, columns: Sequence[str]) -> str:
-    """INSERT of the key and `columns`, bound in that order, then the write timestamp."""
-    names = ["program_id", "user_id", *(identifier(c, "column") for c in columns)]
-    return (f"INSERT INTO {identifier(keyspace, 'keyspace')}.{ENROLLMENT_TABLE} ({', '.join(names)}) "
-            f"VALUES ({', '.join('?' * len(names))}) USING TIMESTAMP ?")
+class Statements(Protocol):
+    """What WriteToCassandra needs to know of the mutations it writes."""
 
+    def key(self, mutation) -> Hashable:
+        """Which prepared statement the mutation needs (each is prepared once, when first needed)."""
 
-def delete_cql(keyspace: str) -> str:
-    """DELETE of one row, bound as (timestamp, program_id, user_id)."""
-    return (f"DELETE FROM {identifier(keyspace, 'keyspace')}.{ENROLLMENT_TABLE} USING TIMESTAMP ? "
-            "WHERE program_id = ? AND user_id = ?")
+    def cql(self, key: Hashable) -> str:
+        """The CQL of that statement: idempotent, e.g. stamped USING TIMESTAMP."""
+
+    def values(self, mutation) -> Sequence:
+        """The mutation's bind values for its statement."""
+
+    def counter(self, mutation) -> str:
+        """The counter a written mutation counts under (e.g. rows_written, rows_deleted)."""
 
 
 def is_transient(error: BaseException) -> bool:
@@ -143,8 +144,8 @@ class _Outage:
     """How long writes have been failing transiently with none succeeding: enforces the limit and
     logs (at most once a minute per process) that Cassandra is unreachable, with counts only, never values."""
 
-    def __init__(self, hosts: Sequence[str], limit: float | None, throttle: _Throttle = _REPORT):
-        self._hosts, self._limit, self._throttle = ",".join(hosts), limit, throttle
+    def __init__(self, where: str, limit: float | None, throttle: _Throttle = _REPORT):
+        self._hosts, self._limit, self._throttle = where, limit, throttle
         self.since: float | None = None
         self._reported = False
 
@@ -175,7 +176,7 @@ class _Outage:
 class _Write:
     """One mutation on its way to Cassandra, with the windowed input to answer with if it fails."""
     context: Any
-    mutation: EnrollmentUpsert | EnrollmentDelete
+    mutation: Any
     windowed: WindowedValue
     attempts: int = 0
     future: Any = None  # the attempt in flight: anything with result()
@@ -183,33 +184,28 @@ class _Write:
 
 class _WriteMutationsFn(SessionDoFn):
 
-    def __init__(self, hosts: Sequence[str], port: int, keyspace: str, consistency: str, concurrency: int,
+    def __init__(self, connection: CassandraConnection, statements: Statements, consistency: str, concurrency: int,
                  backoff: float, max_backoff: float = MAX_BACKOFF_SECONDS, max_outage: float | None = None):
-        super().__init__(list(hosts), port, keyspace)
-        self._consistency = ConsistencyLevel.name_to_value[consistency]
+        super().__init__(connection.with_timeout(REQUEST_TIMEOUT_SECONDS))
+        self._statements_of, self._consistency = statements, ConsistencyLevel.name_to_value[consistency]
         self._concurrency, self._backoff, self._max_backoff = concurrency, backoff, max_backoff
         self._max_outage = max_outage
-        self._written = Metrics.counter(METRICS_NAMESPACE, "rows_written")
-        self._deleted = Metrics.counter(METRICS_NAMESPACE, "rows_deleted")
         self._retries = Metrics.counter(METRICS_NAMESPACE, "write_retries")
 
     def setup(self):
-        self._statements = {}  # column set (None: delete) -> prepared statement
-        self._outage = _Outage(self._hosts, self._max_outage)
+        self._prepared = {}  # statement key -> prepared statement
+        self._counters = {}
+        self._outage = _Outage(self._connection.describe(), self._max_outage)
         quiet_driver_reconnection_logs()
         # A worker starting during an outage waits for Cassandra here instead of failing its bundle.
         for attempt in itertools.count(1):
             try:
-                self._cluster, self._session = self._connect()
+                self._session = self._acquire_session()
                 break
             except Unavailable as error:
                 self._outage.failed(error, waiting=None)
                 time.sleep(backoff_seconds(attempt, self._backoff, self._max_backoff))
         self._outage.succeeded()
-
-    def _connect(self):
-        return connect(self._hosts, self._port, request_timeout=REQUEST_TIMEOUT_SECONDS,
-                       row_factory=tuple_factory)
 
     def start_bundle(self):
         self._in_flight: deque[_Write] = deque()
@@ -233,24 +229,22 @@ class _WriteMutationsFn(SessionDoFn):
             write.future.set_exception(error)
         self._in_flight.append(write)
 
-    def _bind(self, mutation: EnrollmentUpsert | EnrollmentDelete):
-        if isinstance(mutation, EnrollmentDelete):
-            return self._statement(None).bind(
-                [mutation.timestamp_micros, mutation.program_id, mutation.user_id])
-        columns = tuple(sorted(mutation.columns))
-        return self._statement(columns).bind(
-            [mutation.program_id, mutation.user_id, *(mutation.columns[c] for c in columns),
-             mutation.timestamp_micros])
+    def _bind(self, mutation):
+        return self._statement(self._statements_of.key(mutation)).bind(self._statements_of.values(mutation))
 
-    def _statement(self, columns: tuple[str, ...] | None):
-        # Partial upserts write different column sets: prepare each set once, when first seen.
-        if columns not in self._statements:
-            cql = delete_cql(self._keyspace) if columns is None else upsert_cql(self._keyspace, columns)
-            statement = self._session.prepare(cql)
+    def _statement(self, key: Hashable):
+        if key not in self._prepared:
+            statement = self._session.prepare(self._statements_of.cql(key))
             statement.consistency_level = self._consistency
             statement.is_idempotent = True  # stamped writes: the driver may retry or speculate
-            self._statements[columns] = statement
-        return self._statements[columns]
+            self._prepared[key] = statement
+        return self._prepared[key]
+
+    def _count(self, mutation) -> None:
+        name = self._statements_of.counter(mutation)
+        if name not in self._counters:
+            self._counters[name] = Metrics.counter(METRICS_NAMESPACE, name)
+        self._counters[name].inc()
 
     def _settle(self, limit: int):
         """Completes writes, oldest first, until at most `limit` are pending; yields the permanent failures.
@@ -266,7 +260,7 @@ class _WriteMutationsFn(SessionDoFn):
                 write.future.result()
             except Exception as error:
                 if not is_transient(error):
-                    yield self._dead_letter(write, error)
+                    yield self._rejected(write, error)
                     continue
                 self._retries.inc()
                 self._outage.failed(error, waiting=len(self._in_flight) + len(self._backing_off) + 1)
@@ -274,32 +268,32 @@ class _WriteMutationsFn(SessionDoFn):
                 heapq.heappush(self._backing_off, (due, next(self._order), write))
             else:
                 self._outage.succeeded()
-                (self._deleted if isinstance(write.mutation, EnrollmentDelete) else self._written).inc()
+                self._count(write.mutation)
 
-    def _dead_letter(self, write: _Write, error: Exception) -> WindowedValue:
+    def _rejected(self, write: _Write, error: Exception) -> WindowedValue:
         # The error's text may quote a value: only its type goes into logs and dead letters.
         detail = f"{type(error).__name__} after {write.attempts} attempt(s)"
         _LOG.warning("Cassandra rejected a write: %s", detail)
-        return write.windowed.with_value((write.context, DeadLetter(WRITE_FAILED, None, detail)))
+        return write.windowed.with_value((write.context, detail))
 
 
-class WriteEnrollments(beam.PTransform):
-    """Writes (context, EnrollmentUpsert | EnrollmentDelete) pairs to `keyspace`.program_enrollment.
+class WriteToCassandra(beam.PTransform):
+    """Writes (context, mutation) pairs with the prepared statements `statements` gives for them.
 
-    Returns the writes Cassandra rejected as (context, DeadLetter) pairs, reason "write_failed".
+    Returns the writes Cassandra rejected as (context, detail) pairs, `detail` naming the error's type.
     Transient failures are retried (backoff from `backoff` seconds, doubling, at most `max_backoff`)
     until they succeed, or until no write has succeeded for `max_outage` seconds: then the job fails
     with CassandraUnreachable. `max_outage=None` waits for ever (streaming).
     """
 
-    def __init__(self, hosts: Sequence[str], keyspace: str, *, port: int = 9042, consistency: str = "LOCAL_QUORUM",
+    def __init__(self, connection: CassandraConnection, statements: Statements, *, consistency: str = "LOCAL_QUORUM",
                  concurrency: int = 32, backoff: float = 0.2, max_backoff: float = MAX_BACKOFF_SECONDS,
                  max_outage: float | None = None):
         super().__init__()
         if concurrency < 1 or backoff < 0 or max_backoff < backoff or (max_outage is not None and max_outage < 0):
             raise ValueError("concurrency must be at least 1; backoff, max_backoff and max_outage not negative, "
                              "max_backoff at least backoff")
-        self._fn = _WriteMutationsFn(hosts, port, keyspace, consistency, concurrency, backoff, max_backoff,
+        self._fn = _WriteMutationsFn(connection, statements, consistency, concurrency, backoff, max_backoff,
                                      max_outage)
 
     def expand(self, mutations):

@@ -11,8 +11,12 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from programusers import filters, records, settings
-from programusers.io import cassandra, files, redis
+from programusers.io import files, redis
+from programusers.io.cassandra import CassandraConnection
+from programusers.io.redis import RedisConnection
 from programusers.model_config import ReportConfig
+from programusers.options import from_args
+from programusers.transforms import program_reads
 from programusers.transforms.report import (PROFILE_FIELDS, JoinIntoRecords, LookUpAndBuildRecords,
                                            LookUpConsentAndProfiles, ProgramAsksForConsent)
 
@@ -39,25 +43,22 @@ class ExhaustOptions(PipelineOptions):
 
 @dataclass(frozen=True)
 class Stores:
-    """Where the report reads from. For what the model config names: flag > environment > model config."""
-    cassandra_hosts: list[str]
-    cassandra_port: int
+    """Where the report reads from: the connections (StoreOptions: flag > environment > local stack), the
+    keyspaces and the user cache's db (flag > environment > the model config's keyspace_name and
+    sparkUserDbRedisIndex; its endpoints are the platform's Spark job's, not ours)."""
+    cassandra: CassandraConnection
     programs_keyspace: str
     consent_keyspace: str
-    redis: redis.RedisConnection
+    redis: RedisConnection
 
     @classmethod
     def resolve(cls, args: argparse.Namespace, config: ReportConfig) -> Stores:
+        stores = from_args(args)
         return cls(
-            cassandra_hosts=settings.cassandra_hosts(
-                args.cassandra_hosts or settings.env("PROGRAMUSERS_CASSANDRA_HOSTS", config.cassandra_host)),
-            cassandra_port=args.cassandra_port,
+            cassandra=stores.cassandra_connection(),
             programs_keyspace=args.programs_keyspace or settings.env("PROGRAMUSERS_PROGRAMS_KEYSPACE", config.keyspace),
             consent_keyspace=args.consent_keyspace,
-            redis=redis.RedisConnection(
-                host=args.redis_host or settings.env("PROGRAMUSERS_REDIS_HOST", config.redis_host),
-                port=args.redis_port or int(settings.env("PROGRAMUSERS_REDIS_PORT", str(config.redis_port))),
-                db=config.redis_db if args.redis_db is None else args.redis_db))
+            redis=stores.redis_connection(default_db=config.redis_db))
 
 
 def _user_id(row: dict) -> str:
@@ -69,17 +70,15 @@ def run(request: filters.ReportRequest, config: ReportConfig, stores: Stores, te
     """Writes the request's records as sorted shards under `temp_dir` (see files.merge_shards)."""
     tuning = options.view_as(ExhaustOptions)
     if tuning.consent_read == "scan":
-        read_consent = cassandra.ScanConsent(stores.cassandra_hosts, stores.cassandra_port, stores.consent_keyspace,
-                                             request.program_id)
+        read_consent = program_reads.ScanConsent(stores.cassandra, stores.consent_keyspace, request.program_id)
     else:
-        read_consent = cassandra.ReadConsent(stores.cassandra_hosts, stores.cassandra_port,
-                                             stores.consent_keyspace, request.program_id, tuning.lookup_batch_size)
+        read_consent = program_reads.ReadConsent(stores.cassandra, stores.consent_keyspace, request.program_id,
+                                                 tuning.lookup_batch_size)
     read_profiles = redis.ReadFromRedisHashes(stores.redis, USER_KEY_PREFIX, PROFILE_FIELDS, tuning.lookup_batch_size,
                                               found_counter="profiles_found")
     with beam.Pipeline(options=options) as pipeline:
-        program_rows = pipeline | "ReadEnrollments" >> cassandra.ReadProgramEnrollments(
-            stores.cassandra_hosts, stores.cassandra_port, stores.programs_keyspace, request.program_id,
-            tuning.cassandra_fetch_size)
+        program_rows = pipeline | "ReadEnrollments" >> program_reads.ReadProgramEnrollments(
+            stores.cassandra, stores.programs_keyspace, request.program_id, tuning.cassandra_fetch_size)
         program_asks = program_rows | "ProgramAsksForConsent" >> ProgramAsksForConsent()
         header = program_asks | "Header" >> beam.Map(records.header, config)
         requested = program_rows | "KeepRequestedRows" >> beam.Filter(request.matches)

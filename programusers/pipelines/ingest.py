@@ -37,8 +37,10 @@ from cassandra import ConsistencyLevel
 
 from programusers import events, runners, settings
 from programusers.io import cassandra_sink, kafka
-from programusers.metrics import counters
 from programusers.io.kafka import KafkaRecord
+from programusers.metrics import counters
+from programusers.options import StoreOptions, store_flags
+from programusers.transforms.enrollments import WriteEnrollments
 
 METRICS_NAMESPACE = "programusers.ingest"
 REJECTED = "rejected"
@@ -49,7 +51,6 @@ _LOG = logging.getLogger(__name__)
 class IngestOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--kafka-bootstrap", default=settings.KAFKA_BOOTSTRAP, help="Kafka bootstrap servers")
         parser.add_argument("--input-topic", default=f"{settings.ENV_NAME}.ml.programUsers.raw")
         parser.add_argument("--dead-letter-topic", default=f"{settings.ENV_NAME}.ml.programUsers.failed")
         parser.add_argument("--consumer-group", default=f"{settings.ENV_NAME}.programusers.ingest")
@@ -58,9 +59,6 @@ class IngestOptions(PipelineOptions):
                                  "stable-input support, e.g. Flink); bounded runs never commit")
         parser.add_argument("--expansion-service", default=settings.EXPANSION_SERVICE,
                             help="Beam Java expansion service for KafkaIO, host:port")
-        parser.add_argument("--cassandra-hosts", default=settings.CASSANDRA_HOSTS,
-                            help="comma-separated contact points")
-        parser.add_argument("--cassandra-port", type=int, default=settings.CASSANDRA_PORT)
         parser.add_argument("--programs-keyspace", default=settings.PROGRAMS_KEYSPACE)
         parser.add_argument("--consistency", default="LOCAL_QUORUM",
                             choices=[name for name in ConsistencyLevel.name_to_value if "SERIAL" not in name])
@@ -143,27 +141,26 @@ class IngestEvents(beam.PTransform):
 
 def run(options: PipelineOptions) -> PipelineResult:
     """Starts the ingest and returns without waiting for it."""
-    ingest = options.view_as(IngestOptions)
+    ingest, stores = options.view_as(IngestOptions), options.view_as(StoreOptions)
     if not ingest.bounded:
         options.view_as(StandardOptions).streaming = True
+    client = stores.kafka_client()
     pipeline = beam.Pipeline(options=options)
     (pipeline
      | "ReadEvents" >> kafka.ReadRecords(
-         ingest.kafka_bootstrap, [ingest.input_topic], ingest.expansion_service, group_id=ingest.consumer_group,
+         client, [ingest.input_topic], ingest.expansion_service, group_id=ingest.consumer_group,
          commit_offsets=ingest.commit_offsets and not ingest.bounded,
          max_records=ingest.max_records, max_read_time=ingest.max_read_time)
-     | "IngestEvents" >> IngestEvents(cassandra_sink.WriteEnrollments(
-         settings.cassandra_hosts(ingest.cassandra_hosts), ingest.programs_keyspace, port=ingest.cassandra_port,
-         consistency=ingest.consistency, concurrency=ingest.write_concurrency,
+     | "IngestEvents" >> IngestEvents(WriteEnrollments(
+         stores.cassandra_connection(), ingest.programs_keyspace, consistency=ingest.consistency, concurrency=ingest.write_concurrency,
          backoff=ingest.retry_backoff, max_outage=ingest.write_outage_limit))
-     | "WriteDeadLetters" >> kafka.write_to_kafka(
-         ingest.kafka_bootstrap, ingest.dead_letter_topic, ingest.expansion_service))
+     | "WriteDeadLetters" >> kafka.write_to_kafka(client, ingest.dead_letter_topic, ingest.expansion_service))
     return pipeline.run()
 
 
 def pipeline_options(args) -> PipelineOptions:
     """The `ingest` command's flags as pipeline options, refusing runs the runner cannot do."""
-    names = IngestOptions([]).get_all_options(current_only=True)
+    names = [*IngestOptions([]).get_all_options(current_only=True), *StoreOptions([]).get_all_options(current_only=True)]
     options = runners.pipeline_options(args.runner, args.pipeline_args, **{name: getattr(args, name) for name in names})
     ingest = options.view_as(IngestOptions)
     if not ingest.bounded and args.runner == "DirectRunner":
@@ -210,4 +207,5 @@ def register(commands) -> None:
                     "topic. Other flags go to Beam (e.g. --flink_master, --checkpointing_interval).")
     parser.add_argument("--runner", choices=runners.RUNNERS, default="PrismRunner")
     IngestOptions._add_argparse_args(parser)
+    store_flags(parser)
     parser.set_defaults(handler=_command)

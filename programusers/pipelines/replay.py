@@ -4,7 +4,7 @@
                                                        +-> still bad ---------------------------+
 
 Each dead letter's payload is parsed again with `events.parse_event`; the events valid now are written
-through the ingest's own sink (`cassandra_sink.WriteEnrollments`), stamped as the ingest would have
+through the ingest's own sink (`transforms.enrollments.WriteEnrollments`), stamped as the ingest would have
 stamped them (`updatedAt`, else `createdAt`, else the original record's Kafka time, which the dead
 letter carries), so a replay run twice leaves the table as once. The rest stay bad and are counted by
 reason. Replay never writes to Kafka: it neither deletes dead letters nor dead-letters them again.
@@ -31,14 +31,17 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 from cassandra import ConsistencyLevel
 
 from programusers import events, runners, settings
-from programusers.io import cassandra_sink
+from programusers.io.cassandra import CassandraConnection
+from programusers.io.kafka import KafkaClientConfig
 from programusers.metrics import counters
+from programusers.options import from_args, store_flags
 from programusers.pipelines import ingest
+from programusers.transforms.enrollments import WRITE_FAILED, WriteEnrollments
 
 METRICS_NAMESPACE = "programusers.replay"
 STILL_BAD = "still_bad"
 REASONS = ("invalid_json", "not_an_object", "missing_field", "wrong_type", "bad_timestamp",
-           cassandra_sink.WRITE_FAILED)
+           WRITE_FAILED)
 POLL_SECONDS, IDLE_LIMIT_SECONDS = 1.0, 60.0
 _LOG = logging.getLogger(__name__)
 
@@ -61,24 +64,24 @@ class DeadLetterRecord:
     value: bytes | None
 
 
-def _consumer(bootstrap: str):
+def _consumer(client: KafkaClientConfig):
     from confluent_kafka import Consumer
 
     # Offsets are assigned explicitly and never committed: the group id is only a label.
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": "programusers.replay",
+    return Consumer({**client.python(), "group.id": "programusers.replay",
                      "enable.auto.commit": False, "enable.partition.eof": True})
 
 
-def plan_ranges(bootstrap: str, topic: str, since: datetime | None) -> list[OffsetRange]:
+def plan_ranges(client: KafkaClientConfig, topic: str, since: datetime | None) -> list[OffsetRange]:
     """Every partition's range to replay: from its first offset (or the first at or after `since`) to
     its end offset now. Dead letters written after this are left for the next replay."""
     from confluent_kafka import TopicPartition
 
-    consumer = _consumer(bootstrap)
+    consumer = _consumer(client)
     try:
         metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
         if metadata is None or metadata.error is not None:
-            raise ValueError(f"dead-letter topic {topic} not found at {bootstrap}")
+            raise ValueError(f"dead-letter topic {topic} not found at {client.bootstrap}")
         ranges = []
         for partition in sorted(metadata.partitions):
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
@@ -117,24 +120,24 @@ def revalidate(record: DeadLetterRecord, reason: str | None):
 
 
 class _PlanFn(beam.DoFn):
-    def __init__(self, bootstrap: str, since: datetime | None):
-        self._bootstrap, self._since = bootstrap, since
+    def __init__(self, client: KafkaClientConfig, since: datetime | None):
+        self._client, self._since = client, since
 
     def process(self, topic: str):
-        yield from plan_ranges(self._bootstrap, topic, self._since)
+        yield from plan_ranges(self._client, topic, self._since)
 
 
 class _ReadRangeFn(beam.DoFn):
     """Reads exactly one OffsetRange; fails when Kafka gives nothing for a minute."""
 
-    def __init__(self, bootstrap: str):
-        self._bootstrap = bootstrap
+    def __init__(self, client: KafkaClientConfig):
+        self._client = client
         self._read = Metrics.counter(METRICS_NAMESPACE, "dead_letters_read")
 
     def process(self, span: OffsetRange):
         from confluent_kafka import KafkaError, TopicPartition
 
-        consumer = _consumer(self._bootstrap)
+        consumer = _consumer(self._client)
         try:
             consumer.assign([TopicPartition(span.topic, span.partition, span.start)])
             next_offset, idle_since = span.start, time.monotonic()
@@ -159,16 +162,16 @@ class _ReadRangeFn(beam.DoFn):
 class ReadDeadLetters(beam.PTransform):
     """The dead-letter records of `topic` up to its end offsets when the read starts (from `since`)."""
 
-    def __init__(self, bootstrap: str, topic: str, since: datetime | None = None):
+    def __init__(self, client: KafkaClientConfig, topic: str, since: datetime | None = None):
         super().__init__()
-        self._bootstrap, self._topic, self._since = bootstrap, topic, since
+        self._client, self._topic, self._since = client, topic, since
 
     def expand(self, pbegin):
         return (pbegin
                 | "Topic" >> beam.Create([self._topic])
-                | "PlanOffsetRanges" >> beam.ParDo(_PlanFn(self._bootstrap, self._since))
+                | "PlanOffsetRanges" >> beam.ParDo(_PlanFn(self._client, self._since))
                 | "SpreadRanges" >> beam.Reshuffle()
-                | "ReadRanges" >> beam.ParDo(_ReadRangeFn(self._bootstrap)))
+                | "ReadRanges" >> beam.ParDo(_ReadRangeFn(self._client)))
 
 
 class _RevalidateFn(beam.DoFn):
@@ -213,12 +216,11 @@ class ReplayDeadLetters(beam.PTransform):
 
 @dataclass(frozen=True)
 class ReplayRequest:
-    kafka_bootstrap: str
+    kafka: KafkaClientConfig
     dead_letter_topic: str
     reason: str | None
     since: datetime | None
-    cassandra_hosts: list[str]
-    cassandra_port: int
+    cassandra: CassandraConnection
     programs_keyspace: str
     consistency: str
     write_concurrency: int
@@ -229,10 +231,9 @@ class ReplayRequest:
 def run(options, request: ReplayRequest) -> PipelineResult:
     pipeline = beam.Pipeline(options=options)
     (pipeline
-     | "ReadDeadLetters" >> ReadDeadLetters(request.kafka_bootstrap, request.dead_letter_topic, request.since)
-     | "ReplayDeadLetters" >> ReplayDeadLetters(cassandra_sink.WriteEnrollments(
-         request.cassandra_hosts, request.programs_keyspace, port=request.cassandra_port,
-         consistency=request.consistency, concurrency=request.write_concurrency, backoff=request.retry_backoff,
+     | "ReadDeadLetters" >> ReadDeadLetters(request.kafka, request.dead_letter_topic, request.since)
+     | "ReplayDeadLetters" >> ReplayDeadLetters(WriteEnrollments(
+         request.cassandra, request.programs_keyspace, consistency=request.consistency, concurrency=request.write_concurrency, backoff=request.retry_backoff,
          max_outage=request.max_write_outage), request.reason))
     return pipeline.run()
 
@@ -255,9 +256,10 @@ def since_time(text: str) -> datetime:
 
 
 def _command(args) -> int:
+    stores = from_args(args)
     request = ReplayRequest(
-        args.kafka_bootstrap, args.dead_letter_topic, args.reason, args.since,
-        settings.cassandra_hosts(args.cassandra_hosts), args.cassandra_port, args.programs_keyspace,
+        stores.kafka_client(), args.dead_letter_topic, args.reason, args.since, stores.cassandra_connection(),
+        args.programs_keyspace,
         args.consistency, args.write_concurrency, args.retry_backoff, args.max_write_outage or None)
     options = runners.pipeline_options(args.runner, args.pipeline_args)
     started = time.monotonic()
@@ -277,13 +279,10 @@ def register(commands) -> None:
                     "payload again and writes the valid ones to Cassandra as the ingest would; reports how many "
                     "were written and how many stay bad. Never deletes or re-sends a dead letter.")
     parser.add_argument("--runner", choices=runners.RUNNERS, default="DirectRunner")
-    parser.add_argument("--kafka-bootstrap", default=settings.KAFKA_BOOTSTRAP)
     parser.add_argument("--dead-letter-topic", default=f"{settings.ENV_NAME}.ml.programUsers.failed")
     parser.add_argument("--reason", choices=REASONS, help="replay only the dead letters of this reason")
     parser.add_argument("--since", type=since_time, metavar="ISO_TIME",
                         help="replay only dead letters written at or after this time (UTC without an offset)")
-    parser.add_argument("--cassandra-hosts", default=settings.CASSANDRA_HOSTS, help="comma-separated contact points")
-    parser.add_argument("--cassandra-port", type=int, default=settings.CASSANDRA_PORT)
     parser.add_argument("--programs-keyspace", default=settings.PROGRAMS_KEYSPACE)
     parser.add_argument("--consistency", default="LOCAL_QUORUM",
                         choices=[name for name in ConsistencyLevel.name_to_value if "SERIAL" not in name])
@@ -291,4 +290,5 @@ def register(commands) -> None:
     parser.add_argument("--retry-backoff", type=float, default=0.5)
     parser.add_argument("--max-write-outage", type=float, default=ingest.DEFAULT_BOUNDED_OUTAGE, metavar="SECONDS",
                         help="fail when no Cassandra write has succeeded for this long (0: never)")
+    store_flags(parser)
     parser.set_defaults(handler=_command)

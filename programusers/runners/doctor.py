@@ -23,31 +23,32 @@ def join_enrollments_with_consent(pipeline):
             | beam.MapTuple(lambda user, g: (user, sorted(g["program"]), sorted(g["consent"]))))
 
 
-def produce_numbers(bootstrap: str, topic: str, count: int) -> None:
+def produce_numbers(client, topic: str, count: int) -> None:
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": bootstrap})
+    producer = Producer(client.python())
     for i in range(count):
         producer.produce(topic, key=str(i).encode(), value=json.dumps({"n": i}).encode())
     if producer.flush(30):
         raise RuntimeError(f"could not deliver test records to {topic}")
 
 
-def read_numbers(pipeline, bootstrap: str, topic: str, count: int, expansion_service: str):
+def read_numbers(pipeline, client, topic: str, count: int, expansion_service: str):
     return (pipeline
-            | read_from_kafka(bootstrap, [topic], expansion_service, max_records=count)
+            | read_from_kafka(client, [topic], expansion_service, max_records=count)
             | beam.MapTuple(lambda key, value: (int(key), json.loads(value)["n"])))
 
 
-def check(runner: str, pipeline_args: list[str], kafka_bootstrap: str, expansion_service: str) -> None:
+def check(runner: str, pipeline_args: list[str], client, expansion_service: str) -> None:
+    """`client`: a KafkaClientConfig."""
     started = time.monotonic()
     with beam.Pipeline(options=runners.pipeline_options(runner, pipeline_args)) as pipeline:
         assert_that(join_enrollments_with_consent(pipeline), equal_to(JOIN_EXPECTED))
     _LOG.info("%s: CoGroupByKey pipeline ok (%.1fs)", runner, time.monotonic() - started)
 
     started, topic, count = time.monotonic(), f"{settings.ENV_NAME}.programusers.doctor.{uuid.uuid4().hex[:8]}", 10
-    produce_numbers(kafka_bootstrap, topic, count)
+    produce_numbers(client, topic, count)
     with beam.Pipeline(options=runners.pipeline_options(runner, pipeline_args)) as pipeline:
-        assert_that(read_numbers(pipeline, kafka_bootstrap, topic, count, expansion_service),
+        assert_that(read_numbers(pipeline, client, topic, count, expansion_service),
                     equal_to([(i, i) for i in range(count)]))
     _LOG.info("%s: bounded ReadFromKafka ok (%.1fs)", runner, time.monotonic() - started)

@@ -13,7 +13,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsSingleton
 
-from programusers import records
+from programusers import progress, records
 from programusers.crypto import PlatformCipher
 from programusers.model_config import ReportConfig
 
@@ -73,7 +73,7 @@ class _RecordFn(beam.DoFn):
 
     def __init__(self, config: ReportConfig):
         self._config = config
-        self._records = Metrics.counter(self.__class__, "records")
+        self._records = progress.counter(self.__class__, "records")  # a long report shows its progress
 
     def setup(self):
         # The salt comes from the worker's environment, never through the pipeline graph.

@@ -1,0 +1,108 @@
+"""StoreOptions: every store's connection settings, shared by both pipelines and the commands.
+
+Each setting is a flag whose default comes from an environment variable, else the local stack
+(scripts/stack), so the commands need no flag locally and take a ConfigMap's variables in a cluster.
+Secrets are never flags: passwords come from files (`..._PASSWORD_FILE`, a mounted Secret) or from the
+environment, read where a client is made; a Kafka properties file may hold SASL settings.
+"""
+from __future__ import annotations
+
+import argparse
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from programusers import settings
+from programusers.io.cassandra import CassandraConnection
+from programusers.io.kafka import KafkaClientConfig
+from programusers.io.redis import RedisConnection
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return settings.env(name, default) if default is not None else (settings.env(name, "") or None)
+
+
+def _int_env(name: str) -> int | None:
+    value = _env(name)
+    return int(value) if value else None
+
+
+class StoreOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        cassandra = parser.add_argument_group("Cassandra")
+        cassandra.add_argument("--cassandra-hosts", default=_env("PROGRAMUSERS_CASSANDRA_HOSTS", "127.0.0.1"),
+                               help="comma-separated contact points ($PROGRAMUSERS_CASSANDRA_HOSTS)")
+        cassandra.add_argument("--cassandra-port", type=int,
+                               default=int(_env("PROGRAMUSERS_CASSANDRA_PORT", "9042")))
+        cassandra.add_argument("--cassandra-local-dc", default=_env("PROGRAMUSERS_CASSANDRA_LOCAL_DC"),
+                               help="the datacenter to send requests to (DC-aware load balancing)")
+        cassandra.add_argument("--cassandra-username", default=_env("PROGRAMUSERS_CASSANDRA_USERNAME"),
+                               help="PasswordAuthenticator user; the password from --cassandra-password-file or "
+                                    "$PROGRAMUSERS_CASSANDRA_PASSWORD")
+        cassandra.add_argument("--cassandra-password-file", default=_env("PROGRAMUSERS_CASSANDRA_PASSWORD_FILE"))
+        cassandra.add_argument("--cassandra-tls-ca", default=_env("PROGRAMUSERS_CASSANDRA_TLS_CA"),
+                               help="CA file: turns TLS on, the server's certificate and host name checked")
+        cassandra.add_argument("--cassandra-tls-cert", default=_env("PROGRAMUSERS_CASSANDRA_TLS_CERT"),
+                               help="client certificate, when the server asks for one")
+        cassandra.add_argument("--cassandra-tls-key", default=_env("PROGRAMUSERS_CASSANDRA_TLS_KEY"))
+        cassandra.add_argument("--cassandra-tls-no-hostname-check", action="store_true",
+                               default=bool(_env("PROGRAMUSERS_CASSANDRA_TLS_NO_HOSTNAME_CHECK")),
+                               help="check the certificate but not the host name (contact points by IP)")
+        cassandra.add_argument("--cassandra-protocol-version", type=int,
+                               default=_int_env("PROGRAMUSERS_CASSANDRA_PROTOCOL_VERSION"),
+                               help="cap the native protocol (default: negotiated; 4 for Cassandra 3.11/4.x)")
+
+        cache = parser.add_argument_group("Redis")
+        cache.add_argument("--redis-host", default=_env("PROGRAMUSERS_REDIS_HOST", "127.0.0.1"))
+        cache.add_argument("--redis-port", type=int, default=int(_env("PROGRAMUSERS_REDIS_PORT", "6379")))
+        cache.add_argument("--redis-db", type=int, default=_int_env("PROGRAMUSERS_REDIS_DB"),
+                           help="default: the model config's sparkUserDbRedisIndex")
+        cache.add_argument("--redis-username", default=_env("PROGRAMUSERS_REDIS_USERNAME"),
+                           help="ACL user; the password from --redis-password-file or $PROGRAMUSERS_REDIS_PASSWORD")
+        cache.add_argument("--redis-password-file", default=_env("PROGRAMUSERS_REDIS_PASSWORD_FILE"))
+        cache.add_argument("--redis-tls-ca", default=_env("PROGRAMUSERS_REDIS_TLS_CA"),
+                           help="CA file: turns TLS on")
+
+        kafka = parser.add_argument_group("Kafka")
+        kafka.add_argument("--kafka-bootstrap", default=_env("PROGRAMUSERS_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+                           help="Kafka bootstrap servers")
+        kafka.add_argument("--kafka-config", action="append", default=[], metavar="KEY=VALUE",
+                           help="a Kafka client property (Java names: security.protocol, sasl.mechanism, ssl.*), "
+                                "repeatable; given to KafkaIO as is and translated for the Python clients")
+        kafka.add_argument("--kafka-config-file", default=_env("PROGRAMUSERS_KAFKA_CONFIG_FILE"),
+                           help="a Java properties file of Kafka client properties (may hold SASL secrets: "
+                                "keep it 0600); --kafka-config entries override it")
+
+    def cassandra_connection(self) -> CassandraConnection:
+        return CassandraConnection(
+            hosts=tuple(settings.cassandra_hosts(self.cassandra_hosts)), port=self.cassandra_port,
+            local_dc=self.cassandra_local_dc, username=self.cassandra_username,
+            password_file=self.cassandra_password_file, tls_ca=self.cassandra_tls_ca,
+            tls_cert=self.cassandra_tls_cert, tls_key=self.cassandra_tls_key,
+            tls_check_hostname=not self.cassandra_tls_no_hostname_check,
+            protocol_version=self.cassandra_protocol_version)
+
+    def redis_connection(self, default_db: int = 0) -> RedisConnection:
+        return RedisConnection(host=self.redis_host, port=self.redis_port,
+                               db=default_db if self.redis_db is None else self.redis_db,
+                               username=self.redis_username, password_file=self.redis_password_file,
+                               tls_ca=self.redis_tls_ca)
+
+    def kafka_client(self) -> KafkaClientConfig:
+        return KafkaClientConfig.load(self.kafka_bootstrap, self.kafka_config_file, self.kafka_config)
+
+
+def from_environment() -> StoreOptions:
+    """The settings of the environment (else the local stack), for commands without flags (demo, tests)."""
+    return StoreOptions([])
+
+
+def store_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds StoreOptions' flags to a command's parser (for --help and validation); see from_args."""
+    StoreOptions._add_argparse_args(parser)  # noqa: SLF001 - Beam's own hook, used as Beam uses it
+
+
+def from_args(args: argparse.Namespace) -> StoreOptions:
+    """The StoreOptions of a command's parsed flags."""
+    names = StoreOptions([]).get_all_options(current_only=True)
+    return StoreOptions([], **{name: getattr(args, name) for name in names})

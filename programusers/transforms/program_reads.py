@@ -1,0 +1,144 @@
+"""The report's reads from Cassandra (SPEC §1, §3): a program's enrollment partition, and its users'
+consent for the program, looked up per user (user_consent's partition key) or scanned by token range.
+Built from the generic transforms of io/cassandra.py."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import apache_beam as beam
+
+from programusers import progress
+from programusers.io.cassandra import CassandraConnection, LookUpFn, ReadFromCassandra, identifier, token_ranges
+
+ENROLLMENT_COLUMNS = ("program_id", "program_externalId", "program_name", "pii_consent_required", "user_id",
+                      "user_locations", "organisation_id", "organisation_name", "user_sub_type", "user_type",
+                      "created_at", "updated_at")
+
+
+def enrollment_query(keyspace: str) -> str:
+    # Rows are read by position: unquoted CQL names come back lower-cased (program_externalid).
+    return (f"SELECT {', '.join(ENROLLMENT_COLUMNS)} FROM {identifier(keyspace, 'keyspace')}.program_enrollment "
+            "WHERE program_id = ?")
+
+
+def enrollment_row(values: tuple) -> dict:
+    return dict(zip(ENROLLMENT_COLUMNS, values))
+
+
+class ReadProgramEnrollments(beam.PTransform):
+    """Every program_enrollment row of one program, as dicts keyed by SPEC's column names (counted as
+    enrollments_read). Nothing but the partition key is queried."""
+
+    def __init__(self, connection: CassandraConnection, keyspace: str, program_id: str, fetch_size: int = 1000):
+        super().__init__()
+        self._read = ReadFromCassandra(connection, enrollment_query(keyspace), fetch_size, counter="enrollments_read")
+        self._program_id = program_id
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Program" >> beam.Create([(self._program_id,)])
+                | "ReadPartition" >> self._read
+                | "AsRows" >> beam.Map(enrollment_row)
+                # One reader pages through the partition; spread its rows over the workers.
+                | "Spread" >> beam.Reshuffle())
+
+
+def latest(rows):
+    """Of (object_id, status, last_updated_on) rows, the one updated last: several consumers may hold a
+    consent for one program, and the latest decision counts."""
+    return max(rows, key=lambda row: row[2] or datetime.min)
+
+
+def consent_of(rows) -> dict:
+    _, status, last_updated_on = latest(rows)
+    return {"status": status, "last_updated_on": last_updated_on}
+
+
+def consent_query(keyspace: str) -> str:
+    return (f"SELECT object_id, status, last_updated_on FROM {identifier(keyspace, 'keyspace')}.user_consent "
+            "WHERE user_id = ?")
+
+
+class _ReadConsentFn(LookUpFn):
+    """A batch of user ids -> (user_id, consent) for those with a consent row for `object_id`."""
+
+    def __init__(self, connection: CassandraConnection, keyspace: str, object_id: str, concurrency: int):
+        super().__init__(connection, consent_query(keyspace), concurrency)
+        self._object_id = object_id
+        self._found = progress.counter(self.__class__, "consents_found")
+
+    def process(self, user_ids: list[str]):
+        for user_id, rows in super().process(user_ids):
+            rows = [row for row in rows if row[0] == self._object_id]
+            if rows:
+                self._found.inc()
+                yield user_id, consent_of(rows)
+
+
+class ReadConsent(beam.PTransform):
+    """user ids -> (user_id, {status, last_updated_on}) for the users with a consent row for `object_id`.
+
+    user_consent's key is (user_id, consumer_id, object_id) and the consumer is not known here, so each
+    user's (small) partition is read and the object's rows are kept client side; `batch_size` users a
+    batch, `concurrency` queries in flight."""
+
+    def __init__(self, connection: CassandraConnection, keyspace: str, object_id: str, batch_size: int = 500,
+                 concurrency: int = 64):
+        super().__init__()
+        self._fn = _ReadConsentFn(connection, keyspace, object_id, concurrency)
+        self._batch_size = batch_size
+
+    def expand(self, user_ids):
+        return (user_ids
+                | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
+                | "LookUp" >> beam.ParDo(self._fn))
+
+
+def _keyed_by_user(row: tuple):
+    user_id, object_id, status, last_updated_on = row
+    return user_id, (object_id, status, last_updated_on)
+
+
+class _KeepRequestedFn(beam.DoFn):
+    def __init__(self):
+        self._found = progress.counter(self.__class__, "consents_found")
+
+    def process(self, joined):
+        user_id, sides = joined
+        if sides["requested"] and sides["consent"]:
+            self._found.inc()
+            yield user_id, consent_of(sides["consent"])
+
+
+class ScanConsent(beam.PTransform):
+    """ReadConsent's contract (user ids -> (user_id, {status, last_updated_on})) by scanning the whole
+    user_consent table in `splits` token ranges (no ALLOW FILTERING) instead of one query per user.
+
+    A scan reads every consent row of every program, so it pays off only when the program's users are a
+    large share of the table: a per-user lookup cost 10-16x a scanned row in bench/exhaust.py, so scan
+    when the users to look up exceed ~1/10 of user_consent's rows (e.g. a state-wide program on a table
+    holding few programs). The platform's shared table usually holds many programs: lookups stay the default.
+    """
+
+    def __init__(self, connection: CassandraConnection, keyspace: str, object_id: str, splits: int = 32,
+                 fetch_size: int = 5000):
+        super().__init__()
+        self._scan = ReadFromCassandra(
+            connection, f"SELECT user_id, object_id, status, last_updated_on FROM {identifier(keyspace, 'keyspace')}"
+                        ".user_consent WHERE token(user_id) > ? AND token(user_id) <= ?", fetch_size,
+            counter="consent_rows_scanned")
+        self._object_id, self._splits = object_id, splits
+
+    def expand(self, user_ids):
+        object_id = self._object_id
+        scanned = (user_ids.pipeline
+                   | "TokenRanges" >> beam.Create(token_ranges(self._splits))
+                   | "SpreadRanges" >> beam.Reshuffle()
+                   | "Scan" >> self._scan
+                   | "ObjectRows" >> beam.Filter(lambda row: row[1] == object_id)
+                   | "KeyByUser" >> beam.Map(_keyed_by_user))
+        requested = user_ids | "Requested" >> beam.Map(lambda user_id: (user_id, None))
+        # Only the requested users' consent goes on (their profiles alone are read, as with lookups).
+        return ({"requested": requested, "consent": scanned}
+                | "JoinRequested" >> beam.CoGroupByKey()
+                | "KeepRequested" >> beam.ParDo(_KeepRequestedFn()))
