@@ -5,7 +5,7 @@ DEMO_ARGS ?=
 
 demo:
 	scripts/bootstrap
-	scripts/stack up
+	scripts/stack up $(findstring --secure,$(DEMO_ARGS))
 	scripts/demo $(DEMO_ARGS)
 
 test:
