@@ -62,11 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _without_driver_tracebacks(record: logging.LogRecord) -> bool:
+    """The Cassandra driver logs a traceback with each failed connection: its line is enough (a command
+    that cannot go on says why in one line of its own)."""
+    if record.name.startswith("cassandra"):
+        record.exc_info = record.exc_text = None
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     # Our own progress at INFO; Beam's runner and worker chatter (some of it on the root logger) only
     # from WARNING up, else it drowns the job's lines.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("programusers").setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_without_driver_tracebacks)
     args, extra = build_parser().parse_known_args(argv)
     args.pipeline_args = extra
     try:

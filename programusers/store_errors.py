@@ -2,7 +2,11 @@
 refused the login. Never the error's own text, which may quote a value, a query or a connection string."""
 from __future__ import annotations
 
-CASSANDRA, REDIS, POSTGRES, KAFKA = "Cassandra", "the user cache (Redis)", "PostgreSQL", "Kafka"
+import re
+
+CASSANDRA, REDIS, POSTGRES = "Cassandra", "the user cache (Redis)", "PostgreSQL"
+# libpq's words when the server turns the login down (a wrong password; pg_hba.conf, e.g. TLS required).
+_REFUSALS = re.compile(r"authentication failed|pg_hba\.conf rejects|no pg_hba\.conf entry")
 UNREACHABLE, REFUSED = "is unreachable", "refused the login (check the user and its password)"
 
 
@@ -29,7 +33,7 @@ def describe(error: BaseException) -> str | None:
         if isinstance(cause, redis.RedisError):
             return f"{REDIS} {UNREACHABLE}"
         if isinstance(cause, psycopg2.OperationalError):
-            return f"{POSTGRES} {REFUSED if 'authentication failed' in str(cause) else UNREACHABLE}"
+            return f"{POSTGRES} {REFUSED if _REFUSALS.search(str(cause)) else UNREACHABLE}"
     return None
 
 
