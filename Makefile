@@ -10,7 +10,7 @@ demo:
 
 test:
 	scripts/bootstrap
-	scripts/stack up
+	scripts/stack up --secure
 	.venv/bin/python -m pytest
 
 stack-up:
