@@ -10,11 +10,10 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 import redis
-from apache_beam.metrics import Metrics
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from programusers import settings
+from programusers import progress, settings
 
 Unavailable = redis.RedisError
 PASSWORD_ENV = "PROGRAMUSERS_REDIS_PASSWORD"
@@ -59,7 +58,7 @@ class _ReadHashesFn(beam.DoFn):
 
     def __init__(self, connection: RedisConnection, key_prefix: str, fields: tuple[str, ...], found_counter: str):
         self._connection, self._key_prefix, self._fields = connection, key_prefix, fields
-        self._found = Metrics.counter(self.__class__, found_counter)
+        self._found = progress.counter(self.__class__, found_counter)
 
     def setup(self):
         self._client = self._connection.client()
