@@ -8,6 +8,7 @@ environment, read where a client is made; a Kafka properties file may hold SASL 
 from __future__ import annotations
 
 import argparse
+import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -18,7 +19,8 @@ from programusers.io.redis import RedisConnection
 
 
 def _env(name: str, default: str | None = None) -> str | None:
-    return settings.env(name, default) if default is not None else (settings.env(name, "") or None)
+    """$name, else `default`: read each time the options are parsed (a blank value counts as unset)."""
+    return os.environ.get(name) or default
 
 
 def _int_env(name: str) -> int | None:
@@ -90,11 +92,6 @@ class StoreOptions(PipelineOptions):
 
     def kafka_client(self) -> KafkaClientConfig:
         return KafkaClientConfig.load(self.kafka_bootstrap, self.kafka_config_file, self.kafka_config)
-
-
-def from_environment() -> StoreOptions:
-    """The settings of the environment (else the local stack), for commands without flags (demo, tests)."""
-    return StoreOptions([])
 
 
 def store_flags(parser: argparse.ArgumentParser) -> None:
