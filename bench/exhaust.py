@@ -409,7 +409,7 @@ def main(argv=None) -> int:
         for e in timed for run in e["runs"] if "scan" not in run["runner"]]))
     print(f"\nresults: {path}")
     for entry in results:
-        if "build_profile" in entry["stages"]:
+        if "build_profile" in entry.get("stages", {}):
             print(f"\npyinstrument, record building, {entry['size']:,} rows:\n{entry['stages']['build_profile']}")
     return 0
 
