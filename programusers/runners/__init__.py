@@ -31,6 +31,7 @@ _SPARK_JAVA17_OPENS = [
 ]
 
 RUNNERS = ("DirectRunner", "PrismRunner", "FlinkRunner", "SparkRunner")
+PRISM_JOB_STREAM_TIMEOUT_S = 7 * 24 * 3600  # longer than any batch job (a streaming job on Prism still ends after it)
 
 
 class RunnerUnavailable(RuntimeError):
@@ -58,6 +59,11 @@ def runner_args(runner: str, args: list[str] | None = None) -> list[str]:
         wired = ["--runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner"]
     elif runner == "PrismRunner":
         wired = ["--runner=PrismRunner"]
+        if not _has_flag(args, "--job_server_timeout"):
+            # Beam also gives the job's state and message streams this deadline (300 s by default), so
+            # a Prism job that runs longer fails with DEADLINE_EXCEEDED (apache/beam#35867; seen here on
+            # a 1,000,000-row exhaust). Prism runs on this machine: no need for a short one.
+            wired.append(f"--job_server_timeout={PRISM_JOB_STREAM_TIMEOUT_S}")
         if not _has_flag(args, "--environment_type"):
             wired.append("--environment_type=LOOPBACK")
         if not _has_flag(args, "--prism_location"):
