@@ -20,7 +20,7 @@ from programusers.io.kafka import KafkaClientConfig
 from programusers.options import StoreOptions
 
 DEMO_SALT = "demo-salt-not-for-production"
-SECURE_ENV = Path(__file__).resolve().parents[1] / ".stack" / "secure" / "env"
+SECURE_ENV = settings.stack_dir() / "secure" / "env"
 DEMO_PASSWORD = "Demo-Zip-Pass-1"
 # The demo shows a report's first lines; personal columns are masked so no terminal or CI log holds them.
 MASKED_COLUMNS = ("User Name(On user consent)", "Mobile number(On user consent)", "Email ID(On user consent)")

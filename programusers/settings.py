@@ -11,6 +11,11 @@ def env(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
+def stack_dir() -> Path:
+    """Where scripts/stack keeps the local stack's data, pids and the secure profile's files."""
+    return Path(os.environ.get("PROGRAMUSERS_STACK_DIR") or Path(__file__).resolve().parents[1] / ".stack")
+
+
 def secret(path: str | None, env_name: str) -> str | None:
     """A secret from a file (a mounted Kubernetes Secret; a final line break is no part of it), else from
     the environment variable `env_name`, else None. Read where it is used: never passed on argv or in a

@@ -6,7 +6,6 @@ import signal
 import time
 import uuid
 from datetime import date
-from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
 
@@ -110,7 +109,7 @@ def consume(topic: str, expected: int) -> list[tuple[bytes, dict]]:
     return found
 
 
-STACK_RUN = Path(__file__).resolve().parents[1] / ".stack" / "run"
+STACK_RUN = settings.stack_dir() / "run"
 
 
 @contextlib.contextmanager

@@ -14,11 +14,12 @@ import pytest
 import pyzipper
 
 from conftest import REPO
+from programusers import settings
 from programusers.demo import DEMO_PASSWORD, load_env_file
 from programusers.io.cassandra import CassandraConnection
 
 pytestmark = pytest.mark.services
-SECURE = REPO / ".stack" / "secure"
+SECURE = settings.stack_dir() / "secure"
 
 
 @pytest.fixture(scope="module")
