@@ -86,10 +86,10 @@ class ReadFromRedisHashes(beam.PTransform):
     def __init__(self, connection: RedisConnection, key_prefix: str, fields: tuple[str, ...], batch_size: int = 500,
                  found_counter: str = "hashes_found"):
         super().__init__()
-        self._fn = _ReadHashesFn(connection, key_prefix, tuple(fields), found_counter)
+        self.lookup_fn = _ReadHashesFn(connection, key_prefix, tuple(fields), found_counter)  # a batch -> hashes
         self._batch_size = batch_size
 
     def expand(self, ids):
         return (ids
                 | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
-                | "LookUp" >> beam.ParDo(self._fn))
+                | "LookUp" >> beam.ParDo(self.lookup_fn))

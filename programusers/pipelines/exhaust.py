@@ -90,6 +90,6 @@ def run(request: filters.ReportRequest, config: ReportConfig, stores: Stores, te
                             | "JoinIntoRecords" >> JoinIntoRecords(config, program_asks))
         else:  # per-user lookups, a batch at a time, with the read transforms' own lookup DoFns
             record_lists = requested | "LookUpAndBuildRecords" >> LookUpAndBuildRecords(
-                config, read_consent._fn, read_profiles._fn, program_asks, tuning.lookup_batch_size)  # noqa: SLF001
+                config, read_consent.lookup_fn, read_profiles.lookup_fn, program_asks, tuning.lookup_batch_size)
         _ = record_lists | "WriteSortedShards" >> files.WriteSortedShards(temp_dir, header, tuning.rows_per_shard)
     return pipeline.result

@@ -85,13 +85,14 @@ class ReadConsent(beam.PTransform):
     def __init__(self, connection: CassandraConnection, keyspace: str, object_id: str, batch_size: int = 500,
                  concurrency: int = 64):
         super().__init__()
-        self._fn = _ReadConsentFn(connection, keyspace, object_id, concurrency)
+        # Public: a batch-at-a-time caller (transforms/report.py) runs the same lookups without the batching.
+        self.lookup_fn = _ReadConsentFn(connection, keyspace, object_id, concurrency)
         self._batch_size = batch_size
 
     def expand(self, user_ids):
         return (user_ids
                 | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
-                | "LookUp" >> beam.ParDo(self._fn))
+                | "LookUp" >> beam.ParDo(self.lookup_fn))
 
 
 def _keyed_by_user(row: tuple):
