@@ -5,15 +5,17 @@
 FROM apache/beam_python3.11_sdk:2.73.0
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
+ && apt-get install -y --no-install-recommends openjdk-17-jre-headless maven \
  && rm -rf /var/lib/apt/lists/*
 
-# Beam's job-server jars, where programusers.runners looks for them (never downloaded at run time).
+# Beam's job-server jars, where programusers.runners looks for them (never downloaded at run time),
+# fetched by Maven's own client from its default repository.
 ENV PROGRAMUSERS_CACHE=/opt/programusers/cache
-ARG MAVEN=https://repo1.maven.org/maven2/org/apache/beam
-ADD ${MAVEN}/beam-runners-flink-1.20-job-server/2.73.0/beam-runners-flink-1.20-job-server-2.73.0.jar \
-    ${MAVEN}/beam-runners-spark-3-job-server/2.73.0/beam-runners-spark-3-job-server-2.73.0.jar \
-    /opt/programusers/cache/jars/
+RUN for artifact in beam-runners-flink-1.20-job-server beam-runners-spark-3-job-server; do \
+      mvn -q -B dependency:copy -Dartifact=org.apache.beam:${artifact}:2.73.0 \
+        -DoutputDirectory=/opt/programusers/cache/jars || exit 1; \
+    done \
+ && rm -rf /root/.m2
 
 WORKDIR /opt/programusers
 COPY pyproject.toml README.md ./
