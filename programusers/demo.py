@@ -175,5 +175,6 @@ def register(commands) -> None:
     parser.add_argument("--redis-db", type=int, default=0)
     parser.add_argument("--output", default="ml_reports")
     parser.add_argument("--secure", action="store_true",
-                        help=f"use the stack's secure profile (scripts/stack up --secure): the settings of {SECURE_ENV}")
+                        help=f"use the stack's secure profile (scripts/stack up --secure): the settings of "
+                             f"{SECURE_ENV}")
     parser.set_defaults(handler=run)

@@ -99,7 +99,13 @@ def store_flags(parser: argparse.ArgumentParser) -> None:
     StoreOptions._add_argparse_args(parser)  # noqa: SLF001 - Beam's own hook, used as Beam uses it
 
 
+def option_values(args: argparse.Namespace, *option_classes: type[PipelineOptions]) -> dict:
+    """The values a command parsed for the flags of `option_classes` (added to its parser for --help),
+    to hand on to PipelineOptions."""
+    return {name: getattr(args, name) for options in option_classes
+            for name in options([]).get_all_options(current_only=True)}
+
+
 def from_args(args: argparse.Namespace) -> StoreOptions:
     """The StoreOptions of a command's parsed flags."""
-    names = StoreOptions([]).get_all_options(current_only=True)
-    return StoreOptions([], **{name: getattr(args, name) for name in names})
+    return StoreOptions([], **option_values(args, StoreOptions))

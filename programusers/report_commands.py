@@ -21,7 +21,7 @@ from programusers.crypto import PlatformCipher
 from programusers.io import files, postgres
 from programusers.job_requests import JOB_ID, JobRequest
 from programusers.model_config import ModelConfigError, default_model_config, load_model_config
-from programusers.options import store_flags
+from programusers.options import option_values, store_flags
 from programusers.pipelines.exhaust import ExhaustOptions, Stores
 from programusers.report_lifecycle import (ExhaustRun, produce_group, reclaim_interrupted, remove_dead_staging,
                                            utcnow)
@@ -36,46 +36,44 @@ def workers_share_this_machine(options: PipelineOptions) -> bool:
     return environment in (None, "LOOPBACK") or options.view_as(StandardOptions).runner.endswith("FnApiRunner")
 
 
+class CannotRun(Exception):
+    """The exhaust cannot start (configuration, runner, stores it must reach)."""
+
+
 def staging_location(path: str | None, output: str) -> str:
     """Where a report waits (sorted shards, then the merged file) until it is published: private, never
     under the published output. A local output needs local staging on the same filesystem, so that the
     report is moved into place with a rename. By default: a folder only this user can read in the temp
     dir, or beside the output when the temp dir is on another filesystem."""
     if path:
+        if files.is_local(path):
+            files.make_private_dir(path)
+        if files.is_local(output) and not (files.is_local(path) and files.same_local_filesystem(path, output)):
+            raise CannotRun("--staging must be on the same filesystem as --output, so that a report is "
+                            "moved into place whole")
         return path
     user = f"programusers-staging-{os.getuid()}"
     local = os.path.join(tempfile.gettempdir(), user)
     files.make_private_dir(local)
-    if "://" in output or files.same_local_filesystem(local, output):
+    if not files.is_local(output) or files.same_local_filesystem(local, output):
         return local
     beside = os.path.join(os.path.dirname(os.path.abspath(output)), "." + user)
     files.make_private_dir(beside)
     return beside
 
 
-class CannotRun(Exception):
-    """The exhaust cannot start (configuration, runner, stores it must reach)."""
-
-
 def _prepare(args) -> tuple[ExhaustRun, str | None]:
     config = load_model_config(args.config) if args.config else default_model_config()
     cipher = PlatformCipher.from_env()
-    # ExhaustOptions' flags were parsed with the subcommand's (for --help); hand them on.
-    tuning = {name: getattr(args, name) for name in ExhaustOptions([]).get_all_options(current_only=True)}
-    options = runners.pipeline_options(args.runner, args.pipeline_args, **tuning)
+    options = runners.pipeline_options(args.runner, args.pipeline_args, **option_values(args, ExhaustOptions))
     if not args.staging and not workers_share_this_machine(options):
         raise CannotRun("the pipeline's workers run elsewhere: pass --staging with a location they share "
                         "(e.g. a private bucket); the default staging folder is on this machine only")
     output = args.output or config.output_path
     FileSystems.set_options(options)
-    if "://" not in output:
+    if files.is_local(output):
         os.makedirs(os.path.join(output, JOB_ID), exist_ok=True)
     staging = staging_location(args.staging, output)
-    if "://" not in staging:
-        files.make_private_dir(staging)
-        if "://" not in output and not files.same_local_filesystem(staging, output):
-            raise CannotRun("--staging must be on the same filesystem as --output, so that a report is "
-                            "moved into place whole")
     leases = postgres.Leases(args.postgres_dsn, JOB_ID)
     return ExhaustRun(config, Stores.resolve(args, config), options, output, staging, cipher, args.zip_crypto,
                       args.postgres_dsn, args.job_request_table, leases, args.file_mode, args.max_store_outage,

@@ -232,14 +232,12 @@ def remove_dead_staging(staging: str, leases: postgres.Leases) -> int:
     """Removes the staging folders of requests whose producing process died (their lease is free)."""
     removed = 0
     for name in files.list_dirs(staging):
-        key = lease_of_workspace(name)
-        if key is None or not leases.try_take(key):
+        if (key := lease_of_workspace(name)) is None:
             continue
-        try:
-            files.remove_dir(FileSystems.join(staging, name))
-            removed += 1
-        finally:
-            leases.release(key)
+        with leases.if_free(key) as dead:
+            if dead:
+                files.remove_dir(FileSystems.join(staging, name))
+                removed += 1
     return removed
 
 
@@ -248,12 +246,7 @@ def reclaim_interrupted(job: ExhaustRun, request_id: str | None) -> None:
     iteration + 1, so they are pending again (or final at the iteration limit)."""
     with postgres.session(job.dsn) as connection:
         for request in postgres.processing_requests(connection, job.table, JOB_ID, request_id):
-            key = job.leases.key(request)
-            if not job.leases.try_take(key):
-                continue  # its process is alive
-            try:
-                if postgres.reclaim(connection, job.table, request, utcnow()):
+            with job.leases.if_free(job.leases.key(request)) as dead:  # else its process is alive
+                if dead and postgres.reclaim(connection, job.table, request, utcnow()):
                     _LOG.warning("request %s: interrupted (its exhaust process died); iteration %d",
                                  request.request_id, request.iteration + 1)
-            finally:
-                job.leases.release(key)

@@ -12,7 +12,8 @@ from programusers.io import postgres
 from programusers.io.cassandra import CassandraConnection
 
 REPO = Path(__file__).resolve().parents[1]
-LOCAL_CASSANDRA = CassandraConnection(tuple(settings.cassandra_hosts(settings.CASSANDRA_HOSTS)), settings.CASSANDRA_PORT)
+LOCAL_CASSANDRA = CassandraConnection(tuple(settings.cassandra_hosts(settings.CASSANDRA_HOSTS)),
+                                      settings.CASSANDRA_PORT)
 # Per test session, so two sessions sharing the stack never drop each other's data.
 _SESSION = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
 TEST_PROGRAMS_KEYSPACE = f"test_programs_{_SESSION}"

@@ -40,7 +40,7 @@ from cassandra.cluster import NoHostAvailable
 from cassandra.connection import ConnectionException
 from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage, ServerError
 
-from programusers.io.cassandra import CassandraConnection, SessionDoFn, Unavailable
+from programusers.io.cassandra import CassandraConnection, SessionDoFn, Unavailable, refused
 
 METRICS_NAMESPACE = "programusers.cassandra"
 MAX_BACKOFF_SECONDS = 5.0  # short: once Cassandra answers again, every held write goes out within seconds
@@ -145,7 +145,7 @@ class _Outage:
     logs (at most once a minute per process) that Cassandra is unreachable, with counts only, never values."""
 
     def __init__(self, where: str, limit: float | None, throttle: _Throttle = _REPORT):
-        self._hosts, self._limit, self._throttle = where, limit, throttle
+        self._where, self._limit, self._throttle = where, limit, throttle
         self.since: float | None = None
         self._reported = False
 
@@ -158,13 +158,13 @@ class _Outage:
         held = "connecting, no write sent yet" if waiting is None else f"{waiting} write(s) waiting here"
         if self._limit is not None and elapsed > self._limit:
             raise CassandraUnreachable(
-                f"Cassandra unreachable for {elapsed:.0f} s at {self._hosts} ({type(error).__name__}), more than "
+                f"Cassandra unreachable for {elapsed:.0f} s at {self._where} ({type(error).__name__}), more than "
                 f"--max-write-outage {self._limit:g} s; {held}, none dead-lettered, no offset committed past "
                 f"them: re-run once it answers")
         if self._throttle.ready(now):
             self._reported = True
             _LOG.warning("Cassandra unreachable for %.0f s at %s (%s); %s, retrying",
-                         elapsed, self._hosts, type(error).__name__, held)
+                         elapsed, self._where, type(error).__name__, held)
 
     def succeeded(self) -> None:
         if self.since is not None and self._reported:
@@ -203,6 +203,8 @@ class _WriteMutationsFn(SessionDoFn):
                 self._session = self._acquire_session()
                 break
             except Unavailable as error:
+                if refused(error):  # a wrong login is no outage: waiting would not change it
+                    raise
                 self._outage.failed(error, waiting=None)
                 time.sleep(backoff_seconds(attempt, self._backoff, self._max_backoff))
         self._outage.succeeded()

@@ -122,13 +122,13 @@ def merge_shards(temp_dir: str, merged: str, when: datetime, password: str | Non
             return _concatenate(shards, out)
 
 
-def _is_local(path: str) -> bool:
+def is_local(path: str) -> bool:
     return "://" not in path
 
 
 def make_private_dir(path: str) -> None:
     """A staging folder only this user can enter (object stores have no folders: nothing to do)."""
-    if _is_local(path):
+    if is_local(path):
         os.makedirs(path, mode=0o700, exist_ok=True)
         os.chmod(path, 0o700)
 
@@ -144,7 +144,7 @@ def publish(staged: str, destination: str, file_mode: int) -> None:
     Local: the file gets `file_mode`, then is renamed into place (staging is on the output's filesystem,
     see ExhaustRun). Object stores: an object becomes visible only once fully written, so a copy is enough.
     """
-    if _is_local(staged) and _is_local(destination):
+    if is_local(staged) and is_local(destination):
         os.chmod(staged, file_mode)
         os.replace(staged, destination)
     else:
@@ -153,7 +153,7 @@ def publish(staged: str, destination: str, file_mode: int) -> None:
 
 def list_dirs(parent: str) -> list[str]:
     """The names of the folders directly under `parent` (on object stores: of the prefixes holding files)."""
-    if _is_local(parent):
+    if is_local(parent):
         return sorted(e.name for e in os.scandir(parent) if e.is_dir()) if os.path.isdir(parent) else []
     found = FileSystems.match([FileSystems.join(parent, "*", "*")])[0].metadata_list
     prefix = parent.rstrip("/") + "/"

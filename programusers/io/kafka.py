@@ -50,7 +50,6 @@ def read_properties(path: str) -> dict[str, str]:
 
 
 _JAAS_LOGIN = re.compile(r'username="(?P<username>[^"]*)"\s+password="(?P<password>[^"]*)"')
-_PYTHON_NAMES = {"ssl.truststore.location": "ssl.ca.location", "ssl.keystore.location": "ssl.keystore.location"}
 
 
 @dataclass(frozen=True)
@@ -64,9 +63,9 @@ class KafkaClientConfig:
 
     @classmethod
     def load(cls, bootstrap: str, properties_file: str | None = None, overrides=()) -> KafkaClientConfig:
-        for text in overrides:
-            if "=" not in text:
-                raise ValueError(f"--kafka-config {text.split()[0] if text.strip() else text!r}: expected KEY=VALUE")
+        for number, text in enumerate(overrides, 1):
+            if "=" not in text:  # the text itself is not shown: it may be a secret given the wrong way
+                raise ValueError(f"--kafka-config number {number}: expected KEY=VALUE")
         config = cls(bootstrap, properties_file, tuple(overrides))
         config.properties()  # a missing or unreadable file fails now, not in a worker
         return config
@@ -97,10 +96,12 @@ class KafkaClientConfig:
                 if value.upper() != "PEM":
                     raise ValueError("ssl.truststore.type: the Python clients read a PEM CA file; use "
                                      "ssl.truststore.type=PEM")
+            elif key == "ssl.truststore.location":
+                config["ssl.ca.location"] = value
             elif key == "ssl.endpoint.identification.algorithm":
                 config[key] = value or "none"
             else:
-                config[_PYTHON_NAMES.get(key, key)] = value
+                config[key] = value
         return {**config, **extra}
 
     def describe(self) -> str:
@@ -111,7 +112,8 @@ class KafkaClientConfig:
         return f"{self.bootstrap} ({protocol}{'/' + mechanism if mechanism else ''})"
 
 
-def read_from_kafka(client: KafkaClientConfig, topics: list[str], expansion_service: str, *, group_id: str | None = None,
+def read_from_kafka(client: KafkaClientConfig, topics: list[str], expansion_service: str, *,
+                    group_id: str | None = None,
                     max_records: int | None = None, max_read_time: int | None = None,
                     commit_offsets: bool = False, with_metadata: bool = False) -> ReadFromKafka:
     """Reads (key, value) byte pairs, or rows with topic/partition/offset when `with_metadata`.

@@ -73,6 +73,17 @@ class Leases:
             cursor.execute("SELECT pg_try_advisory_lock(%s)", (key,))
             return cursor.fetchone()[0]
 
+    @contextlib.contextmanager
+    def if_free(self, key: int):
+        """Holds the lock for the block when it is free (yields True: its owner, if any, is gone), else
+        yields False; released afterwards."""
+        taken = self.try_take(key)
+        try:
+            yield taken
+        finally:
+            if taken:
+                self.release(key)
+
     def release(self, key: int) -> None:
         with self._connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s)", (key,))

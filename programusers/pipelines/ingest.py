@@ -39,7 +39,7 @@ from programusers import events, runners, settings
 from programusers.io import cassandra_sink, kafka
 from programusers.io.kafka import KafkaRecord
 from programusers.metrics import counters
-from programusers.options import StoreOptions, store_flags
+from programusers.options import StoreOptions, option_values, store_flags
 from programusers.transforms.enrollments import WriteEnrollments
 
 METRICS_NAMESPACE = "programusers.ingest"
@@ -152,16 +152,16 @@ def run(options: PipelineOptions) -> PipelineResult:
          commit_offsets=ingest.commit_offsets and not ingest.bounded,
          max_records=ingest.max_records, max_read_time=ingest.max_read_time)
      | "IngestEvents" >> IngestEvents(WriteEnrollments(
-         stores.cassandra_connection(), ingest.programs_keyspace, consistency=ingest.consistency, concurrency=ingest.write_concurrency,
-         backoff=ingest.retry_backoff, max_outage=ingest.write_outage_limit))
+         stores.cassandra_connection(), ingest.programs_keyspace, consistency=ingest.consistency,
+         concurrency=ingest.write_concurrency, backoff=ingest.retry_backoff, max_outage=ingest.write_outage_limit))
      | "WriteDeadLetters" >> kafka.write_to_kafka(client, ingest.dead_letter_topic, ingest.expansion_service))
     return pipeline.run()
 
 
 def pipeline_options(args) -> PipelineOptions:
     """The `ingest` command's flags as pipeline options, refusing runs the runner cannot do."""
-    names = [*IngestOptions([]).get_all_options(current_only=True), *StoreOptions([]).get_all_options(current_only=True)]
-    options = runners.pipeline_options(args.runner, args.pipeline_args, **{name: getattr(args, name) for name in names})
+    options = runners.pipeline_options(args.runner, args.pipeline_args,
+                                       **option_values(args, IngestOptions, StoreOptions))
     ingest = options.view_as(IngestOptions)
     if not ingest.bounded and args.runner == "DirectRunner":
         raise SystemExit("DirectRunner reads Kafka bounded only: pass --max-records or --max-read-time")

@@ -233,7 +233,8 @@ def run(options, request: ReplayRequest) -> PipelineResult:
     (pipeline
      | "ReadDeadLetters" >> ReadDeadLetters(request.kafka, request.dead_letter_topic, request.since)
      | "ReplayDeadLetters" >> ReplayDeadLetters(WriteEnrollments(
-         request.cassandra, request.programs_keyspace, consistency=request.consistency, concurrency=request.write_concurrency, backoff=request.retry_backoff,
+         request.cassandra, request.programs_keyspace, consistency=request.consistency,
+         concurrency=request.write_concurrency, backoff=request.retry_backoff,
          max_outage=request.max_write_outage), request.reason))
     return pipeline.run()
 
