@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import io
 import multiprocessing
 import os
 import random
@@ -65,7 +64,10 @@ RUNNER_SETUPS = {  # label -> (runner, extra pipeline args)
     POOL: ("PrismRunner", []),
     "DirectRunner --consent-read=scan": ("DirectRunner", ["--consent-read=scan"]),
 }
-BATCH = 500  # the pipeline's --lookup-batch-size default
+# The stages alone use the pipeline's defaults.
+_TUNING = exhaust.ExhaustOptions([])
+BATCH, USERS_PER_QUERY = _TUNING.lookup_batch_size, _TUNING.consent_users_per_query
+FETCH, ROWS_PER_SHARD = _TUNING.cassandra_fetch_size, _TUNING.rows_per_shard
 # What the default pipeline (per-user consent lookups) does, timed alone; build_records includes decrypt.
 PIPELINE_STAGES = ("read_s", "consent_lookup_s", "user_cache_s", "build_records_s", "sort_write_s")
 # The loader generates and writes this many users at a time, so its memory does not grow with the size.
@@ -268,15 +270,16 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
     """Each stage alone, single-threaded, with the pipeline's own DoFns/functions and batch sizes."""
     connection = common.LOCAL_CASSANDRA
     timings, space = {}, keyspace(size)
-    reader = cassandra._QueryFn(connection, program_reads.enrollment_query(space), 1000, None)  # noqa: SLF001
+    reader = cassandra._QueryFn(connection, FETCH, None)  # noqa: SLF001
     reader.setup()
     with common.timed(timings, "read_s"):
-        rows = [program_reads.enrollment_row(values) for values in reader.process((program_id,))]
+        rows = [program_reads.enrollment_row(values)
+                for values in reader.process((program_reads.enrollment_query(space), (program_id,)))]
     reader.teardown()
     user_ids = [row["user_id"] for row in rows]
     batches = [user_ids[i:i + BATCH] for i in range(0, len(user_ids), BATCH)]
 
-    lookup = program_reads._ReadConsentFn(connection, space, program_id, 64)  # noqa: SLF001
+    lookup = program_reads._ReadConsentFn(connection, space, program_id, USERS_PER_QUERY, 16)  # noqa: SLF001
     lookup.setup()
     with common.timed(timings, "consent_lookup_s"):
         consents = dict(pair for batch in batches for pair in lookup.process(batch))
@@ -322,10 +325,12 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
             build()
         timings["build_profile"] = profiler.output_text(unicode=False, color=False, show_all=False)
 
-    with common.timed(timings, "sort_write_s"):  # as _BuildRecordFn's output and _WriteShardFn
-        out = io.BytesIO()
-        for _, line in sorted((records.sort_key(config, r), records.csv_line(r.values())) for r in built):
-            out.write(line.encode("utf-8"))
+    with common.timed(timings, "sort_write_s"), tempfile.TemporaryDirectory() as shard_dir:
+        # As _BuildRecordFn's output and _WriteSortedShardsFn, rows_per_shard records a shard.
+        keyed_lines = [(records.sort_key(config, r), records.csv_line(r.values())) for r in built]
+        for start in range(0, len(keyed_lines), ROWS_PER_SHARD):
+            files._write_shard(os.path.join(shard_dir, "shard"),  # noqa: SLF001
+                               sorted(keyed_lines[start:start + ROWS_PER_SHARD]))
     return timings
 
 
@@ -343,7 +348,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     stage_sizes = {int(s) for s in args.stage_sizes.split(",") if s}
-    labels = args.runners.split(",")
+    labels = [label for label in args.runners.split(",") if label]  # none: load (and --keep) only
     os.environ.setdefault(SALT_ENV_VAR, SALT)  # the workers decrypt with it (in process or forked)
 
     cluster, session = common.LOCAL_CASSANDRA.connect()

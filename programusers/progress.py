@@ -21,7 +21,8 @@ _TALLY: Counter = Counter()
 _LOCK = threading.Lock()
 # The counters a report's progress shows, in the order their steps happen, with a line's words for them.
 STEPS = (("enrollments_read", "enrollment rows read"), ("consents_found", "consents found"),
-         ("profiles_found", "profiles found"), ("records", "report rows built"))
+         ("profiles_found", "profiles found"), ("records", "report rows built"),
+         ("rows_written", "rows written to sorted shards"))
 
 
 def count(step: str, n: int = 1) -> None:

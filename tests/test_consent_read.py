@@ -34,7 +34,8 @@ def _consent(user_id, consumer, object_id, status, day):
 
 
 @pytest.mark.services
-def test_scan_and_lookups_agree(cassandra_session, test_schema, unique):
+@pytest.mark.parametrize("users_per_query", [1, 3, 50])
+def test_scan_and_lookups_agree(cassandra_session, test_schema, unique, users_per_query):
     keyspace, program, other = test_schema["consent_keyspace"], f"prog-{unique}", f"other-{unique}"
     consents = [_consent(f"u{i}-{unique}", "org-1", program, ("ACTIVE", "REVOKED")[i % 2], 1 + i % 9)
                 for i in range(40)]
@@ -50,7 +51,8 @@ def test_scan_and_lookups_agree(cassandra_session, test_schema, unique):
                 for i in range(40)]
     with test_pipeline.TestPipeline(options=runners.pipeline_options("DirectRunner")) as pipeline:
         user_ids = pipeline | beam.Create(requested)
-        looked_up = user_ids | "Lookups" >> program_reads.ReadConsent(LOCAL_CASSANDRA, keyspace, program, batch_size=7)
+        looked_up = user_ids | "Lookups" >> program_reads.ReadConsent(LOCAL_CASSANDRA, keyspace, program, batch_size=7,
+                                                                       users_per_query=users_per_query)
         scanned = user_ids | "Scan" >> program_reads.ScanConsent(LOCAL_CASSANDRA, keyspace, program, splits=5)
         assert_that(looked_up, equal_to(expected), label="LookupsFound")
         assert_that(scanned, equal_to(expected), label="ScanFound")

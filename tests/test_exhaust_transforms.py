@@ -14,8 +14,7 @@ from programusers.crypto import PlatformCipher
 from programusers.io import files
 from programusers.model_config import default_model_config
 from programusers import records as report_records
-from programusers.transforms.report import (JoinIntoRecords, LookUpAndBuildRecords, LookUpConsentAndProfiles,
-                                           ProgramAsksForConsent)
+from programusers.transforms.report import JoinIntoRecords, LookUpAndBuildRecords, LookUpConsentAndProfiles
 
 CONFIG = default_model_config()
 SALT = "transform-salt"
@@ -91,12 +90,14 @@ def join(program_asks, consents_asked, profiles_asked, expected_records):
     """Both ways to records, the join (any consent read) and the batch lookups (the default), give the same."""
     with pipeline() as p:
         rows = p | "Rows" >> beam.Create(ENROLLMENTS)
-        asks = p | "ProgramAsks" >> beam.Create([program_asks])
-        lookups = LookUpConsentAndProfiles(read_consent=FakeRead(CONSENTS, consents_asked),
-                                           read_profiles=FakeRead(PROFILES, profiles_asked), program_asks=asks)
-        joined = rows | beam.WithKeys(lambda r: r["user_id"]) | lookups | JoinIntoRecords(CONFIG, asks)
-        batched = rows | LookUpAndBuildRecords(CONFIG, FakeLookupFn(CONSENTS, consents_asked),
-                                               FakeLookupFn(PROFILES, profiles_asked), asks, batch_size=2)
+        if program_asks:
+            lookups = LookUpConsentAndProfiles(read_consent=FakeRead(CONSENTS, consents_asked),
+                                               read_profiles=FakeRead(PROFILES, profiles_asked), program_asks=True)
+        else:  # the reads must not even be part of the pipeline
+            lookups = LookUpConsentAndProfiles(read_consent=None, read_profiles=None, program_asks=False)
+        joined = rows | beam.WithKeys(lambda r: r["user_id"]) | lookups | JoinIntoRecords(CONFIG, program_asks)
+        batched = rows | LookUpAndBuildRecords(CONFIG, program_asks, FakeLookupFn(CONSENTS, consents_asked),
+                                               FakeLookupFn(PROFILES, profiles_asked), batch_size=2)
         for label, record_lists in (("Joined", joined), ("Batched", batched)):
             assert_that(record_lists | f"{label}Records" >> beam.FlatMap(list), equal_to(expected_records),
                         label=f"{label}AsExpected")
@@ -121,8 +122,7 @@ def test_join_counts_issues():
              "consent": [(u, {"status": "active", "last_updated_on": None}) for u in ("u1", "u2")],
              "profile": [("u2", {"firstname": "A", "email": "not-a-ciphertext"})]}
     p = pipeline()
-    asks = p | "ProgramAsks" >> beam.Create([True])
-    _ = {name: p | name >> beam.Create(items) for name, items in sides.items()} | JoinIntoRecords(CONFIG, asks)
+    _ = {name: p | name >> beam.Create(items) for name, items in sides.items()} | JoinIntoRecords(CONFIG, True)
     result = p.run()
     result.wait_until_finish()
     counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]}
@@ -146,13 +146,14 @@ def sort_key(r):
 
 
 def write_and_merge(records, tmp_path, rows_per_shard, **zip_args):
+    """Writes the records through WriteSortedShards (7 a list, as lookup batches come) and merges them;
+    returns (shard files, rows merged, the merged file)."""
     temp_dir, destination = str(tmp_path / "temp"), str(tmp_path / "out" / "report.csv")
     keyed_lines = [(sort_key(r), report_records.csv_line(r[label] for label in COLUMNS)) for r in records]
     batches = [keyed_lines[i:i + 7] for i in range(0, len(keyed_lines), 7)]
     with pipeline() as p:
-        header = p | "Header" >> beam.Create([COLUMNS])
-        _ = p | beam.Create(batches) | files.WriteSortedShards(temp_dir, header, rows_per_shard)
-    shards = sorted(m.path for m in FileSystems.match([temp_dir + "/shard-*.csv"])[0].metadata_list)
+        _ = p | beam.Create(batches) | files.WriteSortedShards(temp_dir, COLUMNS, rows_per_shard)
+    shards = sorted(m.path for m in FileSystems.match([temp_dir + "/shard-*"])[0].metadata_list)
     (tmp_path / "out").mkdir()
     written = files.merge_shards(temp_dir, destination, datetime(2024, 1, 1), **zip_args)
     files.remove_dir(temp_dir)
@@ -175,13 +176,6 @@ def test_sorted_shards_merge_into_one_sorted_csv(tmp_path):
 def test_no_records_no_file(tmp_path):
     shards, written, destination = write_and_merge([], tmp_path, rows_per_shard=10)
     assert shards == [] and written == 0 and not (tmp_path / "out" / "report.csv").exists()
-
-
-@pytest.mark.parametrize("flags,program_asks", [((True, False, False), True), ((False, False), False)])
-def test_the_program_asks_when_any_of_its_rows_asks(flags, program_asks):
-    with pipeline() as p:
-        rows = p | beam.Create([row(f"u{n}", pii=flag) for n, flag in enumerate(flags)])
-        assert_that(rows | ProgramAsksForConsent(), equal_to([program_asks]))
 
 
 @pytest.mark.parametrize("program_asks", [True, False])

@@ -1,9 +1,13 @@
-"""The exhaust's pure parts: range shards, request handling, the password zip, store settings."""
+"""The exhaust's pure parts: the shards' merge, request handling, the password zip, store settings."""
 import io
+import json
 import shutil
 import subprocess
+import tempfile
 import zipfile
 from datetime import datetime, timezone
+from pathlib import Path
+from unittest.mock import patch
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -15,40 +19,61 @@ from programusers import job_requests
 from programusers.archive import encrypted_member, zip_password
 from programusers.crypto import PlatformCipher
 from programusers.filters import parse_request
+from programusers.io import files
 from programusers.job_requests import JobRequest
 from programusers.model_config import default_model_config
 from programusers.pipelines.exhaust import Stores
-from programusers.shards import MAX_SHARDS, range_bounds, shard_of
 
-# --- range shards ----------------------------------------------------------------------------
+# --- sorted shards and their merge --------------------------------------------------------------
 
-
-def exact_quantiles(keys, n=MAX_SHARDS + 1):
-    ordered = sorted(keys)
-    return [ordered[i * (len(ordered) - 1) // (n - 1)] for i in range(n)] if ordered else []
+HEADER = ["District", "Name"]
 
 
-@given(st.lists(st.tuples(st.sampled_from(["", "A", "B", "C"]), st.text(max_size=3))), st.integers(1, 50))
-def test_range_shards_concatenate_into_sorted_order(keys, rows_per_shard):
-    bounds = range_bounds(exact_quantiles(keys), len(keys), rows_per_shard)
-    shards = {}
-    for key in keys:
-        shards.setdefault(shard_of(key, bounds), []).append(key)
-    assert [k for i in sorted(shards) for k in sorted(shards[i])] == sorted(keys)
-    assert len(bounds) < max(-(-len(keys) // rows_per_shard), 1)
+def keyed_line(district, name):
+    return [[district], f"{district},{name}\r\n"]
 
 
-def test_shard_count_follows_rows_per_shard():
-    keys = [(f"{i:05d}",) for i in range(1000)]
-    for rows_per_shard, shards in [(1000, 1), (250, 4), (99, 11), (1, MAX_SHARDS)]:
-        bounds = range_bounds(exact_quantiles(keys), len(keys), rows_per_shard)
-        sizes = [sum(shard_of(k, bounds) == i for k in keys) for i in range(len(bounds) + 1)]
-        # Balanced within one quantile step.
-        assert len(sizes) == shards and max(sizes) <= 1000 / shards + 1000 / MAX_SHARDS + 1
+def stage_shards(tmp_path, runs, extra=()):
+    """Writes each run, sorted, as a shard of the files module's format, and a manifest naming them (not
+    `extra`, the runs of attempts a runner retried)."""
+    temp_dir = tmp_path / "staging"
+    temp_dir.mkdir()
+    entries = []
+    for n, run in enumerate([*runs, *extra]):
+        name = f"shard-{n:04d}.jsonl"
+        (temp_dir / name).write_text("".join(json.dumps(line) + "\n" for line in sorted(run)), encoding="utf-8")
+        if n < len(runs):
+            entries.append([name, len(run)])
+    (temp_dir / files.MANIFEST).write_text(json.dumps({"header": HEADER, "shards": entries}))
+    return temp_dir
 
 
-def test_no_keys_one_shard():
-    assert range_bounds([], 0, 10) == [] and shard_of(("x",), []) == 0
+LINES = st.lists(st.builds(keyed_line, st.sampled_from(["", "A", "B", "b", "C, D"]), st.text("xyz", max_size=3)))
+
+
+@given(st.lists(LINES, max_size=6), st.lists(LINES, max_size=2), st.integers(2, 4))
+def test_shards_merge_into_the_sorted_report_whatever_the_runs(runs, retried, max_open):
+    with tempfile.TemporaryDirectory() as tmp, patch.object(files, "MAX_OPEN_SHARDS", max_open):
+        temp_dir = stage_shards(Path(tmp), runs, retried)
+        merged = Path(tmp) / "report.csv"
+        rows = files.merge_shards(str(temp_dir), str(merged), datetime(2024, 1, 1))
+        every = sorted(line for run in runs for line in run)
+        assert rows == len(every)
+        assert merged.read_bytes().decode() == "District,Name\r\n" + "".join(line for _, line in every)
+
+
+def test_a_shard_that_lacks_rows_fails_the_merge(tmp_path):
+    temp_dir = stage_shards(tmp_path, [[keyed_line("A", "x"), keyed_line("B", "y")]])
+    manifest = json.loads((temp_dir / files.MANIFEST).read_text())
+    manifest["shards"][0][1] = 3
+    (temp_dir / files.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(files.IncompleteShard, match="2 of 3 rows"):
+        files.merge_shards(str(temp_dir), str(tmp_path / "report.csv"), datetime(2024, 1, 1))
+
+
+def test_no_manifest_no_report(tmp_path):
+    assert files.merge_shards(str(tmp_path), str(tmp_path / "report.csv"), datetime(2024, 1, 1)) == 0
+    assert not (tmp_path / "report.csv").exists()
 
 
 # --- requests --------------------------------------------------------------------------------

@@ -1,30 +1,40 @@
 """Report files on any Beam filesystem (local, gs://, s3://, hdfs://).
 
-The pipeline writes records as sorted range shards (each a complete CSV with the header) into a private
-staging directory; ``merge_shards`` then concatenates them in range order into the one report file, plain
-or password-zipped, still in staging, counting its rows; ``publish`` moves it into place whole. The merge
-runs in the submitting process so the zip password never enters the pipeline (its graph, options or
-workers); it streams, so memory stays flat whatever the report's size.
+The pipeline writes records as sorted shards (runs of at most `rows_per_shard` records, each sorted on its
+own, as JSON lines of [sort key, CSV line]) into a private staging directory, and a manifest naming the
+shards that count: those of bundles the runner committed, not of attempts it retried. ``merge_shards``
+then merges them (a k-way merge, streaming) into the one report file, plain or password-zipped, still in
+staging, checking every shard's row count; ``publish`` moves it into place whole. The merge runs in the
+submitting process so the zip password never enters the pipeline (its graph, options or workers); it
+streams, so memory stays flat whatever the report's size, as it does in the workers, which hold one shard.
 """
 from __future__ import annotations
 
-import csv
-import io
-import itertools
+import contextlib
+import heapq
+import json
 import os
+import uuid
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.pvalue import AsSingleton
+from apache_beam.transforms.window import GlobalWindows
 
+from programusers import progress
 from programusers.archive import encrypted_member
 from programusers.records import csv_line
-from programusers.shards import MAX_SHARDS, range_bounds, shard_of
 
-_SHARD = "shard-{:05d}.csv"
-_SHARDS = "shard-*.csv"
+MANIFEST = "manifest.json"
+# The most shards merged at once (one open file each); more are first merged into larger shards.
+MAX_OPEN_SHARDS = 200
+_WRITE_LINES = 4096  # merged lines written at a time
+
+
+class IncompleteShard(Exception):
+    """A shard holds other than the rows its manifest entry says: the report would be wrong."""
 
 
 def _create(path: str):
@@ -36,90 +46,144 @@ def _open(path: str):
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
-def _sort_keys(keyed_lines: list) -> list:
-    return [key for key, _ in keyed_lines]
+def _write_shard(path: str, keyed_lines: Iterable) -> int:
+    rows = 0
+    with _create(path) as out:  # a retried bundle writes new files; the manifest names the committed ones
+        for chunk in _chunks(keyed_lines):
+            out.write("".join(json.dumps(keyed_line, ensure_ascii=False) + "\n" for keyed_line in chunk).encode())
+            rows += len(chunk)
+    return rows
 
 
-def _by_range(keyed_lines: list, bounds):
-    """A list of (sort key, line) -> (shard, its part of the list) for each shard it touches."""
-    shards = {}
-    for keyed_line in keyed_lines:
-        shards.setdefault(shard_of(keyed_line[0], bounds), []).append(keyed_line)
-    return shards.items()
+def _chunks(items: Iterable, size: int = _WRITE_LINES) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
-class _WriteShardFn(beam.DoFn):
-    def __init__(self, temp_dir: str):
-        self._temp_dir = temp_dir
+def _shard_name() -> str:
+    return f"shard-{uuid.uuid4().hex}.jsonl"
 
-    def process(self, shard, header):
-        index, parts = shard
-        path = FileSystems.join(self._temp_dir, _SHARD.format(index))
-        with _create(path) as out:  # a retried bundle rewrites the same file
-            out.write(csv_line(header).encode("utf-8"))
-            # Ties on the sort key are broken by the whole line, so every runner writes the same bytes.
-            for _, line in sorted(itertools.chain.from_iterable(parts)):
-                out.write(line.encode("utf-8"))
-        yield path
+
+class _WriteSortedShardsFn(beam.DoFn):
+    """Lists of (sort key, CSV line) -> (shard name, rows) for each sorted shard written, one per
+    `rows_per_shard` records of a bundle and one for the bundle's rest."""
+
+    def __init__(self, temp_dir: str, rows_per_shard: int):
+        self._temp_dir, self._rows_per_shard = temp_dir, rows_per_shard
+        self._written = progress.counter(self.__class__, "rows_written")
+
+    def start_bundle(self):
+        self._held = []
+
+    def _flush(self) -> tuple[str, int]:
+        # Ties on the sort key are broken by the whole line, so every runner writes the same bytes.
+        self._held.sort()
+        name = _shard_name()
+        rows = _write_shard(FileSystems.join(self._temp_dir, name), self._held)
+        self._written.inc(rows)
+        self._held = []
+        return name, rows
+
+    def process(self, keyed_lines: list):
+        self._held.extend(keyed_lines)
+        if len(self._held) >= self._rows_per_shard:
+            yield self._flush()
+
+    def finish_bundle(self):
+        if self._held:
+            yield GlobalWindows.windowed_value(self._flush())
+
+
+def _write_manifest(shards: list, temp_dir: str, header: list[str]) -> str:
+    path = FileSystems.join(temp_dir, MANIFEST)
+    with _create(path) as out:
+        out.write(json.dumps({"header": header, "shards": sorted(shards)}).encode())
+    return path
 
 
 class WriteSortedShards(beam.PTransform):
-    """Lists of (sort key, CSV line) -> sorted range shards under `temp_dir`, each headed by the labels in
-    `header` (a PCollection of that one list); yields their paths.
+    """Lists of (sort key, CSV line) -> sorted shards under `temp_dir` and its manifest (MANIFEST: the
+    report's `header` and each committed shard's name and row count); yields the manifest's path. No
+    manifest: no records.
 
-    Shard bounds come from quantiles of the sort keys, as many shards as `rows_per_shard` asks for (up
-    to MAX_SHARDS), so one worker holds one shard, not the report. Elements are lists (batches) so that
-    the runner moves and groups a few per bundle, not one per line.
+    Each worker sorts what its bundles bring, `rows_per_shard` records at most, so no worker holds the
+    report and nothing waits for all the records before writing; merge_shards does the rest.
     """
 
-    def __init__(self, temp_dir: str, header, rows_per_shard: int):
+    def __init__(self, temp_dir: str, header: list[str], rows_per_shard: int):
         super().__init__()
         self._temp_dir, self._header, self._rows_per_shard = temp_dir, header, rows_per_shard
 
-    def expand(self, batches):
-        count = batches | "Lengths" >> beam.Map(len) | "Count" >> beam.CombineGlobally(sum)
-        bounds = (batches
-                  | "SortKeys" >> beam.Map(_sort_keys)
-                  | "SampleSortKeys" >> beam.ApproximateQuantiles.Globally(MAX_SHARDS + 1, input_batched=True)
-                  | "RangeBounds" >> beam.Map(range_bounds, AsSingleton(count), self._rows_per_shard))
-        return (batches
-                | "AssignRanges" >> beam.FlatMap(_by_range, AsSingleton(bounds))
-                | "GroupRanges" >> beam.GroupByKey()
-                | "SortAndWrite" >> beam.ParDo(_WriteShardFn(self._temp_dir), AsSingleton(self._header)))
+    def expand(self, keyed_line_lists):
+        return (keyed_line_lists
+                | "SortAndWrite" >> beam.ParDo(_WriteSortedShardsFn(self._temp_dir, self._rows_per_shard))
+                # Without defaults: no shard, no manifest (a default would need a side input).
+                | "ListShards" >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
+                | "WriteManifest" >> beam.Map(_write_manifest, self._temp_dir, self._header))
 
 
-def _written(lines, out, skip_header: bool):
-    for n, line in enumerate(lines):
-        if n or not skip_header:
-            out.write(line.encode("utf-8"))
-        yield line
+def _read_shard(path: str, rows: int) -> Iterator[list]:
+    """A shard's [sort key, line] records; raises IncompleteShard at its end unless there were `rows`."""
+    found = 0
+    with _open(path) as shard:
+        for found, line in enumerate(shard, start=1):
+            yield json.loads(line)
+    if found != rows:
+        raise IncompleteShard(f"{path.rsplit('/', 1)[-1]}: {found} of {rows} rows")
 
 
-def _concatenate(shards: list[str], out) -> int:
-    """Copies the shards into `out` (the header once) and returns the data rows copied, counted as
-    records by a CSV reader (a quoted value may hold a line break)."""
+def _merged(temp_dir: str, shards: list[tuple[str, int]]) -> Iterator[list]:
+    with contextlib.ExitStack() as stack:
+        # Each reader opens its file on first use and closes it at its end (or when the merge stops).
+        readers = [stack.enter_context(contextlib.closing(_read_shard(FileSystems.join(temp_dir, name), rows)))
+                   for name, rows in shards]
+        yield from heapq.merge(*readers)
+
+
+def _fewer_shards(temp_dir: str, shards: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Merges the first MAX_OPEN_SHARDS shards into one, as often as needed to merge at most that many."""
+    while len(shards) > MAX_OPEN_SHARDS:
+        name = _shard_name()
+        rows = _write_shard(FileSystems.join(temp_dir, name), _merged(temp_dir, shards[:MAX_OPEN_SHARDS]))
+        shards = [(name, rows), *shards[MAX_OPEN_SHARDS:]]
+    return shards
+
+
+def _write_merged(temp_dir: str, manifest: dict, out) -> int:
+    """Writes the header and the shards' lines in sort order to `out`; returns the data rows written."""
+    out.write(csv_line(manifest["header"]).encode("utf-8"))
     rows = 0
-    for n, path in enumerate(shards):
-        with _open(path) as shard:
-            lines = io.TextIOWrapper(shard, encoding="utf-8", newline="")
-            rows += sum(1 for _ in csv.reader(_written(lines, out, skip_header=n > 0))) - 1
+    for chunk in _chunks(_merged(temp_dir, _fewer_shards(temp_dir, [tuple(s) for s in manifest["shards"]]))):
+        out.write("".join(line for _, line in chunk).encode("utf-8"))
+        rows += len(chunk)
     return rows
 
 
 def merge_shards(temp_dir: str, merged: str, when: datetime, password: str | None = None,
                  member: str | None = None, zip_crypto: bool = False) -> int:
-    """Writes the shards under `temp_dir`, in order, as `merged`: the CSV itself, or with a `password` a
-    zip holding it as `member`. Returns the data rows written (0, and nothing written, without shards)."""
-    found = FileSystems.match([FileSystems.join(temp_dir, _SHARDS)])[0].metadata_list
-    shards = sorted(m.path for m in found)
-    if not shards:
+    """Writes the shards of the manifest under `temp_dir`, merged in sort order, as `merged`: the CSV
+    itself, or with a `password` a zip holding it as `member`. Returns the data rows written (0, and
+    nothing written, without a manifest). Raises IncompleteShard when a shard lacks rows."""
+    manifest_path = FileSystems.join(temp_dir, MANIFEST)
+    if not FileSystems.exists(manifest_path):
         return 0
+    with _open(manifest_path) as manifest_file:
+        manifest = json.load(manifest_file)
     with _create(merged) as raw:
         if password is None:
-            return _concatenate(shards, raw)
-        upper_bound = sum(m.size_in_bytes for m in found)
+            return _write_merged(temp_dir, manifest, raw)
+        # A CSV line is shorter than the JSON line holding it with its sort key.
+        shards = FileSystems.match([FileSystems.join(temp_dir, name) for name, _ in manifest["shards"]])
+        upper_bound = len(csv_line(manifest["header"]).encode()) + sum(
+            found.size_in_bytes for shard in shards for found in shard.metadata_list)
         with encrypted_member(raw, member, password, when, upper_bound, zip_crypto) as out:
-            return _concatenate(shards, out)
+            return _write_merged(temp_dir, manifest, out)
 
 
 def is_local(path: str) -> bool:

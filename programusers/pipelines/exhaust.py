@@ -18,7 +18,7 @@ from programusers.model_config import ReportConfig
 from programusers.options import from_args
 from programusers.transforms import program_reads
 from programusers.transforms.report import (PROFILE_FIELDS, JoinIntoRecords, LookUpAndBuildRecords,
-                                           LookUpConsentAndProfiles, ProgramAsksForConsent)
+                                           LookUpConsentAndProfiles)
 
 CONSENT_READS = ("lookup", "scan")
 USER_KEY_PREFIX = "user:"  # the platform's user cache: one hash per user at user:<userid>
@@ -29,10 +29,14 @@ class ExhaustOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--cassandra-fetch-size", type=int, default=1000,
+        parser.add_argument("--cassandra-fetch-size", type=int, default=5000,
                             help="program_enrollment rows per page")
+        parser.add_argument("--read-slices", type=int, default=16,
+                            help="ranges of user ids the program's partition is read in, spread over the workers")
         parser.add_argument("--lookup-batch-size", type=int, default=500,
                             help="users per batch of consent queries and of Redis reads")
+        parser.add_argument("--consent-users-per-query", type=int, default=50,
+                            help="users whose consent one query reads (user_id IN ...); 1: a query per user")
         parser.add_argument("--rows-per-shard", type=int, default=100_000,
                             help="report rows one worker sorts in memory")
         parser.add_argument("--consent-read", choices=CONSENT_READS, default="lookup",
@@ -67,21 +71,25 @@ def _user_id(row: dict) -> str:
 
 def run(request: filters.ReportRequest, config: ReportConfig, stores: Stores, temp_dir: str,
         options: PipelineOptions) -> beam.runners.runner.PipelineResult:
-    """Writes the request's records as sorted shards under `temp_dir` (see files.merge_shards)."""
+    """Writes the request's records as sorted shards and their manifest under `temp_dir` (see
+    files.merge_shards)."""
     tuning = options.view_as(ExhaustOptions)
+    # Program-wide, decided before the pipeline: it chooses the columns and whether consent is read at all.
+    program_asks = program_reads.program_asks_for_consent(stores.cassandra, stores.programs_keyspace,
+                                                          request.program_id)
     if tuning.consent_read == "scan":
         read_consent = program_reads.ScanConsent(stores.cassandra, stores.consent_keyspace, request.program_id)
     else:
         read_consent = program_reads.ReadConsent(stores.cassandra, stores.consent_keyspace, request.program_id,
-                                                 tuning.lookup_batch_size)
+                                                 tuning.lookup_batch_size, tuning.consent_users_per_query)
     read_profiles = redis.ReadFromRedisHashes(stores.redis, USER_KEY_PREFIX, PROFILE_FIELDS, tuning.lookup_batch_size,
                                               found_counter="profiles_found")
     with beam.Pipeline(options=options) as pipeline:
-        program_rows = pipeline | "ReadEnrollments" >> program_reads.ReadProgramEnrollments(
-            stores.cassandra, stores.programs_keyspace, request.program_id, tuning.cassandra_fetch_size)
-        program_asks = program_rows | "ProgramAsksForConsent" >> ProgramAsksForConsent()
-        header = program_asks | "Header" >> beam.Map(records.header, config)
-        requested = program_rows | "KeepRequestedRows" >> beam.Filter(request.matches)
+        requested = (pipeline
+                     | "ReadEnrollments" >> program_reads.ReadProgramEnrollments(
+                         stores.cassandra, stores.programs_keyspace, request.program_id, tuning.cassandra_fetch_size,
+                         tuning.read_slices)
+                     | "KeepRequestedRows" >> beam.Filter(request.matches))
         if tuning.consent_read == "scan":  # consent is a scan of the table, joined by user
             record_lists = (requested
                             | "KeyByUser" >> beam.WithKeys(_user_id)
@@ -90,6 +98,7 @@ def run(request: filters.ReportRequest, config: ReportConfig, stores: Stores, te
                             | "JoinIntoRecords" >> JoinIntoRecords(config, program_asks))
         else:  # per-user lookups, a batch at a time, with the read transforms' own lookup DoFns
             record_lists = requested | "LookUpAndBuildRecords" >> LookUpAndBuildRecords(
-                config, read_consent.lookup_fn, read_profiles.lookup_fn, program_asks, tuning.lookup_batch_size)
-        _ = record_lists | "WriteSortedShards" >> files.WriteSortedShards(temp_dir, header, tuning.rows_per_shard)
+                config, program_asks, read_consent.lookup_fn, read_profiles.lookup_fn, tuning.lookup_batch_size)
+        _ = record_lists | "WriteSortedShards" >> files.WriteSortedShards(
+            temp_dir, records.header(program_asks, config), tuning.rows_per_shard)
     return pipeline.result

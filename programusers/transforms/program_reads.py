@@ -8,17 +8,38 @@ from datetime import datetime
 import apache_beam as beam
 
 from programusers import progress
-from programusers.io.cassandra import CassandraConnection, LookUpFn, ReadFromCassandra, identifier, token_ranges
+from programusers.io.cassandra import (CassandraConnection, LookUpFn, ReadAllFromCassandra, ReadFromCassandra,
+                                       identifier,
+                                       token_ranges)
 
 ENROLLMENT_COLUMNS = ("program_id", "program_externalId", "program_name", "pii_consent_required", "user_id",
                       "user_locations", "organisation_id", "organisation_name", "user_sub_type", "user_type",
                       "created_at", "updated_at")
 
 
-def enrollment_query(keyspace: str) -> str:
+def _enrollments(keyspace: str) -> str:
     # Rows are read by position: unquoted CQL names come back lower-cased (program_externalid).
-    return (f"SELECT {', '.join(ENROLLMENT_COLUMNS)} FROM {identifier(keyspace, 'keyspace')}.program_enrollment "
-            "WHERE program_id = ?")
+    return f"SELECT {', '.join(ENROLLMENT_COLUMNS)} FROM {identifier(keyspace, 'keyspace')}.program_enrollment "
+
+
+def enrollment_query(keyspace: str) -> str:
+    return _enrollments(keyspace) + "WHERE program_id = ?"
+
+
+def user_id_slices(count: int) -> list[tuple[str, str | None]]:
+    """`count` consecutive [low, high) ranges of user ids covering every string: "" is the least, and the
+    last range has no upper end. The bounds are evenly spaced hex prefixes, so the platform's ids (UUIDs)
+    spread evenly; ids of any other shape are still read exactly once, in uneven slices."""
+    bounds = [f"{i * 256 // count:02x}" for i in range(1, count)]
+    return list(zip(["", *bounds], [*bounds, None]))
+
+
+def slice_queries(keyspace: str, program_id: str, count: int) -> list[tuple[str, tuple]]:
+    """The (cql, bind values) that read one program's partition in `count` slices of its clustering key."""
+    closed = _enrollments(keyspace) + "WHERE program_id = ? AND user_id >= ? AND user_id < ?"
+    open_ended = _enrollments(keyspace) + "WHERE program_id = ? AND user_id >= ?"
+    return [(closed, (program_id, low, high)) if high is not None else (open_ended, (program_id, low))
+            for low, high in user_id_slices(count)]
 
 
 def enrollment_row(values: tuple) -> dict:
@@ -27,20 +48,34 @@ def enrollment_row(values: tuple) -> dict:
 
 class ReadProgramEnrollments(beam.PTransform):
     """Every program_enrollment row of one program, as dicts keyed by SPEC's column names (counted as
-    enrollments_read). Nothing but the partition key is queried."""
+    enrollments_read). Nothing but the partition key is queried.
 
-    def __init__(self, connection: CassandraConnection, keyspace: str, program_id: str, fetch_size: int = 1000):
+    The partition is read in `slices` ranges of user ids, spread over the workers before they are read
+    (as Beam's sources split): the rows go on where they were read, the runner never moves them."""
+
+    def __init__(self, connection: CassandraConnection, keyspace: str, program_id: str, fetch_size: int = 1000,
+                 slices: int = 16):
         super().__init__()
-        self._read = ReadFromCassandra(connection, enrollment_query(keyspace), fetch_size, counter="enrollments_read")
-        self._program_id = program_id
+        self._read = ReadAllFromCassandra(connection, fetch_size, counter="enrollments_read")
+        self._queries = slice_queries(keyspace, program_id, slices)
 
     def expand(self, pbegin):
         return (pbegin
-                | "Program" >> beam.Create([(self._program_id,)])
-                | "ReadPartition" >> self._read
-                | "AsRows" >> beam.Map(enrollment_row)
-                # One reader pages through the partition; spread its rows over the workers.
-                | "Spread" >> beam.Reshuffle())
+                | "Slices" >> beam.Create(self._queries)
+                | "SpreadSlices" >> beam.Reshuffle()
+                | "ReadSlice" >> self._read
+                | "AsRows" >> beam.Map(enrollment_row))
+
+
+def program_asks_for_consent(connection: CassandraConnection, keyspace: str, program_id: str) -> bool:
+    """Whether any of the program's rows asks for PII consent, which decides the report's columns (see
+    transforms/report.py). Filtered inside the one partition by Cassandra: the answer comes with the first
+    such row; a program that never asks costs a server-side pass over its partition."""
+    with connection.session() as session:
+        return session.execute(
+            f"SELECT user_id FROM {identifier(keyspace, 'keyspace')}.program_enrollment "
+            "WHERE program_id = %s AND pii_consent_required = true LIMIT 1 ALLOW FILTERING",
+            (program_id,)).one() is not None
 
 
 def latest(rows):
@@ -55,15 +90,16 @@ def consent_of(rows) -> dict:
 
 
 def consent_query(keyspace: str) -> str:
-    return (f"SELECT object_id, status, last_updated_on FROM {identifier(keyspace, 'keyspace')}.user_consent "
-            "WHERE user_id = ?")
+    return (f"SELECT user_id, object_id, status, last_updated_on FROM {identifier(keyspace, 'keyspace')}"
+            ".user_consent WHERE user_id IN ?")
 
 
 class _ReadConsentFn(LookUpFn):
     """A batch of user ids -> (user_id, consent) for those with a consent row for `object_id`."""
 
-    def __init__(self, connection: CassandraConnection, keyspace: str, object_id: str, concurrency: int):
-        super().__init__(connection, consent_query(keyspace), concurrency)
+    def __init__(self, connection: CassandraConnection, keyspace: str, object_id: str, users_per_query: int,
+                 concurrency: int):
+        super().__init__(connection, consent_query(keyspace), users_per_query, concurrency)
         self._object_id = object_id
         self._found = progress.counter(self.__class__, "consents_found")
 
@@ -80,13 +116,13 @@ class ReadConsent(beam.PTransform):
 
     user_consent's key is (user_id, consumer_id, object_id) and the consumer is not known here, so each
     user's (small) partition is read and the object's rows are kept client side; `batch_size` users a
-    batch, `concurrency` queries in flight."""
+    batch, `users_per_query` partitions a query (see LookUpFn), `concurrency` queries in flight."""
 
     def __init__(self, connection: CassandraConnection, keyspace: str, object_id: str, batch_size: int = 500,
-                 concurrency: int = 64):
+                 users_per_query: int = 50, concurrency: int = 16):
         super().__init__()
         # Public: a batch-at-a-time caller (transforms/report.py) runs the same lookups without the batching.
-        self.lookup_fn = _ReadConsentFn(connection, keyspace, object_id, concurrency)
+        self.lookup_fn = _ReadConsentFn(connection, keyspace, object_id, users_per_query, concurrency)
         self._batch_size = batch_size
 
     def expand(self, user_ids):

@@ -3,15 +3,14 @@ for consented users only, the user's cached profile; then one CSV record per row
 
 The PII columns follow the program, not each row: when any of the program's rows asks for consent (rows
 written before the program changed its mind may disagree), every row is treated as asking, so the file
-has one header and every row a Yes/No. That program-wide flag (ProgramAsksForConsent) is a side input,
-and it is read only where the runner breaks fusion anyway or where elements are small (user ids): a
-side input on the rows themselves would make the runner write every row out once more and wait.
+has one header and every row a Yes/No. That program-wide flag (`program_asks`) is decided before the
+pipeline (program_reads.program_asks_for_consent) and given to these transforms as a value: as a side
+input computed from the rows it would make the runner hold every row until all were read.
 """
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.pvalue import AsSingleton
 
 from programusers import progress, records
 from programusers.crypto import PlatformCipher
@@ -22,43 +21,28 @@ PROFILE_FIELDS = ("firstname", "lastname", "email", "phone")
 ENROLLMENT, CONSENT, PROFILE = "enrollment", "consent", "profile"
 
 
-def _asks(row) -> bool:
-    return bool(row.get("pii_consent_required"))
-
-
 def _consent_active(keyed_consent) -> bool:
     return records.consent_active(keyed_consent[1])
-
-
-def _if_program_asks(user_id: str, program_asks: bool) -> bool:
-    return program_asks
-
-
-class ProgramAsksForConsent(beam.PTransform):
-    """The program's rows (its whole partition) -> one bool: whether any of them asks for consent."""
-
-    def expand(self, program_rows):
-        return (program_rows
-                | "RowAsks" >> beam.Map(_asks)
-                | "AnyRowAsks" >> beam.CombineGlobally(any))
 
 
 class LookUpConsentAndProfiles(beam.PTransform):
     """(user_id, enrollment row) -> {"enrollment", "consent", "profile"}: three PCollections keyed by user.
 
-    Consent is looked up only when the program asks for it (`program_asks`, see ProgramAsksForConsent;
-    without it the consent columns are not in the file), profiles only for users whose consent is active:
-    no PII of anyone else is read. The two reads are given as transforms: user ids in, (user_id, row) out.
+    Consent is looked up only when the program asks for it (without it the consent columns are not in the
+    file), profiles only for users whose consent is active: no PII of anyone else is read. The two reads
+    are given as transforms: user ids in, (user_id, row) out.
     """
 
-    def __init__(self, read_consent: beam.PTransform, read_profiles: beam.PTransform, program_asks):
+    def __init__(self, read_consent: beam.PTransform, read_profiles: beam.PTransform, program_asks: bool):
         super().__init__()
         self._read_consent, self._read_profiles, self._program_asks = read_consent, read_profiles, program_asks
 
     def expand(self, enrollments):
+        if not self._program_asks:
+            nothing = enrollments.pipeline | "NoConsentAsked" >> beam.Create([])
+            return {ENROLLMENT: enrollments, CONSENT: nothing, PROFILE: nothing}
         consents = (enrollments
                     | "UserIds" >> beam.Keys()
-                    | "IfProgramAsks" >> beam.Filter(_if_program_asks, AsSingleton(self._program_asks))
                     | "ReadConsent" >> self._read_consent)
         profiles = (consents
                     | "ActiveConsent" >> beam.Filter(_consent_active)
@@ -71,16 +55,16 @@ class _RecordFn(beam.DoFn):
     """Builds records as (sort key, CSV line): the record leaves as one string, cheaper for the runner to
     encode and to sort than a dict of cells. Counts the records and their issues."""
 
-    def __init__(self, config: ReportConfig):
-        self._config = config
+    def __init__(self, config: ReportConfig, program_asks: bool):
+        self._config, self._program_asks = config, program_asks
         self._records = progress.counter(self.__class__, "records")  # a long report shows its progress
 
     def setup(self):
         # The salt comes from the worker's environment, never through the pipeline graph.
         self._cipher = PlatformCipher.from_env()
 
-    def _keyed_line(self, enrollment, consent, profile, program_asks: bool) -> tuple[tuple[str, ...], str]:
-        record, issues = records.build_record(self._config, {**enrollment, "pii_consent_required": program_asks},
+    def _keyed_line(self, enrollment, consent, profile) -> tuple[tuple[str, ...], str]:
+        record, issues = records.build_record(self._config, {**enrollment, "pii_consent_required": self._program_asks},
                                               consent, profile, self._cipher, self._config.tz)
         for issue in issues:
             Metrics.counter(self.__class__, issue).inc()
@@ -91,7 +75,7 @@ class _RecordFn(beam.DoFn):
 class _BuildRecordFn(_RecordFn):
     """(user_id, [(side, value)]) -> [(sort key, CSV line)] of the user's enrollment rows."""
 
-    def process(self, joined, program_asks: bool):
+    def process(self, joined):
         _, tagged = joined
         enrollments, found = [], {}
         for side, value in tagged:
@@ -99,8 +83,7 @@ class _BuildRecordFn(_RecordFn):
                 enrollments.append(value)
             else:
                 found[side] = value
-        yield [self._keyed_line(enrollment, found.get(CONSENT), found.get(PROFILE), program_asks)
-               for enrollment in enrollments]
+        yield [self._keyed_line(enrollment, found.get(CONSENT), found.get(PROFILE)) for enrollment in enrollments]
 
 
 class _LookUpAndBuildFn(_RecordFn):
@@ -110,8 +93,9 @@ class _LookUpAndBuildFn(_RecordFn):
     go, then the profiles of those whose consent is active, with the given batch-lookup DoFns (process:
     a list of user ids in, (user_id, row) out for the users found)."""
 
-    def __init__(self, config: ReportConfig, consent_lookup: beam.DoFn, profile_lookup: beam.DoFn):
-        super().__init__(config)
+    def __init__(self, config: ReportConfig, program_asks: bool, consent_lookup: beam.DoFn,
+                 profile_lookup: beam.DoFn):
+        super().__init__(config, program_asks)
         self._lookups = (consent_lookup, profile_lookup)
 
     def setup(self):
@@ -119,15 +103,14 @@ class _LookUpAndBuildFn(_RecordFn):
         for lookup in self._lookups:
             lookup.setup()
 
-    def process(self, rows: list[dict], program_asks: bool):
+    def process(self, rows: list[dict]):
         consents, profiles = {}, {}
-        if program_asks:  # else the file has no consent columns: nothing personal is read
+        if self._program_asks:  # else the file has no consent columns: nothing personal is read
             consent_lookup, profile_lookup = self._lookups
             consents = dict(consent_lookup.process([row["user_id"] for row in rows]))
             profiles = dict(profile_lookup.process(
                 [user_id for user_id, consent in consents.items() if records.consent_active(consent)]))
-        yield [self._keyed_line(row, consents.get(row["user_id"]), profiles.get(row["user_id"]), program_asks)
-               for row in rows]
+        yield [self._keyed_line(row, consents.get(row["user_id"]), profiles.get(row["user_id"])) for row in rows]
 
     def teardown(self):
         for lookup in self._lookups:
@@ -140,16 +123,16 @@ class LookUpAndBuildRecords(beam.PTransform):
     times (LookUpConsentAndProfiles + JoinIntoRecords do the same through a CoGroupByKey, for reads that
     are not per user, such as the consent scan)."""
 
-    def __init__(self, config: ReportConfig, consent_lookup: beam.DoFn, profile_lookup: beam.DoFn, program_asks,
-                 batch_size: int):
+    def __init__(self, config: ReportConfig, program_asks: bool, consent_lookup: beam.DoFn,
+                 profile_lookup: beam.DoFn, batch_size: int):
         super().__init__()
-        self._fn = _LookUpAndBuildFn(config, consent_lookup, profile_lookup)
-        self._program_asks, self._batch_size = program_asks, batch_size
+        self._fn = _LookUpAndBuildFn(config, program_asks, consent_lookup, profile_lookup)
+        self._batch_size = batch_size
 
     def expand(self, rows):
         return (rows
                 | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
-                | "LookUpAndBuild" >> beam.ParDo(self._fn, AsSingleton(self._program_asks)))
+                | "LookUpAndBuild" >> beam.ParDo(self._fn))
 
 
 def _tagged(keyed_value, side: str):
@@ -165,9 +148,9 @@ class JoinIntoRecords(beam.PTransform):
     each write straight into the grouping (Beam's CoGroupByKey infers a type per side, and FnApiRunner then
     writes every element out once more to flatten them)."""
 
-    def __init__(self, config: ReportConfig, program_asks):
+    def __init__(self, config: ReportConfig, program_asks: bool):
         super().__init__()
-        self._config, self._program_asks = config, program_asks
+        self._fn = _BuildRecordFn(config, program_asks)
 
     def expand(self, sides):
         tagged = [pcoll | f"Tag[{side}]" >> beam.Map(_tagged, side).with_output_types(tuple[str, tuple[str, Any]])
@@ -175,4 +158,4 @@ class JoinIntoRecords(beam.PTransform):
         return (tagged
                 | "Flatten" >> beam.Flatten()
                 | "JoinByUser" >> beam.GroupByKey()
-                | "BuildRecord" >> beam.ParDo(_BuildRecordFn(self._config), AsSingleton(self._program_asks)))
+                | "BuildRecord" >> beam.ParDo(self._fn))

@@ -1,0 +1,53 @@
+"""Reading one program from Cassandra: its partition in slices of user ids, and whether it asks for consent."""
+import apache_beam as beam
+import pytest
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conftest import LOCAL_CASSANDRA
+from programusers import runners
+from programusers.transforms import program_reads
+
+
+@given(st.text(min_size=1), st.integers(1, 300))
+def test_every_user_id_falls_in_exactly_one_slice(user_id, count):
+    # Python orders str by code point, as Cassandra orders text by its UTF-8 bytes.
+    slices = program_reads.user_id_slices(count)
+    assert len(slices) == count
+    assert sum(low <= user_id and (high is None or user_id < high) for low, high in slices) == 1
+
+
+# Around and between the bounds, and of other shapes than the platform's hex UUIDs.
+ODD_IDS = ["0", "00", "0f", "10", "1", "7f", "80", "ef", "f0", "ff", "fff", "fg", "g", "Z-user", "user-42",
+           "ü-user", "\U0001F600", "\U0010FFFFx", "F0", "a1b2c3d4-0000-4000-8000-000000000000"]
+
+
+def _insert(session, keyspace, program, user_ids, pii):
+    statement = session.prepare(f"INSERT INTO {keyspace}.program_enrollment (program_id, user_id, "
+                                "pii_consent_required, user_type) VALUES (?, ?, ?, 'teacher')")
+    for user_id, asks in zip(user_ids, pii):
+        session.execute(statement, (program, user_id, asks))
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("slices", [1, 3, 16, 64])
+def test_the_partition_is_read_whole_and_once_in_slices(cassandra_session, test_schema, unique, slices):
+    keyspace, program = test_schema["programs_keyspace"], f"prog-{unique}"
+    _insert(cassandra_session, keyspace, program, ODD_IDS, [False] * len(ODD_IDS))
+    _insert(cassandra_session, keyspace, f"other-{unique}", ODD_IDS[:3], [True] * 3)  # another program's rows
+    with test_pipeline.TestPipeline(options=runners.pipeline_options("DirectRunner")) as pipeline:
+        rows = pipeline | program_reads.ReadProgramEnrollments(LOCAL_CASSANDRA, keyspace, program, fetch_size=4,
+                                                               slices=slices)
+        assert_that(rows | beam.Map(lambda row: (row["program_id"], row["user_id"])),
+                    equal_to([(program, user_id) for user_id in ODD_IDS]))
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("flags,asks", [((False, None, True, False), True), ((False, None), False), ((), False)])
+def test_the_program_asks_when_any_of_its_rows_asks(cassandra_session, test_schema, unique, flags, asks):
+    keyspace, program = test_schema["programs_keyspace"], f"prog-{unique}"
+    _insert(cassandra_session, keyspace, program, [f"u{n}" for n in range(len(flags))], flags)
+    _insert(cassandra_session, keyspace, f"other-{unique}", ["u0"], [True])
+    assert program_reads.program_asks_for_consent(LOCAL_CASSANDRA, keyspace, program) is asks
