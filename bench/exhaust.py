@@ -211,8 +211,9 @@ def load_in_child(size: int, seed: int) -> dict:
 
 
 def stores(size: int) -> exhaust.Stores:
-    return exhaust.Stores(settings.cassandra_hosts(settings.CASSANDRA_HOSTS), settings.CASSANDRA_PORT, keyspace(size),
-                          keyspace(size), redis.RedisConnection(settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB))
+    return exhaust.Stores(cassandra=common.LOCAL_CASSANDRA, programs_keyspace=keyspace(size),
+                          consent_keyspace=keyspace(size),
+                          redis=redis.RedisConnection(settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB))
 
 
 def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -> dict:
