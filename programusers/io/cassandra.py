@@ -180,13 +180,18 @@ class SessionDoFn(beam.DoFn):
         self._holder = self._session = None  # the last DoFn to let go shuts the cluster down
 
 
+# Driver types to plain Python ones (Beam pickles the elements), by exact type: one lookup per value.
+_TO_PLAIN = {Date: Date.date, OrderedMapSerializedKey: dict}
+
+
 def plain(value):
-    """Driver types to plain Python ones (Beam pickles the elements): Date -> date, map -> dict."""
-    if isinstance(value, Date):
-        return value.date()
-    if isinstance(value, OrderedMapSerializedKey):
-        return dict(value)
-    return value
+    """Date -> date, map -> dict, anything else as it is."""
+    convert = _TO_PLAIN.get(type(value))
+    return convert(value) if convert else value
+
+
+def plain_row(row: Sequence) -> tuple:
+    return tuple(map(plain, row))
 
 
 class _QueryFn(SessionDoFn):
@@ -212,7 +217,7 @@ class _QueryFn(SessionDoFn):
         rows = 0
         for row in self._session.execute(self._statement(cql), values):  # pages are fetched as iteration goes
             rows += 1
-            yield tuple(plain(value) for value in row)
+            yield plain_row(row)
         if self._rows:
             self._rows.inc(rows)
 
@@ -271,7 +276,7 @@ class LookUpFn(SessionDoFn):
         found: dict = {}
         for _, rows in results:
             for key, *values in rows:
-                found.setdefault(key, []).append(tuple(plain(value) for value in values))
+                found.setdefault(key, []).append(plain_row(values))
         for key in keys:
             yield key, found.get(key, [])
 
