@@ -285,12 +285,13 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
     with common.timed(timings, "consent_lookup_s"):
         consents = dict(pair for batch in batches for pair in lookup.process(batch))
     lookup.teardown()
-    scan = program_reads.ScanConsent(connection, space, program_id)._scan._fn  # noqa: SLF001 - --consent-read=scan
+    scan = cassandra._QueryFn(connection, 5000, None)  # noqa: SLF001 - as --consent-read=scan reads
     scan.setup()
+    scan_query = program_reads.consent_scan_query(space)
     with common.timed(timings, "consent_scan_s"):
         by_user = {}
         for token_range in cassandra.token_ranges(32):
-            for user_id, object_id, status, last_updated_on in scan.process(token_range):
+            for user_id, object_id, status, last_updated_on in scan.process((scan_query, token_range)):
                 if object_id == program_id:
                     by_user.setdefault(user_id, []).append((object_id, status, last_updated_on))
         requested = set(user_ids)

@@ -131,6 +131,12 @@ class ReadConsent(beam.PTransform):
                 | "LookUp" >> beam.ParDo(self.lookup_fn))
 
 
+def consent_scan_query(keyspace: str) -> str:
+    """user_consent's rows in one token range (bind values: its start, exclusive, and end)."""
+    return (f"SELECT user_id, object_id, status, last_updated_on FROM {identifier(keyspace, 'keyspace')}"
+            ".user_consent WHERE token(user_id) > ? AND token(user_id) <= ?")
+
+
 def _keyed_by_user(row: tuple):
     user_id, object_id, status, last_updated_on = row
     return user_id, (object_id, status, last_updated_on)
@@ -160,10 +166,8 @@ class ScanConsent(beam.PTransform):
     def __init__(self, connection: CassandraConnection, keyspace: str, object_id: str, splits: int = 32,
                  fetch_size: int = 5000):
         super().__init__()
-        self._scan = ReadFromCassandra(
-            connection, f"SELECT user_id, object_id, status, last_updated_on FROM {identifier(keyspace, 'keyspace')}"
-                        ".user_consent WHERE token(user_id) > ? AND token(user_id) <= ?", fetch_size,
-            counter="consent_rows_scanned")
+        self._scan = ReadFromCassandra(connection, consent_scan_query(keyspace), fetch_size,
+                                       counter="consent_rows_scanned")
         self._object_id, self._splits = object_id, splits
 
     def expand(self, user_ids):
