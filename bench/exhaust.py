@@ -20,9 +20,8 @@ this process (LOOPBACK), PrismRunner handing the bundles to a Python SDK worker 
 (EXTERNAL, programusers/runners/worker_pool.py)): the pipeline
 (`programusers.pipelines.exhaust.run`) wall time, then `files.merge_shards` into a CSV and into an AES zip,
 rows/s and the peak RSS of every process involved. Then each stage alone on the same data, with the
-project's own DoFns and functions: read, consent (per-user lookups and the token-range scan of --consent-read=scan, both), user
-cache, decrypt, record building, sort + CSV write. The last runner setup runs the pipeline with the
-consent scan instead of the per-user lookups. Results: bench/results/exhaust.json and Markdown tables.
+project's own DoFns and functions: read, consent lookups, user cache, decrypt, record building, sort +
+shard write. Results: bench/results/exhaust.json and Markdown tables.
 """
 from __future__ import annotations
 
@@ -62,7 +61,6 @@ RUNNER_SETUPS = {  # label -> (runner, extra pipeline args)
     "PrismRunner": ("PrismRunner", []),
     # Prism hands the bundles to an SDK worker started by a Python worker pool (EXTERNAL environment).
     POOL: ("PrismRunner", []),
-    "DirectRunner --consent-read=scan": ("DirectRunner", ["--consent-read=scan"]),
 }
 # The stages alone use the pipeline's defaults.
 _TUNING = exhaust.ExhaustOptions([])
@@ -259,14 +257,6 @@ def run_in_child(*args) -> dict:
     return result
 
 
-def consent_table_rows(size: int) -> int:
-    cluster, session = common.LOCAL_CASSANDRA.connect()
-    try:
-        return session.execute(f"SELECT count(*) FROM {keyspace(size)}.user_consent", timeout=120).one()[0]
-    finally:
-        cluster.shutdown()
-
-
 def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
     """Each stage alone, single-threaded, with the pipeline's own DoFns/functions and batch sizes."""
     connection = common.LOCAL_CASSANDRA
@@ -285,20 +275,6 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
     with common.timed(timings, "consent_lookup_s"):
         consents = dict(pair for batch in batches for pair in lookup.process(batch))
     lookup.teardown()
-    scan = cassandra._QueryFn(connection, 5000, None)  # noqa: SLF001 - as --consent-read=scan reads
-    scan.setup()
-    scan_query = program_reads.consent_scan_query(space)
-    with common.timed(timings, "consent_scan_s"):
-        by_user = {}
-        for token_range in cassandra.token_ranges(32):
-            for user_id, object_id, status, last_updated_on in scan.process((scan_query, token_range)):
-                if object_id == program_id:
-                    by_user.setdefault(user_id, []).append((object_id, status, last_updated_on))
-        requested = set(user_ids)
-        scanned = {u: program_reads.consent_of(rows) for u, rows in by_user.items() if u in requested}
-    scan.teardown()
-    assert scanned == consents, "the scan and the lookups disagree"
-    timings["consent_rows_scanned"] = consent_table_rows(size)
 
     active = [u for u in user_ids if records.consent_active(consents.get(u))]
     hashes = redis._ReadHashesFn(redis.RedisConnection(settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB),  # noqa: SLF001
@@ -402,18 +378,17 @@ def main(argv=None) -> int:
         rows.append(["—", runner, "—", "—", "—", "—", why])
     print(common.markdown_table(["rows", "runner", "pipeline s", "merge+zip s", "total s", "rows/s",
                                  "peak RSS MiB (processes)"], rows))
-    stage_names = ["read_s", "consent_lookup_s", "consent_scan_s", "user_cache_s", "decrypt_s", "build_records_s",
-                   "sort_write_s", "sum_s"]
+    stage_names = ["read_s", "consent_lookup_s", "user_cache_s", "decrypt_s", "build_records_s", "sort_write_s",
+                   "sum_s"]
     timed = [e for e in results if "stages" in e]
     print("\nStages alone, one thread, seconds (build includes decrypt; sum: the default pipeline's stages):\n")
-    print(common.markdown_table(["rows", *[s[:-2] for s in stage_names], "consent rows scanned"],
-                                [[f"{e['size']:,}", *[e["stages"][s] for s in stage_names],
-                                  f"{e['stages']['consent_rows_scanned']:,}"] for e in timed]))
+    print(common.markdown_table(["rows", *[s[:-2] for s in stage_names]],
+                                [[f"{e['size']:,}", *[e["stages"][s] for s in stage_names]] for e in timed]))
     print("\nPipeline time / sum of its stages:\n")
     print(common.markdown_table(["rows", "runner", "pipeline s", "stages s", "ratio"], [
         [f"{e['size']:,}", run["runner"], run["pipeline_s"], e["stages"]["sum_s"],
          f"{run['pipeline_s'] / e['stages']['sum_s']:.2f}"]
-        for e in timed for run in e["runs"] if "scan" not in run["runner"]]))
+        for e in timed for run in e["runs"]]))
     print(f"\nresults: {path}")
     for entry in results:
         if "build_profile" in entry.get("stages", {}):

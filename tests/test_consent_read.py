@@ -1,4 +1,4 @@
-"""The two ways to read a program's consent (--consent-read lookup|scan) give the same answer."""
+"""A program's consent, looked up by user: the latest decision for the program, nobody else's."""
 from datetime import datetime
 
 import pytest
@@ -8,22 +8,8 @@ from apache_beam.testing.util import assert_that, equal_to
 import apache_beam as beam
 from conftest import LOCAL_CASSANDRA
 from programusers import runners
-from programusers.io import cassandra
-from programusers.pipelines.exhaust import ExhaustOptions
 from programusers.sample_data import load_consents
 from programusers.transforms import program_reads
-
-
-def test_token_ranges_cover_the_ring_once():
-    ranges = cassandra.token_ranges(7)
-    assert ranges[0][0] == cassandra.MIN_TOKEN and ranges[-1][1] == cassandra.MAX_TOKEN
-    assert all(end == next_start for (_, end), (next_start, _) in zip(ranges, ranges[1:]))
-    assert all(start < end for start, end in ranges)
-
-
-def test_lookup_is_the_default_and_scan_is_selectable():
-    assert ExhaustOptions([]).consent_read == "lookup"
-    assert ExhaustOptions(["--consent-read=scan"]).consent_read == "scan"
 
 
 def _consent(user_id, consumer, object_id, status, day):
@@ -35,7 +21,7 @@ def _consent(user_id, consumer, object_id, status, day):
 
 @pytest.mark.services
 @pytest.mark.parametrize("users_per_query", [1, 3, 50])
-def test_scan_and_lookups_agree(cassandra_session, test_schema, unique, users_per_query):
+def test_lookups_find_the_latest_consent_for_the_program(cassandra_session, test_schema, unique, users_per_query):
     keyspace, program, other = test_schema["consent_keyspace"], f"prog-{unique}", f"other-{unique}"
     consents = [_consent(f"u{i}-{unique}", "org-1", program, ("ACTIVE", "REVOKED")[i % 2], 1 + i % 9)
                 for i in range(40)]
@@ -51,8 +37,6 @@ def test_scan_and_lookups_agree(cassandra_session, test_schema, unique, users_pe
                 for i in range(40)]
     with test_pipeline.TestPipeline(options=runners.pipeline_options("DirectRunner")) as pipeline:
         user_ids = pipeline | beam.Create(requested)
-        looked_up = user_ids | "Lookups" >> program_reads.ReadConsent(LOCAL_CASSANDRA, keyspace, program, batch_size=7,
-                                                                       users_per_query=users_per_query)
-        scanned = user_ids | "Scan" >> program_reads.ScanConsent(LOCAL_CASSANDRA, keyspace, program, splits=5)
-        assert_that(looked_up, equal_to(expected), label="LookupsFound")
-        assert_that(scanned, equal_to(expected), label="ScanFound")
+        looked_up = user_ids | program_reads.ReadConsent(LOCAL_CASSANDRA, keyspace, program, batch_size=7,
+                                                         users_per_query=users_per_query)
+        assert_that(looked_up, equal_to(expected))

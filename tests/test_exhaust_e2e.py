@@ -353,7 +353,7 @@ def test_every_request_ends_as_expected(scenario, direct, pg_dsn, test_schema):
         assert (row["status"], row["err_message"], row["iteration"]) == ("SUCCESS", None, 0), name
         assert row["dt_file_created"] and row["dt_job_completed"] and row["execution_time"] > 0
         (url,) = row["download_urls"]
-        assert re.fullmatch(rf".*/program-user-exhaust/\w{{32}}_20\d{{6}}\.zip", url)
+        assert re.fullmatch(r".*/program-user-exhaust/\w{32}_20\d{6}\.zip", url)
         assert len(outcome) > 10 and unzipped(url, key) == expected_csv(program, outcome), name
 
 

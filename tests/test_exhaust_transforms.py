@@ -14,7 +14,7 @@ from programusers.crypto import PlatformCipher
 from programusers.io import files
 from programusers.model_config import default_model_config
 from programusers import records as report_records
-from programusers.transforms.report import JoinIntoRecords, LookUpAndBuildRecords, LookUpConsentAndProfiles
+from programusers.transforms.report import LookUpAndBuildRecords
 
 CONFIG = default_model_config()
 SALT = "transform-salt"
@@ -37,18 +37,6 @@ def row(user_id, pii=True, **columns):
             "pii_consent_required": pii, "user_id": user_id, "user_locations": LOCATIONS,
             "organisation_id": "o1", "organisation_name": "Org", "user_type": "teacher", "user_sub_type": None,
             "created_at": date(2023, 1, 1), "updated_at": date(2023, 1, 2), **columns}
-
-
-class FakeRead(beam.PTransform):
-    """A lookup from a dict, asserting which user ids were asked for."""
-
-    def __init__(self, rows, expected_ids):
-        super().__init__()
-        self._rows, self._expected_ids = rows, expected_ids
-
-    def expand(self, user_ids):
-        assert_that(user_ids, equal_to(self._expected_ids), label="AskedFor")
-        return user_ids | beam.FlatMap(lambda u, rows: [(u, rows[u])] if u in rows else [], self._rows)
 
 
 class FakeLookupFn(beam.DoFn):
@@ -86,25 +74,17 @@ def expected(user_id, pii=("", "", "", "No", "")):
             report_records.csv_line(cells[label] for label in header))
 
 
-def join(program_asks, consents_asked, profiles_asked, expected_records):
-    """Both ways to records, the join (any consent read) and the batch lookups (the default), give the same."""
+def build(program_asks, consents_asked, profiles_asked, expected_records):
     with pipeline() as p:
-        rows = p | "Rows" >> beam.Create(ENROLLMENTS)
-        if program_asks:
-            lookups = LookUpConsentAndProfiles(read_consent=FakeRead(CONSENTS, consents_asked),
-                                               read_profiles=FakeRead(PROFILES, profiles_asked), program_asks=True)
-        else:  # the reads must not even be part of the pipeline
-            lookups = LookUpConsentAndProfiles(read_consent=None, read_profiles=None, program_asks=False)
-        joined = rows | beam.WithKeys(lambda r: r["user_id"]) | lookups | JoinIntoRecords(CONFIG, program_asks)
-        batched = rows | LookUpAndBuildRecords(CONFIG, program_asks, FakeLookupFn(CONSENTS, consents_asked),
-                                               FakeLookupFn(PROFILES, profiles_asked), batch_size=2)
-        for label, record_lists in (("Joined", joined), ("Batched", batched)):
-            assert_that(record_lists | f"{label}Records" >> beam.FlatMap(list), equal_to(expected_records),
-                        label=f"{label}AsExpected")
+        record_lists = (p
+                        | beam.Create(ENROLLMENTS)
+                        | LookUpAndBuildRecords(CONFIG, program_asks, FakeLookupFn(CONSENTS, consents_asked),
+                                                FakeLookupFn(PROFILES, profiles_asked), batch_size=2))
+        assert_that(record_lists | beam.FlatMap(list), equal_to(expected_records))
 
 
 def test_when_the_program_asks_consent_is_read_for_every_row_and_profiles_only_when_consented():
-    join(True, [r["user_id"] for r in ENROLLMENTS], ["u-active", "u-nocache", "u-open"], [
+    build(True, [r["user_id"] for r in ENROLLMENTS], ["u-active", "u-nocache", "u-open"], [
         expected("u-active", ("'Zoë'", "9876543210", "zoe@example.org", "Yes", "01/06/2023")),
         expected("u-revoked", ("", "", "", "No", "01/03/2023")),
         expected("u-none"),
@@ -114,15 +94,16 @@ def test_when_the_program_asks_consent_is_read_for_every_row_and_profiles_only_w
 
 
 def test_when_the_program_does_not_ask_nothing_personal_is_read_or_written():
-    join(False, [], [], [expected(r["user_id"], None) for r in ENROLLMENTS])
+    build(False, [], [], [expected(r["user_id"], None) for r in ENROLLMENTS])
 
 
-def test_join_counts_issues():
-    sides = {"enrollment": [("u1", row("u1")), ("u2", row("u2"))],
-             "consent": [(u, {"status": "active", "last_updated_on": None}) for u in ("u1", "u2")],
-             "profile": [("u2", {"firstname": "A", "email": "not-a-ciphertext"})]}
+def test_records_count_their_issues():
+    rows = [row("u1"), row("u2")]
+    consents = {u: {"status": "active", "last_updated_on": None} for u in ("u1", "u2")}
+    profiles = {"u2": {"firstname": "A", "email": "not-a-ciphertext"}}
     p = pipeline()
-    _ = {name: p | name >> beam.Create(items) for name, items in sides.items()} | JoinIntoRecords(CONFIG, True)
+    _ = (p | beam.Create(rows) | LookUpAndBuildRecords(CONFIG, True, FakeLookupFn(consents, ["u1", "u2"]),
+                                                       FakeLookupFn(profiles, ["u1", "u2"]), batch_size=2))
     result = p.run()
     result.wait_until_finish()
     counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]}

@@ -9,9 +9,9 @@ transforms/program_reads.py and transforms/enrollments.py); io/cassandra_sink.py
   The password is never held by the config (which travels with the pipeline): it is read where the
   cluster is made, from `password_file` (a mounted Secret) or $PROGRAMUSERS_CASSANDRA_PASSWORD.
 - `SessionDoFn`s using one connection share one Cluster per worker process (Beam's utils.shared).
-- `ReadAllFromCassandra` runs one prepared query per input element (a slice of a partition, a token
-  range) and pages through its rows (`ReadFromCassandra`: one query text, bind values in); `LookUpFn`
-  reads the partitions of a batch of keys, many keys a query, queries concurrently.
+- `ReadAllFromCassandra` runs one prepared query per input element (e.g. a slice of a partition) and pages
+  through its rows; `LookUpFn` reads the partitions of a batch of keys, many keys a query, queries
+  concurrently.
 """
 from __future__ import annotations
 
@@ -223,7 +223,7 @@ class _QueryFn(SessionDoFn):
 
 
 class ReadAllFromCassandra(beam.PTransform):
-    """Queries, each a (cql, bind values) pair (a slice of a partition, a token range) -> the rows of each,
+    """Queries, each a (cql, bind values) pair (e.g. a slice of a partition) -> the rows of each,
     as tuples of plain values in the query's column order, `fetch_size` rows a page.
 
     Token-aware: a partition query goes straight to a replica. `counter` counts the rows read."""
@@ -234,22 +234,6 @@ class ReadAllFromCassandra(beam.PTransform):
 
     def expand(self, queries):
         return queries | "Query" >> beam.ParDo(self._fn)
-
-
-def _bound(values: Sequence, cql: str) -> tuple[str, Sequence]:
-    return cql, values
-
-
-class ReadFromCassandra(beam.PTransform):
-    """Bind values (a tuple per element: a partition key, a token range) -> the rows of `cql` for each
-    (ReadAllFromCassandra with one query text)."""
-
-    def __init__(self, connection: CassandraConnection, cql: str, fetch_size: int = 1000, counter: str | None = None):
-        super().__init__()
-        self._cql, self._read = cql, ReadAllFromCassandra(connection, fetch_size, counter)
-
-    def expand(self, bind_values):
-        return bind_values | "Bind" >> beam.Map(_bound, self._cql) | "Read" >> self._read
 
 
 class LookUpFn(SessionDoFn):
@@ -279,16 +263,3 @@ class LookUpFn(SessionDoFn):
                 found.setdefault(key, []).append(plain_row(values))
         for key in keys:
             yield key, found.get(key, [])
-
-
-# Murmur3Partitioner's tokens: a range (start, end] with start = MIN_TOKEN covers from the lowest one.
-MIN_TOKEN, MAX_TOKEN = -2**63, 2**63 - 1
-
-
-def token_ranges(splits: int) -> list[tuple[int, int]]:
-    """The whole ring as `splits` consecutive (start, end] ranges, as bind values of a
-    `token(key) > ? AND token(key) <= ?` query."""
-    bounds = [MIN_TOKEN + (MAX_TOKEN - MIN_TOKEN) * i // splits for i in range(splits)] + [MAX_TOKEN]
-    return list(zip(bounds, bounds[1:]))
-
-

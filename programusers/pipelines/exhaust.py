@@ -17,10 +17,8 @@ from programusers.io.redis import RedisConnection
 from programusers.model_config import ReportConfig
 from programusers.options import from_args
 from programusers.transforms import program_reads
-from programusers.transforms.report import (PROFILE_FIELDS, JoinIntoRecords, LookUpAndBuildRecords,
-                                           LookUpConsentAndProfiles)
+from programusers.transforms.report import PROFILE_FIELDS, LookUpAndBuildRecords
 
-CONSENT_READS = ("lookup", "scan")
 USER_KEY_PREFIX = "user:"  # the platform's user cache: one hash per user at user:<userid>
 
 
@@ -42,10 +40,6 @@ class ExhaustOptions(PipelineOptions):
                             help="users whose consent one query reads (user_id IN ...); 1: a query per user")
         parser.add_argument("--rows-per-shard", type=int, default=100_000,
                             help="report rows one worker sorts in memory")
-        parser.add_argument("--consent-read", choices=CONSENT_READS, default="lookup",
-                            help="lookup: one query per user of the program (cost follows the program); scan: "
-                                 "read all of user_consent by token range (cost follows the table) - faster "
-                                 "when the program's users exceed ~1/10 of the table's rows (bench/exhaust.py)")
 
 
 @dataclass(frozen=True)
@@ -68,10 +62,6 @@ class Stores:
             redis=stores.redis_connection(default_db=config.redis_db))
 
 
-def _user_id(row: dict) -> str:
-    return row["user_id"]
-
-
 def run(request: filters.ReportRequest, config: ReportConfig, stores: Stores, temp_dir: str,
         options: PipelineOptions) -> beam.runners.runner.PipelineResult:
     """Writes the request's records as sorted shards and their manifest under `temp_dir` (see
@@ -80,28 +70,19 @@ def run(request: filters.ReportRequest, config: ReportConfig, stores: Stores, te
     # Program-wide, decided before the pipeline: it chooses the columns and whether consent is read at all.
     program_asks = program_reads.program_asks_for_consent(stores.cassandra, stores.programs_keyspace,
                                                           request.program_id)
-    if tuning.consent_read == "scan":
-        read_consent = program_reads.ScanConsent(stores.cassandra, stores.consent_keyspace, request.program_id)
-    else:
-        read_consent = program_reads.ReadConsent(stores.cassandra, stores.consent_keyspace, request.program_id,
-                                                 tuning.lookup_batch_size, tuning.consent_users_per_query)
+    read_consent = program_reads.ReadConsent(stores.cassandra, stores.consent_keyspace, request.program_id,
+                                             tuning.lookup_batch_size, tuning.consent_users_per_query)
     read_profiles = redis.ReadFromRedisHashes(stores.redis, USER_KEY_PREFIX, PROFILE_FIELDS, tuning.lookup_batch_size,
                                               found_counter="profiles_found")
+    # Consent and profiles are read a batch of rows at a time, with the read transforms' own lookup DoFns.
     with beam.Pipeline(options=options) as pipeline:
-        requested = (pipeline
-                     | "ReadEnrollments" >> program_reads.ReadProgramEnrollments(
-                         stores.cassandra, stores.programs_keyspace, request.program_id, tuning.cassandra_fetch_size,
-                         tuning.read_slices)
-                     | "KeepRequestedRows" >> beam.Filter(request.matches))
-        if tuning.consent_read == "scan":  # consent is a scan of the table, joined by user
-            record_lists = (requested
-                            | "KeyByUser" >> beam.WithKeys(_user_id)
-                            | "LookUpConsentAndProfiles" >> LookUpConsentAndProfiles(read_consent, read_profiles,
-                                                                                     program_asks)
-                            | "JoinIntoRecords" >> JoinIntoRecords(config, program_asks))
-        else:  # per-user lookups, a batch at a time, with the read transforms' own lookup DoFns
-            record_lists = requested | "LookUpAndBuildRecords" >> LookUpAndBuildRecords(
-                config, program_asks, read_consent.lookup_fn, read_profiles.lookup_fn, tuning.lookup_batch_size)
-        _ = record_lists | "WriteSortedShards" >> files.WriteSortedShards(
-            temp_dir, records.header(program_asks, config), tuning.rows_per_shard)
+        _ = (pipeline
+             | "ReadEnrollments" >> program_reads.ReadProgramEnrollments(
+                 stores.cassandra, stores.programs_keyspace, request.program_id, tuning.cassandra_fetch_size,
+                 tuning.read_slices)
+             | "KeepRequestedRows" >> beam.Filter(request.matches)
+             | "LookUpAndBuildRecords" >> LookUpAndBuildRecords(
+                 config, program_asks, read_consent.lookup_fn, read_profiles.lookup_fn, tuning.lookup_batch_size)
+             | "WriteSortedShards" >> files.WriteSortedShards(
+                 temp_dir, records.header(program_asks, config), tuning.rows_per_shard))
     return pipeline.result

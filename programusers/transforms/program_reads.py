@@ -1,5 +1,5 @@
-"""The report's reads from Cassandra (SPEC §1, §3): a program's enrollment partition, and its users'
-consent for the program, looked up per user (user_consent's partition key) or scanned by token range.
+"""The report's reads from Cassandra (SPEC §1, §3): whether a program asks for consent, its enrollment
+partition, and its users' consent for the program, looked up by user (user_consent's partition key).
 Built from the generic transforms of io/cassandra.py."""
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from datetime import datetime
 import apache_beam as beam
 
 from programusers import progress
-from programusers.io.cassandra import (CassandraConnection, LookUpFn, ReadAllFromCassandra, ReadFromCassandra,
-                                       identifier,
-                                       token_ranges)
+from programusers.io.cassandra import CassandraConnection, LookUpFn, ReadAllFromCassandra, identifier
 
 ENROLLMENT_COLUMNS = ("program_id", "program_externalId", "program_name", "pii_consent_required", "user_id",
                       "user_locations", "organisation_id", "organisation_name", "user_sub_type", "user_type",
@@ -129,57 +127,3 @@ class ReadConsent(beam.PTransform):
         return (user_ids
                 | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
                 | "LookUp" >> beam.ParDo(self.lookup_fn))
-
-
-def consent_scan_query(keyspace: str) -> str:
-    """user_consent's rows in one token range (bind values: its start, exclusive, and end)."""
-    return (f"SELECT user_id, object_id, status, last_updated_on FROM {identifier(keyspace, 'keyspace')}"
-            ".user_consent WHERE token(user_id) > ? AND token(user_id) <= ?")
-
-
-def _keyed_by_user(row: tuple):
-    user_id, object_id, status, last_updated_on = row
-    return user_id, (object_id, status, last_updated_on)
-
-
-class _KeepRequestedFn(beam.DoFn):
-    def __init__(self):
-        self._found = progress.counter(self.__class__, "consents_found")
-
-    def process(self, joined):
-        user_id, sides = joined
-        if sides["requested"] and sides["consent"]:
-            self._found.inc()
-            yield user_id, consent_of(sides["consent"])
-
-
-class ScanConsent(beam.PTransform):
-    """ReadConsent's contract (user ids -> (user_id, {status, last_updated_on})) by scanning the whole
-    user_consent table in `splits` token ranges (no ALLOW FILTERING) instead of one query per user.
-
-    A scan reads every consent row of every program, so it pays off only when the program's users are a
-    large share of the table: a per-user lookup cost 10-16x a scanned row in bench/exhaust.py, so scan
-    when the users to look up exceed ~1/10 of user_consent's rows (e.g. a state-wide program on a table
-    holding few programs). The platform's shared table usually holds many programs: lookups stay the default.
-    """
-
-    def __init__(self, connection: CassandraConnection, keyspace: str, object_id: str, splits: int = 32,
-                 fetch_size: int = 5000):
-        super().__init__()
-        self._scan = ReadFromCassandra(connection, consent_scan_query(keyspace), fetch_size,
-                                       counter="consent_rows_scanned")
-        self._object_id, self._splits = object_id, splits
-
-    def expand(self, user_ids):
-        object_id = self._object_id
-        scanned = (user_ids.pipeline
-                   | "TokenRanges" >> beam.Create(token_ranges(self._splits))
-                   | "SpreadRanges" >> beam.Reshuffle()
-                   | "Scan" >> self._scan
-                   | "ObjectRows" >> beam.Filter(lambda row: row[1] == object_id)
-                   | "KeyByUser" >> beam.Map(_keyed_by_user))
-        requested = user_ids | "Requested" >> beam.Map(lambda user_id: (user_id, None))
-        # Only the requested users' consent goes on (their profiles alone are read, as with lookups).
-        return ({"requested": requested, "consent": scanned}
-                | "JoinRequested" >> beam.CoGroupByKey()
-                | "KeepRequested" >> beam.ParDo(_KeepRequestedFn()))
