@@ -66,7 +66,7 @@ RUNNER_SETUPS = {  # label -> (runner, extra pipeline args)
 _TUNING = exhaust.ExhaustOptions([])
 BATCH, USERS_PER_QUERY = _TUNING.lookup_batch_size, _TUNING.consent_users_per_query
 FETCH, ROWS_PER_SHARD = _TUNING.cassandra_fetch_size, _TUNING.rows_per_shard
-# What the default pipeline (per-user consent lookups) does, timed alone; build_records includes decrypt.
+# What the pipeline does, timed alone; build_records includes decrypt.
 PIPELINE_STAGES = ("read_s", "consent_lookup_s", "user_cache_s", "build_records_s", "sort_write_s")
 # The loader generates and writes this many users at a time, so its memory does not grow with the size.
 CHUNK = 10_000
@@ -265,12 +265,12 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
     reader.setup()
     with common.timed(timings, "read_s"):
         rows = [program_reads.enrollment_row(values)
-                for values in reader.process((program_reads.enrollment_query(space), (program_id,)))]
+                for values in reader.process(program_reads.slice_queries(space, program_id, 1)[0])]
     reader.teardown()
     user_ids = [row["user_id"] for row in rows]
     batches = [user_ids[i:i + BATCH] for i in range(0, len(user_ids), BATCH)]
 
-    lookup = program_reads._ReadConsentFn(connection, space, program_id, USERS_PER_QUERY, 16)  # noqa: SLF001
+    lookup = program_reads.ReadConsent(connection, space, program_id, users_per_query=USERS_PER_QUERY).lookup_fn
     lookup.setup()
     with common.timed(timings, "consent_lookup_s"):
         consents = dict(pair for batch in batches for pair in lookup.process(batch))
@@ -304,7 +304,7 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
         timings["build_profile"] = profiler.output_text(unicode=False, color=False, show_all=False)
 
     with common.timed(timings, "sort_write_s"), tempfile.TemporaryDirectory() as shard_dir:
-        # As _BuildRecordFn's output and _WriteSortedShardsFn, rows_per_shard records a shard.
+        # As _LookUpAndBuildFn's output and _WriteSortedShardsFn, rows_per_shard records a shard.
         keyed_lines = [(records.sort_key(config, r), records.csv_line(r.values())) for r in built]
         for start in range(0, len(keyed_lines), ROWS_PER_SHARD):
             files._write_shard(os.path.join(shard_dir, "shard"),  # noqa: SLF001
@@ -381,7 +381,7 @@ def main(argv=None) -> int:
     stage_names = ["read_s", "consent_lookup_s", "user_cache_s", "decrypt_s", "build_records_s", "sort_write_s",
                    "sum_s"]
     timed = [e for e in results if "stages" in e]
-    print("\nStages alone, one thread, seconds (build includes decrypt; sum: the default pipeline's stages):\n")
+    print("\nStages alone, one thread, seconds (build includes decrypt; sum: the pipeline's stages):\n")
     print(common.markdown_table(["rows", *[s[:-2] for s in stage_names]],
                                 [[f"{e['size']:,}", *[e["stages"][s] for s in stage_names]] for e in timed]))
     print("\nPipeline time / sum of its stages:\n")

@@ -77,7 +77,7 @@ def _prepare(args) -> tuple[ExhaustRun, str | None]:
     leases = postgres.Leases(args.postgres_dsn, JOB_ID)
     return ExhaustRun(config, Stores.resolve(args, config), options, output, staging, cipher, args.zip_crypto,
                       args.postgres_dsn, args.job_request_table, leases, args.file_mode, args.max_store_outage,
-                      args.min_profile_share), args.request_id
+                      args.min_profile_share, args.progress_every), args.request_id
 
 
 def _exhaust(args) -> int:
@@ -222,6 +222,8 @@ def register(commands) -> None:
     exhaust.add_argument("--min-profile-share", type=float, default=0.0, metavar="SHARE",
                          help="fail a PII request when the share of its consenting users found in the user "
                               "cache is at or below this (default 0: when none is found; -1: never)")
+    exhaust.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                         help="how often a running request logs how far it got (counts only)")
     exhaust.add_argument("--zip-crypto", action="store_true",
                          help="encrypt zips with legacy ZipCrypto instead of AES-256, for old unzip tools")
     exhaust.add_argument("--programs-keyspace", help="default: $PROGRAMUSERS_PROGRAMS_KEYSPACE, else keyspace_name")

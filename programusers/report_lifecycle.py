@@ -54,6 +54,7 @@ class ExhaustRun:
     file_mode: int = 0o600
     max_store_outage: float = 120.0
     min_profile_share: float = 0.0
+    progress_every: float = 30.0
 
 
 def utcnow() -> datetime:
@@ -99,7 +100,7 @@ def _run_through_outages(request: JobRequest, report: filters.ReportRequest, job
     while True:
         _await_store(job.stores, store, deadline, request.request_id)
         try:
-            with progress.shown(f"request {request.request_id}"):
+            with progress.shown(f"request {request.request_id}", job.progress_every, directory=workspace):
                 return counters(run(report, job.config, job.stores, workspace, job.options))
         except Exception as error:
             store = _store_behind(error, job.stores)
@@ -162,8 +163,11 @@ def produce(request: JobRequest, job: ExhaustRun) -> str:
             raise ReportFailure(job_requests.NO_DATA_FOUND)
         _check_profiles(totals, job.min_profile_share)
         merged = FileSystems.join(workspace, name)
-        rows = files.merge_shards(workspace, merged, now.astimezone(job.config.tz), password,
-                                  member=name.rsplit(".", 1)[0] + ".csv", zip_crypto=job.zip_crypto)
+        try:
+            rows = files.merge_shards(workspace, merged, now.astimezone(job.config.tz), password,
+                                      member=name.rsplit(".", 1)[0] + ".csv", zip_crypto=job.zip_crypto)
+        except files.IncompleteShard as exc:
+            raise ReportFailure(f"report incomplete: shard {exc}; nothing published") from None
         if rows != records_built:
             raise ReportFailure(f"report incomplete: {rows} of {records_built} rows reached the merge "
                                 "(is --staging shared with the workers?); nothing published")

@@ -37,6 +37,6 @@ def test_lookups_find_the_latest_consent_for_the_program(cassandra_session, test
                 for i in range(40)]
     with test_pipeline.TestPipeline(options=runners.pipeline_options("DirectRunner")) as pipeline:
         user_ids = pipeline | beam.Create(requested)
-        looked_up = user_ids | program_reads.ReadConsent(LOCAL_CASSANDRA, keyspace, program, batch_size=7,
+        looked_up = user_ids | program_reads.ReadConsent(LOCAL_CASSANDRA, keyspace, program, batch_size=50,
                                                          users_per_query=users_per_query)
         assert_that(looked_up, equal_to(expected))

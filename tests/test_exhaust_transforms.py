@@ -1,11 +1,12 @@
 """The exhaust's transforms on in-memory inputs (TestPipeline, in-process runner)."""
 import csv
 import io
+import json
 from datetime import date, datetime
 
 import apache_beam as beam
 import pytest
-from apache_beam.io.filesystems import FileSystems
+import pyzipper
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -128,13 +129,14 @@ def sort_key(r):
 
 def write_and_merge(records, tmp_path, rows_per_shard, **zip_args):
     """Writes the records through WriteSortedShards (7 a list, as lookup batches come) and merges them;
-    returns (shard files, rows merged, the merged file)."""
-    temp_dir, destination = str(tmp_path / "temp"), str(tmp_path / "out" / "report.csv")
+    returns (the manifest's shards, rows merged, the merged file)."""
+    temp_dir, destination = str(tmp_path / "temp"), str(tmp_path / "out" / "report")
     keyed_lines = [(sort_key(r), report_records.csv_line(r[label] for label in COLUMNS)) for r in records]
     batches = [keyed_lines[i:i + 7] for i in range(0, len(keyed_lines), 7)]
     with pipeline() as p:
         _ = p | beam.Create(batches) | files.WriteSortedShards(temp_dir, COLUMNS, rows_per_shard)
-    shards = sorted(m.path for m in FileSystems.match([temp_dir + "/shard-*"])[0].metadata_list)
+    manifest = tmp_path / "temp" / files.MANIFEST
+    shards = json.loads(manifest.read_text())["shards"] if manifest.exists() else []
     (tmp_path / "out").mkdir()
     written = files.merge_shards(temp_dir, destination, datetime(2024, 1, 1), **zip_args)
     files.remove_dir(temp_dir)
@@ -142,12 +144,19 @@ def write_and_merge(records, tmp_path, rows_per_shard, **zip_args):
     return shards, written, destination
 
 
-def test_sorted_shards_merge_into_one_sorted_csv(tmp_path):
+@pytest.mark.parametrize("password", [None, "pass word"])
+def test_sorted_shards_merge_into_one_sorted_csv(tmp_path, password):
     records = [record(i) for i in range(101)]
-    shards, written, destination = write_and_merge(records, tmp_path, rows_per_shard=10)
-    assert written == 101 and len(shards) > 3
-    with open(destination, newline="", encoding="utf-8") as f:
-        text = f.read()
+    shards, written, destination = write_and_merge(records, tmp_path, rows_per_shard=10, password=password,
+                                                   member="report.csv")
+    assert written == 101 and len(shards) > 3 and max(rows for _, rows, _ in shards) == 10  # never more
+    if password:
+        with pyzipper.AESZipFile(destination) as archive:
+            archive.setpassword(password.encode())
+            text = archive.read("report.csv").decode("utf-8")
+    else:
+        with open(destination, newline="", encoding="utf-8") as f:
+            text = f.read()
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[0] == COLUMNS
     assert rows[1:] == [[r["Id"], r["District"], r["Name"]] for r in sorted(records, key=sort_key)]
@@ -156,7 +165,7 @@ def test_sorted_shards_merge_into_one_sorted_csv(tmp_path):
 
 def test_no_records_no_file(tmp_path):
     shards, written, destination = write_and_merge([], tmp_path, rows_per_shard=10)
-    assert shards == [] and written == 0 and not (tmp_path / "out" / "report.csv").exists()
+    assert shards == [] and written == 0 and not (tmp_path / "out" / "report").exists()
 
 
 @pytest.mark.parametrize("program_asks", [True, False])

@@ -26,29 +26,32 @@ from programusers.pipelines.exhaust import Stores
 
 # --- sorted shards and their merge --------------------------------------------------------------
 
-HEADER = ["District", "Name"]
+HEADER = ["Name", "District"]
 
 
 def keyed_line(district, name):
-    return [[district], f"{district},{name}\r\n"]
+    # The key is not the line's order: a merge by line alone would not pass.
+    return [[district, name[::-1]], f"{name},{district}\r\n"]
 
 
 def stage_shards(tmp_path, runs, extra=()):
-    """Writes each run, sorted, as a shard of the files module's format, and a manifest naming them (not
+    """Writes each run, sorted, as a shard in the files module's format, and a manifest naming them (not
     `extra`, the runs of attempts a runner retried)."""
     temp_dir = tmp_path / "staging"
     temp_dir.mkdir()
     entries = []
     for n, run in enumerate([*runs, *extra]):
         name = f"shard-{n:04d}.jsonl"
-        (temp_dir / name).write_text("".join(json.dumps(line) + "\n" for line in sorted(run)), encoding="utf-8")
+        data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in sorted(run)).encode()
+        (temp_dir / name).write_bytes(data)
         if n < len(runs):
-            entries.append([name, len(run)])
+            entries.append([name, len(run), len(data)])
     (temp_dir / files.MANIFEST).write_text(json.dumps({"header": HEADER, "shards": entries}))
     return temp_dir
 
 
-LINES = st.lists(st.builds(keyed_line, st.sampled_from(["", "A", "B", "b", "C, D"]), st.text("xyz", max_size=3)))
+# Names of any characters: line breaks, U+2028, quotes, astral planes.
+LINES = st.lists(st.builds(keyed_line, st.sampled_from(["", "A", "B", "b", "C, D"]), st.text(max_size=4)))
 
 
 @given(st.lists(LINES, max_size=6), st.lists(LINES, max_size=2), st.integers(2, 4))
@@ -59,16 +62,22 @@ def test_shards_merge_into_the_sorted_report_whatever_the_runs(runs, retried, ma
         rows = files.merge_shards(str(temp_dir), str(merged), datetime(2024, 1, 1))
         every = sorted(line for run in runs for line in run)
         assert rows == len(every)
-        assert merged.read_bytes().decode() == "District,Name\r\n" + "".join(line for _, line in every)
+        assert merged.read_bytes().decode() == "Name,District\r\n" + "".join(line for _, line in every)
 
 
-def test_a_shard_that_lacks_rows_fails_the_merge(tmp_path):
-    temp_dir = stage_shards(tmp_path, [[keyed_line("A", "x"), keyed_line("B", "y")]])
+@pytest.mark.parametrize("declared,cut,error", [(3, False, "2 of 3 rows"), (1, False, "2 of 1 rows"),
+                                                 (2, True, "row 2 unreadable")])
+def test_a_shard_unlike_its_manifest_entry_fails_the_merge(tmp_path, declared, cut, error):
+    temp_dir = stage_shards(tmp_path, [[keyed_line("A", "secret name"), keyed_line("B", "other name")]])
     manifest = json.loads((temp_dir / files.MANIFEST).read_text())
-    manifest["shards"][0][1] = 3
+    manifest["shards"][0][1] = declared
     (temp_dir / files.MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(files.IncompleteShard, match="2 of 3 rows"):
+    if cut:  # a shard cut off in the middle of its last record
+        shard = temp_dir / manifest["shards"][0][0]
+        shard.write_bytes(shard.read_bytes()[:-9])
+    with pytest.raises(files.IncompleteShard, match=error) as failure:
         files.merge_shards(str(temp_dir), str(tmp_path / "report.csv"), datetime(2024, 1, 1))
+    assert "name" not in str(failure.value)  # the records' text stays out of the error
 
 
 def test_no_manifest_no_report(tmp_path):
@@ -278,3 +287,29 @@ def test_progress_shows_counts_only_in_the_steps_order(caplog):
         time.sleep(0.3)
     lines = [r.getMessage() for r in caplog.records if r.name == "programusers.progress"]
     assert lines and lines[-1] == "request R: 1,200 enrollment rows read, 7 report rows built"
+
+
+def test_progress_of_workers_elsewhere_is_what_they_published(tmp_path, caplog):
+    import logging
+    import time
+
+    from programusers import progress
+
+    staging = str(tmp_path)
+    worker = progress.Publisher(staging, every=3600)
+    worker.setup()
+    progress.counter("ns", "enrollments_read").inc(40)
+    worker.tick()  # the first tick publishes; the next ones wait `every`
+    progress.counter("ns", "enrollments_read").inc(2)
+    worker.tick()
+    assert progress.published(staging) == {"enrollments_read": 40}
+    worker.flush()
+    # Another worker process's file, beside this one's: the submitter sums them.
+    (tmp_path / "progress-elsewhere.json").write_text('{"enrollments_read": 100, "records": 9}')
+    assert progress.published(staging) == {"enrollments_read": 142, "records": 9}
+    with caplog.at_level(logging.INFO, logger="programusers.progress"), \
+            progress.shown("request R", every=0.05, directory=staging):
+        progress.counter("ns", "records").inc(1000)  # this process's tally is not the job's: not shown
+        time.sleep(0.3)
+    lines = [r.getMessage() for r in caplog.records if r.name == "programusers.progress"]
+    assert lines and lines[-1] == "request R: 142 enrollment rows read, 9 report rows built"

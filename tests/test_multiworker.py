@@ -4,7 +4,8 @@ to a `--staging` both sides share, the submitter only merges, counts and publish
 the bytes DirectRunner writes, and its counters the same."""
 import pytest
 
-from programusers.io import postgres
+from programusers import progress
+from programusers.io import files, postgres
 from programusers.runners.worker_pool import WorkerPool
 from test_exhaust_e2e import (exhaust_in_process, expected_counters, expected_csv, logged_counters, requests,
                               scenario, status_rows, submit, unzipped)
@@ -22,8 +23,12 @@ def worker_pool(scenario, tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["district", "organisation"])
 def test_worker_pool_writes_the_bytes_direct_runner_writes(name, scenario, worker_pool, pg_dsn, test_schema,
-                                                           tmp_path):
+                                                           tmp_path, monkeypatch):
     table = test_schema["job_request_table"]
+    # What the workers published as progress, read just before each request's staging is removed.
+    published, remove_dir = [], files.remove_dir
+    monkeypatch.setattr(files, "remove_dir", lambda path: (published.append(progress.published(path)),
+                                                           remove_dir(path)))
     program, data, key, channel, users = requests(scenario)[name]
     ids, logs = {}, {}
     for engine, runner, args in (("direct", "DirectRunner", []),
@@ -46,3 +51,7 @@ def test_worker_pool_writes_the_bytes_direct_runner_writes(name, scenario, worke
         assert counted["pool"] == expected_counters(scenario)
     # The bundles ran in a worker the pool started, not in this process.
     assert "Starting worker with command" in worker_pool.log_path.read_text()
+    # Yet the worker published its counts in the shared staging, where this process shows them from.
+    steps = [step for step, _ in progress.STEPS]
+    assert {step: n for step, n in published[-1].items() if step in steps} == {
+        step: n for step, n in counted["pool"].items() if step in steps}

@@ -11,7 +11,7 @@ from programusers import runners
 from programusers.transforms import program_reads
 
 
-@given(st.text(min_size=1), st.integers(1, 300))
+@given(st.text(min_size=1), st.integers(1, program_reads.MAX_SLICES))
 def test_every_user_id_falls_in_exactly_one_slice(user_id, count):
     # Python orders str by code point, as Cassandra orders text by its UTF-8 bytes.
     slices = program_reads.user_id_slices(count)

@@ -184,14 +184,14 @@ class SessionDoFn(beam.DoFn):
 _TO_PLAIN = {Date: Date.date, OrderedMapSerializedKey: dict}
 
 
-def plain(value):
+def _plain(value):
     """Date -> date, map -> dict, anything else as it is."""
     convert = _TO_PLAIN.get(type(value))
     return convert(value) if convert else value
 
 
 def plain_row(row: Sequence) -> tuple:
-    return tuple(map(plain, row))
+    return tuple(map(_plain, row))
 
 
 class _QueryFn(SessionDoFn):
@@ -217,9 +217,11 @@ class _QueryFn(SessionDoFn):
         rows = 0
         for row in self._session.execute(self._statement(cql), values):  # pages are fetched as iteration goes
             rows += 1
+            if self._rows and rows % self._fetch_size == 0:  # a page at a time: a long read shows progress
+                self._rows.inc(self._fetch_size)
             yield plain_row(row)
         if self._rows:
-            self._rows.inc(rows)
+            self._rows.inc(rows % self._fetch_size)
 
 
 class ReadAllFromCassandra(beam.PTransform):

@@ -6,7 +6,8 @@ shards that count: those of bundles the runner committed, not of attempts it ret
 then merges them (a k-way merge, streaming) into the one report file, plain or password-zipped, still in
 staging, checking every shard's row count; ``publish`` moves it into place whole. The merge runs in the
 submitting process so the zip password never enters the pipeline (its graph, options or workers); it
-streams, so memory stays flat whatever the report's size, as it does in the workers, which hold one shard.
+streams, with at most MAX_OPEN_SHARDS files open, so its memory does not grow with the report's size,
+nor does the workers', which hold one shard.
 """
 from __future__ import annotations
 
@@ -28,8 +29,9 @@ from programusers.archive import encrypted_member
 from programusers.records import csv_line
 
 MANIFEST = "manifest.json"
-# The most shards merged at once (one open file each); more are first merged into larger shards.
-MAX_OPEN_SHARDS = 200
+# The most shards merged at once (one open file each); more are first merged into larger shards. A
+# reader of gs:// or s3:// buffers 16 MiB: 32 of them stay within half a GiB.
+MAX_OPEN_SHARDS, MAX_OPEN_REMOTE_SHARDS = 200, 32
 _WRITE_LINES = 4096  # merged lines written at a time
 
 
@@ -46,13 +48,15 @@ def _open(path: str):
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
-def _write_shard(path: str, keyed_lines: Iterable) -> int:
-    rows = 0
+def _write_shard(path: str, keyed_lines: Iterable) -> tuple[int, int]:
+    """Writes [sort key, line] records as JSON lines; returns (rows, bytes) written."""
+    rows = size = 0
     with _create(path) as out:  # a retried bundle writes new files; the manifest names the committed ones
         for chunk in _chunks(keyed_lines):
-            out.write("".join(json.dumps(keyed_line, ensure_ascii=False) + "\n" for keyed_line in chunk).encode())
-            rows += len(chunk)
-    return rows
+            data = "".join(json.dumps(keyed_line, ensure_ascii=False) + "\n" for keyed_line in chunk).encode()
+            out.write(data)
+            rows, size = rows + len(chunk), size + len(data)
+    return rows, size
 
 
 def _chunks(items: Iterable, size: int = _WRITE_LINES) -> Iterator[list]:
@@ -71,33 +75,40 @@ def _shard_name() -> str:
 
 
 class _WriteSortedShardsFn(beam.DoFn):
-    """Lists of (sort key, CSV line) -> (shard name, rows) for each sorted shard written, one per
-    `rows_per_shard` records of a bundle and one for the bundle's rest."""
+    """Lists of (sort key, CSV line) -> (shard name, rows, bytes) for each sorted shard written: one per
+    `rows_per_shard` records of a bundle, one for the bundle's rest."""
 
     def __init__(self, temp_dir: str, rows_per_shard: int):
         self._temp_dir, self._rows_per_shard = temp_dir, rows_per_shard
         self._written = progress.counter(self.__class__, "rows_written")
+        # The submitter shows the job's progress from what the workers publish beside the shards.
+        self._progress = progress.Publisher(temp_dir)
+
+    def setup(self):
+        self._progress.setup()
 
     def start_bundle(self):
         self._held = []
 
-    def _flush(self) -> tuple[str, int]:
+    def _flush(self, count: int) -> tuple[str, int, int]:
+        """Writes the first `count` records held as a shard."""
         # Ties on the sort key are broken by the whole line, so every runner writes the same bytes.
-        self._held.sort()
+        shard, self._held = sorted(self._held[:count]), self._held[count:]
         name = _shard_name()
-        rows = _write_shard(FileSystems.join(self._temp_dir, name), self._held)
+        rows, size = _write_shard(FileSystems.join(self._temp_dir, name), shard)
         self._written.inc(rows)
-        self._held = []
-        return name, rows
+        return name, rows, size
 
     def process(self, keyed_lines: list):
         self._held.extend(keyed_lines)
-        if len(self._held) >= self._rows_per_shard:
-            yield self._flush()
+        while len(self._held) >= self._rows_per_shard:
+            yield self._flush(self._rows_per_shard)
+        self._progress.tick()
 
     def finish_bundle(self):
         if self._held:
-            yield GlobalWindows.windowed_value(self._flush())
+            yield GlobalWindows.windowed_value(self._flush(len(self._held)))
+        self._progress.flush()
 
 
 def _write_manifest(shards: list, temp_dir: str, header: list[str]) -> str:
@@ -109,7 +120,7 @@ def _write_manifest(shards: list, temp_dir: str, header: list[str]) -> str:
 
 class WriteSortedShards(beam.PTransform):
     """Lists of (sort key, CSV line) -> sorted shards under `temp_dir` and its manifest (MANIFEST: the
-    report's `header` and each committed shard's name and row count); yields the manifest's path. No
+    report's `header` and each committed shard's name, rows and bytes); yields the manifest's path. No
     manifest: no records.
 
     Each worker sorts what its bundles bring, `rows_per_shard` records at most, so no worker holds the
@@ -129,29 +140,39 @@ class WriteSortedShards(beam.PTransform):
 
 
 def _read_shard(path: str, rows: int) -> Iterator[list]:
-    """A shard's [sort key, line] records; raises IncompleteShard at its end unless there were `rows`."""
-    found = 0
+    """A shard's [sort key, line] records; raises IncompleteShard at its end unless there were `rows`, or
+    at a record that does not read back (its text, which holds PII, stays out of the error)."""
+    found, name = 0, path.rsplit("/", 1)[-1]
     with _open(path) as shard:
         for found, line in enumerate(shard, start=1):
-            yield json.loads(line)
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise IncompleteShard(f"{name}: row {found} unreadable") from None
+            yield record
     if found != rows:
-        raise IncompleteShard(f"{path.rsplit('/', 1)[-1]}: {found} of {rows} rows")
+        raise IncompleteShard(f"{name}: {found} of {rows} rows")
 
 
-def _merged(temp_dir: str, shards: list[tuple[str, int]]) -> Iterator[list]:
+def _merged(temp_dir: str, shards: list[tuple]) -> Iterator[list]:
     with contextlib.ExitStack() as stack:
         # Each reader opens its file on first use and closes it at its end (or when the merge stops).
         readers = [stack.enter_context(contextlib.closing(_read_shard(FileSystems.join(temp_dir, name), rows)))
-                   for name, rows in shards]
+                   for name, rows, _ in shards]
         yield from heapq.merge(*readers)
 
 
-def _fewer_shards(temp_dir: str, shards: list[tuple[str, int]]) -> list[tuple[str, int]]:
-    """Merges the first MAX_OPEN_SHARDS shards into one, as often as needed to merge at most that many."""
-    while len(shards) > MAX_OPEN_SHARDS:
+def _fewer_shards(temp_dir: str, shards: list[tuple]) -> list[tuple]:
+    """Merges shards, `fan_in` at a time into a new one (its inputs deleted), until at most that many
+    are left: each record is rewritten about log_fan_in(shards) - 1 times. On object stores, where a
+    reader buffers megabytes, fewer are read at once."""
+    fan_in = MAX_OPEN_SHARDS if is_local(temp_dir) else MAX_OPEN_REMOTE_SHARDS
+    while len(shards) > fan_in:
+        merging, shards = shards[:fan_in], shards[fan_in:]
         name = _shard_name()
-        rows = _write_shard(FileSystems.join(temp_dir, name), _merged(temp_dir, shards[:MAX_OPEN_SHARDS]))
-        shards = [(name, rows), *shards[MAX_OPEN_SHARDS:]]
+        rows, size = _write_shard(FileSystems.join(temp_dir, name), _merged(temp_dir, merging))
+        FileSystems.delete([FileSystems.join(temp_dir, merged_name) for merged_name, _, _ in merging])
+        shards.append((name, rows, size))
     return shards
 
 
@@ -179,9 +200,7 @@ def merge_shards(temp_dir: str, merged: str, when: datetime, password: str | Non
         if password is None:
             return _write_merged(temp_dir, manifest, raw)
         # A CSV line is shorter than the JSON line holding it with its sort key.
-        shards = FileSystems.match([FileSystems.join(temp_dir, name) for name, _ in manifest["shards"]])
-        upper_bound = len(csv_line(manifest["header"]).encode()) + sum(
-            found.size_in_bytes for shard in shards for found in shard.metadata_list)
+        upper_bound = len(csv_line(manifest["header"]).encode()) + sum(size for _, _, size in manifest["shards"])
         with encrypted_member(raw, member, password, when, upper_bound, zip_crypto) as out:
             return _write_merged(temp_dir, manifest, out)
 

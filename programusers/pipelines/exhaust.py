@@ -1,5 +1,5 @@
 """The report pipeline (SPEC §3): one program's enrollment rows -> filtered, joined with consent and the
-user cache -> sorted CSV shards. The request lifecycle around it is `programusers.report_lifecycle`, the
+user cache -> sorted shards of CSV lines and their manifest. The request lifecycle around it is `programusers.report_lifecycle`, the
 commands `programusers.report_commands`.
 """
 from __future__ import annotations
@@ -22,6 +22,15 @@ from programusers.transforms.report import PROFILE_FIELDS, LookUpAndBuildRecords
 USER_KEY_PREFIX = "user:"  # the platform's user cache: one hash per user at user:<userid>
 
 
+def _in_range(low: int, high: int | None = None):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is not in {low}..{high if high is not None else ''}")
+        return value
+    return parse
+
+
 class ExhaustOptions(PipelineOptions):
     """The report pipeline's tuning; connection settings are the `exhaust` command's own flags."""
 
@@ -30,16 +39,16 @@ class ExhaustOptions(PipelineOptions):
         # Pages of 5,000 rows read a 100k partition in 6.7 s instead of 8.3 s (one run here) but crossed
         # Cassandra's tombstone warning threshold (1,000 a page) where events had explicit nulls: a
         # warning per page in every log.
-        parser.add_argument("--cassandra-fetch-size", type=int, default=1000,
+        parser.add_argument("--cassandra-fetch-size", type=_in_range(1), default=1000,
                             help="program_enrollment rows per page")
-        parser.add_argument("--read-slices", type=int, default=16,
+        parser.add_argument("--read-slices", type=_in_range(1, program_reads.MAX_SLICES), default=16,
                             help="ranges of user ids the program's partition is read in, spread over the workers")
-        parser.add_argument("--lookup-batch-size", type=int, default=500,
+        parser.add_argument("--lookup-batch-size", type=_in_range(1), default=500,
                             help="users per batch of consent queries and of Redis reads")
-        parser.add_argument("--consent-users-per-query", type=int, default=50,
+        parser.add_argument("--consent-users-per-query", type=_in_range(1), default=50,
                             help="users whose consent one query reads (user_id IN ...); 1: a query per user")
-        parser.add_argument("--rows-per-shard", type=int, default=100_000,
-                            help="report rows one worker sorts in memory")
+        parser.add_argument("--rows-per-shard", type=_in_range(1), default=100_000,
+                            help="report rows one worker sorts in memory (the most a shard holds)")
 
 
 @dataclass(frozen=True)
@@ -69,7 +78,7 @@ def run(request: filters.ReportRequest, config: ReportConfig, stores: Stores, te
     tuning = options.view_as(ExhaustOptions)
     # Program-wide, decided before the pipeline: it chooses the columns and whether consent is read at all.
     program_asks = program_reads.program_asks_for_consent(stores.cassandra, stores.programs_keyspace,
-                                                          request.program_id)
+                                                          request.program_id, tuning.cassandra_fetch_size)
     read_consent = program_reads.ReadConsent(stores.cassandra, stores.consent_keyspace, request.program_id,
                                              tuning.lookup_batch_size, tuning.consent_users_per_query)
     read_profiles = redis.ReadFromRedisHashes(stores.redis, USER_KEY_PREFIX, PROFILE_FIELDS, tuning.lookup_batch_size,

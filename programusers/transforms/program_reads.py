@@ -20,14 +20,16 @@ def _enrollments(keyspace: str) -> str:
     return f"SELECT {', '.join(ENROLLMENT_COLUMNS)} FROM {identifier(keyspace, 'keyspace')}.program_enrollment "
 
 
-def enrollment_query(keyspace: str) -> str:
-    return _enrollments(keyspace) + "WHERE program_id = ?"
+MAX_SLICES = 256  # the bounds are two-hex-digit prefixes
 
 
 def user_id_slices(count: int) -> list[tuple[str, str | None]]:
-    """`count` consecutive [low, high) ranges of user ids covering every string: "" is the least, and the
-    last range has no upper end. The bounds are evenly spaced hex prefixes, so the platform's ids (UUIDs)
-    spread evenly; ids of any other shape are still read exactly once, in uneven slices."""
+    """`count` (1 to MAX_SLICES) consecutive [low, high) ranges of user ids covering every string: "" is
+    the least, and the last range has no upper end. The bounds are evenly spaced hex prefixes, so the
+    platform's ids (UUIDs) spread evenly; ids of any other shape are still read exactly once, in uneven
+    slices."""
+    if not 1 <= count <= MAX_SLICES:
+        raise ValueError(f"slices must be 1 to {MAX_SLICES}, not {count}")
     bounds = [f"{i * 256 // count:02x}" for i in range(1, count)]
     return list(zip(["", *bounds], [*bounds, None]))
 
@@ -46,7 +48,7 @@ def enrollment_row(values: tuple) -> dict:
 
 class ReadProgramEnrollments(beam.PTransform):
     """Every program_enrollment row of one program, as dicts keyed by SPEC's column names (counted as
-    enrollments_read). Nothing but the partition key is queried.
+    enrollments_read). Only that partition is queried, in ranges of its clustering key.
 
     The partition is read in `slices` ranges of user ids, spread over the workers before they are read
     (as Beam's sources split): the rows go on where they were read, the runner never moves them."""
@@ -65,15 +67,18 @@ class ReadProgramEnrollments(beam.PTransform):
                 | "AsRows" >> beam.Map(enrollment_row))
 
 
-def program_asks_for_consent(connection: CassandraConnection, keyspace: str, program_id: str) -> bool:
+def program_asks_for_consent(connection: CassandraConnection, keyspace: str, program_id: str,
+                             fetch_size: int = 1000) -> bool:
     """Whether any of the program's rows asks for PII consent, which decides the report's columns (see
-    transforms/report.py). Filtered inside the one partition by Cassandra: the answer comes with the first
-    such row; a program that never asks costs a server-side pass over its partition."""
+    transforms/report.py). Pages through that one column and stops at the first row that asks: usually
+    the first. Not filtered by Cassandra (`AND pii_consent_required = true ALLOW FILTERING`): a program
+    that never asks would be one read of its whole partition, whose tombstones (explicit nulls) past
+    100,000 fail the read."""
     with connection.session() as session:
-        return session.execute(
-            f"SELECT user_id FROM {identifier(keyspace, 'keyspace')}.program_enrollment "
-            "WHERE program_id = %s AND pii_consent_required = true LIMIT 1 ALLOW FILTERING",
-            (program_id,)).one() is not None
+        query = session.prepare(f"SELECT pii_consent_required FROM {identifier(keyspace, 'keyspace')}"
+                                ".program_enrollment WHERE program_id = ?")
+        query.fetch_size = fetch_size
+        return any(row[0] for row in session.execute(query, (program_id,)))
 
 
 def latest(rows):
