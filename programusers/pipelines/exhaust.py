@@ -1,6 +1,6 @@
 """The report pipeline (SPEC §3): one program's enrollment rows -> filtered, joined with consent and the
-user cache -> sorted shards of CSV lines and their manifest. The request lifecycle around it is `programusers.report_lifecycle`, the
-commands `programusers.report_commands`.
+user cache -> sorted shards of CSV lines and their manifest. The request lifecycle around it is
+`programusers.report_lifecycle`, the commands `programusers.report_commands`.
 """
 from __future__ import annotations
 
