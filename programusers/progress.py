@@ -69,7 +69,8 @@ class Publisher:
     Driven by the DoFn's own calls, so nothing is left running once the job's bundles stop."""
 
     def __init__(self, directory: str, every: float = 10.0):
-        self._directory, self._every, self._last = directory, every, 0.0
+        self._directory, self._every = directory, every
+        self._last: float | None = None  # never published: the first tick does, whatever the clock reads
 
     def setup(self) -> None:
         with _LOCK:
@@ -82,7 +83,7 @@ class Publisher:
             self._since, self._path = joined
 
     def tick(self) -> None:
-        if time.monotonic() - self._last >= self._every:
+        if self._last is None or time.monotonic() - self._last >= self._every:
             self.flush()
 
     def flush(self) -> None:

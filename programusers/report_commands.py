@@ -169,8 +169,11 @@ def _shown(value) -> str:
 def _status(args) -> int:
     with postgres.session(args.postgres_dsn) as connection:
         rows = postgres.request_status(connection, args.job_request_table, args.request_id)
+    if not rows:
+        print(f"no report request with id {args.request_id} in {args.job_request_table}", file=sys.stderr)
+        return 1
     print("\n\n".join("\n".join(f"{name}: {_shown(value)}" for name, value in row.items()) for row in rows))
-    return 0 if rows else 1
+    return 0
 
 
 def _job_request_flags(parser: argparse.ArgumentParser) -> None:

@@ -444,6 +444,12 @@ def test_submit_exhaust_status_through_the_command_line(scenario, direct, pg_dsn
     assert cli.main(["exhaust", "--request-id", request_id, *scenario.flags]) == 1  # no longer pending
 
 
+def test_status_of_an_unknown_request_says_so_in_one_line(test_schema, capsys):
+    assert cli.main(["status", "no-such-id", "--job-request-table", test_schema["job_request_table"]]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"no report request with id no-such-id in {test_schema['job_request_table']}\n"
+
+
 def test_a_report_over_protocol_v4_as_cassandra_3_11_and_4_speak(scenario, direct, pg_dsn, test_schema, tmp_path):
     """The platform's Cassandra 3.11/4.x speak native protocol v4: capped at 4, the same report."""
     from conftest import LOCAL_CASSANDRA

@@ -4,7 +4,6 @@ secrets. Each test has a job_request table of its own, so only its own requests 
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -224,17 +223,11 @@ def test_redis_back_within_the_outage_limit_the_request_succeeds_in_the_same_run
     assert unzipped(row["download_urls"][0], "k-district") == d_ana_report(scenario)
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_cassandra_unreachable_past_the_outage_limit_fails_the_request_for_a_later_run(scenario, pg_dsn, table,
                                                                                       tmp_path):
     request_id = submit_district(pg_dsn, table, scenario)
     code, logs = exhaust_in_process(scenario, "--job-request-table", table, "--output", str(tmp_path),
-                                    "--cassandra-port", str(closed_port()), "--max-store-outage", "3")
+                                    "--cassandra-port", "1", "--max-store-outage", "3")
     row = status_rows(pg_dsn, table, request_id)
     assert code == 0 and (row["status"], row["iteration"], row["err_message"]) == (
         "FAILED", 1, "Cassandra is unreachable")
