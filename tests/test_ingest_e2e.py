@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 from apache_beam.runners.runner import PipelineState
-from confluent_kafka import OFFSET_INVALID, Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from ingest_cases import (COLUMNS, bad_events, consume, encode, event, expected_row, paused_cassandra, produce,
                           row)
@@ -22,7 +22,17 @@ def committed_offsets(topic: str, group: str) -> list[int]:
     consumer = Consumer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "group.id": group})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return [p.offset for p in consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)]
+        return [p.offset for p in consumer.committed([TopicPartition(topic, p) for p in sorted(partitions)],
+                                                    timeout=10)]
+    finally:
+        consumer.close()
+
+
+def end_offsets(topic: str) -> list[int]:
+    consumer = Consumer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "group.id": "check"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in sorted(partitions)]
     finally:
         consumer.close()
 
@@ -68,7 +78,8 @@ def test_ingest_end_to_end_then_replay(cassandra_session, test_schema, unique):
     assert ingest.counters(result) == {
         "events_read": len(messages), "rows_written": len(good) + 3, "rows_deleted": 1,
         "dead_lettered_invalid_json": 3, "dead_lettered_not_an_object": 1, "dead_lettered_missing_field": 2,
-        "dead_lettered_wrong_type": 2, "dead_lettered_bad_timestamp": 2, "dead_lettered_write_failed": 1}
+        "dead_lettered_wrong_type": 2, "dead_lettered_bad_timestamp": 2, "dead_lettered_write_failed": 1,
+        "offset_commits": 2}  # one per partition, at the end
 
     rows = stored(cassandra_session, keyspace, programs)
     expected = {(e["programId"], e["userId"]): expected_row(e) for e in good + [newer]}
@@ -84,10 +95,12 @@ def test_ingest_end_to_end_then_replay(cassandra_session, test_schema, unique):
     dead = consume(failed, len(bad))
     assert sorted((key, d["reason"], d["field"], d["payload"], d["topic"], d["partition"], d["offset"])
                   for key, d in dead) == expected_dead
-    assert set(committed_offsets(raw, group)) == {OFFSET_INVALID}  # bounded runs never commit
+    # Committed at the end of the run: every partition's end offset, as every record is written or dead-lettered.
+    assert committed_offsets(raw, group) == end_offsets(raw)
 
-    # The same records again, through the command line, on the other local runner.
-    assert cli.main(["ingest", "--runner", "DirectRunner", *flags]) == 0
+    # The same records again, through the command line, on the other local runner: another group.
+    again = [f for f in flags if not f.startswith("--consumer-group")] + [f"--consumer-group={group}.again"]
+    assert cli.main(["ingest", "--runner", "DirectRunner", *again]) == 0
     assert stored(cassandra_session, keyspace, programs) == rows
     replayed = consume(failed, 2 * len(bad))
     assert sorted(key for key, _ in replayed) == sorted(2 * [key for key, *_ in expected_dead])

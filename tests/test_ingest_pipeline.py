@@ -10,10 +10,11 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from conftest import LOCAL_CASSANDRA
-from ingest_cases import COLUMNS, bad_events, encode, event, expected_row, row
+from ingest_cases import COLUMNS, bad_events, consume, encode, event, expected_row, row
 from programusers import cli, runners, settings
 from programusers.events import DeadLetter
-from programusers.io.kafka import KafkaRecord
+from programusers.io import kafka
+from programusers.io.kafka import KafkaClientConfig, KafkaRecord
 from programusers.pipelines import ingest
 from programusers.options import StoreOptions
 from programusers.pipelines.ingest import IngestEvents, IngestOptions
@@ -72,12 +73,22 @@ def test_a_flink_cluster_gets_its_flags_and_may_commit_offsets_while_streaming(t
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--runner", "DirectRunner"], "bounded only"),
-    (["--runner", "PrismRunner"], "--no-commit-offsets"),
+    (["--runner", "DirectRunner"], "backfills only"),
+    (["--max-records", "0"], "--max-records: at least 1"),
+    (["--until", "yesterday"], "--until: not an ISO-8601"),
+    (["--commit-every", "0"], "--commit-every"),
 ])
-def test_runs_a_runner_cannot_do_are_refused_up_front(argv, message):
+def test_runs_the_runner_cannot_do_and_flags_out_of_range_are_refused_up_front(argv, message):
     with pytest.raises(SystemExit, match=message):
         ingest.pipeline_options(parse(*argv))
+
+
+def test_a_streaming_run_on_prism_commits_offsets_and_any_bounding_flag_makes_a_backfill():
+    options = ingest.pipeline_options(parse("--runner", "PrismRunner")).view_as(IngestOptions)
+    assert options.commit_offsets and not options.bounded
+    for flags in (["--backfill"], ["--from", "2026-11-30"], ["--until", "2026-11-30T10:00"], ["--max-records", "5"],
+                  ["--max-read-time", "60"]):
+        assert IngestOptions(flags).bounded, flags
 
 
 def test_every_options_class_of_the_cli_parses_together():
@@ -114,8 +125,8 @@ def test_kafka_record_from_kafkaio_metadata_row():
 # --- the pipeline over in-memory records ---
 
 @pytest.mark.services
-def test_good_and_bad_events_split_and_are_counted(cassandra_session, test_schema, unique):
-    keyspace, program = test_schema["programs_keyspace"], f"p-{unique}"
+def test_good_and_bad_events_split_are_counted_and_every_record_is_done_once(cassandra_session, test_schema, unique):
+    keyspace, program, failed = test_schema["programs_keyspace"], f"p-{unique}", f"test.split.{unique}.failed"
     good = [event(program, f"u{i}", district=f"D{i}") for i in range(5)]
     leave = event(program, "u0", updated="2023-02-01T00:00:00Z", deleted=True)
     bad = bad_events(program)
@@ -124,19 +135,20 @@ def test_good_and_bad_events_split_and_are_counted(cassandra_session, test_schem
     first_bad = len(good) + 1
 
     pipeline = BeamTestPipeline(options=runners.pipeline_options("DirectRunner"))
-    dead_letters = (pipeline
-                    | beam.Create(records)
-                    | IngestEvents(WriteEnrollments(LOCAL_CASSANDRA, keyspace))
-                    | beam.MapTuple(lambda key, value: (key, json.loads(value)))
-                    | beam.MapTuple(lambda key, dead: (key, dead["reason"], dead["field"], dead["offset"],
-                                                       dead["payload"])))
-    payloads = [None if v is None else v.decode("utf-8", errors="replace") for v, _, _ in bad]
-    assert_that(dead_letters, equal_to([
-        (f"t.raw/0/{first_bad + i}".encode(), reason, field, first_bad + i, payload)
-        for i, ((_, reason, field), payload) in enumerate(zip(bad, payloads))]))
+    done = (pipeline
+            | beam.Create(records)
+            | IngestEvents(WriteEnrollments(LOCAL_CASSANDRA, keyspace),
+                           kafka.WriteAcknowledged(KafkaClientConfig(settings.KAFKA_BOOTSTRAP), failed)))
+    # Each record comes out once: its row written, or its dead letter acknowledged by Kafka.
+    assert_that(done | beam.Map(lambda record: record.offset), equal_to(list(range(len(records)))))
     result = pipeline.run()
     result.wait_until_finish()
 
+    payloads = [None if v is None else v.decode("utf-8", errors="replace") for v, _, _ in bad]
+    assert sorted((key, dead["reason"], dead["field"], dead["offset"], dead["payload"])
+                  for key, dead in consume(failed, len(bad))) == sorted(
+        (f"t.raw/0/{first_bad + i}".encode(), reason, field, first_bad + i, payload)
+        for i, ((_, reason, field), payload) in enumerate(zip(bad, payloads)))
     assert ingest.counters(result) == {
         "events_read": len(records), "rows_written": 5, "rows_deleted": 1,
         "dead_lettered_invalid_json": 3, "dead_lettered_not_an_object": 1, "dead_lettered_missing_field": 2,

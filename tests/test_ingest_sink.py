@@ -133,14 +133,21 @@ def upsert(program, user, micros, **columns):
 
 
 def write(mutations, keyspace, expected_dead=(), fn=None):
-    """Runs the sink over (index, mutation) pairs, checks its dead letters, returns the job's counters."""
+    """Runs the sink over (index, mutation) pairs, checks its dead letters and that every other index comes
+    out once as written, returns the job's counters."""
     pipeline = BeamTestPipeline(options=runners.pipeline_options("DirectRunner"))
-    failed = (pipeline
-              | beam.Create(list(enumerate(mutations)))
-              | (beam.ParDo(fn) | beam.MapTuple(lambda index, detail: (index, DeadLetter(WRITE_FAILED, None, detail)))
-                 if fn else WriteEnrollments(LOCAL_CASSANDRA, keyspace))
-              | beam.MapTuple(lambda index, dead: (index, dead.reason, dead.detail)))
-    assert_that(failed, equal_to(list(expected_dead)))
+    pairs = pipeline | beam.Create(list(enumerate(mutations)))
+    if fn:
+        result = pairs | beam.ParDo(fn).with_outputs(cassandra_sink.REJECTED, main="written")
+        written = result.written
+        failed = result[cassandra_sink.REJECTED] | beam.MapTuple(
+            lambda index, detail: (index, DeadLetter(WRITE_FAILED, None, detail)))
+    else:
+        written, failed = pairs | WriteEnrollments(LOCAL_CASSANDRA, keyspace)
+    assert_that(failed | beam.MapTuple(lambda index, dead: (index, dead.reason, dead.detail)),
+                equal_to(list(expected_dead)), label="rejected")
+    dead = {index for index, *_ in expected_dead}
+    assert_that(written, equal_to([i for i in range(len(mutations)) if i not in dead]), label="written")
     result = pipeline.run()
     result.wait_until_finish()
     return counters(result)
@@ -287,13 +294,14 @@ def test_in_flight_writes_are_bounded_and_a_bundle_ends_with_none_outstanding(te
     fn = FlakyWriteFn(test_schema["programs_keyspace"], failures=0, concurrency=3)
     fn.setup()
     try:
-        session = fn._session
+        session, written = fn._session, []
         fn.start_bundle()
         for i in range(20):
             mutation = upsert(f"p-{unique}", f"u{i}", T0)
-            assert list(fn.process((i, mutation), windowed=WindowedValue((i, mutation), 0, [GlobalWindow()]))) == []
-        assert list(fn.finish_bundle()) == []
+            written += fn.process((i, mutation), windowed=WindowedValue((i, mutation), 0, [GlobalWindow()]))
+        written += fn.finish_bundle()
     finally:
         fn.teardown()
     assert session.sent == session.awaited == 20
     assert session.most_outstanding == 3
+    assert sorted(w.value for w in written) == list(range(20))  # each context once, when written

@@ -11,7 +11,7 @@ from programusers import cli
 from programusers.events import DeadLetter, EnrollmentUpsert
 from programusers.io.kafka import KafkaRecord
 from programusers.pipelines import ingest, replay
-from programusers.pipelines.replay import DeadLetterRecord, revalidate
+from programusers.pipelines.replay import revalidate
 
 FAILED_AT = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 ORIGINAL_MILLIS = 1_700_000_000_123  # the original record's Kafka time
@@ -29,7 +29,7 @@ def dead_letter(value: bytes | None, reason: str, *, original_millis: int | None
 
 
 def again(value: bytes, reason=None):
-    return revalidate(DeadLetterRecord(1, 5, OWN_MILLIS, value), reason)
+    return revalidate(KafkaRecord("t.failed", 1, 5, OWN_MILLIS, None, value), reason)
 
 
 # --- revalidate (pure) ---
@@ -77,8 +77,8 @@ def test_summary_counts_only():
 
 
 def test_since_is_utc_unless_it_says_otherwise():
-    assert replay.since_time("2024-05-01") == datetime(2024, 5, 1, tzinfo=UTC)
-    assert replay.since_time("2024-05-01T12:00:00+05:30") == datetime(2024, 5, 1, 6, 30, tzinfo=UTC)
+    assert ingest.iso_time("2024-05-01") == datetime(2024, 5, 1, tzinfo=UTC)
+    assert ingest.iso_time("2024-05-01T12:00:00+05:30") == datetime(2024, 5, 1, 6, 30, tzinfo=UTC)
 
 
 # --- replays of a real dead-letter topic ---

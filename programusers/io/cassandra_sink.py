@@ -12,8 +12,10 @@ Outages hold the stream; they never drop or dead-letter a write (SPEC §5, "Inge
   capped exponential backoff until it succeeds, without stalling the other writes in flight. A bundle
   ends only when each of its writes succeeded (or failed for good, below): until then no offset is
   committed past it, and the runner sees backpressure.
-- Only a permanent error (the server rejects the statement itself: InvalidRequest and the like) comes
-  back out of the transform, as (context, detail) with its input's window: the caller dead-letters it.
+- Each written mutation's context comes out of the transform once Cassandra acknowledged the write
+  (the caller may count it as done); a permanent error (the server rejects the statement itself:
+  InvalidRequest and the like) comes out on the REJECTED output, as (context, detail) with its input's
+  window: the caller dead-letters it.
 - `max_outage` seconds without a single successful write (bounded runs) raise CassandraUnreachable,
   which fails the job with a message naming Cassandra; without a limit (streaming) the DoFn keeps
   waiting and logs once a minute how long Cassandra has been unreachable and how many writes wait.
@@ -43,6 +45,7 @@ from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessa
 from programusers.io.cassandra import CassandraConnection, SessionDoFn, Unavailable, refused
 
 METRICS_NAMESPACE = "programusers.cassandra"
+REJECTED = "rejected"
 MAX_BACKOFF_SECONDS = 5.0  # short: once Cassandra answers again, every held write goes out within seconds
 REPORT_EVERY_SECONDS = 60.0
 REQUEST_TIMEOUT_SECONDS = 10.0  # a write to a paused node fails (and is retried) after this long
@@ -249,7 +252,8 @@ class _WriteMutationsFn(SessionDoFn):
         self._counters[name].inc()
 
     def _settle(self, limit: int):
-        """Completes writes, oldest first, until at most `limit` are pending; yields the permanent failures.
+        """Completes writes, oldest first, until at most `limit` are pending; yields the written contexts and,
+        tagged REJECTED, the permanent failures.
         A transient failure goes back in line after its backoff, however long the outage (up to the limit)."""
         while len(self._in_flight) + len(self._backing_off) > limit:
             while self._backing_off and self._backing_off[0][0] <= time.monotonic():
@@ -271,18 +275,20 @@ class _WriteMutationsFn(SessionDoFn):
             else:
                 self._outage.succeeded()
                 self._count(write.mutation)
+                yield write.windowed.with_value(write.context)
 
-    def _rejected(self, write: _Write, error: Exception) -> WindowedValue:
+    def _rejected(self, write: _Write, error: Exception) -> beam.pvalue.TaggedOutput:
         # The error's text may quote a value: only its type goes into logs and dead letters.
         detail = f"{type(error).__name__} after {write.attempts} attempt(s)"
         _LOG.warning("Cassandra rejected a write: %s", detail)
-        return write.windowed.with_value((write.context, detail))
+        return beam.pvalue.TaggedOutput(REJECTED, write.windowed.with_value((write.context, detail)))
 
 
 class WriteToCassandra(beam.PTransform):
     """Writes (context, mutation) pairs with the prepared statements `statements` gives for them.
 
-    Returns the writes Cassandra rejected as (context, detail) pairs, `detail` naming the error's type.
+    Returns the contexts of the written mutations (main output, `written`) and, as output `rejected`,
+    the writes Cassandra rejected as (context, detail) pairs, `detail` naming the error's type.
     Transient failures are retried (backoff from `backoff` seconds, doubling, at most `max_backoff`)
     until they succeed, or until no write has succeeded for `max_outage` seconds: then the job fails
     with CassandraUnreachable. `max_outage=None` waits for ever (streaming).
@@ -299,4 +305,4 @@ class WriteToCassandra(beam.PTransform):
                                      max_outage)
 
     def expand(self, mutations):
-        return mutations | "Write" >> beam.ParDo(self._fn)
+        return mutations | "Write" >> beam.ParDo(self._fn).with_outputs(REJECTED, main="written")

@@ -1,19 +1,44 @@
-"""Kafka: client settings for every client we make, and Beam's cross-language KafkaIO (Java), expanded
-by a Java expansion service.
+"""Kafka: client settings for every client we make; Beam's cross-language KafkaIO (Java) for unbounded
+reads; exact reads of offset ranges, acknowledged writes and offset commits in Python (confluent-kafka).
 
 Client properties are given once, with their Java names (`security.protocol`, `sasl.mechanism`,
 `sasl.jaas.config`, `ssl.truststore.*`, ...): KafkaIO takes them as they are, and the Python clients
-(confluent-kafka: `generate`, `replay`, the demo) get their librdkafka equivalents.
+get their librdkafka equivalents.
+
+Delivery, the same on every runner: KafkaIO never commits (on runners other than Flink it would commit
+on read). The pipeline reports each record it is done with to `CommitOffsets`, which commits per
+partition the offset below which every record is done: a contiguous watermark kept in Beam state.
+A bounded read plans its offset ranges first (`plan_offset_ranges`) and reads exactly those
+(`ReadOffsetRanges`): KafkaIO bounded by a record count shares the count evenly among partitions and
+waits out its time limit on the short ones, and it cannot stop at an end offset.
 """
 from __future__ import annotations
 
+import functools
+import logging
 import re
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam.io.kafka import ReadFromKafka, WriteToKafka
+from apache_beam.coders import FloatCoder, TupleCoder, VarIntCoder
+from apache_beam.io.kafka import ReadFromKafka
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import GlobalWindow, GlobalWindows
+from apache_beam.utils.timestamp import Timestamp
+
+METRICS_NAMESPACE = "programusers.kafka"
+IDLE_LIMIT_SECONDS = 60.0  # a range that gives nothing for this long below its end fails its read
+PROBE_SECONDS = 10.0
+REPORT_EVERY_SECONDS = 60.0
+_LOG = logging.getLogger(__name__)
 
 
 class KafkaRecord(NamedTuple):
@@ -115,19 +140,18 @@ class KafkaClientConfig:
 def read_from_kafka(client: KafkaClientConfig, topics: list[str], expansion_service: str, *,
                     group_id: str | None = None,
                     max_records: int | None = None, max_read_time: int | None = None,
-                    commit_offsets: bool = False, with_metadata: bool = False) -> ReadFromKafka:
-    """Reads (key, value) byte pairs, or rows with topic/partition/offset when `with_metadata`.
+                    with_metadata: bool = False) -> ReadFromKafka:
+    """KafkaIO: reads (key, value) byte pairs, or rows with topic/partition/offset when `with_metadata`,
+    from the group's committed offsets, else the earliest. It never commits (see CommitOffsets).
 
-    `max_records`/`max_read_time` (seconds) make the read bounded (backfills, tests). Offsets are
-    committed by Beam when the runner finalizes the reading (`commit_offsets`), never by the Kafka
-    client's auto-commit. A bounded read commits as soon as it has read, before any downstream step
-    ran; an unbounded one needs a runner with stable-input support (Flink, not Prism).
+    `max_records`/`max_read_time` (seconds) make the read bounded, but not exact: KafkaIO shares the
+    count evenly among partitions and waits out the time on the short ones (ReadOffsetRanges is exact).
     """
     config = client.java(**{"auto.offset.reset": "earliest", "enable.auto.commit": "false"})
     if group_id:
         config["group.id"] = group_id
     return ReadFromKafka(consumer_config=config, topics=topics, max_num_records=max_records,
-                         max_read_time=max_read_time, commit_offset_in_finalize=commit_offsets,
+                         max_read_time=max_read_time, commit_offset_in_finalize=False,
                          with_metadata=with_metadata, expansion_service=expansion_service)
 
 
@@ -144,6 +168,398 @@ class ReadRecords(beam.PTransform):
                 | "ToKafkaRecords" >> beam.Map(KafkaRecord.from_row))
 
 
-def write_to_kafka(client: KafkaClientConfig, topic: str, expansion_service: str) -> WriteToKafka:
-    """Writes (key, value) byte pairs; acks=all so a dead letter is durable once written."""
-    return WriteToKafka(producer_config=client.java(acks="all"), topic=topic, expansion_service=expansion_service)
+def _consumer(client: KafkaClientConfig, group_id: str, **extra):
+    from confluent_kafka import Consumer
+
+    # Positions are assigned explicitly; only CommitOffsets commits, and only what it is told.
+    return Consumer({**client.python(), "group.id": group_id, "enable.auto.commit": False,
+                     "enable.partition.eof": True, "auto.offset.reset": "earliest", **extra})
+
+
+@dataclass(frozen=True)
+class OffsetRange:
+    """Offsets [start, end) of one partition."""
+    topic: str
+    partition: int
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return max(0, self.end - self.start)
+
+
+def share_records(ranges: Sequence[OffsetRange], total: int) -> list[OffsetRange]:
+    """`ranges` cut to `total` records in all, shared as evenly as the ranges allow (a short one keeps
+    all it has, the others share the rest), each cut at its end so that it still starts where it did."""
+    kept, left = {}, total
+    by_size = sorted(ranges, key=lambda r: r.size)
+    for index, span in enumerate(by_size):
+        sharing = len(by_size) - index
+        take = min(span.size, -(-left // sharing))  # the ceiling of an even share of what is left
+        kept[span], left = take, left - take
+    return [OffsetRange(r.topic, r.partition, r.start, r.start + kept[r]) for r in ranges]
+
+
+def plan_offset_ranges(client: KafkaClientConfig, topic: str, *, group_id: str | None = None,
+                       start_time: datetime | None = None, stop_time: datetime | None = None,
+                       max_records: int | None = None) -> list[OffsetRange]:
+    """Every partition's range, in partition order: from the first offset at or after `start_time`, else
+    the group's committed offset, else the earliest; to the first offset at or after `stop_time`, else
+    the end offset now. `max_records` cuts them to that many records in all (`share_records`)."""
+    from confluent_kafka import TopicPartition
+
+    consumer = _consumer(client, group_id or "programusers.planner")
+    try:
+        metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            raise ValueError(f"Kafka topic {topic} not found at {client.bootstrap}")
+        partitions = [TopicPartition(topic, p) for p in sorted(metadata.partitions)]
+        bounds = [consumer.get_watermark_offsets(tp, timeout=30) for tp in partitions]
+
+        def at(moment: datetime, otherwise: list[int]) -> list[int]:
+            millis = int(moment.timestamp() * 1000)
+            found = consumer.offsets_for_times([TopicPartition(topic, tp.partition, millis) for tp in partitions],
+                                               timeout=30)
+            return [f.offset if f.offset >= 0 else other for f, other in zip(found, otherwise)]  # -1: none so late
+
+        ends = at(stop_time, [high for _, high in bounds]) if stop_time else [high for _, high in bounds]
+        if start_time:
+            starts = at(start_time, ends)
+        elif group_id:
+            starts = [c.offset for c in consumer.committed(partitions, timeout=30)]
+        else:
+            starts = [-1] * len(partitions)
+        ranges = [OffsetRange(topic, tp.partition, min(max(start, low), end), end)
+                  for tp, start, (low, _), end in zip(partitions, starts, bounds, ends)]
+        return ranges if max_records is None else share_records(ranges, max_records)
+    finally:
+        consumer.close()
+
+
+def _split(ranges: Iterable[OffsetRange], most: int) -> list[OffsetRange]:
+    return [OffsetRange(r.topic, r.partition, start, min(start + most, r.end))
+            for r in ranges for start in range(r.start, r.end, most)]
+
+
+class _ReadRangeFn(beam.DoFn):
+    """Reads exactly one OffsetRange, until `deadline` (epoch seconds) at the latest; fails when Kafka
+    gives nothing for IDLE_LIMIT_SECONDS below the range's end."""
+
+    def __init__(self, client: KafkaClientConfig, deadline: float | None):
+        self._client, self._deadline = client, deadline
+
+    def setup(self):
+        self._consumer = _consumer(self._client, "programusers.reader")
+
+    def process(self, span: OffsetRange):
+        from confluent_kafka import KafkaError, TopicPartition
+
+        self._consumer.assign([TopicPartition(span.topic, span.partition, span.start)])
+        try:
+            position, idle_since = span.start, time.monotonic()
+            while position < span.end and (self._deadline is None or time.time() < self._deadline):
+                message = self._consumer.poll(1.0)
+                if message is not None and not message.error():
+                    idle_since, position = time.monotonic(), message.offset() + 1
+                    if message.offset() < span.end:
+                        yield KafkaRecord(span.topic, span.partition, message.offset(), message.timestamp()[1],
+                                          message.key(), message.value())
+                    continue
+                if message is not None and message.error().code() == KafkaError._PARTITION_EOF:
+                    position = max(position, message.offset())  # what follows is no record (e.g. a marker)
+                elif message is not None:
+                    _LOG.warning("reading %s[%d]: %s", span.topic, span.partition, message.error().name())
+                if time.monotonic() - idle_since > IDLE_LIMIT_SECONDS:
+                    raise RuntimeError(f"Kafka gave no record of {span.topic}[{span.partition}] for "
+                                       f"{IDLE_LIMIT_SECONDS:.0f} s at offset {position} (range end {span.end})")
+        finally:
+            self._consumer.unassign()
+
+    def teardown(self):
+        self._consumer.close()
+
+
+class ReadOffsetRanges(beam.PTransform):
+    """Reads the `KafkaRecord`s of `ranges` (see `plan_offset_ranges`), in pieces of at most `split`
+    records spread over the workers. `deadline` (epoch seconds): stop reading then, wherever the ranges
+    are; the records read so far go on as usual."""
+
+    def __init__(self, client: KafkaClientConfig, ranges: Sequence[OffsetRange], *, deadline: float | None = None,
+                 split: int = 50_000):
+        super().__init__()
+        self._client, self._ranges, self._deadline, self._split = client, list(ranges), deadline, split
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Ranges" >> beam.Create(_split(self._ranges, self._split))
+                | "SpreadRanges" >> beam.Reshuffle()
+                | "ReadRanges" >> beam.ParDo(_ReadRangeFn(self._client, self._deadline)))
+
+    def display_data(self):
+        return {"bootstrap": self._client.bootstrap, "records": sum(r.size for r in self._ranges),
+                "partitions": len(self._ranges)}
+
+
+class _WriteAcknowledgedFn(beam.DoFn):
+    """Produces (context, key, value) triples with acks=all and idempotence; outputs each context once
+    Kafka has acknowledged its record. While Kafka is away the bundle waits: librdkafka retries
+    without a time limit (message.timeout.ms 0), and the outage is logged about once a minute."""
+
+    def __init__(self, client: KafkaClientConfig, topic: str):
+        self._client, self._topic = client, topic
+
+    def setup(self):
+        from confluent_kafka import Producer
+
+        self._producer = Producer(self._client.python(**{"acks": "all", "enable.idempotence": True,
+                                                         "message.timeout.ms": 0, "linger.ms": 5}))
+
+    def start_bundle(self):
+        self._acknowledged, self._refused = [], []
+
+    def _delivered(self, windowed, error, message):
+        (self._refused if error else self._acknowledged).append(error or windowed)
+
+    def process(self, element, windowed=beam.DoFn.WindowedValueParam):
+        context, key, value = element
+        on_delivery = functools.partial(self._delivered, windowed.with_value(context))
+        while True:
+            try:
+                self._producer.produce(self._topic, key=key, value=value, on_delivery=on_delivery)
+                break
+            except BufferError:  # the local queue is full: wait for acknowledgements
+                self._producer.poll(0.5)
+        self._producer.poll(0)
+        yield from self._settled()
+
+    def finish_bundle(self):
+        waited = 0.0
+        while (pending := self._producer.flush(REPORT_EVERY_SECONDS)) > 0:
+            waited += REPORT_EVERY_SECONDS
+            _LOG.warning("Kafka has not acknowledged %d record(s) for %s for %.0f s; waiting", pending,
+                         self._topic, waited)
+        yield from self._settled()
+
+    def _settled(self):
+        if self._refused:  # the record itself was refused (e.g. too large): no retry can help
+            raise RuntimeError(f"Kafka refused a record for {self._topic}: {self._refused[0].name()}")
+        settled, self._acknowledged = self._acknowledged, []
+        return settled
+
+    def teardown(self):
+        self._producer.flush(10)
+
+
+class WriteAcknowledged(beam.PTransform):
+    """Writes (context, key, value) triples to `topic`; returns each context once Kafka acknowledged its
+    record (acks=all), so that a caller may count the record as delivered."""
+
+    def __init__(self, client: KafkaClientConfig, topic: str):
+        super().__init__()
+        self._client, self._topic = client, topic
+
+    def expand(self, records):
+        return records | "Produce" >> beam.ParDo(_WriteAcknowledgedFn(self._client, self._topic))
+
+    def display_data(self):
+        return {"bootstrap": self._client.bootstrap, "topic": self._topic}
+
+
+Run = tuple[int, int]  # offsets [start, end) of one partition, all done
+
+
+def advance(position: int, runs: Iterable[Run], is_gap: Callable[[int, int], bool] | None = None
+            ) -> tuple[int, list[Run]]:
+    """The watermark moved over the done `runs` that touch it: (new position, the runs still beyond it).
+    Where a run starts past the position, `is_gap(position, run_start)` may say that no record lies
+    between (offsets a compaction or a transaction marker took): the watermark then moves on. Pure."""
+    pending = sorted(r for r in runs if r[1] > r[0])
+    index = 0
+    while index < len(pending):
+        start, end = pending[index]
+        if start > position and not (is_gap and is_gap(position, start)):
+            break
+        position, index = max(position, end), index + 1
+    return position, [(max(s, position), e) for s, e in pending[index:] if e > position]
+
+
+def runs_of(offsets: Iterable[int]) -> list[Run]:
+    """Offsets as the fewest [start, end) runs. Pure."""
+    runs: list[list[int]] = []
+    for offset in sorted(set(offsets)):
+        if runs and runs[-1][1] == offset:
+            runs[-1][1] += 1
+        else:
+            runs.append([offset, offset + 1])
+    return [(start, end) for start, end in runs]
+
+
+class _RunsFn(beam.DoFn):
+    """Done records -> ((topic, partition), run) per bundle: a bundle's offsets mostly run on."""
+
+    def start_bundle(self):
+        self._offsets: dict[tuple[str, int], list[int]] = defaultdict(list)
+
+    def process(self, record):
+        self._offsets[(record.topic, record.partition)].append(record.offset)
+
+    def finish_bundle(self):
+        for key, offsets in self._offsets.items():
+            for run in runs_of(offsets):
+                yield GlobalWindows.windowed_value((key, run))
+
+
+class _CommitFn(beam.DoFn):
+    """Keyed by (topic, partition): the watermark of done records, committed to the group. Streaming, a
+    processing-time timer flushes every `every` seconds and reports the lag once a minute; bounded,
+    one flush at the end of the input."""
+    POSITION = ReadModifyWriteStateSpec("position", VarIntCoder())
+    COMMITTED = ReadModifyWriteStateSpec("committed", VarIntCoder())
+    REPORTED = ReadModifyWriteStateSpec("reported", FloatCoder())
+    RUNS = BagStateSpec("runs", TupleCoder((VarIntCoder(), VarIntCoder())))
+    FLUSH = TimerSpec("flush", TimeDomain.REAL_TIME)
+    FINAL = TimerSpec("final", TimeDomain.WATERMARK)
+
+    def __init__(self, client: KafkaClientConfig, group_id: str, starts: dict[tuple[str, int], int], every: float,
+                 streaming: bool):
+        self._client, self._group_id, self._starts = client, group_id, starts
+        self._every, self._streaming = every, streaming
+
+    def setup(self):
+        self._consumer = _consumer(self._client, self._group_id)
+        self._commits = Metrics.counter(METRICS_NAMESPACE, "offset_commits")
+
+    def process(self, element, runs=beam.DoFn.StateParam(RUNS), flush=beam.DoFn.TimerParam(FLUSH),
+                final=beam.DoFn.TimerParam(FINAL)):
+        _, run = element
+        runs.add(run)
+        if self._streaming:  # aligned, so that setting it again for every element does not push it back
+            flush.set(Timestamp((time.time() // self._every + 1) * self._every))
+        else:
+            final.set(GlobalWindow().max_timestamp())
+
+    @on_timer(FLUSH)
+    def flush(self, key=beam.DoFn.KeyParam, position=beam.DoFn.StateParam(POSITION),
+              committed=beam.DoFn.StateParam(COMMITTED), runs=beam.DoFn.StateParam(RUNS),
+              reported=beam.DoFn.StateParam(REPORTED), flush=beam.DoFn.TimerParam(FLUSH)):
+        self._flush(key, position, committed, runs, final=False)
+        if time.time() - (reported.read() or 0.0) >= REPORT_EVERY_SECONDS:
+            reported.write(time.time())
+            self._report_lag(key, committed.read())
+        flush.set(Timestamp((time.time() // self._every + 1) * self._every))  # on, to report the lag
+
+    @on_timer(FINAL)
+    def final(self, key=beam.DoFn.KeyParam, position=beam.DoFn.StateParam(POSITION),
+              committed=beam.DoFn.StateParam(COMMITTED), runs=beam.DoFn.StateParam(RUNS)):
+        self._flush(key, position, committed, runs, final=True)
+
+    def _flush(self, key, position_state, committed_state, runs_state, final: bool):
+        from confluent_kafka import KafkaException
+
+        topic, partition = key
+        before = position_state.read()
+        if before is None:
+            before = self._starts.get(key)
+        if before is None:  # a partition not planned for: reading started where the group stands
+            before = self._where_the_group_stands(topic, partition)
+        runs = list(runs_state.read())
+        position, left = advance(before, runs)
+        if left and (final or position == before):  # stuck: maybe on offsets that hold no record
+            position, left = advance(position, left, functools.partial(self._is_gap, topic, partition))
+        runs_state.clear()
+        for run in left:
+            runs_state.add(run)
+        position_state.write(position)
+        committed = committed_state.read()
+        if committed is None:
+            committed = self._committed(topic, partition)
+        if position > committed:  # never backwards: a run from an earlier time re-reads, it does not rewind
+            try:
+                self._commit(topic, partition, position)
+            except KafkaException as error:  # the next flush tries again; nothing is lost meanwhile
+                _LOG.warning("committing %s[%d]: %s; trying again later", topic, partition,
+                             error.args[0].name())
+                return
+            committed = position
+            self._commits.inc()
+        committed_state.write(committed)
+
+    def _where_the_group_stands(self, topic: str, partition: int) -> int:
+        from confluent_kafka import TopicPartition
+
+        low, _ = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+        return max(self._committed(topic, partition), low)
+
+    def _committed(self, topic: str, partition: int) -> int:
+        from confluent_kafka import TopicPartition
+
+        [found] = self._consumer.committed([TopicPartition(topic, partition)], timeout=30)
+        return found.offset  # negative when the group has none
+
+    def _commit(self, topic: str, partition: int, offset: int) -> None:
+        from confluent_kafka import TopicPartition
+
+        self._consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
+
+    def _is_gap(self, topic: str, partition: int, position: int, until: int) -> bool:
+        """Whether the first record at or after `position` lies at `until` or later."""
+        from confluent_kafka import KafkaError, TopicPartition
+
+        self._consumer.assign([TopicPartition(topic, partition, position)])
+        try:
+            deadline = time.monotonic() + PROBE_SECONDS
+            while time.monotonic() < deadline:
+                message = self._consumer.poll(1.0)
+                if message is None:
+                    continue
+                if not message.error() or message.error().code() == KafkaError._PARTITION_EOF:
+                    return message.offset() >= until
+            return False
+        finally:
+            self._consumer.unassign()
+
+    def _report_lag(self, key, committed: int | None) -> None:
+        from confluent_kafka import TopicPartition
+
+        topic, partition = key
+        _, end = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+        behind = end - max(committed or 0, 0)
+        Metrics.gauge(METRICS_NAMESPACE, f"{topic}[{partition}].records_behind").set(behind)
+        Metrics.gauge(METRICS_NAMESPACE, f"{topic}[{partition}].committed_offset").set(max(committed or 0, 0))
+        _LOG.info("Kafka lag: %s[%d] %d record(s) behind the end offset %d (committed %d)", topic, partition,
+                  behind, end, max(committed or 0, 0))
+
+    def teardown(self):
+        self._consumer.close()
+
+
+class CommitOffsets(beam.PTransform):
+    """Commits to `group_id`, per partition, the offset below which every record has come in: a
+    contiguous watermark, so a record still on its way holds back every later one of its partition.
+
+    Input: the `KafkaRecord`s (or anything with topic, partition and offset) the pipeline is done with,
+    in any order. `starts`: where the reading of each (topic, partition) started (a partition not
+    named: where the group stands). Streaming, the watermark is committed every `every` seconds and each
+    partition's lag is logged once a minute (also gauges `<topic>[<p>].records_behind`); bounded, once
+    at the end of the input. Commits never move a group's offset backwards."""
+
+    def __init__(self, client: KafkaClientConfig, group_id: str, starts: dict[tuple[str, int], int], *,
+                 streaming: bool, every: float = 5.0):
+        super().__init__()
+        if every <= 0:
+            raise ValueError("every must be positive")
+        self._fn = _CommitFn(client, group_id, dict(starts), every, streaming)
+        self._starts, self._group_id, self._every = dict(starts), group_id, every
+
+    def expand(self, done):
+        # Every planned partition gets a key, so its lag is reported even when it receives nothing.
+        planned = done.pipeline | "Partitions" >> beam.Create([(key, (start, start))
+                                                               for key, start in sorted(self._starts.items())])
+        runs = done | "AsRuns" >> beam.ParDo(_RunsFn())
+        return ((planned, runs)
+                | "Merge" >> beam.Flatten()
+                | "Commit" >> beam.ParDo(self._fn).with_input_types(tuple[tuple[str, int], tuple[int, int]]))
+
+    def display_data(self):
+        return {"group_id": self._group_id, "every_seconds": self._every}

@@ -1,30 +1,25 @@
 """`programusers ingest`: program-user events from Kafka into Cassandra's program_enrollment (SPEC §2).
 
-    ReadEvents -> ParseEvents -+-> WriteEnrollments -> failed writes -+-> FormatDeadLetters -> WriteDeadLetters
-                               +-> rejected events -------------------+
+    ReadEvents -> ParseEvents -+-> WriteEnrollments ------------------------------------+-> CommitOffsets
+                               +-> rejected events -+-> FormatDeadLetters -> WriteDeadLetters -+
+                               WriteEnrollments' rejected writes -+
 
-Without --max-records / --max-read-time the pipeline runs in streaming mode until it is stopped; with
-either it reads that much and ends (backfills, tests).
+Streaming by default (KafkaIO, until stopped); a backfill (--backfill, --until, --from, --max-records or
+--max-read-time) reads planned offset ranges exactly and ends when they are read.
 
-Delivery. Every write is idempotent (stamped USING TIMESTAMP from the event), so reading a record twice
-is harmless and only losing one is not. Committed consumer-group offsets are where a fresh job starts:
-- Streaming with --commit-offsets (the default): KafkaIO commits from a stable-input step, once the
-  runner has made the records durable. On FlinkRunner (pass --checkpointing_interval) that is after a
-  checkpoint completes, which happens only after every bundle before it finished, ours included, and
-  our sink finishes a bundle only when each of its writes succeeded or was rejected by Cassandra
-  (dead-lettered); a transient failure holds the bundle until Cassandra answers (see cassandra_sink):
-  committed offsets never pass a record that is neither written nor dead-lettered (at-least-once).
-  A bounded run fails after --max-write-outage seconds without a successful write. PrismRunner
-  has no stable-input support, so it needs --no-commit-offsets: nothing is committed and a restart
-  re-reads from the last committed offsets, else from the earliest.
-- Bounded runs never commit: KafkaIO's bounded reader commits as soon as it has read, before anything
-  is written (seen on Direct and Prism: offsets committed although a later step failed). They start
-  from the group's committed offsets, else the earliest, and leave them as they were.
+Delivery, the same on every runner. Every write is idempotent (stamped USING TIMESTAMP from the event),
+so reading a record twice is harmless and only losing one is not. A record is done once its row is
+written (the sink retries transient failures until they succeed) or its dead letter is acknowledged by
+Kafka (acks=all). CommitOffsets commits per partition the offset below which every record is done
+(a contiguous watermark in Beam state), every --commit-every seconds while streaming and once at the end
+of a backfill. KafkaIO itself never commits. A job started again, on any runner, reads from the
+committed offsets: it re-reads at most what was done since the last commit, or in flight.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import time
 from datetime import UTC, datetime
 
@@ -37,7 +32,7 @@ from cassandra import ConsistencyLevel
 
 from programusers import events, runners, settings
 from programusers.io import cassandra_sink, kafka
-from programusers.io.kafka import KafkaRecord
+from programusers.io.kafka import KafkaRecord, OffsetRange
 from programusers.metrics import counters
 from programusers.options import StoreOptions, option_values, store_flags
 from programusers.transforms.enrollments import WriteEnrollments
@@ -48,6 +43,12 @@ DEFAULT_BOUNDED_OUTAGE = 600.0  # seconds: a bounded run (a backfill) fails rath
 _LOG = logging.getLogger(__name__)
 
 
+def iso_time(text: str) -> datetime:
+    """An ISO-8601 date or time from the command line; without an offset, UTC."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 class IngestOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -55,8 +56,11 @@ class IngestOptions(PipelineOptions):
         parser.add_argument("--dead-letter-topic", default=f"{settings.ENV_NAME}.ml.programUsers.failed")
         parser.add_argument("--consumer-group", default=f"{settings.ENV_NAME}.programusers.ingest")
         parser.add_argument("--commit-offsets", action=argparse.BooleanOptionalAction, default=True,
-                            help="commit the group's offsets of a streaming run (needs a runner with "
-                                 "stable-input support, e.g. Flink); bounded runs never commit")
+                            help="commit to the consumer group, per partition, the offset below which every "
+                                 "record is written or dead-lettered (on every runner)")
+        parser.add_argument("--commit-every", type=float, default=5.0, metavar="SECONDS",
+                            help="how often a streaming run commits; a restart re-reads at most about this "
+                                 "long's records")
         parser.add_argument("--expansion-service", default=settings.EXPANSION_SERVICE,
                             help="Beam Java expansion service for KafkaIO, host:port")
         parser.add_argument("--programs-keyspace", default=settings.PROGRAMS_KEYSPACE)
@@ -72,14 +76,24 @@ class IngestOptions(PipelineOptions):
                             help="fail the run when no Cassandra write has succeeded for this long (0: never); "
                                  f"default {DEFAULT_BOUNDED_OUTAGE:g} for bounded runs, never for streaming ones, "
                                  "which hold the stream and log once a minute while Cassandra is unreachable")
+        parser.add_argument("--backfill", action="store_true",
+                            help="read each partition from the group's committed offset (else the earliest) up "
+                                 "to its end offset now, then stop")
+        parser.add_argument("--from", dest="read_from", metavar="ISO_TIME",
+                            help="a backfill starting at the first record at or after this time (UTC unless "
+                                 "it says otherwise) instead of the committed offsets")
+        parser.add_argument("--until", dest="read_until", metavar="ISO_TIME",
+                            help="a backfill ending before the first record at or after this time")
         parser.add_argument("--max-records", type=int,
-                            help="read this many records, then stop; from 10,000 on KafkaIO shares them evenly "
-                                 "among the partitions, and a partition holding fewer waits: add --max-read-time")
-        parser.add_argument("--max-read-time", type=int, help="read for this many seconds, then stop")
+                            help="a backfill of at most this many records in all, shared among the partitions")
+        parser.add_argument("--max-read-time", type=int, metavar="SECONDS",
+                            help="a backfill that stops reading this long after it starts; a run stopped "
+                                 "before its ranges are read exits non-zero")
 
     @property
     def bounded(self) -> bool:
-        return self.max_records is not None or self.max_read_time is not None
+        return bool(self.backfill or self.read_from or self.read_until or self.max_records is not None
+                    or self.max_read_time is not None)
 
     @property
     def write_outage_limit(self) -> float | None:
@@ -87,6 +101,19 @@ class IngestOptions(PipelineOptions):
         if self.max_write_outage is None:
             return DEFAULT_BOUNDED_OUTAGE if self.bounded else None
         return self.max_write_outage or None
+
+    def validate_flags(self) -> None:
+        """Raises ValueError naming the first flag out of range."""
+        for flag, text in (("--from", self.read_from), ("--until", self.read_until)):
+            if text:
+                try:
+                    iso_time(text)
+                except ValueError:
+                    raise ValueError(f"{flag}: not an ISO-8601 date or time") from None
+        if self.max_records is not None and self.max_records < 1:
+            raise ValueError("--max-records: at least 1")
+        if self.commit_every <= 0:
+            raise ValueError("--commit-every: more than 0 seconds")
 
 
 def arrival_micros(kafka_timestamp_millis: int) -> int:
@@ -117,44 +144,69 @@ class _ParseFn(beam.DoFn):
 
 
 class _FormatDeadLetterFn(beam.DoFn):
+    """(record, DeadLetter) -> (record, key, value) of the dead-letter topic."""
+
     def process(self, element):
         record, dead = element
         Metrics.counter(METRICS_NAMESPACE, f"dead_lettered_{dead.reason}").inc()
-        yield dead_letter_message(record, dead, datetime.now(UTC))
+        yield (record, *dead_letter_message(record, dead, datetime.now(UTC)))
 
 
 class IngestEvents(beam.PTransform):
-    """KafkaRecords -> enrollment rows written by `write_enrollments` (see WriteEnrollments); returns
-    every dead letter, from parsing and from writing, as a (key, value) pair for the dead-letter topic."""
+    """KafkaRecords -> enrollment rows written by `write_enrollments` (see WriteEnrollments), dead letters
+    of bad events and rejected writes written by `write_dead_letters` (see kafka.WriteAcknowledged).
+    Returns every record that is done: its row written, or its dead letter acknowledged."""
 
-    def __init__(self, write_enrollments: beam.PTransform):
+    def __init__(self, write_enrollments: beam.PTransform, write_dead_letters: beam.PTransform):
         super().__init__()
-        self._write_enrollments = write_enrollments
+        self._write_enrollments, self._write_dead_letters = write_enrollments, write_dead_letters
 
     def expand(self, records):
         parsed = records | "ParseEvents" >> beam.ParDo(_ParseFn()).with_outputs(REJECTED, main="mutations")
-        failed = parsed.mutations | "WriteEnrollments" >> self._write_enrollments
-        return ((parsed[REJECTED], failed)
-                | "MergeDeadLetters" >> beam.Flatten()
-                | "FormatDeadLetters" >> beam.ParDo(_FormatDeadLetterFn()).with_output_types(tuple[bytes, bytes]))
+        written, failed = parsed.mutations | "WriteEnrollments" >> self._write_enrollments
+        dead_lettered = ((parsed[REJECTED], failed)
+                         | "MergeDeadLetters" >> beam.Flatten()
+                         | "FormatDeadLetters" >> beam.ParDo(_FormatDeadLetterFn())
+                         | "WriteDeadLetters" >> self._write_dead_letters)
+        return (written, dead_lettered) | "Done" >> beam.Flatten()
 
 
-def run(options: PipelineOptions) -> PipelineResult:
-    """Starts the ingest and returns without waiting for it."""
+def plan(options: PipelineOptions) -> list[OffsetRange]:
+    """Each partition's offsets: a backfill's ranges to read; for a streaming run, where it starts."""
+    ingest = options.view_as(IngestOptions)
+    return kafka.plan_offset_ranges(
+        options.view_as(StoreOptions).kafka_client(), ingest.input_topic, group_id=ingest.consumer_group,
+        start_time=ingest.read_from and iso_time(ingest.read_from),
+        stop_time=ingest.read_until and iso_time(ingest.read_until),
+        max_records=ingest.max_records if ingest.bounded else None)
+
+
+def run(options: PipelineOptions, ranges: list[OffsetRange] | None = None) -> PipelineResult:
+    """Starts the ingest of `ranges` (default: `plan(options)`) and returns without waiting for it."""
     ingest, stores = options.view_as(IngestOptions), options.view_as(StoreOptions)
+    ingest.validate_flags()
     if not ingest.bounded:
         options.view_as(StandardOptions).streaming = True
+    ranges = plan(options) if ranges is None else ranges
     client = stores.kafka_client()
     pipeline = beam.Pipeline(options=options)
-    (pipeline
-     | "ReadEvents" >> kafka.ReadRecords(
-         client, [ingest.input_topic], ingest.expansion_service, group_id=ingest.consumer_group,
-         commit_offsets=ingest.commit_offsets and not ingest.bounded,
-         max_records=ingest.max_records, max_read_time=ingest.max_read_time)
-     | "IngestEvents" >> IngestEvents(WriteEnrollments(
-         stores.cassandra_connection(), ingest.programs_keyspace, consistency=ingest.consistency,
-         concurrency=ingest.write_concurrency, backoff=ingest.retry_backoff, max_outage=ingest.write_outage_limit))
-     | "WriteDeadLetters" >> kafka.write_to_kafka(client, ingest.dead_letter_topic, ingest.expansion_service))
+    if ingest.bounded:
+        deadline = time.time() + ingest.max_read_time if ingest.max_read_time is not None else None
+        read = kafka.ReadOffsetRanges(client, ranges, deadline=deadline)
+    else:
+        read = kafka.ReadRecords(client, [ingest.input_topic], ingest.expansion_service,
+                                 group_id=ingest.consumer_group)
+    done = (pipeline
+            | "ReadEvents" >> read
+            | "IngestEvents" >> IngestEvents(
+                WriteEnrollments(stores.cassandra_connection(), ingest.programs_keyspace,
+                                 consistency=ingest.consistency, concurrency=ingest.write_concurrency,
+                                 backoff=ingest.retry_backoff, max_outage=ingest.write_outage_limit),
+                kafka.WriteAcknowledged(client, ingest.dead_letter_topic)))
+    if ingest.commit_offsets:
+        _ = done | "CommitOffsets" >> kafka.CommitOffsets(
+            client, ingest.consumer_group, {(r.topic, r.partition): r.start for r in ranges},
+            streaming=not ingest.bounded, every=ingest.commit_every)
     return pipeline.run()
 
 
@@ -163,33 +215,55 @@ def pipeline_options(args) -> PipelineOptions:
     options = runners.pipeline_options(args.runner, args.pipeline_args,
                                        **option_values(args, IngestOptions, StoreOptions))
     ingest = options.view_as(IngestOptions)
+    try:
+        ingest.validate_flags()
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     if not ingest.bounded and args.runner == "DirectRunner":
-        raise SystemExit("DirectRunner reads Kafka bounded only: pass --max-records or --max-read-time")
-    if not ingest.bounded and ingest.commit_offsets and args.runner == "PrismRunner":
-        raise SystemExit("PrismRunner cannot commit Kafka offsets while streaming (no stable-input support): "
-                         "pass --no-commit-offsets (a restart then re-reads; the writes are idempotent)")
+        raise SystemExit("DirectRunner runs backfills only: pass --backfill (or --until, --max-records, ...)")
     return options
 
 
+class _Stopped(Exception):
+    """SIGTERM: stop the job as Ctrl-C does."""
+
+
+def _stop(signum, frame):
+    raise _Stopped()
+
+
 def wait_for(start) -> tuple[PipelineResult | None, str | None]:
-    """Runs `start()` (which returns a PipelineResult) to its end: (result, None), or (None, the
-    reason) when Cassandra stayed unreachable past the outage limit. The in-process runner raises the
-    worker's error from run(), Prism from wait_until_finish(), quoting it."""
+    """Runs `start()` (which returns a PipelineResult) to its end, or until Ctrl-C or SIGTERM, which
+    cancel the job: (result, None), or (None, the reason) when Cassandra stayed unreachable past the
+    outage limit. The in-process runner raises the worker's error from run(), Prism from
+    wait_until_finish(), quoting it."""
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         result = start()
-        result.wait_until_finish()
+        try:
+            result.wait_until_finish()
+        except (KeyboardInterrupt, _Stopped):
+            _LOG.info("stopping the job")
+            result.cancel()
         return result, None
     except Exception as error:
         if message := cassandra_sink.outage_message(error):
             return None, message
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _command(args) -> int:
-    started = time.monotonic()
     options = pipeline_options(args)
-    # A streaming run ends with Ctrl-C, when Beam stops the job server it started, the job with it.
-    result, outage = wait_for(lambda: run(options))
+    ingest = options.view_as(IngestOptions)
+    ranges = plan(options)
+    planned = sum(r.size for r in ranges)
+    if ingest.bounded:
+        _LOG.info("ingest: a backfill of %d record(s) of %s (%s)", planned, ingest.input_topic,
+                  ", ".join(f"[{r.partition}] {r.start}..{r.end}" for r in ranges))
+    started = time.monotonic()
+    result, outage = wait_for(lambda: run(options, ranges))
     if outage:
         _LOG.error("ingest stopped: %s", outage)
         return 3
@@ -197,6 +271,13 @@ def _command(args) -> int:
     _LOG.info("ingest %s after %.1fs, %.0f events/s: %s", result.state, elapsed,
               totals.get("events_read", 0) / elapsed,
               ", ".join(f"{name}={value}" for name, value in sorted(totals.items())))
+    if ingest.bounded and result.state == PipelineState.DONE and totals.get("events_read", 0) < planned:
+        _LOG.error("ingest stopped before its ranges were read: %d of %d record(s) read (--max-read-time %s s); "
+                   "what was written is committed, run again to read the rest",
+                   totals.get("events_read", 0), planned, ingest.max_read_time)
+        return 4
+    if not ingest.bounded and result.state == PipelineState.CANCELLED:
+        return 0  # a streaming run ends when it is stopped
     return 0 if result.state == PipelineState.DONE else 1
 
 
@@ -204,7 +285,8 @@ def register(commands) -> None:
     parser = commands.add_parser(
         "ingest", allow_abbrev=False, help="stream program-user events from Kafka into Cassandra",
         description="Kafka program-user events -> Cassandra program_enrollment; bad events -> the dead-letter "
-                    "topic. Other flags go to Beam (e.g. --flink_master, --checkpointing_interval).")
+                    "topic. Streaming until stopped (Ctrl-C, SIGTERM), or a backfill. Other flags go to Beam "
+                    "(e.g. --flink_master, --checkpointing_interval).")
     parser.add_argument("--runner", choices=runners.RUNNERS, default="PrismRunner")
     IngestOptions._add_argparse_args(parser)
     store_flags(parser)

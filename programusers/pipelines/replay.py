@@ -1,7 +1,7 @@
 """`programusers replay`: the dead-letter topic back through today's parser into Cassandra (SPEC §5).
 
-    PlanOffsetRanges -> ReadDeadLetters -> Revalidate -+-> WriteEnrollments -> rejected writes -+-> CountStillBad
-                                                       +-> still bad ---------------------------+
+    ReadDeadLetters -> Revalidate -+-> WriteEnrollments -> rejected writes -+-> CountStillBad
+                                   +-> still bad ---------------------------+
 
 Each dead letter's payload is parsed again with `events.parse_event`; the events valid now are written
 through the ingest's own sink (`transforms.enrollments.WriteEnrollments`), stamped as the ingest would have
@@ -9,12 +9,10 @@ stamped them (`updatedAt`, else `createdAt`, else the original record's Kafka ti
 letter carries), so a replay run twice leaves the table as once. The rest stay bad and are counted by
 reason. Replay never writes to Kafka: it neither deletes dead letters nor dead-letters them again.
 
-The read is bounded exactly: the topic's offsets are planned first (from the start, or from `--since`
-with Kafka's offsets-for-times, up to each partition's end offset at that moment) and each partition's
-range is read with a plain Kafka consumer. KafkaIO bounded by a record count would not do: it shares the
-count evenly among partitions (waiting on a short one until --max-read-time) and cannot stop at an end
-offset; and this way replay needs no Java expansion service and runs on any runner, DirectRunner by
-default. Nothing is committed: the consumer group is throwaway.
+The read is bounded exactly, as the ingest's backfills are: the topic's offset ranges are planned before
+the pipeline (from the start, or from `--since`, up to each partition's end offset at that moment) and
+read with kafka.ReadOffsetRanges; so replay needs no Java expansion service and runs on any runner,
+DirectRunner by default. Nothing is committed.
 """
 from __future__ import annotations
 
@@ -22,7 +20,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -31,8 +29,9 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 from cassandra import ConsistencyLevel
 
 from programusers import events, runners, settings
+from programusers.io import kafka
 from programusers.io.cassandra import CassandraConnection
-from programusers.io.kafka import KafkaClientConfig
+from programusers.io.kafka import KafkaClientConfig, KafkaRecord
 from programusers.metrics import counters
 from programusers.options import from_args, store_flags
 from programusers.pipelines import ingest
@@ -42,62 +41,10 @@ METRICS_NAMESPACE = "programusers.replay"
 STILL_BAD = "still_bad"
 REASONS = ("invalid_json", "not_an_object", "missing_field", "wrong_type", "bad_timestamp",
            WRITE_FAILED)
-POLL_SECONDS, IDLE_LIMIT_SECONDS = 1.0, 60.0
 _LOG = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class OffsetRange:
-    """Offsets [start, end) of one partition of the dead-letter topic."""
-    topic: str
-    partition: int
-    start: int
-    end: int
-
-
-@dataclass(frozen=True)
-class DeadLetterRecord:
-    """One record of the dead-letter topic: where it sits, its Kafka time (epoch millis) and its value."""
-    partition: int
-    offset: int
-    timestamp: int
-    value: bytes | None
-
-
-def _consumer(client: KafkaClientConfig):
-    from confluent_kafka import Consumer
-
-    # Offsets are assigned explicitly and never committed: the group id is only a label.
-    return Consumer({**client.python(), "group.id": "programusers.replay",
-                     "enable.auto.commit": False, "enable.partition.eof": True})
-
-
-def plan_ranges(client: KafkaClientConfig, topic: str, since: datetime | None) -> list[OffsetRange]:
-    """Every partition's range to replay: from its first offset (or the first at or after `since`) to
-    its end offset now. Dead letters written after this are left for the next replay."""
-    from confluent_kafka import TopicPartition
-
-    consumer = _consumer(client)
-    try:
-        metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            raise ValueError(f"dead-letter topic {topic} not found at {client.bootstrap}")
-        ranges = []
-        for partition in sorted(metadata.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
-            start = low
-            if since is not None:
-                millis = int(since.timestamp() * 1000)
-                [found] = consumer.offsets_for_times([TopicPartition(topic, partition, millis)], timeout=30)
-                start = high if found.offset < 0 else max(low, found.offset)  # -1: nothing that recent
-            if start < high:
-                ranges.append(OffsetRange(topic, partition, start, high))
-        return ranges
-    finally:
-        consumer.close()
-
-
-def revalidate(record: DeadLetterRecord, reason: str | None):
+def revalidate(record: KafkaRecord, reason: str | None):
     """A dead letter -> None (another reason than the one asked for), (context, mutation) when today's
     parser accepts its payload, else (context, DeadLetter) saying why it is still bad. `context` is the
     dead letter's (partition, offset). Pure."""
@@ -119,70 +66,15 @@ def revalidate(record: DeadLetterRecord, reason: str | None):
                                        ingest.arrival_micros(millis))
 
 
-class _PlanFn(beam.DoFn):
-    def __init__(self, client: KafkaClientConfig, since: datetime | None):
-        self._client, self._since = client, since
-
-    def process(self, topic: str):
-        yield from plan_ranges(self._client, topic, self._since)
-
-
-class _ReadRangeFn(beam.DoFn):
-    """Reads exactly one OffsetRange; fails when Kafka gives nothing for a minute."""
-
-    def __init__(self, client: KafkaClientConfig):
-        self._client = client
-        self._read = Metrics.counter(METRICS_NAMESPACE, "dead_letters_read")
-
-    def process(self, span: OffsetRange):
-        from confluent_kafka import KafkaError, TopicPartition
-
-        consumer = _consumer(self._client)
-        try:
-            consumer.assign([TopicPartition(span.topic, span.partition, span.start)])
-            next_offset, idle_since = span.start, time.monotonic()
-            while next_offset < span.end:
-                message = consumer.poll(POLL_SECONDS)
-                if message is None or message.error():
-                    if message is not None and message.error().code() != KafkaError._PARTITION_EOF:
-                        _LOG.warning("dead-letter read: %s", message.error().name())
-                    if time.monotonic() - idle_since > IDLE_LIMIT_SECONDS:
-                        raise RuntimeError(f"Kafka gave no dead letter of {span.topic}[{span.partition}] for "
-                                           f"{IDLE_LIMIT_SECONDS:.0f} s at offset {next_offset} (end {span.end})")
-                    continue
-                idle_since, next_offset = time.monotonic(), message.offset() + 1
-                if message.offset() < span.end:
-                    self._read.inc()
-                    _, millis = message.timestamp()
-                    yield DeadLetterRecord(span.partition, message.offset(), millis, message.value())
-        finally:
-            consumer.close()
-
-
-class ReadDeadLetters(beam.PTransform):
-    """The dead-letter records of `topic` up to its end offsets when the read starts (from `since`)."""
-
-    def __init__(self, client: KafkaClientConfig, topic: str, since: datetime | None = None):
-        super().__init__()
-        self._client, self._topic, self._since = client, topic, since
-
-    def expand(self, pbegin):
-        return (pbegin
-                | "Topic" >> beam.Create([self._topic])
-                | "PlanOffsetRanges" >> beam.ParDo(_PlanFn(self._client, self._since))
-                | "SpreadRanges" >> beam.Reshuffle()
-                | "ReadRanges" >> beam.ParDo(_ReadRangeFn(self._client)))
-
-
 class _RevalidateFn(beam.DoFn):
-    """DeadLetterRecord -> (context, mutation), or (context, DeadLetter) on the STILL_BAD output."""
+    """A dead letter's KafkaRecord -> (context, mutation), or (context, DeadLetter) on the STILL_BAD output."""
 
     def __init__(self, reason: str | None):
         self._reason = reason
         self._valid = Metrics.counter(METRICS_NAMESPACE, "now_valid")
         self._skipped = Metrics.counter(METRICS_NAMESPACE, "other_reason")
 
-    def process(self, record: DeadLetterRecord):
+    def process(self, record: KafkaRecord):
         result = revalidate(record, self._reason)
         if result is None:
             self._skipped.inc()
@@ -193,13 +85,19 @@ class _RevalidateFn(beam.DoFn):
             yield result
 
 
+def _counted(record: KafkaRecord) -> KafkaRecord:
+    Metrics.counter(METRICS_NAMESPACE, "dead_letters_read").inc()
+    return record
+
+
 def _count_still_bad(element) -> None:
     _, dead = element
     Metrics.counter(METRICS_NAMESPACE, f"still_bad_{dead.reason}").inc()
 
 
 class ReplayDeadLetters(beam.PTransform):
-    """DeadLetterRecords -> the now-valid ones written by `write_enrollments`; the rest counted by reason."""
+    """Dead letters' KafkaRecords -> the now-valid ones written by `write_enrollments`; the rest counted by
+    reason."""
 
     def __init__(self, write_enrollments: beam.PTransform, reason: str | None = None):
         super().__init__()
@@ -208,7 +106,7 @@ class ReplayDeadLetters(beam.PTransform):
     def expand(self, records):
         parsed = records | "Revalidate" >> beam.ParDo(_RevalidateFn(self._reason)).with_outputs(STILL_BAD,
                                                                                                 main="mutations")
-        rejected = parsed.mutations | "WriteEnrollments" >> self._write_enrollments
+        _, rejected = parsed.mutations | "WriteEnrollments" >> self._write_enrollments
         return ((parsed[STILL_BAD], rejected)
                 | "MergeStillBad" >> beam.Flatten()
                 | "CountStillBad" >> beam.Map(_count_still_bad))
@@ -229,9 +127,13 @@ class ReplayRequest:
 
 
 def run(options, request: ReplayRequest) -> PipelineResult:
+    """Plans the dead-letter topic's ranges (dead letters written after this wait for the next replay),
+    then starts the replay and returns without waiting for it."""
+    ranges = kafka.plan_offset_ranges(request.kafka, request.dead_letter_topic, start_time=request.since)
     pipeline = beam.Pipeline(options=options)
     (pipeline
-     | "ReadDeadLetters" >> ReadDeadLetters(request.kafka, request.dead_letter_topic, request.since)
+     | "ReadDeadLetters" >> kafka.ReadOffsetRanges(request.kafka, ranges)
+     | "Counted" >> beam.Map(_counted)
      | "ReplayDeadLetters" >> ReplayDeadLetters(WriteEnrollments(
          request.cassandra, request.programs_keyspace, consistency=request.consistency,
          concurrency=request.write_concurrency, backoff=request.retry_backoff,
@@ -248,12 +150,6 @@ def summary(totals: dict[str, int]) -> str:
             f"{totals.get('rows_deleted', 0)} deleted; {sum(still_bad.values())} still bad"
             + (f" ({', '.join(f'{k}={v}' for k, v in still_bad.items())})" if still_bad else "")
             + "; the dead letters stay in the topic")
-
-
-def since_time(text: str) -> datetime:
-    """--since: an ISO-8601 date or time; without an offset, UTC."""
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _command(args) -> int:
@@ -282,7 +178,7 @@ def register(commands) -> None:
     parser.add_argument("--runner", choices=runners.RUNNERS, default="DirectRunner")
     parser.add_argument("--dead-letter-topic", default=f"{settings.ENV_NAME}.ml.programUsers.failed")
     parser.add_argument("--reason", choices=REASONS, help="replay only the dead letters of this reason")
-    parser.add_argument("--since", type=since_time, metavar="ISO_TIME",
+    parser.add_argument("--since", type=ingest.iso_time, metavar="ISO_TIME",
                         help="replay only dead letters written at or after this time (UTC without an offset)")
     parser.add_argument("--programs-keyspace", default=settings.PROGRAMS_KEYSPACE)
     parser.add_argument("--consistency", default="LOCAL_QUORUM",

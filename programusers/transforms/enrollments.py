@@ -8,7 +8,7 @@ import apache_beam as beam
 
 from programusers.events import DeadLetter, EnrollmentDelete, EnrollmentUpsert
 from programusers.io.cassandra import CassandraConnection, identifier
-from programusers.io.cassandra_sink import WriteToCassandra
+from programusers.io.cassandra_sink import REJECTED, WriteToCassandra
 from programusers.schema import ENROLLMENT_TABLE
 
 WRITE_FAILED = "write_failed"  # the dead-letter reason of a write Cassandra rejected
@@ -57,14 +57,13 @@ def _dead_letter(context, detail: str):
 
 class WriteEnrollments(beam.PTransform):
     """Writes (context, EnrollmentUpsert | EnrollmentDelete) pairs to `keyspace`.program_enrollment; returns
-    the writes Cassandra rejected as (context, DeadLetter) pairs, reason "write_failed". The other
-    arguments are WriteToCassandra's (retries, outage limit)."""
+    (the contexts written, the writes Cassandra rejected as (context, DeadLetter) pairs, reason
+    "write_failed"). The other arguments are WriteToCassandra's (retries, outage limit)."""
 
     def __init__(self, connection: CassandraConnection, keyspace: str, **write_options):
         super().__init__()
         self._write = WriteToCassandra(connection, EnrollmentStatements(keyspace), **write_options)
 
     def expand(self, mutations):
-        return (mutations
-                | "WriteToCassandra" >> self._write
-                | "AsDeadLetters" >> beam.MapTuple(_dead_letter))
+        result = mutations | "WriteToCassandra" >> self._write
+        return result.written, result[REJECTED] | "AsDeadLetters" >> beam.MapTuple(_dead_letter)
