@@ -7,7 +7,8 @@ import time
 import uuid
 from datetime import date
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from programusers import settings
 
@@ -73,9 +74,9 @@ def bad_events(program: str) -> list[tuple[bytes | None, str, str | None]]:
 
 
 def produce(topic: str, messages: list[tuple[bytes | None, bytes | None]],
-            timestamps: list[int] | None = None) -> list[tuple[int, int]]:
-    """Sends (key, value) messages in order, stamped with `timestamps` (epoch millis) if given, else now;
-    returns each one's (partition, offset)."""
+            timestamps: list[int] | None = None, partitions: list[int] | None = None) -> list[tuple[int, int]]:
+    """Sends (key, value) messages in order, stamped with `timestamps` (epoch millis) if given, else now,
+    to `partitions` if given, else as the key falls; returns each one's (partition, offset)."""
     coordinates = [None] * len(messages)
 
     def delivered(error, message, index):
@@ -85,7 +86,8 @@ def produce(topic: str, messages: list[tuple[bytes | None, bytes | None]],
     producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "acks": "all", "linger.ms": 20})
     for index, (key, value) in enumerate(messages):
         producer.produce(topic, key=key, value=value, timestamp=timestamps[index] if timestamps else 0,
-                         on_delivery=lambda e, m, i=index: delivered(e, m, i))
+                         on_delivery=lambda e, m, i=index: delivered(e, m, i),
+                         **({"partition": partitions[index]} if partitions else {}))
         producer.poll(0)
     assert producer.flush(30) == 0
     return coordinates
@@ -107,6 +109,49 @@ def consume(topic: str, expected: int) -> list[tuple[bytes, dict]]:
     finally:
         consumer.close()
     return found
+
+
+def create_topic(topic: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP})
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(30)
+
+
+def _partitions(consumer, topic: str) -> list[TopicPartition]:
+    return [TopicPartition(topic, p) for p in sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)]
+
+
+def committed_offsets(topic: str, group: str) -> list[int]:
+    """The group's committed offset of each partition, in partition order (negative: none)."""
+    consumer = Consumer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "group.id": group})
+    try:
+        return [p.offset for p in consumer.committed(_partitions(consumer, topic), timeout=10)]
+    finally:
+        consumer.close()
+
+
+def end_offsets(topic: str) -> list[int]:
+    consumer = Consumer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "group.id": "check"})
+    try:
+        return [consumer.get_watermark_offsets(p, timeout=10)[1] for p in _partitions(consumer, topic)]
+    finally:
+        consumer.close()
+
+
+def stored(session, keyspace: str, programs: list[str]) -> dict[tuple[str, str], tuple[dict, int]]:
+    """(program, user) -> (row, write time of program_name) for every row of `programs`."""
+    query = (f"SELECT {COLUMNS}, writetime(program_name) AS stamp FROM {keyspace}.program_enrollment "
+             "WHERE program_id = %s")
+    rows = {}
+    for program in programs:
+        for stored_row in session.execute(query, [program]):
+            values = row(stored_row)
+            rows[(program, stored_row.user_id)] = values, values.pop("stamp")
+    return rows
+
+
+def count_rows(session, keyspace: str, program: str) -> int:
+    return session.execute(f"SELECT count(*) FROM {keyspace}.program_enrollment WHERE program_id = %s", [program],
+                           timeout=60).one()[0]
 
 
 STACK_RUN = settings.stack_dir() / "run"

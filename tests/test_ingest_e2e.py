@@ -7,50 +7,18 @@ from datetime import UTC, datetime
 
 import pytest
 from apache_beam.runners.runner import PipelineState
-from confluent_kafka import Consumer, TopicPartition
 
-from ingest_cases import (COLUMNS, bad_events, consume, encode, event, expected_row, paused_cassandra, produce,
-                          row)
-from programusers import cli, runners, settings
+from ingest_cases import (bad_events, committed_offsets, consume, count_rows, encode, end_offsets, event,
+                          expected_row, paused_cassandra, produce, stored)
+from programusers import cli, runners
 from programusers.pipelines import ingest
 
 pytestmark = pytest.mark.services
 USERS_PER_PROGRAM = 120
 
 
-def committed_offsets(topic: str, group: str) -> list[int]:
-    consumer = Consumer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "group.id": group})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return [p.offset for p in consumer.committed([TopicPartition(topic, p) for p in sorted(partitions)],
-                                                    timeout=10)]
-    finally:
-        consumer.close()
-
-
-def end_offsets(topic: str) -> list[int]:
-    consumer = Consumer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "group.id": "check"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in sorted(partitions)]
-    finally:
-        consumer.close()
-
-
 def micros(iso: str) -> int:
     return int(datetime.fromisoformat(iso).astimezone(UTC).timestamp() * 1_000_000)
-
-
-def stored(session, keyspace: str, programs: list[str]) -> dict[tuple[str, str], tuple[dict, int]]:
-    """(program, user) -> (row, write time of program_name) for every row of `programs`."""
-    query = (f"SELECT {COLUMNS}, writetime(program_name) AS stamp FROM {keyspace}.program_enrollment "
-             "WHERE program_id = %s")
-    rows = {}
-    for program in programs:
-        for stored_row in session.execute(query, [program]):
-            values = row(stored_row)
-            rows[(program, stored_row.user_id)] = values, values.pop("stamp")
-    return rows
 
 
 def test_ingest_end_to_end_then_replay(cassandra_session, test_schema, unique):
@@ -104,11 +72,6 @@ def test_ingest_end_to_end_then_replay(cassandra_session, test_schema, unique):
     assert stored(cassandra_session, keyspace, programs) == rows
     replayed = consume(failed, 2 * len(bad))
     assert sorted(key for key, _ in replayed) == sorted(2 * [key for key, *_ in expected_dead])
-
-
-def count_rows(session, keyspace: str, program: str) -> int:
-    return session.execute(f"SELECT count(*) FROM {keyspace}.program_enrollment WHERE program_id = %s", [program],
-                           timeout=60).one()[0]
 
 
 def test_a_cassandra_pause_during_a_bounded_ingest_holds_it_and_loses_nothing(cassandra_session, test_schema, unique):

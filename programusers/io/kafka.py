@@ -251,6 +251,7 @@ class _ReadRangeFn(beam.DoFn):
 
     def setup(self):
         self._consumer = _consumer(self._client, "programusers.reader")
+        self._unfinished = Metrics.counter(METRICS_NAMESPACE, "ranges_unfinished")
 
     def process(self, span: OffsetRange):
         from confluent_kafka import KafkaError, TopicPartition
@@ -273,6 +274,8 @@ class _ReadRangeFn(beam.DoFn):
                 if time.monotonic() - idle_since > IDLE_LIMIT_SECONDS:
                     raise RuntimeError(f"Kafka gave no record of {span.topic}[{span.partition}] for "
                                        f"{IDLE_LIMIT_SECONDS:.0f} s at offset {position} (range end {span.end})")
+            if position < span.end:  # the deadline came first
+                self._unfinished.inc()
         finally:
             self._consumer.unassign()
 
@@ -283,7 +286,8 @@ class _ReadRangeFn(beam.DoFn):
 class ReadOffsetRanges(beam.PTransform):
     """Reads the `KafkaRecord`s of `ranges` (see `plan_offset_ranges`), in pieces of at most `split`
     records spread over the workers. `deadline` (epoch seconds): stop reading then, wherever the ranges
-    are; the records read so far go on as usual."""
+    are; the records read so far go on as usual, and counter `ranges_unfinished` counts the pieces cut
+    short."""
 
     def __init__(self, client: KafkaClientConfig, ranges: Sequence[OffsetRange], *, deadline: float | None = None,
                  split: int = 50_000):

@@ -271,9 +271,9 @@ def _command(args) -> int:
     _LOG.info("ingest %s after %.1fs, %.0f events/s: %s", result.state, elapsed,
               totals.get("events_read", 0) / elapsed,
               ", ".join(f"{name}={value}" for name, value in sorted(totals.items())))
-    if ingest.bounded and result.state == PipelineState.DONE and totals.get("events_read", 0) < planned:
-        _LOG.error("ingest stopped before its ranges were read: %d of %d record(s) read (--max-read-time %s s); "
-                   "what was written is committed, run again to read the rest",
+    if ingest.bounded and result.state == PipelineState.DONE and totals.get("ranges_unfinished", 0):
+        _LOG.error("ingest stopped before its ranges were read: %d of %d record(s) read, --max-read-time %s s "
+                   "reached; what was written is committed, run again to read the rest",
                    totals.get("events_read", 0), planned, ingest.max_read_time)
         return 4
     if not ingest.bounded and result.state == PipelineState.CANCELLED:

@@ -1,0 +1,66 @@
+"""The offset arithmetic of io/kafka.py (pure): a partition's done runs, the contiguous watermark over
+them, and a record cap shared among partitions."""
+from hypothesis import given
+from hypothesis import strategies as st
+
+from programusers.io.kafka import OffsetRange, advance, runs_of, share_records
+
+
+@given(st.sets(st.integers(0, 300)))
+def test_runs_cover_exactly_the_offsets_and_are_fewest(offsets):
+    runs = runs_of(offsets)
+    assert {o for start, end in runs for o in range(start, end)} == offsets
+    assert all(end < start for (_, end), (start, _) in zip(runs, runs[1:]))  # apart, so none could merge
+
+
+@given(st.integers(0, 50), st.sets(st.integers(0, 200)), st.randoms())
+def test_the_watermark_stops_at_the_first_offset_not_done(start, done, random):
+    offsets = sorted(done)
+    runs = runs_of(offsets)
+    random.shuffle(runs)
+    position, left = advance(start, runs)
+    expected = start
+    while expected in done:
+        expected += 1
+    assert position == expected
+    assert {o for s, e in left for o in range(s, e)} == {o for o in done if o > position}
+
+
+@given(st.integers(0, 50), st.sets(st.integers(0, 200)), st.sets(st.integers(0, 200)))
+def test_offsets_without_a_record_are_passed_and_a_record_not_done_holds_the_watermark(start, done, no_record):
+    # `no_record`: offsets that hold no record (compacted away, transaction markers).
+    def is_gap(position, until):
+        return all(o in no_record for o in range(position, until))
+
+    records_done = done - no_record
+    position, _ = advance(start, runs_of(records_done), is_gap)
+    assert set(range(start, position)) <= records_done | no_record  # never past a record not done
+    # And as far as it may go: it stands on no done record, and before the next one lies a record.
+    assert position not in records_done
+    beyond = [o for o in records_done if o > position]
+    assert not beyond or not is_gap(position, min(beyond))
+
+
+def test_a_transaction_marker_between_done_runs_is_passed_only_when_kafka_says_it_holds_no_record():
+    runs = [(0, 5), (6, 11)]
+    assert advance(0, runs) == (5, [(6, 11)])
+    assert advance(0, runs, lambda position, until: True) == (11, [])
+    assert advance(0, runs, lambda position, until: False) == (5, [(6, 11)])
+
+
+@given(st.lists(st.tuples(st.integers(0, 1000), st.integers(0, 2000)), min_size=1, max_size=6),
+       st.integers(0, 5000))
+def test_a_record_cap_is_exact_and_shared_as_evenly_as_the_partitions_allow(bounds, total):
+    ranges = [OffsetRange("t", p, start, start + size) for p, (start, size) in enumerate(bounds)]
+    cut = share_records(ranges, total)
+    assert [(r.partition, r.start) for r in cut] == [(r.partition, r.start) for r in ranges]
+    assert all(0 <= c.size <= r.size for c, r in zip(cut, ranges))
+    assert sum(c.size for c in cut) == min(total, sum(r.size for r in ranges))
+    # A partition cut short got at least as much as any other: none is starved while another is full.
+    short = [c.size for c, r in zip(cut, ranges) if c.size < r.size]
+    assert not short or max(short) - min(short) <= 1 and min(short) >= max(c.size for c in cut) - 1
+
+
+def test_skewed_partitions_share_a_cap_with_the_short_ones_whole():
+    ranges = [OffsetRange("t", 0, 0, 19_990), OffsetRange("t", 1, 0, 10), OffsetRange("t", 2, 0, 0)]
+    assert [r.size for r in share_records(ranges, 500)] == [490, 10, 0]
