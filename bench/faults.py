@@ -7,12 +7,13 @@ stack meanwhile; it leaves every service running and resumed):
     .venv/bin/python bench/faults.py --events 5000 --faults cassandra-pause-30s
 
 Each fault gets its own run: fresh topics (two partitions) and a truncated keyspace; the sample's events
-plus a catalogue of bad ones are produced first; then `programusers ingest --runner PrismRunner
---no-commit-offsets` runs as a child process (streaming, until stopped). Once the writes are under way
-(a share of the rows present) the fault is injected; the bench then waits until every expected row and
-dead letter is there. If the ingest dies or stops making progress, the fault is "not survived" and the
-operator's recovery follows: `scripts/stack up`, the same ingest started again (nothing was committed, so it
-re-reads from the start: the writes are idempotent), then `programusers replay` of the dead-letter topic.
+plus a catalogue of bad ones are produced first; then `programusers ingest --runner PrismRunner` runs as a
+child process (streaming, committing its offsets, until stopped). Once the writes are under way (a share
+of the rows present) the fault is injected; the bench then waits until every expected row and dead letter
+is there. If the ingest dies or stops making progress, the fault is "not survived" and the operator's
+recovery follows: `scripts/stack up`, the same ingest started again (it resumes from the committed
+offsets: the writes are idempotent), then `programusers replay` of the dead-letter topic. The fault
+"ingest-kill" is the operator's case itself: the ingest killed (SIGKILL, Prism with it) and started again.
 
 Per fault: expected rows (from the events), rows present, dead letters by reason (distinct source
 records), lost = expected rows + bad events - rows present - distinct dead letters of bad events, dead
@@ -27,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -99,18 +101,19 @@ def stack_up() -> None:
 
 
 def pause_cassandra(seconds: float):
-    def inject():
+    def inject(ingest):
         cassandra_pid = pid("cassandra")
         os.kill(cassandra_pid, signal.SIGSTOP)
         try:
             time.sleep(seconds)
         finally:
             os.kill(cassandra_pid, signal.SIGCONT)
+        return ingest
     return inject
 
 
 def kill_and_restart(*services: str, down_seconds: float = 5):
-    def inject():
+    def inject(ingest):
         for service in services:
             victim = pid(service)
             os.kill(victim, signal.SIGKILL)
@@ -120,11 +123,18 @@ def kill_and_restart(*services: str, down_seconds: float = 5):
                 time.sleep(0.1)
         time.sleep(down_seconds)
         stack_up()
+        return ingest
     return inject
 
 
+def kill_the_ingest(ingest):
+    """SIGKILL to the ingest and its Prism, then the same ingest started again (the same group)."""
+    ingest.committed_at_kill = ingest.kill()
+    return Ingest(ingest.args, ingest.log_path)
+
+
 FAULTS = {
-    # name: (what, inject(), share of the rows present when it starts)
+    # name: (what, inject(ingest) -> the ingest to watch from then on, share of the rows present when it starts)
     "cassandra-pause-30s": ("Cassandra paused 30 s (SIGSTOP/SIGCONT)", pause_cassandra(30), 0.2),
     "cassandra-pause-150s": ("Cassandra paused 150 s (SIGSTOP/SIGCONT)", pause_cassandra(150), 0.2),
     "cassandra-kill": ("Cassandra killed (SIGKILL), restarted by scripts/stack up", kill_and_restart("cassandra"),
@@ -132,6 +142,7 @@ FAULTS = {
     "kafka-kill": ("Kafka broker killed (SIGKILL), restarted by scripts/stack up", kill_and_restart("kafka"), 0.0),
     "beam-java-restart": ("Java expansion service and SDK worker pool killed, restarted by scripts/stack up",
                           kill_and_restart("beam-expansion", "beam-java-workers"), 0.0),
+    "ingest-kill": ("Ingest killed (SIGKILL, Prism with it) and started again", kill_the_ingest, 0.2),
 }
 
 
@@ -141,6 +152,7 @@ class Ingest:
     """`programusers ingest` streaming on Prism, as a child process in its own session (Prism with it)."""
 
     def __init__(self, args: list[str], log: Path):
+        self.args, self.log_path = args, log
         self._log = log.open("ab")
         self.process = subprocess.Popen([str(PROGRAMUSERS), "ingest", *args], stdout=self._log, stderr=self._log,
                                         start_new_session=True, cwd=REPO)
@@ -148,9 +160,16 @@ class Ingest:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def kill(self) -> int:
+        """SIGKILL to its whole session; returns the records below the offsets its group has committed."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self._log.close()
+        return committed_records(self.args)
+
     def stop(self) -> int | None:
         if self.alive():
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signal.SIGTERM)  # as Kubernetes stops it: the job cancelled, its counters logged
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
@@ -188,6 +207,20 @@ class DeadLetters:
         self._consumer.close()
 
 
+def committed_records(flags: list[str]) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    option = dict(f.removeprefix("--").split("=", 1) for f in flags if f.startswith("--") and "=" in f)
+    topic = option["input-topic"]
+    consumer = Consumer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "group.id": option["consumer-group"]})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(max(p.offset, 0) for p in consumer.committed([TopicPartition(topic, p) for p in partitions],
+                                                                 timeout=10))
+    finally:
+        consumer.close()
+
+
 def count_rows(session, programs: list[str]) -> int | None:
     try:
         return sum(session.execute(f"SELECT count(*) FROM {KEYSPACE}.program_enrollment WHERE program_id = %s",
@@ -208,7 +241,7 @@ def run_fault(name: str, session, good: list[dict], bad: list[tuple[bytes, str]]
     produce(raw, [(e["userId"].encode(), json.dumps(e).encode()) for e in good[:half]] + [(None, v) for v, _ in bad]
             + [(e["userId"].encode(), json.dumps(e).encode()) for e in good[half:]])
     bad_total = sum(expected_bad.values())
-    flags = ["--runner", "PrismRunner", "--no-commit-offsets", f"--input-topic={raw}", f"--dead-letter-topic={failed}",
+    flags = ["--runner", "PrismRunner", f"--input-topic={raw}", f"--dead-letter-topic={failed}",
              f"--consumer-group=bench.faults.{run_id}", f"--programs-keyspace={KEYSPACE}"]
     log = log_dir / f"{name}.log"
     log.unlink(missing_ok=True)  # this run's lines only (a recovery's restart appends)
@@ -242,7 +275,9 @@ def run_fault(name: str, session, good: list[dict], bad: list[tuple[bytes, str]]
         record["first_rows_after_s"] = round(time.monotonic() - started, 1)
         # 2. the fault, while the bench keeps watching from a thread-free loop afterwards
         fault_started = time.monotonic()
-        inject()
+        restarted = inject(ingest)
+        if restarted is not ingest:
+            record["committed_at_kill"], ingest = ingest.committed_at_kill, restarted
         fault_ended = time.monotonic()
         record["fault_seconds"] = round(fault_ended - fault_started, 1)
         # 3. catch up, or a stall / crash
@@ -286,6 +321,9 @@ def run_fault(name: str, session, good: list[dict], bad: list[tuple[bytes, str]]
         "duplicate_dead_letters": sum(len(r) - 1 for r in dead.seen.values()),
         "unreachable_log_lines": sum("Cassandra unreachable" in line
                                      for line in log.read_text(errors="replace").splitlines()),
+        # events_read of each run that ended by a stop (a killed one logs none): the last is the restart's
+        "events_read_by_stopped_runs": [int(n) for n in re.findall(r"events_read=(\d+)",
+                                                                     log.read_text(errors="replace"))],
         "seconds": round(time.monotonic() - started, 1),
         "timeline": timeline[::5],
     })

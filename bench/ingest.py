@@ -6,10 +6,10 @@ How to run (local stack up: `scripts/stack up`):
     .venv/bin/python bench/ingest.py --events 20000 --runs 1 --runners PrismRunner
 
 It generates the sample (programusers.sample_data) and produces its events to a fresh single-partition
-topic (a bounded KafkaIO read of >= 10,000 records shares the count among partitions and waits on an
-uneven one). Each run, per runner, side by side:
-  1. a read-only pipeline (KafkaIO -> count): the time to read, startup included;
-  2. `programusers.pipelines.ingest.run` bounded to the events: end-to-end events/s and its counters;
+topic. Each run, per runner, side by side:
+  1. a read-only pipeline (the backfill's reader, kafka.ReadOffsetRanges -> count): the time to read,
+     startup included;
+  2. `programusers.pipelines.ingest.run` as a backfill of the events: end-to-end events/s and its counters;
   3. the baseline: the mapper's mutations (events.parse_event) written by execute_concurrent_with_args with
      the sink's prepared statements (enrollments.upsert_cql) and its concurrency, into another keyspace.
 Medians over the runs go to bench/results/ingest.json and a Markdown table on stdout. The bench keyspaces
@@ -48,15 +48,15 @@ def stored_rows(session, keyspace: str, programs: list[str]) -> int:
 
 
 def read_only(runner: str, topic: str, count: int, max_read_time: int) -> dict:
-    """KafkaIO alone, bounded the same way: what reading costs, pipeline startup included."""
+    """The backfill's reader alone, over the same records: what reading costs, pipeline startup included."""
     options = runners.pipeline_options(runner)
     read = Metrics.counter("bench", "records_read")
+    client = kafka.KafkaClientConfig(settings.KAFKA_BOOTSTRAP)
     started = time.perf_counter()
     pipeline = beam.Pipeline(options=options)
     _ = (pipeline
-         | kafka.ReadRecords(kafka.KafkaClientConfig(settings.KAFKA_BOOTSTRAP), [topic], settings.EXPANSION_SERVICE,
-                             group_id=f"bench-read-{uuid.uuid4().hex[:8]}", max_records=count,
-                             max_read_time=max_read_time)
+         | kafka.ReadOffsetRanges(client, kafka.plan_offset_ranges(client, topic, max_records=count),
+                                  deadline=time.time() + max_read_time)
          | beam.Map(lambda _: read.inc()))
     result = pipeline.run()
     state = result.wait_until_finish()

@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from ingest_cases import (committed_offsets, consume, count_rows, create_topic, encode, end_offsets, event,
                           expected_row, paused_cassandra, produce, stored)
@@ -254,3 +254,19 @@ def test_transaction_markers_do_not_hold_the_committed_offset(cassandra_session,
     assert rows_of(cassandra_session, keyspace, program) == expected_rows(good)
     code, log, _ = in_process(argv, caplog)
     assert (code, events_read(log)) == (0, 0)
+
+
+def test_committed_offsets_past_the_end_of_a_topic_made_anew_count_for_none(cassandra_session, test_schema, unique,
+                                                                           caplog):
+    keyspace, program = test_schema["programs_keyspace"], f"p-{unique}"
+    raw, failed, group = topics(unique, "anew")
+    create_topic(raw, 1)
+    good = events_of(program, 5)
+    produce(raw, messages(good))
+    consumer = Consumer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "group.id": group})
+    consumer.commit(offsets=[TopicPartition(raw, 0, 1000)], asynchronous=False)  # as left by the old topic
+    consumer.close()
+    code, log, _ = in_process(["--runner", "DirectRunner", *flags(raw, failed, group, keyspace), "--backfill"], caplog)
+    assert (code, events_read(log)) == (0, 5)  # from the earliest, as Kafka's own consumers reset
+    assert committed_offsets(raw, group) == [5]
+    assert rows_of(cassandra_session, keyspace, program) == expected_rows(good)

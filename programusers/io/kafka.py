@@ -230,8 +230,10 @@ def plan_offset_ranges(client: KafkaClientConfig, topic: str, *, group_id: str |
             starts = [c.offset for c in consumer.committed(partitions, timeout=30)]
         else:
             starts = [-1] * len(partitions)
-        ranges = [OffsetRange(topic, tp.partition, min(max(start, low), end), end)
-                  for tp, start, (low, _), end in zip(partitions, starts, bounds, ends)]
+        # As Kafka's consumers do: a committed offset out of the partition's range (say, of a topic made
+        # anew) counts for none, and reading starts at the earliest.
+        ranges = [OffsetRange(topic, tp.partition, min(start if low <= start <= high else low, end), end)
+                  for tp, start, (low, high), end in zip(partitions, starts, bounds, ends)]
         return ranges if max_records is None else share_records(ranges, max_records)
     finally:
         consumer.close()
@@ -476,9 +478,7 @@ class _CommitFn(beam.DoFn):
             runs_state.add(run)
         position_state.write(position)
         committed = committed_state.read()
-        if committed is None:
-            committed = self._committed(topic, partition)
-        if position > committed:  # never backwards: a run from an earlier time re-reads, it does not rewind
+        if position != committed:
             try:
                 self._commit(topic, partition, position)
             except KafkaException as error:  # the next flush tries again; nothing is lost meanwhile
@@ -492,14 +492,9 @@ class _CommitFn(beam.DoFn):
     def _where_the_group_stands(self, topic: str, partition: int) -> int:
         from confluent_kafka import TopicPartition
 
-        low, _ = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
-        return max(self._committed(topic, partition), low)
-
-    def _committed(self, topic: str, partition: int) -> int:
-        from confluent_kafka import TopicPartition
-
+        low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
         [found] = self._consumer.committed([TopicPartition(topic, partition)], timeout=30)
-        return found.offset  # negative when the group has none
+        return found.offset if low <= found.offset <= high else low  # as Kafka's consumers reset
 
     def _commit(self, topic: str, partition: int, offset: int) -> None:
         from confluent_kafka import TopicPartition
@@ -544,9 +539,9 @@ class CommitOffsets(beam.PTransform):
 
     Input: the `KafkaRecord`s (or anything with topic, partition and offset) the pipeline is done with,
     in any order. `starts`: where the reading of each (topic, partition) started (a partition not
-    named: where the group stands). Streaming, the watermark is committed every `every` seconds and each
-    partition's lag is logged once a minute (also gauges `<topic>[<p>].records_behind`); bounded, once
-    at the end of the input. Commits never move a group's offset backwards."""
+    named: where the group stands); each is committed at the first flush. Streaming, the watermark is
+    committed every `every` seconds and each partition's lag is logged once a minute (also gauges
+    `<topic>[<p>].records_behind`); bounded, once at the end of the input."""
 
     def __init__(self, client: KafkaClientConfig, group_id: str, starts: dict[tuple[str, int], int], *,
                  streaming: bool, every: float = 5.0):

@@ -1,8 +1,9 @@
 """`programusers ingest`: program-user events from Kafka into Cassandra's program_enrollment (SPEC §2).
 
-    ReadEvents -> ParseEvents -+-> WriteEnrollments ------------------------------------+-> CommitOffsets
-                               +-> rejected events -+-> FormatDeadLetters -> WriteDeadLetters -+
-                               WriteEnrollments' rejected writes -+
+    ReadEvents -> ParseEvents -+-> WriteEnrollments -+-> written ---------------------------------+-> CommitOffsets
+                               |                     +-> rejected writes -+                       |
+                               +-> rejected events ----------------------+-> WriteDeadLetters ---+
+                                                                              (acknowledged)
 
 Streaming by default (KafkaIO, until stopped); a backfill (--backfill, --until, --from, --max-records or
 --max-read-time) reads planned offset ranges exactly and ends when they are read.
@@ -13,7 +14,8 @@ written (the sink retries transient failures until they succeed) or its dead let
 Kafka (acks=all). CommitOffsets commits per partition the offset below which every record is done
 (a contiguous watermark in Beam state), every --commit-every seconds while streaming and once at the end
 of a backfill. KafkaIO itself never commits. A job started again, on any runner, reads from the
-committed offsets: it re-reads at most what was done since the last commit, or in flight.
+committed offsets: it re-reads what was done since the last commit (the watermark trails by about a
+bundle), and what was in flight. See README, "Delivery".
 """
 from __future__ import annotations
 
@@ -59,8 +61,8 @@ class IngestOptions(PipelineOptions):
                             help="commit to the consumer group, per partition, the offset below which every "
                                  "record is written or dead-lettered (on every runner)")
         parser.add_argument("--commit-every", type=float, default=5.0, metavar="SECONDS",
-                            help="how often a streaming run commits; a restart re-reads at most about this "
-                                 "long's records")
+                            help="how often a streaming run commits its watermark (a restart re-reads what "
+                                 "was done since)")
         parser.add_argument("--expansion-service", default=settings.EXPANSION_SERVICE,
                             help="Beam Java expansion service for KafkaIO, host:port")
         parser.add_argument("--programs-keyspace", default=settings.PROGRAMS_KEYSPACE)
@@ -234,7 +236,8 @@ def _stop(signum, frame):
 
 def wait_for(start) -> tuple[PipelineResult | None, str | None]:
     """Runs `start()` (which returns a PipelineResult) to its end, or until Ctrl-C or SIGTERM, which
-    cancel the job: (result, None), or (None, the reason) when Cassandra stayed unreachable past the
+    cancel the job: (result, None); (None, None) when Ctrl-C stopped the job with its job server, so
+    that no result is left to read; (None, the reason) when Cassandra stayed unreachable past the
     outage limit. The in-process runner raises the worker's error from run(), Prism from
     wait_until_finish(), quoting it."""
     previous = signal.signal(signal.SIGTERM, _stop)
@@ -244,7 +247,10 @@ def wait_for(start) -> tuple[PipelineResult | None, str | None]:
             result.wait_until_finish()
         except (KeyboardInterrupt, _Stopped):
             _LOG.info("stopping the job")
-            result.cancel()
+            try:
+                result.cancel()
+            except ValueError:  # Ctrl-C: Beam's own handler already stopped the job server, the job with it
+                return None, None
         return result, None
     except Exception as error:
         if message := cassandra_sink.outage_message(error):
@@ -267,6 +273,9 @@ def _command(args) -> int:
     if outage:
         _LOG.error("ingest stopped: %s", outage)
         return 3
+    if result is None:
+        _LOG.info("ingest stopped with its job server; what was committed stays committed")
+        return 0
     elapsed, totals = time.monotonic() - started, counters(result)
     _LOG.info("ingest %s after %.1fs, %.0f events/s: %s", result.state, elapsed,
               totals.get("events_read", 0) / elapsed,

@@ -164,6 +164,9 @@ def _command(args) -> int:
     if outage:
         _LOG.error("replay stopped: %s", outage)
         return 3
+    if result is None:
+        _LOG.error("replay stopped before its end; run it again (its writes are idempotent)")
+        return 1
     _LOG.info("replay of %s %s in %.1fs: %s", request.dead_letter_topic, result.state, time.monotonic() - started,
               summary(counters(result)))
     return 0 if result.state == PipelineState.DONE else 1
