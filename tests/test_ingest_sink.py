@@ -245,9 +245,10 @@ class FlakyWriteFn(cassandra_sink._WriteMutationsFn):
     """The sink on a FlakySession, after `refused` failed connection attempts (NoHostAvailable, as when
     Cassandra is down)."""
 
-    def __init__(self, keyspace, failures, concurrency=4, refused=0, max_outage=None):
+    def __init__(self, keyspace, failures, concurrency=4, refused=0, max_outage=None,
+                 max_batch_bytes=cassandra_sink.MAX_BATCH_BYTES):
         super().__init__(LOCAL_CASSANDRA, EnrollmentStatements(keyspace), "LOCAL_QUORUM", concurrency=concurrency,
-                         backoff=0.01, max_backoff=0.05, max_outage=max_outage)
+                         backoff=0.01, max_backoff=0.05, max_outage=max_outage, max_batch_bytes=max_batch_bytes)
         self._failures, self._refused = failures, refused
 
     def _acquire_session(self):
@@ -291,7 +292,7 @@ def test_a_worker_starting_while_cassandra_is_unreachable_waits_then_gives_up_at
 
 @pytest.mark.services
 def test_in_flight_writes_are_bounded_and_a_bundle_ends_with_none_outstanding(test_schema, unique):
-    fn = FlakyWriteFn(test_schema["programs_keyspace"], failures=0, concurrency=3)
+    fn = FlakyWriteFn(test_schema["programs_keyspace"], failures=0, concurrency=3, max_batch_bytes=0)
     fn.setup()
     try:
         session, written = fn._session, []
@@ -305,3 +306,53 @@ def test_in_flight_writes_are_bounded_and_a_bundle_ends_with_none_outstanding(te
     assert session.sent == session.awaited == 20
     assert session.most_outstanding == 3
     assert sorted(w.value for w in written) == list(range(20))  # each context once, when written
+
+
+def run_fn(fn, mutations) -> tuple[list, list]:
+    """One bundle of (index, mutation) pairs through a set-up sink DoFn: (indices written, rejected)."""
+    outputs = []
+    fn.start_bundle()
+    for i, mutation in enumerate(mutations):
+        outputs += fn.process((i, mutation), windowed=WindowedValue((i, mutation), 0, [GlobalWindow()]))
+    outputs += fn.finish_bundle()
+    written = sorted(o.value for o in outputs if not isinstance(o, beam.pvalue.TaggedOutput))
+    rejected = sorted(o.value.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput))
+    return written, rejected
+
+
+def test_value_bytes_counts_text_and_maps_and_a_little_for_the_rest():
+    assert cassandra_sink.value_bytes(["abc", b"de", {"k": "vv", "x": None}, 7, None]) == 3 + 2 + (1 + 2 + 1) + 8 + 8
+
+
+@pytest.mark.services
+def test_a_programs_mutations_go_as_batches_each_with_its_own_timestamp(cassandra_session, test_schema, unique):
+    keyspace, program = test_schema["programs_keyspace"], f"p-{unique}"
+    mutations = [upsert(program, f"u{i}", T0 + i, program_name=f"n{i}") for i in range(60)]
+    mutations += [upsert(f"other-{unique}", "u0", T0)]
+    fn = FlakyWriteFn(keyspace, failures=0, max_batch_bytes=400)
+    fn.setup()
+    try:
+        written, rejected = run_fn(fn, mutations)
+        sent = fn._session.sent
+    finally:
+        fn.teardown()
+    assert (written, rejected) == (list(range(len(mutations))), [])
+    assert sent < len(mutations) / 3  # batches, each under 400 bytes of values
+    found = rows(cassandra_session, keyspace, program)
+    assert {user: (r.program_name, r.stamp) for user, r in found.items()} == {
+        f"u{i}": (f"n{i}", T0 + i) for i in range(60)}
+
+
+@pytest.mark.services
+def test_a_batch_cassandra_rejects_is_sent_again_statement_by_statement(cassandra_session, test_schema, unique):
+    keyspace, program = test_schema["programs_keyspace"], f"p-{unique}"
+    mutations = [upsert(program, f"u{i}", T0) for i in range(5)]
+    mutations.insert(2, upsert(program, "u" * 70_000, T0))  # one bad clustering key inside the batch
+    fn = FlakyWriteFn(keyspace, failures=0, max_batch_bytes=1 << 20)
+    fn.setup()
+    try:
+        written, rejected = run_fn(fn, mutations)
+    finally:
+        fn.teardown()
+    assert written == [0, 1, 3, 4, 5] and rejected == [(2, "InvalidRequest after 1 attempt(s)")]
+    assert set(rows(cassandra_session, keyspace, program)) == {f"u{i}" for i in range(5)}

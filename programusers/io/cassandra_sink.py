@@ -1,9 +1,12 @@
 """WriteToCassandra: idempotent writes with prepared statements, bounded concurrency and retries.
 
 What to write is given by a `Statements` object (e.g. transforms/enrollments.py's): which prepared
-statement a mutation needs, its CQL and its bind values. The writes must be idempotent (stamped
-`USING TIMESTAMP`), since a transient failure is retried and a replay writes again. Writes go out
-asynchronously, at most `concurrency` at a time per DoFn instance.
+statement a mutation needs, its CQL, its bind values and its partition. The writes must be idempotent
+(stamped `USING TIMESTAMP`), since a transient failure is retried and a replay writes again. Writes go
+out asynchronously, at most `concurrency` requests at a time per DoFn instance. Mutations of one
+partition are sent together as an UNLOGGED batch of at most `max_batch_bytes` of values (one round trip,
+applied atomically; each statement keeps its own timestamp); a batch Cassandra rejects is sent again
+statement by statement, so that only the bad mutation comes back.
 
 Outages hold the stream; they never drop or dead-letter a write (SPEC §5, "Ingest delivery"):
 - A worker that starts while Cassandra is down waits in setup() and connects again, with capped
@@ -38,6 +41,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 from cassandra import ConsistencyLevel, OperationTimedOut, RequestExecutionException
+from cassandra.query import BatchStatement, BatchType
 from cassandra.cluster import NoHostAvailable
 from cassandra.connection import ConnectionException
 from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage, ServerError
@@ -49,6 +53,8 @@ REJECTED = "rejected"
 MAX_BACKOFF_SECONDS = 5.0  # short: once Cassandra answers again, every held write goes out within seconds
 REPORT_EVERY_SECONDS = 60.0
 REQUEST_TIMEOUT_SECONDS = 10.0  # a write to a paused node fails (and is retried) after this long
+# Under Cassandra's batch_size_warn_threshold (5 KiB by default), which counts the batch's mutations.
+MAX_BATCH_BYTES = 4096
 
 # Errors worth another try: the cluster was busy, unreachable or slow. Anything else (an invalid
 # query, a value Cassandra rejects, a missing keyspace) fails the same way every time.
@@ -88,6 +94,9 @@ class Statements(Protocol):
 
     def counter(self, mutation) -> str:
         """The counter a written mutation counts under (e.g. rows_written, rows_deleted)."""
+
+    def partition(self, mutation) -> Hashable:
+        """The mutation's partition: mutations of one partition may be sent as one batch."""
 
 
 def is_transient(error: BaseException) -> bool:
@@ -175,24 +184,37 @@ class _Outage:
         self.since, self._reported = None, False
 
 
-@dataclass
-class _Write:
-    """One mutation on its way to Cassandra, with the windowed input to answer with if it fails."""
+@dataclass(frozen=True)
+class _Item:
+    """One mutation, with the windowed input to answer with."""
     context: Any
     mutation: Any
     windowed: WindowedValue
+
+
+@dataclass
+class _Write:
+    """One request on its way to Cassandra: a mutation, or a batch of one partition's."""
+    items: list[_Item]
     attempts: int = 0
     future: Any = None  # the attempt in flight: anything with result()
+
+
+def value_bytes(values: Sequence) -> int:
+    """About what Cassandra counts of a mutation's values against the batch size thresholds."""
+    return sum(len(v) if isinstance(v, (str, bytes)) else
+               sum(len(k) + len(x or "") for k, x in v.items()) if isinstance(v, dict) else 8 for v in values)
 
 
 class _WriteMutationsFn(SessionDoFn):
 
     def __init__(self, connection: CassandraConnection, statements: Statements, consistency: str, concurrency: int,
-                 backoff: float, max_backoff: float = MAX_BACKOFF_SECONDS, max_outage: float | None = None):
+                 backoff: float, max_backoff: float = MAX_BACKOFF_SECONDS, max_outage: float | None = None,
+                 max_batch_bytes: int = MAX_BATCH_BYTES):
         super().__init__(connection.with_timeout(REQUEST_TIMEOUT_SECONDS))
         self._statements_of, self._consistency = statements, ConsistencyLevel.name_to_value[consistency]
         self._concurrency, self._backoff, self._max_backoff = concurrency, backoff, max_backoff
-        self._max_outage = max_outage
+        self._max_outage, self._max_batch_bytes = max_outage, max_batch_bytes
         self._retries = Metrics.counter(METRICS_NAMESPACE, "write_retries")
 
     def setup(self):
@@ -216,23 +238,47 @@ class _WriteMutationsFn(SessionDoFn):
         self._in_flight: deque[_Write] = deque()
         self._backing_off: list[tuple[float, int, _Write]] = []  # heap by due time
         self._order = itertools.count()  # tie-breaker: writes themselves do not compare
+        self._gathering: dict[Hashable, tuple[list[_Item], int]] = {}  # partition -> (items, value bytes)
 
     def process(self, element, windowed=beam.DoFn.WindowedValueParam):
         context, mutation = element
-        self._send(_Write(context, mutation, windowed))
+        partition, size = self._statements_of.partition(mutation), value_bytes(self._statements_of.values(mutation))
+        items, gathered = self._gathering.pop(partition, ([], 0))
+        if items and gathered + size > self._max_batch_bytes:  # it would not fit: the batch goes without it
+            self._send(_Write(items))
+            items, gathered = [], 0
+        items.append(_Item(context, mutation, windowed))
+        if gathered + size >= self._max_batch_bytes:  # full
+            self._send(_Write(items))
+        else:
+            self._gathering[partition] = items, gathered + size
+        if len(self._gathering) > self._concurrency:  # many partitions: the one least lately added to goes
+            self._send(_Write(self._gathering.pop(next(iter(self._gathering)))[0]))
         yield from self._settle(self._concurrency - 1)
 
     def finish_bundle(self):
+        for items, _ in self._gathering.values():
+            self._send(_Write(items))
+        self._gathering.clear()
         yield from self._settle(0)
 
     def _send(self, write: _Write) -> None:
         write.attempts += 1
         try:
-            write.future = self._session.execute_async(self._bind(write.mutation))
+            write.future = self._session.execute_async(self._request(write.items))
         except Exception as error:  # preparing or binding failed before anything was sent
             write.future = concurrent.futures.Future()
             write.future.set_exception(error)
         self._in_flight.append(write)
+
+    def _request(self, items: list[_Item]):
+        if len(items) == 1:
+            return self._bind(items[0].mutation)
+        batch = BatchStatement(BatchType.UNLOGGED, consistency_level=self._consistency)
+        batch.is_idempotent = True  # every statement is stamped
+        for item in items:
+            batch.add(self._bind(item.mutation))
+        return batch
 
     def _bind(self, mutation):
         return self._statement(self._statements_of.key(mutation)).bind(self._statements_of.values(mutation))
@@ -266,7 +312,11 @@ class _WriteMutationsFn(SessionDoFn):
                 write.future.result()
             except Exception as error:
                 if not is_transient(error):
-                    yield self._rejected(write, error)
+                    if len(write.items) > 1:  # which mutation was it? each is tried on its own
+                        for item in write.items:
+                            self._send(_Write([item]))
+                    else:
+                        yield self._rejected(write, error)
                     continue
                 self._retries.inc()
                 self._outage.failed(error, waiting=len(self._in_flight) + len(self._backing_off) + 1)
@@ -274,14 +324,16 @@ class _WriteMutationsFn(SessionDoFn):
                 heapq.heappush(self._backing_off, (due, next(self._order), write))
             else:
                 self._outage.succeeded()
-                self._count(write.mutation)
-                yield write.windowed.with_value(write.context)
+                for item in write.items:
+                    self._count(item.mutation)
+                    yield item.windowed.with_value(item.context)
 
     def _rejected(self, write: _Write, error: Exception) -> beam.pvalue.TaggedOutput:
         # The error's text may quote a value: only its type goes into logs and dead letters.
+        [item] = write.items
         detail = f"{type(error).__name__} after {write.attempts} attempt(s)"
         _LOG.warning("Cassandra rejected a write: %s", detail)
-        return beam.pvalue.TaggedOutput(REJECTED, write.windowed.with_value((write.context, detail)))
+        return beam.pvalue.TaggedOutput(REJECTED, item.windowed.with_value((item.context, detail)))
 
 
 class WriteToCassandra(beam.PTransform):
@@ -289,6 +341,8 @@ class WriteToCassandra(beam.PTransform):
 
     Returns the contexts of the written mutations (main output, `written`) and, as output `rejected`,
     the writes Cassandra rejected as (context, detail) pairs, `detail` naming the error's type.
+    Mutations of one partition go as UNLOGGED batches of at most `max_batch_bytes` of values (0: each
+    mutation on its own).
     Transient failures are retried (backoff from `backoff` seconds, doubling, at most `max_backoff`)
     until they succeed, or until no write has succeeded for `max_outage` seconds: then the job fails
     with CassandraUnreachable. `max_outage=None` waits for ever (streaming).
@@ -296,13 +350,14 @@ class WriteToCassandra(beam.PTransform):
 
     def __init__(self, connection: CassandraConnection, statements: Statements, *, consistency: str = "LOCAL_QUORUM",
                  concurrency: int = 32, backoff: float = 0.2, max_backoff: float = MAX_BACKOFF_SECONDS,
-                 max_outage: float | None = None):
+                 max_outage: float | None = None, max_batch_bytes: int = MAX_BATCH_BYTES):
         super().__init__()
-        if concurrency < 1 or backoff < 0 or max_backoff < backoff or (max_outage is not None and max_outage < 0):
-            raise ValueError("concurrency must be at least 1; backoff, max_backoff and max_outage not negative, "
-                             "max_backoff at least backoff")
+        if (concurrency < 1 or backoff < 0 or max_backoff < backoff or (max_outage is not None and max_outage < 0)
+                or max_batch_bytes < 0):
+            raise ValueError("concurrency must be at least 1; backoff, max_backoff, max_outage and max_batch_bytes "
+                             "not negative, max_backoff at least backoff")
         self._fn = _WriteMutationsFn(connection, statements, consistency, concurrency, backoff, max_backoff,
-                                     max_outage)
+                                     max_outage, max_batch_bytes)
 
     def expand(self, mutations):
         return mutations | "Write" >> beam.ParDo(self._fn).with_outputs(REJECTED, main="written")

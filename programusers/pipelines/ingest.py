@@ -70,6 +70,10 @@ class IngestOptions(PipelineOptions):
                             choices=[name for name in ConsistencyLevel.name_to_value if "SERIAL" not in name])
         parser.add_argument("--write-concurrency", type=int, default=32,
                             help="Cassandra writes in flight per worker thread")
+        parser.add_argument("--write-batch-bytes", type=int, default=cassandra_sink.MAX_BATCH_BYTES,
+                            help="a program's mutations go to Cassandra as UNLOGGED batches of at most this many "
+                                 "bytes of values (keep it under Cassandra's batch_size_warn_threshold); 0: one "
+                                 "statement a request")
         parser.add_argument("--retry-backoff", type=float, default=0.5,
                             help="seconds before a transiently failed write is tried again; doubled for each "
                                  f"next try, at most {cassandra_sink.MAX_BACKOFF_SECONDS:g} s. Transient failures "
@@ -116,6 +120,8 @@ class IngestOptions(PipelineOptions):
             raise ValueError("--max-records: at least 1")
         if self.commit_every <= 0:
             raise ValueError("--commit-every: more than 0 seconds")
+        if self.write_batch_bytes < 0:
+            raise ValueError("--write-batch-bytes: 0 or more")
 
 
 def arrival_micros(kafka_timestamp_millis: int) -> int:
@@ -203,7 +209,8 @@ def run(options: PipelineOptions, ranges: list[OffsetRange] | None = None) -> Pi
             | "IngestEvents" >> IngestEvents(
                 WriteEnrollments(stores.cassandra_connection(), ingest.programs_keyspace,
                                  consistency=ingest.consistency, concurrency=ingest.write_concurrency,
-                                 backoff=ingest.retry_backoff, max_outage=ingest.write_outage_limit),
+                                 backoff=ingest.retry_backoff, max_outage=ingest.write_outage_limit,
+                                 max_batch_bytes=ingest.write_batch_bytes),
                 kafka.WriteAcknowledged(client, ingest.dead_letter_topic)))
     if ingest.commit_offsets:
         _ = done | "CommitOffsets" >> kafka.CommitOffsets(

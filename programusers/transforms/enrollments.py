@@ -50,6 +50,9 @@ class EnrollmentStatements:
     def counter(self, mutation: EnrollmentUpsert | EnrollmentDelete) -> str:
         return "rows_deleted" if isinstance(mutation, EnrollmentDelete) else "rows_written"
 
+    def partition(self, mutation: EnrollmentUpsert | EnrollmentDelete) -> str:
+        return mutation.program_id
+
 
 def _dead_letter(context, detail: str):
     return context, DeadLetter(WRITE_FAILED, None, detail)
