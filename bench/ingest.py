@@ -33,7 +33,7 @@ from cassandra.concurrent import execute_concurrent_with_args
 import common
 from programusers import events, runners, schema, settings
 from programusers.crypto import PlatformCipher
-from programusers.io import kafka
+from programusers.io import cassandra_sink, kafka
 from programusers.pipelines import ingest
 from programusers.sample_data import generate, produce_events
 from programusers.transforms import enrollments
@@ -66,11 +66,11 @@ def read_only(runner: str, topic: str, count: int, max_read_time: int) -> dict:
     return {"state": str(state), "seconds": round(seconds, 2), "records": counted}
 
 
-def run_ingest(runner: str, topic: str, dead_letters: str, count: int, max_read_time: int) -> dict:
+def run_ingest(runner: str, topic: str, dead_letters: str, count: int, max_read_time: int, batch_bytes: int) -> dict:
     options = runners.pipeline_options(
         runner, [], input_topic=topic, dead_letter_topic=dead_letters,
         consumer_group=f"bench-ingest-{uuid.uuid4().hex[:8]}", programs_keyspace=BEAM_KEYSPACE,
-        max_records=count, max_read_time=max_read_time)
+        max_records=count, max_read_time=max_read_time, write_batch_bytes=batch_bytes)
     with common.PeakRss() as rss:
         started = time.perf_counter()
         result = ingest.run(options)
@@ -107,6 +107,10 @@ def main(argv=None) -> int:
     parser.add_argument("--runners", default="PrismRunner,DirectRunner")
     parser.add_argument("--max-read-time", type=int, default=900, help="seconds; a guard against a stuck read")
     parser.add_argument("--write-concurrency", type=int, default=32, help="the ingest's default")
+    parser.add_argument("--write-batch-bytes", type=int, default=cassandra_sink.MAX_BATCH_BYTES,
+                        help="the ingest's --write-batch-bytes (0: a request per statement, as the baseline)")
+    parser.add_argument("--unbatched", action="store_true",
+                        help="each run also runs the ingest with --write-batch-bytes 0, for comparison")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--keep", action="store_true", help="keep the bench keyspaces and topics")
     args = parser.parse_args(argv)
@@ -140,12 +144,19 @@ def main(argv=None) -> int:
                 record = {"run": n + 1}
                 record["read_only"] = read_only(runner, topic, args.events, args.max_read_time)
                 session.execute(f"TRUNCATE {BEAM_KEYSPACE}.program_enrollment", timeout=120)
-                record["ingest"] = run_ingest(runner, topic, dead_letters, args.events, args.max_read_time)
+                record["ingest"] = run_ingest(runner, topic, dead_letters, args.events, args.max_read_time,
+                                              args.write_batch_bytes)
                 record["ingest"]["rows_stored"] = stored_rows(session, BEAM_KEYSPACE, programs)
+                if args.unbatched:
+                    session.execute(f"TRUNCATE {BEAM_KEYSPACE}.program_enrollment", timeout=120)
+                    record["unbatched"] = run_ingest(runner, topic, dead_letters, args.events, args.max_read_time, 0)
                 session.execute(f"TRUNCATE {BASELINE_KEYSPACE}.program_enrollment", timeout=120)
                 record["baseline"] = baseline(session, mutations, args.write_concurrency)
                 record["baseline"]["rows_stored"] = stored_rows(session, BASELINE_KEYSPACE, programs)
                 record["ratio"] = round(record["ingest"]["events_per_s"] / record["baseline"]["events_per_s"], 3)
+                if args.unbatched:
+                    record["ratio_unbatched"] = round(
+                        record["unbatched"]["events_per_s"] / record["baseline"]["events_per_s"], 3)
                 runs[runner].append(record)
                 print(json.dumps({runner: record}), file=sys.stderr)
     finally:
@@ -167,10 +178,13 @@ def main(argv=None) -> int:
             "baseline_seconds": common.median(r["baseline"]["seconds"] for r in records),
             "baseline_events_per_s": common.median(r["baseline"]["events_per_s"] for r in records),
             "ratio": common.median(r["ratio"] for r in records),
+            **({"unbatched_events_per_s": common.median(r["unbatched"]["events_per_s"] for r in records),
+                "ratio_unbatched": common.median(r["ratio_unbatched"] for r in records)} if args.unbatched else {}),
             "all_done": all(r["ingest"]["state"] == PipelineState.DONE for r in records),
             "counters": records[-1]["ingest"]["counters"],
             "peak_rss_mib": records[-1]["ingest"]["peak_rss_mib"]}
     payload = {"machine": facts, "events": args.events, "runs": args.runs, "write_concurrency": args.write_concurrency,
+               "write_batch_bytes": args.write_batch_bytes,
                "parse_event_seconds": round(parse_seconds, 2), "summary": summary, "details": runs,
                "not_measured": {r: common.UNAVAILABLE[r] for r in ("FlinkRunner", "SparkRunner")}}
     path = common.write_json("ingest.json", payload)
@@ -179,13 +193,14 @@ def main(argv=None) -> int:
     for runner, s in summary.items():
         rows.append([runner, f"{s['ingest_seconds']:.1f}", f"{s['ingest_events_per_s']:,}", f"{s['read_only_seconds']:.1f}",
                      f"{s['baseline_events_per_s']:,}", f"{s['ratio']:.2f}",
+                     f"{s['ratio_unbatched']:.2f}" if args.unbatched else "—",
                      ", ".join(f"{k}={v}" for k, v in sorted(s["counters"].items()))])
     for runner, why in payload["not_measured"].items():
-        rows.append([runner, "—", "—", "—", "—", "—", why])
+        rows.append([runner, "—", "—", "—", "—", "—", "—", why])
     print(f"\n### Ingest, {args.events:,} events (median of {args.runs})\n\n{common.machine_line(facts)}\n")
     print(common.markdown_table(
         ["runner", "ingest s", "events/s end to end", "read-only pipeline s", "baseline events/s (driver)",
-         "ratio ingest/baseline", "counters"], rows))
+         "ratio ingest/baseline", "ratio unbatched/baseline", "counters"], rows))
     print(f"\nparse_event alone: {parse_seconds:.2f}s for {args.events:,} events; results: {path}")
     return 0
 
