@@ -198,6 +198,9 @@ def test_backfills_read_exact_ranges_of_skewed_partitions_then_a_streaming_run_r
         wait_until(lambda: committed_offsets(raw, group) == end_offsets(raw), 240, "committed to the end", run)
         log = stopped(run, tmp_path / "ingest.log")
     assert events_read(log) == len(later)
+    for partition in range(3):  # each partition's lag is reported, as counts
+        assert re.search(rf"Kafka lag: {re.escape(raw)}\[{partition}\] \d+ record\(s\) behind the end offset \d+ "
+                         rf"\(committed \d+\)", log)
     assert rows_of(cassandra_session, keyspace, program) == expected_rows(good + later)
     assert consume(failed, 0) == []
 
