@@ -13,10 +13,8 @@ from pathlib import Path
 import psutil
 
 from programusers import settings
-from programusers.io.cassandra import CassandraConnection
 
 RESULTS = Path(__file__).resolve().parent / "results"
-LOCAL_CASSANDRA = CassandraConnection(tuple(settings.cassandra_hosts(settings.CASSANDRA_HOSTS)), settings.CASSANDRA_PORT)
 # The local stack's servers, found by the port they listen on, for their RSS.
 STORE_PORTS = {9042: "cassandra", 9092: "kafka", 6379: "redis", 8099: "java-sdk-worker-pool",
                8097: "expansion-service"}
@@ -161,3 +159,13 @@ def delete_topics(names: list[str]) -> None:
     admin = AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP})  # alive until the futures resolve
     for future in admin.delete_topics(names).values():
         future.result()
+
+
+def __getattr__(name: str):
+    # LOCAL_CASSANDRA on first use: programusers.io imports Beam, which the Beam-free baseline script
+    # (exhaust_script.py) must not load, as its memory is measured.
+    if name == "LOCAL_CASSANDRA":
+        from programusers.io.cassandra import CassandraConnection
+
+        return CassandraConnection(tuple(settings.cassandra_hosts(settings.CASSANDRA_HOSTS)), settings.CASSANDRA_PORT)
+    raise AttributeError(name)

@@ -22,15 +22,25 @@ this process (LOOPBACK), PrismRunner handing the bundles to a Python SDK worker 
 rows/s and the peak RSS of every process involved. Then each stage alone on the same data, with the
 project's own DoFns and functions: read, consent lookups, user cache, decrypt, record building, sort +
 shard write. Results: bench/results/exhaust.json and Markdown tables.
+
+`--baseline` also runs bench/exhaust_script.py, the same report by a tuned single-process script without
+Beam, in a fresh process after the runners of each size, checks that it wrote the same bytes as each
+runner's CSV, and gives each runner's time (pipeline + merge into the CSV) and peak RSS (its processes'
+peaks added up) over the script's:
+
+    .venv/bin/python bench/exhaust.py --sizes 10000 --runners DirectRunner --baseline
 """
 from __future__ import annotations
 
 import argparse
 import atexit
 import contextlib
+import hashlib
+import json
 import multiprocessing
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +59,6 @@ from programusers.pipelines import exhaust
 from programusers.runners.worker_pool import WorkerPool
 from programusers.sample_data import ORGS, _consent, _event, _hex_id, _profile, _uuid, load_profiles
 from programusers.transforms import enrollments, program_reads
-from programusers.transforms.report import PROFILE_FIELDS
 
 KEYSPACE_PREFIX, REDIS_DB = "bench_exhaust", 13
 SALT = "bench-salt"
@@ -73,6 +82,7 @@ CHUNK = 10_000
 # Writes in flight: 256 timed out on this 2-core box (Cassandra shares the cores with the loader).
 WRITE_CONCURRENCY = 64
 MAX_WRITE_BACKOFF_S = 30.0
+BASELINE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "exhaust_script.py")
 
 
 def keyspace(size: int) -> str:
@@ -237,6 +247,7 @@ def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -
     result["rows_per_s"] = round(size / result["total_s"])
     result["counters"] = metrics.counters(outcome)
     result["csv_bytes"] = os.path.getsize(os.path.join(out_dir, "report.csv"))
+    result["csv_sha256"] = _sha256(os.path.join(out_dir, "report.csv"))
     result["peak_rss_mib"] = rss.summary()
     return result
 
@@ -255,6 +266,41 @@ def run_in_child(*args) -> dict:
         pool.close()
         pool.join()
     return result
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as data:
+        return hashlib.file_digest(data, "sha256").hexdigest()
+
+
+def run_baseline(program_id: str, size: int, out_dir: str) -> dict:
+    """bench/exhaust_script.py in a fresh interpreter, not a multiprocessing child: that would import this
+    module, and Beam with it, so the script's peak RSS would not be its own."""
+    path = os.path.join(out_dir, "baseline.csv")
+    done = subprocess.run([sys.executable, BASELINE_SCRIPT, "--size", str(size), "--program-id", program_id,
+                           "--output", path], stdout=subprocess.PIPE, text=True, check=True)
+    result = json.loads(done.stdout)
+    result["csv_sha256"] = _sha256(path)
+    return result
+
+
+def run_rss_mib(peaks: dict[str, float]) -> float:
+    """A pipeline run's processes' peaks added up (submitter, Prism, pool, SDK workers; not the stores)."""
+    return round(sum(v for k, v in peaks.items()
+                     if not k.startswith("store:") and "(sum" not in k and k != "bench process before the run"), 1)
+
+
+def baseline_rows(entry: dict) -> list[list]:
+    """The Markdown rows of one size: the script, then each runner with its ratios to the script."""
+    base = entry["baseline"]
+    rows = [[f"{entry['size']:,}", base["runner"], f"{base['wall_s']:.2f}", f"{base['peak_rss_mib']:.0f}",
+             "1.00", "1.00", "—"]]
+    for run in entry["runs"]:
+        seconds, rss = run["pipeline_s"] + run["merge_csv_s"], run_rss_mib(run["peak_rss_mib"])
+        rows.append([f"{entry['size']:,}", run["runner"], f"{seconds:.2f}", f"{rss:.0f}",
+                     f"{seconds / base['wall_s']:.2f}", f"{rss / base['peak_rss_mib']:.2f}",
+                     "yes" if run["csv_sha256"] == base["csv_sha256"] else "**no**"])
+    return rows
 
 
 def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
@@ -278,7 +324,7 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
 
     active = [u for u in user_ids if records.consent_active(consents.get(u))]
     hashes = redis._ReadHashesFn(redis.RedisConnection(settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB),  # noqa: SLF001
-                                 exhaust.USER_KEY_PREFIX, PROFILE_FIELDS, "profiles_found")
+                                 exhaust.USER_KEY_PREFIX, records.PROFILE_FIELDS, "profiles_found")
     hashes.setup()
     with common.timed(timings, "user_cache_s"):
         profiles = dict(pair for i in range(0, len(active), BATCH) for pair in hashes.process(active[i:i + BATCH]))
@@ -323,6 +369,8 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="exhaust.json", help="file name under bench/results/")
     parser.add_argument("--keep", action="store_true", help="keep the sizes' keyspaces and the Redis db")
     parser.add_argument("--reuse", action="store_true", help="skip loading a size a --keep run loaded completely")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also run bench/exhaust_script.py (no Beam) and give the runners' ratios to it")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     stage_sizes = {int(s) for s in args.stage_sizes.split(",") if s}
@@ -349,6 +397,9 @@ def main(argv=None) -> int:
                 for label in labels:
                     entry["runs"].append(run_in_child(label, loaded["program"]["id"], size, config, out_dir))
                     print(f"size {size}: {entry['runs'][-1]}", file=sys.stderr)
+                if args.baseline:  # after the runners: their CSV is there to compare with
+                    entry["baseline"] = run_baseline(loaded["program"]["id"], size, out_dir)
+                    print(f"size {size}: {entry['baseline']}", file=sys.stderr)
             if size in stage_sizes:
                 entry["stages"] = stages(size, loaded["program"]["id"], config, args.profile)
                 entry["stages"]["sum_s"] = round(sum(entry["stages"][s] for s in PIPELINE_STAGES), 3)
@@ -378,6 +429,12 @@ def main(argv=None) -> int:
         rows.append(["—", runner, "—", "—", "—", "—", why])
     print(common.markdown_table(["rows", "runner", "pipeline s", "merge+zip s", "total s", "rows/s",
                                  "peak RSS MiB (processes)"], rows))
+    if args.baseline:
+        print("\nPipelines against the baseline script (no Beam), same run; time: pipeline + merge into the CSV "
+              "(the script writes the CSV); RSS: the peaks of the run's processes added up:\n")
+        print(common.markdown_table(
+            ["rows", "runner", "total s", "peak RSS MiB", "time / baseline", "RSS / baseline", "same CSV bytes"],
+            [row for entry in results if "baseline" in entry for row in baseline_rows(entry)]))
     stage_names = ["read_s", "consent_lookup_s", "user_cache_s", "decrypt_s", "build_records_s", "sort_write_s",
                    "sum_s"]
     timed = [e for e in results if "stages" in e]

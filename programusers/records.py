@@ -16,6 +16,13 @@ from programusers.crypto import DecryptionError, PlatformCipher
 from programusers.model_config import PII_FIELDS, ReportConfig
 
 # Issue names returned by build_record, for the caller's counters.
+# What a record is built from: the enrollment row's columns (read by position: unquoted CQL names come
+# back lower-cased) and the user-cache fields.
+ENROLLMENT_COLUMNS = ("program_id", "program_externalId", "program_name", "pii_consent_required", "user_id",
+                      "user_locations", "organisation_id", "organisation_name", "user_sub_type", "user_type",
+                      "created_at", "updated_at")
+PROFILE_FIELDS = ("firstname", "lastname", "email", "phone")
+
 PROFILE_MISSING = "profile_missing"
 EMAIL_UNDECRYPTABLE = "email_undecryptable"
 PHONE_UNDECRYPTABLE = "phone_undecryptable"

@@ -17,7 +17,8 @@ from programusers.io.redis import RedisConnection
 from programusers.model_config import ReportConfig
 from programusers.options import from_args
 from programusers.transforms import program_reads
-from programusers.transforms.report import PROFILE_FIELDS, LookUpAndBuildRecords
+from programusers.records import PROFILE_FIELDS
+from programusers.transforms.report import LookUpAndBuildRecords
 
 USER_KEY_PREFIX = "user:"  # the platform's user cache: one hash per user at user:<userid>
 

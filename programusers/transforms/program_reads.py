@@ -9,11 +9,7 @@ import apache_beam as beam
 
 from programusers import progress
 from programusers.io.cassandra import CassandraConnection, LookUpFn, ReadAllFromCassandra, identifier
-
-ENROLLMENT_COLUMNS = ("program_id", "program_externalId", "program_name", "pii_consent_required", "user_id",
-                      "user_locations", "organisation_id", "organisation_name", "user_sub_type", "user_type",
-                      "created_at", "updated_at")
-
+from programusers.records import ENROLLMENT_COLUMNS
 
 def _enrollments(keyspace: str) -> str:
     # Rows are read by position: unquoted CQL names come back lower-cased (program_externalid).

@@ -14,9 +14,6 @@ from programusers import progress, records
 from programusers.crypto import PlatformCipher
 from programusers.model_config import ReportConfig
 
-# The user-cache fields records.build_record reads.
-PROFILE_FIELDS = ("firstname", "lastname", "email", "phone")
-
 
 class _LookUpAndBuildFn(beam.DoFn):
     """A batch of requested enrollment rows -> [(sort key, CSV line)] of the batch.
