@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from ingest_cases import (committed_offsets, consume, count_rows, create_topic, encode, end_offsets, event,
                           expected_row, paused_cassandra, produce, stored)
 from programusers import cli, settings
+from programusers.io.kafka import KafkaClientConfig, _CommitFn
 
 pytestmark = pytest.mark.services
 EVENTS = 20_000
@@ -254,6 +255,12 @@ def test_transaction_markers_do_not_hold_the_committed_offset(cassandra_session,
     code, log, _ = in_process(argv, caplog)
     assert (code, events_read(log)) == (0, 15)
     assert committed_offsets(raw, group) == [17]  # past the markers between records; the last one waits
+    probe = _CommitFn(KafkaClientConfig(settings.KAFKA_BOOTSTRAP), group, {}, 5.0, streaming=False)
+    probe.setup()
+    try:  # Kafka's own answer: no record at the marker's offset 5, a record at 4
+        assert probe._is_gap(raw, 0, 5, 6) and not probe._is_gap(raw, 0, 4, 6)
+    finally:
+        probe.teardown()
     assert rows_of(cassandra_session, keyspace, program) == expected_rows(good)
     code, log, _ = in_process(argv, caplog)
     assert (code, events_read(log)) == (0, 0)
@@ -273,3 +280,21 @@ def test_committed_offsets_past_the_end_of_a_topic_made_anew_count_for_none(cass
     assert (code, events_read(log)) == (0, 5)  # from the earliest, as Kafka's own consumers reset
     assert committed_offsets(raw, group) == [5]
     assert rows_of(cassandra_session, keyspace, program) == expected_rows(good)
+
+
+def test_a_backfill_of_a_time_window_leaves_the_groups_offsets_where_they_were(cassandra_session, test_schema,
+                                                                             unique, caplog):
+    keyspace, program = test_schema["programs_keyspace"], f"p-{unique}"
+    raw, failed, group = topics(unique, "window")
+    create_topic(raw, 1)
+    good = events_of(program, 6)
+    hour = 3_600_000
+    produce(raw, messages(good), timestamps=[1_700_000_000_000 + i * hour for i in range(6)])  # an hour apart
+    argv = ["--runner", "DirectRunner", *flags(raw, failed, group, keyspace)]
+    code, log, _ = in_process([*argv, "--max-records=2"], caplog)
+    assert (code, committed_offsets(raw, group)) == (0, [2])
+    # Records 3 and 4 only (record 0 is stamped 2023-11-14T22:13:20Z): read, written, and nothing committed.
+    code, log, _ = in_process([*argv, "--from=2023-11-15T01:00", "--until=2023-11-15T03:00"], caplog)
+    assert (code, events_read(log)) == (0, 2) and "it commits no offset" in log
+    assert committed_offsets(raw, group) == [2]
+    assert set(rows_of(cassandra_session, keyspace, program)) == {(program, f"u{i}") for i in (0, 1, 3, 4)}

@@ -64,3 +64,17 @@ def test_a_record_cap_is_exact_and_shared_as_evenly_as_the_partitions_allow(boun
 def test_skewed_partitions_share_a_cap_with_the_short_ones_whole():
     ranges = [OffsetRange("t", 0, 0, 19_990), OffsetRange("t", 1, 0, 10), OffsetRange("t", 2, 0, 0)]
     assert [r.size for r in share_records(ranges, 500)] == [490, 10, 0]
+
+
+@given(st.integers(0, 50), st.lists(st.tuples(st.integers(0, 120), st.integers(0, 30)), max_size=25))
+def test_runs_that_overlap_touch_or_repeat_count_as_their_offsets(start, spans):
+    # Retried and split bundles report runs that overlap, touch or repeat one another.
+    runs = [(s, s + n) for s, n in spans]
+    done = {o for s, e in runs for o in range(s, e)}
+    position, left = advance(start, runs)
+    expected = start
+    while expected in done:
+        expected += 1
+    assert position == expected
+    assert {o for s, e in left for o in range(s, e)} == {o for o in done if o >= position}
+    assert all(end < nxt for (_, end), (nxt, _) in zip(left, left[1:]))  # merged: apart and in order

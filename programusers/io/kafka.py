@@ -147,7 +147,9 @@ def read_from_kafka(client: KafkaClientConfig, topics: list[str], expansion_serv
     `max_records`/`max_read_time` (seconds) make the read bounded, but not exact: KafkaIO shares the
     count evenly among partitions and waits out the time on the short ones (ReadOffsetRanges is exact).
     """
-    config = client.java(**{"auto.offset.reset": "earliest", "enable.auto.commit": "false"})
+    # read_committed, as the Python clients read: records of aborted transactions are never delivered.
+    config = client.java(**{"auto.offset.reset": "earliest", "enable.auto.commit": "false",
+                            "isolation.level": "read_committed"})
     if group_id:
         config["group.id"] = group_id
     return ReadFromKafka(consumer_config=config, topics=topics, max_num_records=max_records,
@@ -173,7 +175,8 @@ def _consumer(client: KafkaClientConfig, group_id: str, **extra):
 
     # Positions are assigned explicitly; only CommitOffsets commits, and only what it is told.
     return Consumer({**client.python(), "group.id": group_id, "enable.auto.commit": False,
-                     "enable.partition.eof": True, "auto.offset.reset": "earliest", **extra})
+                     "enable.partition.eof": True, "auto.offset.reset": "earliest",
+                     "isolation.level": "read_committed", **extra})
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,10 @@ def plan_offset_ranges(client: KafkaClientConfig, topic: str, *, group_id: str |
             millis = int(moment.timestamp() * 1000)
             found = consumer.offsets_for_times([TopicPartition(topic, tp.partition, millis) for tp in partitions],
                                                timeout=30)
+            for answer in found:
+                if answer.error is not None:
+                    raise ValueError(f"Kafka could not find offsets by time for {topic}[{answer.partition}]: "
+                                     f"{answer.error.name()}")
             return [f.offset if f.offset >= 0 else other for f, other in zip(found, otherwise)]  # -1: none so late
 
         ends = at(stop_time, [high for _, high in bounds]) if stop_time else [high for _, high in bounds]
@@ -252,7 +259,8 @@ class _ReadRangeFn(beam.DoFn):
         self._client, self._deadline = client, deadline
 
     def setup(self):
-        self._consumer = _consumer(self._client, "programusers.reader")
+        # Offsets that expired after planning fail the read instead of being skipped.
+        self._consumer = _consumer(self._client, "programusers.reader", **{"auto.offset.reset": "error"})
         self._unfinished = Metrics.counter(METRICS_NAMESPACE, "ranges_unfinished")
 
     def process(self, span: OffsetRange):
@@ -271,6 +279,9 @@ class _ReadRangeFn(beam.DoFn):
                     continue
                 if message is not None and message.error().code() == KafkaError._PARTITION_EOF:
                     position = max(position, message.offset())  # what follows is no record (e.g. a marker)
+                elif message is not None and message.error().code() == KafkaError._AUTO_OFFSET_RESET:
+                    raise RuntimeError(f"offsets of {span.topic}[{span.partition}] from {position} are gone from "
+                                       f"Kafka (retention) before they were read; range end {span.end}")
                 elif message is not None:
                     _LOG.warning("reading %s[%d]: %s", span.topic, span.partition, message.error().name())
                 if time.monotonic() - idle_since > IDLE_LIMIT_SECONDS:
@@ -310,10 +321,11 @@ class ReadOffsetRanges(beam.PTransform):
 class _WriteAcknowledgedFn(beam.DoFn):
     """Produces (context, key, value) triples with acks=all and idempotence; outputs each context once
     Kafka has acknowledged its record. While Kafka is away the bundle waits: librdkafka retries
-    without a time limit (message.timeout.ms 0), and the outage is logged about once a minute."""
+    without a time limit (message.timeout.ms 0), and the outage is logged about once a minute; past
+    `max_outage` seconds (bounded runs) the bundle fails instead."""
 
-    def __init__(self, client: KafkaClientConfig, topic: str):
-        self._client, self._topic = client, topic
+    def __init__(self, client: KafkaClientConfig, topic: str, max_outage: float | None):
+        self._client, self._topic, self._max_outage = client, topic, max_outage
 
     def setup(self):
         from confluent_kafka import Producer
@@ -340,9 +352,13 @@ class _WriteAcknowledgedFn(beam.DoFn):
         yield from self._settled()
 
     def finish_bundle(self):
-        waited = 0.0
+        started = time.monotonic()
         while (pending := self._producer.flush(REPORT_EVERY_SECONDS)) > 0:
-            waited += REPORT_EVERY_SECONDS
+            waited = time.monotonic() - started
+            if self._max_outage is not None and waited > self._max_outage:
+                raise RuntimeError(f"Kafka has not acknowledged {pending} record(s) for {self._topic} for "
+                                   f"{waited:.0f} s, more than the run's outage limit of {self._max_outage:g} s; "
+                                   "nothing is committed past them: re-run once it answers")
             _LOG.warning("Kafka has not acknowledged %d record(s) for %s for %.0f s; waiting", pending,
                          self._topic, waited)
         yield from self._settled()
@@ -359,14 +375,15 @@ class _WriteAcknowledgedFn(beam.DoFn):
 
 class WriteAcknowledged(beam.PTransform):
     """Writes (context, key, value) triples to `topic`; returns each context once Kafka acknowledged its
-    record (acks=all), so that a caller may count the record as delivered."""
+    record (acks=all), so that a caller may count the record as delivered. A bundle waits for Kafka for
+    as long as it takes, or fails after `max_outage` seconds."""
 
-    def __init__(self, client: KafkaClientConfig, topic: str):
+    def __init__(self, client: KafkaClientConfig, topic: str, *, max_outage: float | None = None):
         super().__init__()
-        self._client, self._topic = client, topic
+        self._client, self._topic, self._max_outage = client, topic, max_outage
 
     def expand(self, records):
-        return records | "Produce" >> beam.ParDo(_WriteAcknowledgedFn(self._client, self._topic))
+        return records | "Produce" >> beam.ParDo(_WriteAcknowledgedFn(self._client, self._topic, self._max_outage))
 
     def display_data(self):
         return {"bootstrap": self._client.bootstrap, "topic": self._topic}
@@ -387,7 +404,13 @@ def advance(position: int, runs: Iterable[Run], is_gap: Callable[[int, int], boo
         if start > position and not (is_gap and is_gap(position, start)):
             break
         position, index = max(position, end), index + 1
-    return position, [(max(s, position), e) for s, e in pending[index:] if e > position]
+    left: list[Run] = []
+    for start, end in pending[index:]:
+        if left and start <= left[-1][1]:  # touching or overlapping (bundles retried, split): one run
+            left[-1] = (left[-1][0], max(left[-1][1], end))
+        else:
+            left.append((start, end))
+    return position, left
 
 
 def runs_of(offsets: Iterable[int]) -> list[Run]:
@@ -481,8 +504,11 @@ class _CommitFn(beam.DoFn):
         if position != committed:
             try:
                 self._commit(topic, partition, position)
-            except KafkaException as error:  # the next flush tries again; nothing is lost meanwhile
-                _LOG.warning("committing %s[%d]: %s; trying again later", topic, partition,
+            except KafkaException as error:
+                if final or not error.args[0].retriable():  # no later flush, or none would help
+                    raise RuntimeError(f"committing {topic}[{partition}] at {position} failed: "
+                                       f"{error.args[0].name()}") from None
+                _LOG.warning("committing %s[%d]: %s; trying again at the next flush", topic, partition,
                              error.args[0].name())
                 return
             committed = position
@@ -502,10 +528,13 @@ class _CommitFn(beam.DoFn):
         self._consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
 
     def _is_gap(self, topic: str, partition: int, position: int, until: int) -> bool:
-        """Whether the first record at or after `position` lies at `until` or later."""
-        from confluent_kafka import KafkaError, TopicPartition
+        """Whether the first record at or after `position` lies at `until` or later; no when Kafka cannot say."""
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-        self._consumer.assign([TopicPartition(topic, partition, position)])
+        try:
+            self._consumer.assign([TopicPartition(topic, partition, position)])
+        except KafkaException:
+            return False
         try:
             deadline = time.monotonic() + PROBE_SECONDS
             while time.monotonic() < deadline:
@@ -519,10 +548,14 @@ class _CommitFn(beam.DoFn):
             self._consumer.unassign()
 
     def _report_lag(self, key, committed: int | None) -> None:
-        from confluent_kafka import TopicPartition
+        from confluent_kafka import KafkaException, TopicPartition
 
         topic, partition = key
-        _, end = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+        try:
+            _, end = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+        except KafkaException as error:  # a report is worth no failed bundle: the next one will tell
+            _LOG.warning("Kafka lag of %s[%d]: %s", topic, partition, error.args[0].name())
+            return
         behind = end - max(committed or 0, 0)
         Metrics.gauge(METRICS_NAMESPACE, f"{topic}[{partition}].records_behind").set(behind)
         Metrics.gauge(METRICS_NAMESPACE, f"{topic}[{partition}].committed_offset").set(max(committed or 0, 0))

@@ -87,9 +87,10 @@ class IngestOptions(PipelineOptions):
                                  "to its end offset now, then stop")
         parser.add_argument("--from", dest="read_from", metavar="ISO_TIME",
                             help="a backfill starting at the first record at or after this time (UTC unless "
-                                 "it says otherwise) instead of the committed offsets")
+                                 "it says otherwise) instead of the committed offsets; commits nothing")
         parser.add_argument("--until", dest="read_until", metavar="ISO_TIME",
-                            help="a backfill ending before the first record at or after this time")
+                            help="a backfill ending before the first record at or after this time; commits "
+                                 "nothing")
         parser.add_argument("--max-records", type=int,
                             help="a backfill of at most this many records in all, shared among the partitions")
         parser.add_argument("--max-read-time", type=int, metavar="SECONDS",
@@ -107,6 +108,12 @@ class IngestOptions(PipelineOptions):
         if self.max_write_outage is None:
             return DEFAULT_BOUNDED_OUTAGE if self.bounded else None
         return self.max_write_outage or None
+
+    @property
+    def commits(self) -> bool:
+        """A backfill of a time window (--from, --until) re-reads history: it leaves the group's offsets
+        where they are, which committing its ranges would move past records it never read."""
+        return self.commit_offsets and not (self.read_from or self.read_until)
 
     def validate_flags(self) -> None:
         """Raises ValueError naming the first flag out of range."""
@@ -211,8 +218,8 @@ def run(options: PipelineOptions, ranges: list[OffsetRange] | None = None) -> Pi
                                  consistency=ingest.consistency, concurrency=ingest.write_concurrency,
                                  backoff=ingest.retry_backoff, max_outage=ingest.write_outage_limit,
                                  max_batch_bytes=ingest.write_batch_bytes),
-                kafka.WriteAcknowledged(client, ingest.dead_letter_topic)))
-    if ingest.commit_offsets:
+                kafka.WriteAcknowledged(client, ingest.dead_letter_topic, max_outage=ingest.write_outage_limit)))
+    if ingest.commits:
         _ = done | "CommitOffsets" >> kafka.CommitOffsets(
             client, ingest.consumer_group, {(r.topic, r.partition): r.start for r in ranges},
             streaming=not ingest.bounded, every=ingest.commit_every)
@@ -273,8 +280,9 @@ def _command(args) -> int:
     ranges = plan(options)
     planned = sum(r.size for r in ranges)
     if ingest.bounded:
-        _LOG.info("ingest: a backfill of %d record(s) of %s (%s)", planned, ingest.input_topic,
-                  ", ".join(f"[{r.partition}] {r.start}..{r.end}" for r in ranges))
+        _LOG.info("ingest: a backfill of %d record(s) of %s (%s)%s", planned, ingest.input_topic,
+                  ", ".join(f"[{r.partition}] {r.start}..{r.end}" for r in ranges),
+                  "" if ingest.commits else "; it commits no offset")
     started = time.monotonic()
     result, outage = wait_for(lambda: run(options, ranges))
     if outage:
@@ -282,7 +290,7 @@ def _command(args) -> int:
         return 3
     if result is None:
         _LOG.info("ingest stopped with its job server; what was committed stays committed")
-        return 0
+        return 1 if ingest.bounded else 0  # a backfill stopped before its end is not done
     elapsed, totals = time.monotonic() - started, counters(result)
     _LOG.info("ingest %s after %.1fs, %.0f events/s: %s", result.state, elapsed,
               totals.get("events_read", 0) / elapsed,
