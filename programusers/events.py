@@ -121,14 +121,20 @@ def event_to_mutation(event: Any, arrival_micros: int) -> EnrollmentUpsert | Enr
         return rejected.dead_letter
 
 
+# Under Kafka's default 1 MB record limit: a dead letter too large to write would stop the stream.
+MAX_DEAD_LETTER_BYTES = 900_000
+
+
 def dead_letter_record(
     dead: DeadLetter, payload: bytes | None, topic: str, partition: int, offset: int, failed_at: datetime,
-    timestamp: int | None = None,
+    timestamp: int | None = None, max_bytes: int = MAX_DEAD_LETTER_BYTES,
 ) -> bytes:
     """The dead-letter topic's JSON value; `payload` is the original record value (null for a tombstone),
     `timestamp` the original record's Kafka timestamp (epoch millis): a replay stamps an event without
-    dates with it, as the ingest did, so replaying stays idempotent."""
-    return json.dumps({
+    dates with it, as the ingest did, so replaying stays idempotent. A value over `max_bytes` (JSON
+    escapes can make a payload up to six times longer) carries the payload's longest prefix that fits,
+    with `payload_truncated` and the original's `payload_bytes`: the whole record stays at its offset."""
+    record = {
         "reason": dead.reason,
         "field": dead.field,
         "detail": dead.detail,
@@ -138,7 +144,21 @@ def dead_letter_record(
         "offset": offset,
         "timestamp": timestamp,
         "failed_at": _as_utc(failed_at).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-    }).encode()
+    }
+    value = json.dumps(record).encode()
+    if len(value) <= max_bytes:
+        return value
+    text, record["payload_truncated"], record["payload_bytes"] = record["payload"], True, len(payload)
+    fits, cut = 0, len(text)  # the longest prefix that fits, by bisection
+    while fits < cut:
+        middle = (fits + cut + 1) // 2
+        record["payload"] = text[:middle]
+        if len(json.dumps(record).encode()) <= max_bytes:
+            fits = middle
+        else:
+            cut = middle - 1
+    record["payload"] = text[:fits]
+    return json.dumps(record).encode()
 
 
 def _columns(event: dict, stamps: dict[str, datetime | None]) -> dict[str, Any]:

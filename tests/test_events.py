@@ -430,6 +430,30 @@ def test_dead_letter_record_of_a_tombstone_and_a_naive_time():
     assert record["failed_at"] == "2023-01-12T06:30:00.000Z"
 
 
+@given(st.text(min_size=1, max_size=400), st.integers(300, 900))  # above the envelope alone
+def test_a_dead_letter_too_large_carries_the_longest_prefix_of_its_payload_that_fits(text, max_bytes):
+    payload = text.encode("utf-8", "surrogatepass")
+    dead = DeadLetter("invalid_json", None, "not JSON")
+    value = dead_letter_record(dead, payload, "t", 0, 7, datetime(2023, 1, 12, 6, 30), max_bytes=max_bytes)
+    record = json.loads(value)
+    whole = payload.decode("utf-8", errors="replace")
+    if record.get("payload_truncated"):
+        kept = record["payload"]
+        assert len(value) <= max_bytes and record["payload_bytes"] == len(payload) and whole.startswith(kept)
+        longer = dict(record, payload=whole[:len(kept) + 1])
+        assert len(json.dumps(longer).encode()) > max_bytes  # not a character more would fit
+    else:
+        assert record["payload"] == whole and len(value) <= max_bytes
+
+
+def test_a_two_megabyte_event_gives_a_dead_letter_kafka_takes():
+    payload = b'{"userId": "' + b"\x01" * 700_000 + b'"'
+    value = dead_letter_record(parse_event(payload, ARRIVAL), payload, "t", 0, 7, datetime(2023, 1, 12, 6, 30))
+    record = json.loads(value)
+    assert len(value) <= 900_000 < len(payload) * 2 and record["payload_truncated"]
+    assert record["payload_bytes"] == len(payload) and record["offset"] == 7
+
+
 # --- properties ---
 
 json_values = st.recursive(
