@@ -13,13 +13,14 @@ import sys
 import threading
 import time
 
+import apache_beam as beam
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from ingest_cases import (committed_offsets, consume, count_rows, create_topic, encode, end_offsets, event,
                           expected_row, paused_cassandra, produce, stored)
-from programusers import cli, settings
-from programusers.io.kafka import KafkaClientConfig, _CommitFn
+from programusers import cli, runners, settings
+from programusers.io.kafka import CommitOffsets, KafkaClientConfig, KafkaRecord, _CommitFn
 
 pytestmark = pytest.mark.services
 EVENTS = 20_000
@@ -227,9 +228,10 @@ def test_a_backfill_cut_short_by_its_time_limit_exits_non_zero_and_the_next_one_
     produce(raw, messages(good))
     argv = ["--runner", "PrismRunner", *flags(raw, failed, group, keyspace)]
 
-    code, log, _ = in_process([*argv, "--max-read-time=5", "--write-concurrency=1"], caplog)
+    # One statement in flight at a time: reading, held back by the writes, cannot finish in 8 s.
+    code, log, _ = in_process([*argv, "--max-read-time=8", "--write-concurrency=1", "--write-batch-bytes=0"], caplog)
     read = events_read(log)
-    assert code == 4 and read < EVENTS
+    assert code == 4 and 0 < read < EVENTS
     assert f"ingest stopped before its ranges were read: {read} of {EVENTS} record(s) read" in log
     assert committed_records(raw, group) == read == count_rows(cassandra_session, keyspace, program)
 
@@ -298,3 +300,21 @@ def test_a_backfill_of_a_time_window_leaves_the_groups_offsets_where_they_were(c
     assert (code, events_read(log)) == (0, 2) and "it commits no offset" in log
     assert committed_offsets(raw, group) == [2]
     assert set(rows_of(cassandra_session, keyspace, program)) == {(program, f"u{i}") for i in (0, 1, 3, 4)}
+
+
+def test_the_committed_offset_stops_at_the_first_record_not_done(unique):
+    topic, group = f"test.commit.{unique}.raw", f"test.commit.{unique}"
+    create_topic(topic, 1)
+    produce(topic, [(b"k", b"v")] * 10)
+    client = KafkaClientConfig(settings.KAFKA_BOOTSTRAP)
+
+    def commit(done_offsets):
+        pipeline = beam.Pipeline(options=runners.pipeline_options("DirectRunner"))
+        _ = (pipeline
+             | beam.Create([KafkaRecord(topic, 0, offset, 0, None, b"v") for offset in done_offsets])
+             | CommitOffsets(client, group, {(topic, 0): 0}, streaming=False))
+        pipeline.run().wait_until_finish()
+        return committed_offsets(topic, group)
+
+    assert commit([0, 1, 2, 3, 5, 6, 7, 8, 9]) == [4]  # offset 4 holds a record, still on its way
+    assert commit(range(4, 10)) == [10]  # a later run, from where the group stands

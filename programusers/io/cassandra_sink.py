@@ -55,6 +55,7 @@ REPORT_EVERY_SECONDS = 60.0
 REQUEST_TIMEOUT_SECONDS = 10.0  # a write to a paused node fails (and is retried) after this long
 # Under Cassandra's batch_size_warn_threshold (5 KiB by default), which counts the batch's mutations.
 MAX_BATCH_BYTES = 4096
+BATCH_ATTEMPTS = 3  # transient failures of a batch before its mutations are retried one by one
 
 # Errors worth another try: the cluster was busy, unreachable or slow. Anything else (an invalid
 # query, a value Cassandra rejects, a missing keyspace) fails the same way every time.
@@ -320,8 +321,12 @@ class _WriteMutationsFn(SessionDoFn):
                     continue
                 self._retries.inc()
                 self._outage.failed(error, waiting=len(self._in_flight) + len(self._backing_off) + 1)
-                due = time.monotonic() + backoff_seconds(write.attempts, self._backoff, self._max_backoff)
-                heapq.heappush(self._backing_off, (due, next(self._order), write))
+                # A batch failing again and again may hold one stubborn mutation: it goes on alone, the
+                # others are not held with it.
+                for retry in ([_Write([item], attempts=write.attempts) for item in write.items]
+                              if len(write.items) > 1 and write.attempts >= BATCH_ATTEMPTS else [write]):
+                    due = time.monotonic() + backoff_seconds(retry.attempts, self._backoff, self._max_backoff)
+                    heapq.heappush(self._backing_off, (due, next(self._order), retry))
             else:
                 self._outage.succeeded()
                 for item in write.items:

@@ -488,10 +488,8 @@ class _CommitFn(beam.DoFn):
 
         topic, partition = key
         before = position_state.read()
-        if before is None:
-            before = self._starts.get(key)
-        if before is None:  # a partition not planned for: reading started where the group stands
-            before = self._where_the_group_stands(topic, partition)
+        if before is None:  # where reading started, or where the group stands now if another run moved it on
+            before = max(self._starts.get(key, -1), self._where_the_group_stands(topic, partition))
         runs = list(runs_state.read())
         position, left = advance(before, runs)
         if left and (final or position == before):  # stuck: maybe on offsets that hold no record
