@@ -75,6 +75,7 @@ def test_a_flink_cluster_gets_its_flags_and_may_commit_offsets_while_streaming(t
 @pytest.mark.parametrize("argv,message", [
     (["--runner", "DirectRunner"], "backfills only"),
     (["--max-records", "0"], "--max-records: at least 1"),
+    (["--max-read-time", "0"], "--max-read-time: at least 1 second"),
     (["--until", "yesterday"], "--until: not an ISO-8601"),
     (["--commit-every", "0"], "--commit-every"),
 ])

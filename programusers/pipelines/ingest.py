@@ -125,6 +125,8 @@ class IngestOptions(PipelineOptions):
                     raise ValueError(f"{flag}: not an ISO-8601 date or time") from None
         if self.max_records is not None and self.max_records < 1:
             raise ValueError("--max-records: at least 1")
+        if self.max_read_time is not None and self.max_read_time < 1:
+            raise ValueError("--max-read-time: at least 1 second")
         if self.commit_every <= 0:
             raise ValueError("--commit-every: more than 0 seconds")
         if self.write_batch_bytes < 0:
