@@ -587,9 +587,10 @@ class CommitOffsets(beam.PTransform):
         planned = done.pipeline | "Partitions" >> beam.Create([(key, (start, start))
                                                                for key, start in sorted(self._starts.items())])
         runs = done | "AsRuns" >> beam.ParDo(_RunsFn())
+        keyed_runs = tuple[tuple[str, int], tuple[int, int]]  # a deterministic key coder for the state
         return ((planned, runs)
-                | "Merge" >> beam.Flatten()
-                | "Commit" >> beam.ParDo(self._fn).with_input_types(tuple[tuple[str, int], tuple[int, int]]))
+                | "Merge" >> beam.Flatten().with_output_types(keyed_runs)
+                | "Commit" >> beam.ParDo(self._fn).with_input_types(keyed_runs))
 
     def display_data(self):
         return {"group_id": self._group_id, "every_seconds": self._every}
