@@ -237,13 +237,17 @@ def plan_offset_ranges(client: KafkaClientConfig, topic: str, *, group_id: str |
             starts = [c.offset for c in consumer.committed(partitions, timeout=30)]
         else:
             starts = [-1] * len(partitions)
-        # As Kafka's consumers do: a committed offset out of the partition's range (say, of a topic made
-        # anew) counts for none, and reading starts at the earliest.
-        ranges = [OffsetRange(topic, tp.partition, min(start if low <= start <= high else low, end), end)
+        ranges = [OffsetRange(topic, tp.partition, min(_start_at(start, low, high), end), end)
                   for tp, start, (low, high), end in zip(partitions, starts, bounds, ends)]
         return ranges if max_records is None else share_records(ranges, max_records)
     finally:
         consumer.close()
+
+
+def _start_at(committed: int, low: int, high: int) -> int:
+    """Where reading starts, as Kafka's consumers decide it: a committed offset out of the partition's
+    range (none, expired, or of a topic made anew) counts for none, and reading starts at the earliest."""
+    return committed if low <= committed <= high else low
 
 
 def _split(ranges: Iterable[OffsetRange], most: int) -> list[OffsetRange]:
@@ -518,7 +522,7 @@ class _CommitFn(beam.DoFn):
 
         low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
         [found] = self._consumer.committed([TopicPartition(topic, partition)], timeout=30)
-        return found.offset if low <= found.offset <= high else low  # as Kafka's consumers reset
+        return _start_at(found.offset, low, high)
 
     def _commit(self, topic: str, partition: int, offset: int) -> None:
         from confluent_kafka import TopicPartition
@@ -554,11 +558,11 @@ class _CommitFn(beam.DoFn):
         except KafkaException as error:  # a report is worth no failed bundle: the next one will tell
             _LOG.warning("Kafka lag of %s[%d]: %s", topic, partition, error.args[0].name())
             return
-        behind = end - max(committed or 0, 0)
-        Metrics.gauge(METRICS_NAMESPACE, f"{topic}[{partition}].records_behind").set(behind)
-        Metrics.gauge(METRICS_NAMESPACE, f"{topic}[{partition}].committed_offset").set(max(committed or 0, 0))
+        committed = max(committed or 0, 0)  # none yet: nothing committed
+        Metrics.gauge(METRICS_NAMESPACE, f"{topic}[{partition}].records_behind").set(end - committed)
+        Metrics.gauge(METRICS_NAMESPACE, f"{topic}[{partition}].committed_offset").set(committed)
         _LOG.info("Kafka lag: %s[%d] %d record(s) behind the end offset %d (committed %d)", topic, partition,
-                  behind, end, max(committed or 0, 0))
+                  end - committed, end, committed)
 
     def teardown(self):
         self._consumer.close()
