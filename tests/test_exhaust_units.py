@@ -42,7 +42,7 @@ def stage_shards(tmp_path, runs, extra=()):
     entries = []
     for n, run in enumerate([*runs, *extra]):
         name = f"shard-{n:04d}.jsonl"
-        data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in sorted(run)).encode()
+        data = "".join(json.dumps(chunk, ensure_ascii=False) + "\n" for chunk in (sorted(run)[:2], sorted(run)[2:]) if chunk).encode()
         (temp_dir / name).write_bytes(data)
         if n < len(runs):
             entries.append([name, len(run), len(data)])
@@ -66,7 +66,7 @@ def test_shards_merge_into_the_sorted_report_whatever_the_runs(runs, retried, ma
 
 
 @pytest.mark.parametrize("declared,cut,error", [(3, False, "2 of 3 rows"), (1, False, "2 of 1 rows"),
-                                                 (2, True, "row 2 unreadable")])
+                                                 (2, True, "rows from 1 unreadable")])
 def test_a_shard_unlike_its_manifest_entry_fails_the_merge(tmp_path, declared, cut, error):
     temp_dir = stage_shards(tmp_path, [[keyed_line("A", "secret name"), keyed_line("B", "other name")]])
     manifest = json.loads((temp_dir / files.MANIFEST).read_text())
