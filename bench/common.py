@@ -50,7 +50,8 @@ def store_processes() -> dict[str, int]:
 
 
 class PeakRss:
-    """Samples the RSS of this process, its descendants (Prism, SDK workers) and the stores every 0.5 s (cheaply: it shares the CPU with what it measures);
+    """Samples the RSS of this process, its descendants (Prism, SDK workers) and the stores every 0.5 s
+    (cheaply: it shares the CPU with what it measures);
     keeps each one's peak in MiB. Descendants are grouped by command name, e.g. "prism-2.73.0"."""
 
     def __init__(self, interval: float = 0.5, parent: bool = True):

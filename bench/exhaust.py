@@ -44,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import redis as redis_lib
 from cassandra import InvalidRequest
@@ -230,7 +230,7 @@ def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -
     options = runners.pipeline_options(runner, extra)
     temp_dir = os.path.join(out_dir, f"shards-{label.replace(' ', '_')}-{size}")
     result = {"runner": label}
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with common.PeakRss() as rss, contextlib.ExitStack() as pool:  # in a fresh process: this one is the submitter
         if label == POOL:  # its processes are children of this one: sampled as "python sdk worker"s
             options = runners.pipeline_options(runner, extra + pool.enter_context(
@@ -307,7 +307,7 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
     """Each stage alone, single-threaded, with the pipeline's own DoFns/functions and batch sizes."""
     connection = common.LOCAL_CASSANDRA
     timings, space = {}, keyspace(size)
-    reader = cassandra._QueryFn(connection, FETCH, None)  # noqa: SLF001
+    reader = cassandra._QueryFn(connection, FETCH, None)
     reader.setup()
     with common.timed(timings, "read_s"):
         rows = [program_reads.enrollment_row(values)
@@ -323,7 +323,7 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
     lookup.teardown()
 
     active = [u for u in user_ids if records.consent_active(consents.get(u))]
-    hashes = redis._ReadHashesFn(redis.RedisConnection(settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB),  # noqa: SLF001
+    hashes = redis._ReadHashesFn(redis.RedisConnection(settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB),
                                  exhaust.USER_KEY_PREFIX, records.PROFILE_FIELDS, "profiles_found")
     hashes.setup()
     with common.timed(timings, "user_cache_s"):
@@ -353,7 +353,7 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
         # As _LookUpAndBuildFn's output and _WriteSortedShardsFn, rows_per_shard records a shard.
         keyed_lines = [(records.sort_key(config, r), records.csv_line(r.values())) for r in built]
         for start in range(0, len(keyed_lines), ROWS_PER_SHARD):
-            files._write_shard(os.path.join(shard_dir, "shard"),  # noqa: SLF001
+            files._write_shard(os.path.join(shard_dir, "shard"),
                                sorted(keyed_lines[start:start + ROWS_PER_SHARD]))
     return timings
 

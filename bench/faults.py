@@ -18,13 +18,14 @@ offsets: the writes are idempotent), then `programusers replay` of the dead-lett
 Per fault: expected rows (from the events), rows present, dead letters by reason (distinct source
 records), lost = expected rows + bad events - rows present - distinct dead letters of bad events, dead
 letters of good events (the target is none), duplicates (dead letters of one source record beyond the
-first), how long after the fault ends the rows grow again and all are there, and how often the ingest logged that Cassandra was
-unreachable. Results: bench/results/faults.json and a Markdown table on stdout. Only 127.0.0.1 is touched;
-every wait is bounded in time.
+first), how long after the fault ends the rows grow again and all are there, and how often the ingest
+logged that Cassandra was unreachable. Results: bench/results/faults.json and a Markdown table on stdout.
+Only 127.0.0.1 is touched; every wait is bounded in time.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -170,10 +171,8 @@ class Ingest:
     def stop(self) -> int | None:
         if self.alive():
             self.process.send_signal(signal.SIGTERM)  # as Kubernetes stops it: the job cancelled, its counters logged
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
         for sig in (signal.SIGTERM, signal.SIGKILL):  # Prism and any worker left in its session
             try:
                 os.killpg(self.process.pid, sig)
@@ -329,7 +328,7 @@ def run_fault(name: str, session, good: list[dict], bad: list[tuple[bytes, str]]
     })
     try:
         common.delete_topics([raw, failed])
-    except Exception as exc:  # noqa: BLE001 - a topic left behind is not a result
+    except Exception as exc:
         print(f"topic cleanup: {exc}", file=sys.stderr)
     return record
 

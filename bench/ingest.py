@@ -191,7 +191,8 @@ def main(argv=None) -> int:
 
     rows = []
     for runner, s in summary.items():
-        rows.append([runner, f"{s['ingest_seconds']:.1f}", f"{s['ingest_events_per_s']:,}", f"{s['read_only_seconds']:.1f}",
+        rows.append([runner, f"{s['ingest_seconds']:.1f}", f"{s['ingest_events_per_s']:,}",
+                     f"{s['read_only_seconds']:.1f}",
                      f"{s['baseline_events_per_s']:,}", f"{s['ratio']:.2f}",
                      f"{s['ratio_unbatched']:.2f}" if args.unbatched else "—",
                      ", ".join(f"{k}={v}" for k, v in sorted(s["counters"].items()))])

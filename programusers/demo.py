@@ -105,7 +105,8 @@ def run(args) -> int:
     sample = sample_data.generate(args.users, args.seed, cipher)
     pii, open_ = sample.programs
 
-    stages.run("init: Cassandra keyspaces and tables, PostgreSQL job_request", lambda: programusers("init") or "schema ready")
+    stages.run("init: Cassandra keyspaces and tables, PostgreSQL job_request",
+               lambda: programusers("init") or "schema ready")
 
     stores = StoreOptions([f"--redis-db={args.redis_db}"])  # the environment's stores, the demo's cache db
 
@@ -115,7 +116,7 @@ def run(args) -> int:
         return (f"{args.users} users over 2 programs: {counts['events']} events to Kafka {topic}, "
                 f"{counts['consents']} consent rows to Cassandra, {counts['profiles']} user-cache hashes "
                 f"(email and phone encrypted) to Redis db {args.redis_db}")
-    stages.run("generate the sample (seed %d)" % args.seed, load_sample)
+    stages.run(f"generate the sample (seed {args.seed})", load_sample)
 
     def ingest():
         programusers("ingest", "--runner", args.runner, "--input-topic", topic,

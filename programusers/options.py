@@ -96,7 +96,7 @@ class StoreOptions(PipelineOptions):
 
 def store_flags(parser: argparse.ArgumentParser) -> None:
     """Adds StoreOptions' flags to a command's parser (for --help and validation); see from_args."""
-    StoreOptions._add_argparse_args(parser)  # noqa: SLF001 - Beam's own hook, used as Beam uses it
+    StoreOptions._add_argparse_args(parser)
 
 
 def option_values(args: argparse.Namespace, *option_classes: type[PipelineOptions]) -> dict:

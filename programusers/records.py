@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 
 from programusers.crypto import DecryptionError, PlatformCipher
 from programusers.model_config import PII_FIELDS, ReportConfig
@@ -39,7 +39,7 @@ def _date_text(moment: datetime | None, tz: tzinfo) -> str:
     if moment is None:
         return ""
     if moment.tzinfo is None:  # the Cassandra driver returns naive UTC timestamps
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(tz).strftime("%d/%m/%Y")
 
 

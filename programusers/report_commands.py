@@ -23,8 +23,7 @@ from programusers.job_requests import JOB_ID, JobRequest
 from programusers.model_config import ModelConfigError, default_model_config, load_model_config
 from programusers.options import option_values, store_flags
 from programusers.pipelines.exhaust import ExhaustOptions, Stores
-from programusers.report_lifecycle import (ExhaustRun, produce_group, reclaim_interrupted, remove_dead_staging,
-                                           utcnow)
+from programusers.report_lifecycle import ExhaustRun, produce_group, reclaim_interrupted, remove_dead_staging, utcnow
 
 _LOG = logging.getLogger(__name__)
 
@@ -233,5 +232,5 @@ def register(commands) -> None:
     exhaust.add_argument("--consent-keyspace", default=settings.CONSENT_KEYSPACE)
     store_flags(exhaust)
     _job_request_flags(exhaust)
-    ExhaustOptions._add_argparse_args(exhaust.add_argument_group("pipeline options"))  # noqa: SLF001
+    ExhaustOptions._add_argparse_args(exhaust.add_argument_group("pipeline options"))
     exhaust.set_defaults(handler=_exhaust)

@@ -12,7 +12,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -58,7 +58,7 @@ class ExhaustRun:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)  # job_request's timestamps are UTC, zoneless
+    return datetime.now(UTC).replace(tzinfo=None)  # job_request's timestamps are UTC, zoneless
 
 
 def _problem(stores: Stores, store: str) -> str | None:
@@ -149,7 +149,7 @@ def produce(request: JobRequest, job: ExhaustRun) -> str:
     if not request.encryption_key and job.config.requires_encryption_key:
         raise filters.RequestError("encryption_key is required for this report")
     password = zip_password(request.encryption_key, job.cipher) if request.encryption_key else None
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     name = job_requests.report_name(request.request_id, now, job.config.tz) + (".zip" if password else ".csv")
     destination = FileSystems.join(job.output, JOB_ID, name)
     # Shards and the merged file hold decrypted PII: they stay in private staging until the file is whole.

@@ -8,7 +8,7 @@ import json
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from programusers import settings
 from programusers.crypto import PlatformCipher
@@ -27,7 +27,7 @@ USER_TYPES = [("teacher", None), ("administrator", "hm"), ("administrator", "crp
               ("administrator", "beo"), ("parent", None)]
 ORGS = [("0126796199493140480", "Staging Custodian Organization"), ("0137541424673095687", "AP State Org"),
         ("0137541424673095688", "Karnataka State Org")]
-EPOCH = datetime(2023, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(2023, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -43,7 +43,7 @@ def _uuid(rng: random.Random) -> str:
 
 
 def _hex_id(rng: random.Random) -> str:
-    return "%024x" % rng.getrandbits(96)  # Mongo ObjectId-like
+    return f"{rng.getrandbits(96):024x}"  # Mongo ObjectId-like
 
 
 def _iso(moment: datetime) -> str:
@@ -56,7 +56,8 @@ def _locations(rng: random.Random) -> list[dict]:
     block, cluster = f"{district[:4]} BLOCK {rng.randint(1, 4)}", f"CLUSTER {rng.randint(1, 9)}"
     school_code = f"28{rng.randint(10**8, 10**9 - 1)}"
     entries = [("state", state, "28"), ("district", district, str(rng.randint(2800, 2899))),
-               ("block", block, str(rng.randint(280000, 289999))), ("cluster", cluster, str(rng.randint(10**9, 10**10))),
+               ("block", block, str(rng.randint(280000, 289999))),
+               ("cluster", cluster, str(rng.randint(10**9, 10**10))),
                ("school", f"ZPHS {district.title()} {school_code[-3:]}", school_code)]
     return [{"type": kind, "name": name, "code": code, "id": _uuid(rng)} for kind, name, code in entries]
 

@@ -21,6 +21,13 @@ TEST_CONSENT_KEYSPACE = f"test_consent_{_SESSION}"
 TEST_JOB_REQUEST_TABLE = f"test_job_request_{_SESSION}"
 
 
+def pytest_collection_modifyitems(items):
+    """A test that reaches the stack is a `services` test, marked or not: `make check` leaves it out."""
+    for item in items:
+        if "stack" in item.fixturenames:
+            item.add_marker(pytest.mark.services)
+
+
 @pytest.fixture(scope="session")
 def stack():
     if not os.environ.get("PROGRAMUSERS_SKIP_STACK_UP"):

@@ -1,12 +1,12 @@
 """A program's consent, looked up by user: the latest decision for the program, nobody else's."""
 from datetime import datetime
 
+import apache_beam as beam
 import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
-
-import apache_beam as beam
 from conftest import LOCAL_CASSANDRA
+
 from programusers import runners
 from programusers.sample_data import load_consents
 from programusers.transforms import program_reads

@@ -47,4 +47,4 @@ def test_config_map_holds_a_valid_model_config_and_no_secret():
     load_model_config(yaml.safe_load(config_map["data"]["model-config.json"]))
     secret = next(doc for _, doc in DOCUMENTS if doc["kind"] == "Secret")
     assert not set(secret["stringData"]) & set(config_map["data"])
-    assert all("<set-out-of-band>" == v for v in secret["stringData"].values())
+    assert all(v == "<set-out-of-band>" for v in secret["stringData"].values())

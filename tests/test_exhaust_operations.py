@@ -12,12 +12,23 @@ from datetime import datetime
 
 import pytest
 import redis
+from test_exhaust_e2e import (
+    SALT,
+    district,
+    enrollment,
+    exhaust_in_process,
+    expected_csv,
+    f,
+    load_cache,
+    scenario,
+    status_rows,
+    submit,
+    unzipped,
+)
 
 from programusers import cli, schema, settings
 from programusers.io import postgres
 from programusers.job_requests import JOB_ID, JobRequest, new_request_id, tag_for
-from test_exhaust_e2e import (SALT, district, enrollment, exhaust_in_process, expected_csv, f, load_cache,
-                              scenario, status_rows, submit, unzipped)
 
 pytestmark = pytest.mark.services
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

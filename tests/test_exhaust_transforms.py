@@ -10,11 +10,11 @@ import pyzipper
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from programusers import records as report_records
 from programusers import runners
 from programusers.crypto import PlatformCipher
 from programusers.io import files
 from programusers.model_config import default_model_config
-from programusers import records as report_records
 from programusers.transforms.report import LookUpAndBuildRecords
 
 CONFIG = default_model_config()

@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import tempfile
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from unittest.mock import patch
 from zoneinfo import ZoneInfo
@@ -124,7 +124,7 @@ def test_tag_name_and_message_conventions():
     assert job_requests.tag_for("p1", "channel") == "p1:channel" and job_requests.tag_for("p1", None) == "p1"
     assert len(job_requests.new_request_id()) == 32 and job_requests.new_request_id().isupper()
     # 31 May 2023 20:00 UTC is already 1 June in Kolkata.
-    when = datetime(2023, 5, 31, 20, 0, tzinfo=timezone.utc)
+    when = datetime(2023, 5, 31, 20, 0, tzinfo=UTC)
     assert job_requests.report_name("R1", when, ZoneInfo("Asia/Kolkata")) == "R1_20230601"
     assert job_requests.report_name("R1", when, ZoneInfo("UTC")) == "R1_20230531"
     assert len(job_requests.err_message("x" * 1000)) == 300

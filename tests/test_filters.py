@@ -267,13 +267,11 @@ def oracle(enrollment_filters, consent_filters, r):
         if not ok:
             return False
     for column in ("created_at", "updated_at"):
-        if not any(flt["name"] == column for flt in enrollment_filters) and r[column] is not None:
-            if not "1901-01-01" <= r[column].isoformat() <= "2101-01-01":
-                return False
-    for flt in consent_filters:
-        if r["user_id"] not in (flt["value"] if flt["operator"] == "in" else [flt["value"]]):
+        if (not any(flt["name"] == column for flt in enrollment_filters) and r[column] is not None
+                and not "1901-01-01" <= r[column].isoformat() <= "2101-01-01"):
             return False
-    return True
+    return all(r["user_id"] in (flt["value"] if flt["operator"] == "in" else [flt["value"]])
+               for flt in consent_filters)
 
 
 @settings(max_examples=300)

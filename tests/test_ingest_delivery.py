@@ -16,9 +16,20 @@ import time
 import apache_beam as beam
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from ingest_cases import (
+    committed_offsets,
+    consume,
+    count_rows,
+    create_topic,
+    encode,
+    end_offsets,
+    event,
+    expected_row,
+    paused_cassandra,
+    produce,
+    stored,
+)
 
-from ingest_cases import (committed_offsets, consume, count_rows, create_topic, encode, end_offsets, event,
-                          expected_row, paused_cassandra, produce, stored)
 from programusers import cli, runners, settings
 from programusers.io.kafka import CommitOffsets, KafkaClientConfig, KafkaRecord, _CommitFn
 

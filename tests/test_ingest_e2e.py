@@ -7,9 +7,20 @@ from datetime import UTC, datetime
 
 import pytest
 from apache_beam.runners.runner import PipelineState
+from ingest_cases import (
+    bad_events,
+    committed_offsets,
+    consume,
+    count_rows,
+    encode,
+    end_offsets,
+    event,
+    expected_row,
+    paused_cassandra,
+    produce,
+    stored,
+)
 
-from ingest_cases import (bad_events, committed_offsets, consume, count_rows, encode, end_offsets, event,
-                          expected_row, paused_cassandra, produce, stored)
 from programusers import cli, runners
 from programusers.pipelines import ingest
 

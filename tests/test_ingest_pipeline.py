@@ -8,18 +8,17 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-
 from conftest import LOCAL_CASSANDRA
 from ingest_cases import COLUMNS, bad_events, consume, encode, event, expected_row, row
+
 from programusers import cli, runners, settings
 from programusers.events import DeadLetter
 from programusers.io import kafka
 from programusers.io.kafka import KafkaClientConfig, KafkaRecord
-from programusers.pipelines import ingest
 from programusers.options import StoreOptions
+from programusers.pipelines import ingest
 from programusers.pipelines.ingest import IngestEvents, IngestOptions
 from programusers.transforms.enrollments import WriteEnrollments
-
 
 # --- options and the command line ---
 

@@ -14,16 +14,21 @@ from apache_beam.utils.windowed_value import WindowedValue
 from cassandra import InvalidRequest, OperationTimedOut, Unavailable, WriteTimeout, WriteType
 from cassandra.cluster import NoHostAvailable
 from cassandra.protocol import OverloadedErrorMessage
+from conftest import LOCAL_CASSANDRA
 
 from programusers import runners
 from programusers.events import DeadLetter, EnrollmentDelete, EnrollmentUpsert
-from conftest import LOCAL_CASSANDRA
 from programusers.io import cassandra_sink
 from programusers.io.cassandra import CassandraConnection
 from programusers.io.cassandra_sink import backoff_seconds, is_transient
-from programusers.transforms.enrollments import (WRITE_FAILED, EnrollmentStatements, WriteEnrollments, delete_cql,
-                                                 upsert_cql)
 from programusers.pipelines.ingest import counters
+from programusers.transforms.enrollments import (
+    WRITE_FAILED,
+    EnrollmentStatements,
+    WriteEnrollments,
+    delete_cql,
+    upsert_cql,
+)
 
 T0 = 1_673_505_056_829_000  # 2023-01-12T06:30:56.829Z in micros
 

@@ -3,12 +3,21 @@ to a Python SDK worker pool over the EXTERNAL environment (deploy/'s SDK-harness
 to a `--staging` both sides share, the submitter only merges, counts and publishes. Its reports must be
 the bytes DirectRunner writes, and its counters the same."""
 import pytest
+from test_exhaust_e2e import (
+    exhaust_in_process,
+    expected_counters,
+    expected_csv,
+    logged_counters,
+    requests,
+    scenario,
+    status_rows,
+    submit,
+    unzipped,
+)
 
 from programusers import progress
 from programusers.io import files, postgres
 from programusers.runners.worker_pool import WorkerPool
-from test_exhaust_e2e import (exhaust_in_process, expected_counters, expected_csv, logged_counters, requests,
-                              scenario, status_rows, submit, unzipped)
 
 pytestmark = pytest.mark.services
 _ = scenario  # the module-scoped scenario fixture of test_exhaust_e2e, loaded once for this module too

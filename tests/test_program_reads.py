@@ -3,10 +3,10 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
+from conftest import LOCAL_CASSANDRA
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import LOCAL_CASSANDRA
 from programusers import runners
 from programusers.transforms import program_reads
 

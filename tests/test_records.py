@@ -1,6 +1,6 @@
 import csv
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -96,9 +96,9 @@ def test_pii_program_with_active_consent(status):
 
 
 def test_consent_date_in_report_time_zone():
-    aware = datetime(2023, 5, 31, 18, 29, tzinfo=timezone.utc)  # 23:59 in Kolkata
+    aware = datetime(2023, 5, 31, 18, 29, tzinfo=UTC)  # 23:59 in Kolkata
     assert build(enrollment(), consent(when=aware))[0][WHEN] == "31/05/2023"
-    utc = build_record(CONFIG, enrollment(), consent(), PROFILE, CIPHER, timezone.utc)[0]
+    utc = build_record(CONFIG, enrollment(), consent(), PROFILE, CIPHER, UTC)[0]
     assert utc[WHEN] == "31/05/2023"
     assert build(enrollment(), consent(when=None))[0][WHEN] == ""
 

@@ -5,8 +5,8 @@ import logging
 from datetime import UTC, datetime
 
 import pytest
-
 from ingest_cases import COLUMNS, encode, event, expected_row, produce, row
+
 from programusers import cli
 from programusers.events import DeadLetter, EnrollmentUpsert
 from programusers.io.kafka import KafkaRecord

@@ -12,8 +12,8 @@ import uuid
 
 import pytest
 import pyzipper
-
 from conftest import REPO
+
 from programusers import settings
 from programusers.demo import DEMO_PASSWORD, load_env_file
 from programusers.io.cassandra import CassandraConnection

@@ -29,8 +29,12 @@ from apache_beam.utils import shared
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
 from cassandra.concurrent import execute_concurrent_with_args
-from cassandra.policies import (DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, RoundRobinPolicy,
-                                TokenAwarePolicy)
+from cassandra.policies import (
+    DCAwareRoundRobinPolicy,
+    ExponentialReconnectionPolicy,
+    RoundRobinPolicy,
+    TokenAwarePolicy,
+)
 from cassandra.query import named_tuple_factory, tuple_factory
 from cassandra.util import Date
 

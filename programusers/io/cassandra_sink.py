@@ -41,10 +41,10 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 from cassandra import ConsistencyLevel, OperationTimedOut, RequestExecutionException
-from cassandra.query import BatchStatement, BatchType
 from cassandra.cluster import NoHostAvailable
 from cassandra.connection import ConnectionException
 from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage, ServerError
+from cassandra.query import BatchStatement, BatchType
 
 from programusers.io.cassandra import CassandraConnection, SessionDoFn, Unavailable, refused
 

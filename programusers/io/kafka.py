@@ -51,7 +51,7 @@ class KafkaRecord(NamedTuple):
     value: bytes | None
 
     @classmethod
-    def from_row(cls, row) -> "KafkaRecord":
+    def from_row(cls, row) -> KafkaRecord:
         return cls(row.topic, row.partition, row.offset, row.timestamp, row.key, row.value)
 
 

@@ -16,8 +16,8 @@ from programusers.io.cassandra import CassandraConnection
 from programusers.io.redis import RedisConnection
 from programusers.model_config import ReportConfig
 from programusers.options import from_args
-from programusers.transforms import program_reads
 from programusers.records import PROFILE_FIELDS
+from programusers.transforms import program_reads
 from programusers.transforms.report import LookUpAndBuildRecords
 
 USER_KEY_PREFIX = "user:"  # the platform's user cache: one hash per user at user:<userid>

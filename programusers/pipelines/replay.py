@@ -62,8 +62,8 @@ def revalidate(record: KafkaRecord, reason: str | None):
     # and fall back on their own (the same at every replay, so replays still converge).
     original = dead.get("timestamp")
     millis = original if isinstance(original, int) and not isinstance(original, bool) else record.timestamp
-    return context, events.parse_event(payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload,
-                                       ingest.arrival_micros(millis))
+    raw = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload
+    return context, events.parse_event(raw, ingest.arrival_micros(millis))
 
 
 class _RevalidateFn(beam.DoFn):

@@ -12,6 +12,7 @@ the submitter shares (on this machine: any local folder).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -70,14 +71,10 @@ class WorkerPool:
         group, self._process = self._process, None
         if group.poll() is None:
             group.send_signal(signal.SIGINT)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 group.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(group.pid, signal.SIGKILL)  # workers the pool could not stop; the pool if it hung
-        except ProcessLookupError:
-            pass
+        with contextlib.suppress(ProcessLookupError):  # workers the pool could not stop; the pool if it hung
+            os.killpg(group.pid, signal.SIGKILL)
         group.wait()
 
     def __enter__(self) -> WorkerPool:

@@ -11,6 +11,7 @@ from programusers import progress
 from programusers.io.cassandra import CassandraConnection, LookUpFn, ReadAllFromCassandra, identifier
 from programusers.records import ENROLLMENT_COLUMNS
 
+
 def _enrollments(keyspace: str) -> str:
     # Rows are read by position: unquoted CQL names come back lower-cased (program_externalid).
     return f"SELECT {', '.join(ENROLLMENT_COLUMNS)} FROM {identifier(keyspace, 'keyspace')}.program_enrollment "
