@@ -2,7 +2,7 @@
 import argparse
 import logging
 
-from programusers import demo, report_commands, sample_data, settings, store_errors
+from programusers import demo, report_commands, sample_data, schema, settings, store_errors
 from programusers.options import from_args, store_flags
 from programusers.pipelines import ingest, replay
 from programusers.runners import RUNNERS
@@ -11,7 +11,6 @@ _LOG = logging.getLogger(__name__)
 
 
 def _init(args) -> int:
-    from programusers import schema
     from programusers.io import postgres
 
     with from_args(args).cassandra_connection().session() as session:
@@ -35,8 +34,7 @@ def _add_store_flags(parser: argparse.ArgumentParser) -> None:
     store_flags(parser)
     parser.add_argument("--programs-keyspace", default=settings.PROGRAMS_KEYSPACE)
     parser.add_argument("--consent-keyspace", default=settings.CONSENT_KEYSPACE)
-    parser.add_argument("--postgres-dsn", default=settings.POSTGRES_DSN)
-    parser.add_argument("--job-request-table", default=settings.JOB_REQUEST_TABLE)
+    report_commands.job_request_flags(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyzipper
 
-from programusers import records, sample_data, settings
+from programusers import records, sample_data, schema, settings
 from programusers.crypto import PlatformCipher
 from programusers.io.kafka import KafkaClientConfig
 from programusers.options import StoreOptions
@@ -124,9 +124,9 @@ def run(args) -> int:
                      "--max-records", str(len(sample.events)))
         with stores.cassandra_connection().session() as session:
             rows = {p["externalId"]: session.execute(
-                f"SELECT COUNT(*) FROM {settings.PROGRAMS_KEYSPACE}.program_enrollment WHERE program_id = %s",
+                f"SELECT COUNT(*) FROM {settings.PROGRAMS_KEYSPACE}.{schema.ENROLLMENT_TABLE} WHERE program_id = %s",
                 (p["id"],)).one()[0] for p in sample.programs}
-        return "program_enrollment rows: " + ", ".join(f"{k} {v}" for k, v in rows.items())
+        return f"{schema.ENROLLMENT_TABLE} rows: " + ", ".join(f"{k} {v}" for k, v in rows.items())
     stages.run(f"ingest the events on {args.runner} (Kafka -> Beam -> Cassandra)", ingest)
 
     requests = {}

@@ -21,6 +21,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -46,9 +47,20 @@ class EnrollmentDelete:
     timestamp_micros: int
 
 
+class Reason(StrEnum):
+    """Why a record was dead-lettered: the stable code a dead letter carries as its `reason`."""
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    BAD_TIMESTAMP = "bad_timestamp"
+    WRITE_FAILED = "write_failed"  # Cassandra rejected the write (not an outage: that holds the stream)
+    NOT_A_DEAD_LETTER = "not_a_dead_letter"  # replay: a record of the dead-letter topic that is none of ours
+
+
 @dataclass(frozen=True)
 class DeadLetter:
-    reason: str  # stable code: invalid_json, not_an_object, missing_field, wrong_type, bad_timestamp
+    reason: Reason
     field: str | None  # path of the offending field, e.g. "userProfile.userLocations[2].type"
     detail: str  # never contains a field's value (values may be PII)
 
@@ -58,7 +70,7 @@ class TimestampError(ValueError):
 
 
 class _Rejected(Exception):
-    def __init__(self, reason: str, field: str, detail: str):
+    def __init__(self, reason: Reason, field: str, detail: str):
         super().__init__(reason)
         self.dead_letter = DeadLetter(reason, field, detail)
 
@@ -91,22 +103,22 @@ def parse_event(raw: bytes | str, arrival_micros: int) -> EnrollmentUpsert | Enr
         try:
             raw = bytes(raw).decode("utf-8-sig")
         except UnicodeDecodeError as e:
-            return DeadLetter("invalid_json", None, f"payload is not UTF-8 ({e.reason} at byte {e.start})")
+            return DeadLetter(Reason.INVALID_JSON, None, f"payload is not UTF-8 ({e.reason} at byte {e.start})")
     if not isinstance(raw, str):
-        return DeadLetter("invalid_json", None, f"payload must be bytes or text, got {type(raw).__name__}")
+        return DeadLetter(Reason.INVALID_JSON, None, f"payload must be bytes or text, got {type(raw).__name__}")
     try:
         event = json.loads(raw, parse_constant=_reject_constant)
     except json.JSONDecodeError as e:
-        return DeadLetter("invalid_json", None, f"{e.msg} at line {e.lineno} column {e.colno}")
+        return DeadLetter(Reason.INVALID_JSON, None, f"{e.msg} at line {e.lineno} column {e.colno}")
     except (ValueError, RecursionError):
-        return DeadLetter("invalid_json", None, "NaN, Infinity, an oversized number or too deep nesting")
+        return DeadLetter(Reason.INVALID_JSON, None, "NaN, Infinity, an oversized number or too deep nesting")
     return event_to_mutation(event, arrival_micros)
 
 
 def event_to_mutation(event: Any, arrival_micros: int) -> EnrollmentUpsert | EnrollmentDelete | DeadLetter:
     """Map an already-decoded event; the write is stamped from updatedAt, createdAt, else arrival."""
     if not isinstance(event, dict):
-        return DeadLetter("not_an_object", None, f"event must be a JSON object, got {_json_type(event)}")
+        return DeadLetter(Reason.NOT_AN_OBJECT, None, f"event must be a JSON object, got {_json_type(event)}")
     try:
         program_id = _required_id(event, "programId")
         user_id = _required_id(event, "userId")
@@ -242,7 +254,7 @@ def _required_id(event: dict, key: str) -> str:
     if isinstance(value, dict) and value.keys() == {"$oid"}:
         value = value["$oid"]
     if (text := _text(value, key)) is None:
-        raise _Rejected("missing_field", key, f"{key} is required and must not be blank")
+        raise _Rejected(Reason.MISSING_FIELD, key, f"{key} is required and must not be blank")
     return text
 
 
@@ -254,7 +266,7 @@ def _text(value: Any, field: str) -> str | None:
     try:
         value.encode("utf-8")  # a lone surrogate from a "\udXXX" escape cannot be stored
     except UnicodeEncodeError:
-        raise _Rejected("wrong_type", field, "string is not valid Unicode") from None
+        raise _Rejected(Reason.WRONG_TYPE, field, "string is not valid Unicode") from None
     return value.strip() or None
 
 
@@ -275,11 +287,11 @@ def _timestamp(value: Any, field: str) -> datetime | None:
     try:
         return parse_timestamp(value)
     except TimestampError as e:
-        raise _Rejected("bad_timestamp", field, str(e)) from None
+        raise _Rejected(Reason.BAD_TIMESTAMP, field, str(e)) from None
 
 
 def _wrong_type(field: str, expected: str, value: Any) -> _Rejected:
-    return _Rejected("wrong_type", field, f"expected {expected}, got {_json_type(value)}")
+    return _Rejected(Reason.WRONG_TYPE, field, f"expected {expected}, got {_json_type(value)}")
 
 
 def _json_type(value: Any) -> str:

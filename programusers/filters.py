@@ -24,8 +24,9 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import date, datetime
 
-ENROLLMENT = "program_enrollment"
-CONSENT = "user_consent"
+from programusers.schema import CONSENT_TABLE as CONSENT
+from programusers.schema import ENROLLMENT_TABLE as ENROLLMENT
+
 DATE_COLUMNS = ("created_at", "updated_at")
 DEFAULT_DATE_RANGE = (date(1901, 1, 1), date(2101, 1, 1))
 _TEXT_COLUMNS = frozenset({"program_id", "program_externalId", "organisation_id", "user_type", "user_sub_type"})

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
-from programusers.filters import CONSENT, ENROLLMENT
+from programusers.schema import CONSENT_TABLE as CONSENT
+from programusers.schema import ENROLLMENT_TABLE as ENROLLMENT
 
 JOB_ID = "program-user-exhaust"
 SUBMITTED, PROCESSING, SUCCESS, FAILED = "SUBMITTED", "PROCESSING", "SUCCESS", "FAILED"

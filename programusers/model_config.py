@@ -14,9 +14,10 @@ from importlib.resources import files
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from programusers.schema import ENROLLMENT_TABLE
+
 # The five columns that exist only when the program asks for PII consent.
 PII_FIELDS = ("username", "phone", "email", "consentflag", "consentprovideddate")
-ENROLLMENT_TABLE = "program_enrollment"
 DEFAULT_TIME_ZONE = "Asia/Kolkata"
 
 

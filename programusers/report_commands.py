@@ -16,7 +16,7 @@ import psycopg2
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
-from programusers import filters, job_requests, runners, settings
+from programusers import filters, job_requests, runners, schema, settings
 from programusers.crypto import PlatformCipher
 from programusers.io import files, postgres
 from programusers.job_requests import JOB_ID, JobRequest
@@ -175,9 +175,11 @@ def _status(args) -> int:
     return 0
 
 
-def _job_request_flags(parser: argparse.ArgumentParser) -> None:
+def job_request_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the report requests are: the PostgreSQL DSN and the job_request table (flag > environment)."""
     parser.add_argument("--postgres-dsn", default=settings.POSTGRES_DSN)
-    parser.add_argument("--job-request-table", default=settings.JOB_REQUEST_TABLE)
+    parser.add_argument("--job-request-table",
+                        default=settings.env("PROGRAMUSERS_JOB_REQUEST_TABLE", schema.JOB_REQUEST_TABLE))
 
 
 def _file_mode(text: str) -> int:
@@ -200,12 +202,12 @@ def register(commands) -> None:
                              f"standard input; default: ${ENCRYPTION_KEY_ENV}")
     submit.add_argument("--encryption-key", help=argparse.SUPPRESS)  # refused: see _submit
     submit.add_argument("--config", help="model config JSON (default: the packaged one)")
-    _job_request_flags(submit)
+    job_request_flags(submit)
     submit.set_defaults(handler=_submit)
 
     status = commands.add_parser("status", help="show a report request's status (no PII)")
     status.add_argument("request_id")
-    _job_request_flags(status)
+    job_request_flags(status)
     status.set_defaults(handler=_status)
 
     exhaust = commands.add_parser("exhaust", help="produce every pending report request (or one)")
@@ -231,6 +233,6 @@ def register(commands) -> None:
     exhaust.add_argument("--programs-keyspace", help="default: $PROGRAMUSERS_PROGRAMS_KEYSPACE, else keyspace_name")
     exhaust.add_argument("--consent-keyspace", default=settings.CONSENT_KEYSPACE)
     store_flags(exhaust)
-    _job_request_flags(exhaust)
+    job_request_flags(exhaust)
     ExhaustOptions._add_argparse_args(exhaust.add_argument_group("pipeline options"))
     exhaust.set_defaults(handler=_exhaust)

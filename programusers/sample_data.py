@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from programusers import settings
+from programusers import schema, settings
 from programusers.crypto import PlatformCipher
 from programusers.io.cassandra import identifier
 from programusers.io.kafka import KafkaClientConfig
@@ -137,7 +137,8 @@ def load_consents(session, keyspace: str, consents: list[dict]) -> int:
 
     columns = ["id", "user_id", "consumer_id", "consumer_type", "object_id", "object_type", "status", "categories",
                "consent_data", "created_on", "last_updated_on", "expiry"]
-    insert = session.prepare(f"INSERT INTO {identifier(keyspace, 'keyspace')}.user_consent ({', '.join(columns)}) "
+    table = f"{identifier(keyspace, 'keyspace')}.{schema.CONSENT_TABLE}"
+    insert = session.prepare(f"INSERT INTO {table} ({', '.join(columns)}) "
                              f"VALUES ({', '.join('?' * len(columns))})")
     execute_concurrent_with_args(session, insert, [[c[k] for k in columns] for c in consents],
                                  concurrency=64, raise_on_first_error=True)

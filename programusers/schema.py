@@ -2,16 +2,14 @@
 
 Every statement is IF NOT EXISTS, so init is safe to run any number of times.
 """
-from psycopg2 import sql
-
-from programusers.io.cassandra import identifier
-
+# The tables' names, here only: every query and message takes them from here.
 ENROLLMENT_TABLE = "program_enrollment"
 CONSENT_TABLE = "user_consent"
+JOB_REQUEST_TABLE = "job_request"  # the default; PROGRAMUSERS_JOB_REQUEST_TABLE or --job-request-table
 
 # Table options as in the design note.
 _ENROLLMENT_DDL = """
-CREATE TABLE IF NOT EXISTS {ks}.program_enrollment (
+CREATE TABLE IF NOT EXISTS {ks}.{table} (
   program_id text, program_externalId text, program_name text, pii_consent_required boolean,
   user_id text, user_locations map<text,text>, organisation_id text, organisation_name text,
   user_sub_type text, user_type text, created_at date, updated_at date,
@@ -31,7 +29,7 @@ WITH bloom_filter_fp_chance = 0.01
 """
 
 _CONSENT_DDL = """
-CREATE TABLE IF NOT EXISTS {ks}.user_consent (
+CREATE TABLE IF NOT EXISTS {ks}.{table} (
   id text, user_id text, consumer_id text, consumer_type text, object_id text, object_type text,
   status text, expiry timestamp, categories list<text>, consent_data text,
   created_on timestamp, last_updated_on timestamp,
@@ -50,10 +48,13 @@ CREATE TABLE IF NOT EXISTS {table} (
 
 
 def cassandra_statements(programs_keyspace: str, consent_keyspace: str, replication: str) -> list[str]:
+    from programusers.io.cassandra import identifier  # the names above stay importable without the driver
+
     programs, consent = identifier(programs_keyspace, "keyspace"), identifier(consent_keyspace, "keyspace")
     statements = [f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {replication}"
                   for ks in dict.fromkeys([programs, consent])]
-    return statements + [_ENROLLMENT_DDL.format(ks=programs), _CONSENT_DDL.format(ks=consent)]
+    return statements + [_ENROLLMENT_DDL.format(ks=programs, table=ENROLLMENT_TABLE),
+                         _CONSENT_DDL.format(ks=consent, table=CONSENT_TABLE)]
 
 
 def init_cassandra(session, programs_keyspace: str, consent_keyspace: str, replication: str) -> None:
@@ -62,5 +63,7 @@ def init_cassandra(session, programs_keyspace: str, consent_keyspace: str, repli
 
 
 def init_postgres(connection, table: str) -> None:
+    from psycopg2 import sql
+
     with connection, connection.cursor() as cursor:
         cursor.execute(sql.SQL(_JOB_REQUEST_DDL).format(table=sql.Identifier(table)))

@@ -17,13 +17,12 @@ from cassandra.protocol import OverloadedErrorMessage
 from conftest import LOCAL_CASSANDRA
 
 from programusers import runners
-from programusers.events import DeadLetter, EnrollmentDelete, EnrollmentUpsert
+from programusers.events import DeadLetter, EnrollmentDelete, EnrollmentUpsert, Reason
 from programusers.io import cassandra_sink
 from programusers.io.cassandra import CassandraConnection
 from programusers.io.cassandra_sink import backoff_seconds, is_transient
 from programusers.pipelines.ingest import counters
 from programusers.transforms.enrollments import (
-    WRITE_FAILED,
     EnrollmentStatements,
     WriteEnrollments,
     delete_cql,
@@ -146,7 +145,7 @@ def write(mutations, keyspace, expected_dead=(), fn=None):
         result = pairs | beam.ParDo(fn).with_outputs(cassandra_sink.REJECTED, main="written")
         written = result.written
         failed = result[cassandra_sink.REJECTED] | beam.MapTuple(
-            lambda index, detail: (index, DeadLetter(WRITE_FAILED, None, detail)))
+            lambda index, detail: (index, DeadLetter(Reason.WRITE_FAILED, None, detail)))
     else:
         written, failed = pairs | WriteEnrollments(LOCAL_CASSANDRA, keyspace)
     assert_that(failed | beam.MapTuple(lambda index, dead: (index, dead.reason, dead.detail)),

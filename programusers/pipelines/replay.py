@@ -35,12 +35,11 @@ from programusers.io.kafka import KafkaClientConfig, KafkaRecord
 from programusers.metrics import counters
 from programusers.options import from_args, store_flags
 from programusers.pipelines import ingest
-from programusers.transforms.enrollments import WRITE_FAILED, WriteEnrollments
+from programusers.transforms.enrollments import WriteEnrollments
 
 METRICS_NAMESPACE = "programusers.replay"
 STILL_BAD = "still_bad"
-REASONS = ("invalid_json", "not_an_object", "missing_field", "wrong_type", "bad_timestamp",
-           WRITE_FAILED)
+REASONS = [reason.value for reason in events.Reason if reason is not events.Reason.NOT_A_DEAD_LETTER]
 _LOG = logging.getLogger(__name__)
 
 
@@ -54,7 +53,8 @@ def revalidate(record: KafkaRecord, reason: str | None):
     except (TypeError, ValueError):
         dead = None
     if not isinstance(dead, dict) or "payload" not in dead or "reason" not in dead:
-        return context, events.DeadLetter("not_a_dead_letter", None, "not a dead-letter record of the ingest")
+        return context, events.DeadLetter(events.Reason.NOT_A_DEAD_LETTER, None,
+                                          "not a dead-letter record of the ingest")
     if reason is not None and dead["reason"] != reason:
         return None
     payload = dead["payload"]

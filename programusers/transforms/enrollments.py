@@ -6,12 +6,11 @@ from collections.abc import Sequence
 
 import apache_beam as beam
 
-from programusers.events import DeadLetter, EnrollmentDelete, EnrollmentUpsert
+from programusers.events import DeadLetter, EnrollmentDelete, EnrollmentUpsert, Reason
 from programusers.io.cassandra import CassandraConnection, identifier
 from programusers.io.cassandra_sink import REJECTED, WriteToCassandra
 from programusers.schema import ENROLLMENT_TABLE
 
-WRITE_FAILED = "write_failed"  # the dead-letter reason of a write Cassandra rejected
 _DELETE = None  # the statement key of a delete; an upsert's is its sorted column names
 
 
@@ -55,7 +54,7 @@ class EnrollmentStatements:
 
 
 def _dead_letter(context, detail: str):
-    return context, DeadLetter(WRITE_FAILED, None, detail)
+    return context, DeadLetter(Reason.WRITE_FAILED, None, detail)
 
 
 class WriteEnrollments(beam.PTransform):

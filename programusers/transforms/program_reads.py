@@ -10,11 +10,12 @@ import apache_beam as beam
 from programusers import progress
 from programusers.io.cassandra import CassandraConnection, LookUpFn, ReadAllFromCassandra, identifier
 from programusers.records import ENROLLMENT_COLUMNS
+from programusers.schema import CONSENT_TABLE, ENROLLMENT_TABLE
 
 
 def _enrollments(keyspace: str) -> str:
     # Rows are read by position: unquoted CQL names come back lower-cased (program_externalid).
-    return f"SELECT {', '.join(ENROLLMENT_COLUMNS)} FROM {identifier(keyspace, 'keyspace')}.program_enrollment "
+    return f"SELECT {', '.join(ENROLLMENT_COLUMNS)} FROM {identifier(keyspace, 'keyspace')}.{ENROLLMENT_TABLE} "
 
 
 MAX_SLICES = 256  # the bounds are two-hex-digit prefixes
@@ -73,7 +74,7 @@ def program_asks_for_consent(connection: CassandraConnection, keyspace: str, pro
     100,000 fail the read."""
     with connection.session() as session:
         query = session.prepare(f"SELECT pii_consent_required FROM {identifier(keyspace, 'keyspace')}"
-                                ".program_enrollment WHERE program_id = ?")
+                                f".{ENROLLMENT_TABLE} WHERE program_id = ?")
         query.fetch_size = fetch_size
         return any(row[0] for row in session.execute(query, (program_id,)))
 
@@ -91,7 +92,7 @@ def consent_of(rows) -> dict:
 
 def consent_query(keyspace: str) -> str:
     return (f"SELECT user_id, object_id, status, last_updated_on FROM {identifier(keyspace, 'keyspace')}"
-            ".user_consent WHERE user_id IN ?")
+            f".{CONSENT_TABLE} WHERE user_id IN ?")
 
 
 class _ReadConsentFn(LookUpFn):
