@@ -236,7 +236,8 @@ def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -
             options = runners.pipeline_options(runner, extra + pool.enter_context(
                 WorkerPool(os.path.join(out_dir, "worker-pool.log"))).pipeline_args())
         with common.timed(result, "pipeline_s"):
-            outcome = exhaust.run(request, config, stores(size), temp_dir, options)
+            asks = exhaust.program_asks(request, stores(size), options)
+            outcome = exhaust.run(request, config, stores(size), temp_dir, options, asks)
         with common.timed(result, "merge_csv_s"):
             files.merge_shards(temp_dir, os.path.join(out_dir, "report.csv"), now)
         with common.timed(result, "merge_zip_s"):

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except Exception as error:
         # A store that is down or refuses us is named in one line, without a traceback or the error's text.
-        if problem := store_errors.describe(error):
+        if problem := store_errors.classify(error):
             _LOG.error("%s stopped: %s", args.command, problem)
             return 2
         raise

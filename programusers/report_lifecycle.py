@@ -24,7 +24,8 @@ from programusers.io import cassandra, files, postgres, redis
 from programusers.job_requests import JOB_ID, JobRequest
 from programusers.metrics import counters
 from programusers.model_config import ReportConfig
-from programusers.pipelines.exhaust import Stores, run
+from programusers.pipelines.exhaust import Stores, program_asks, run
+from programusers.store_errors import Kind, Store, StoreProblem
 
 _LOG = logging.getLogger(__name__)
 
@@ -61,53 +62,54 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)  # job_request's timestamps are UTC, zoneless
 
 
-def _problem(stores: Stores, store: str) -> str | None:
-    """None when `store` (CASSANDRA or REDIS) answers and lets us in, else what is wrong with it."""
+def _problem(stores: Stores, store: Store) -> StoreProblem | None:
+    """None when `store` (Cassandra or Redis) answers and lets us in, else what is wrong with it."""
     try:
-        stores.cassandra.ping() if store == store_errors.CASSANDRA else stores.redis.ping()
+        stores.cassandra.ping() if store is Store.CASSANDRA else stores.redis.ping()
         return None
     except (*cassandra.Unavailable, redis.Unavailable) as error:
-        return store_errors.describe(error) or f"{store} {store_errors.UNREACHABLE}"
+        return store_errors.classify(error) or StoreProblem(store, Kind.UNREACHABLE)
 
 
-def _await_store(stores: Stores, store: str, deadline: float, request_id: str) -> None:
+def _await_store(stores: Stores, store: Store, deadline: float, request_id: str) -> None:
     """Returns once `store` answers; raises ReportFailure naming it when it is still down at `deadline`,
     or at once when it refuses our login (waiting would not change that)."""
     delay = 1.0
     while problem := _problem(stores, store):
-        if store_errors.refused_login(problem) or time.monotonic() + delay > deadline:
-            raise ReportFailure(problem)
+        if problem.kind is Kind.REFUSED or time.monotonic() + delay > deadline:
+            raise ReportFailure(str(problem))
         _LOG.warning("request %s: %s; trying again in %.0fs", request_id, problem, delay)
         time.sleep(delay)
         delay = min(delay * 2, 15.0)
 
 
-def _store_behind(error: Exception, stores: Stores) -> str | None:
-    """The store (CASSANDRA or REDIS) a failed pipeline could not use, if any. Redis is suspected only when
-    the failure came from its client (a program without PII consent never reads the cache, so its outage
-    is no excuse)."""
-    if _problem(stores, store_errors.CASSANDRA):
-        return store_errors.CASSANDRA
-    from_redis = "redis" in f"{type(error).__module__} {error}".lower()
-    return store_errors.REDIS if from_redis and _problem(stores, store_errors.REDIS) else None
+def _store_behind(stores: Stores, reads_cache: bool) -> Store | None:
+    """The store a failed pipeline could not use, if any. Redis is suspected only when the report reads
+    the cache (a program without PII consent never does, so its outage is no excuse)."""
+    if _problem(stores, Store.CASSANDRA):
+        return Store.CASSANDRA
+    return Store.REDIS if reads_cache and _problem(stores, Store.REDIS) else None
 
 
 def _run_through_outages(request: JobRequest, report: filters.ReportRequest, job: ExhaustRun,
                          workspace: str) -> dict[str, int]:
     """Runs the pipeline, waiting for a store that is down (up to --max-store-outage in all) and running
     it again after one failed it; returns its counters."""
-    deadline, store, attempt = time.monotonic() + job.max_store_outage, store_errors.CASSANDRA, 1
+    deadline, store, attempt = time.monotonic() + job.max_store_outage, Store.CASSANDRA, 1
+    asks = None  # whether the program asks for consent, so the report reads the user cache
     while True:
         _await_store(job.stores, store, deadline, request.request_id)
         try:
+            if asks is None:
+                asks = program_asks(report, job.stores, job.options)
             with progress.shown(f"request {request.request_id}", job.progress_every, directory=workspace):
-                return counters(run(report, job.config, job.stores, workspace, job.options))
-        except Exception as error:
-            store = _store_behind(error, job.stores)
+                return counters(run(report, job.config, job.stores, workspace, job.options, asks))
+        except Exception:
+            store = _store_behind(job.stores, reads_cache=bool(asks))
             if store is None:
                 raise
             if attempt == MAX_PIPELINE_ATTEMPTS:
-                raise ReportFailure(_problem(job.stores, store) or f"{store} {store_errors.UNREACHABLE}") from None
+                raise ReportFailure(str(_problem(job.stores, store) or StoreProblem(store, Kind.UNREACHABLE))) from None
         _LOG.warning("request %s: the pipeline failed while %s was unavailable; running it again once it answers",
                      request.request_id, store)
         files.remove_dir(workspace)

@@ -1,13 +1,30 @@
-"""What went wrong with a store, in words for an operator: which store, and whether it is unreachable or
-refused the login. Never the error's own text, which may quote a value, a query or a connection string."""
+"""What went wrong with a store, typed: which store, and whether it is unreachable or refused the login,
+found from the store clients' exception types. Its words are for an operator and never quote the error's
+own text, which may hold a value, a query or a connection string."""
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
+from enum import StrEnum
 
-CASSANDRA, REDIS, POSTGRES = "Cassandra", "the user cache (Redis)", "PostgreSQL"
-# libpq's words when the server turns the login down (a wrong password; pg_hba.conf, e.g. TLS required).
-_REFUSALS = re.compile(r"authentication failed|pg_hba\.conf rejects|no pg_hba\.conf entry")
-UNREACHABLE, REFUSED = "is unreachable", "refused the login (check the user and its password)"
+
+class Store(StrEnum):
+    CASSANDRA = "Cassandra"
+    REDIS = "the user cache (Redis)"
+    POSTGRES = "PostgreSQL"
+
+
+class Kind(StrEnum):
+    UNREACHABLE = "is unreachable"
+    REFUSED = "refused the login (check the user and its password)"
+
+
+@dataclass(frozen=True)
+class StoreProblem:
+    store: Store
+    kind: Kind
+
+    def __str__(self) -> str:
+        return f"{self.store} {self.kind}"
 
 
 def _chain(error: BaseException):
@@ -16,26 +33,25 @@ def _chain(error: BaseException):
         error = error.__cause__ or error.__context__
 
 
-def describe(error: BaseException) -> str | None:
-    """"<store> is unreachable" or "<store> refused the login ...", for the store clients we use; None
-    for any other error."""
+def classify(error: BaseException) -> StoreProblem | None:
+    """The store problem behind `error` (or any error it was raised from), for the store clients we use;
+    None for any other error."""
     import psycopg2
     import redis
     from cassandra.cluster import NoHostAvailable
 
+    from programusers.io import postgres
     from programusers.io.cassandra import refused
 
     for cause in _chain(error):
         if isinstance(cause, NoHostAvailable):
-            return f"{CASSANDRA} {REFUSED if refused(cause) else UNREACHABLE}"
+            return StoreProblem(Store.CASSANDRA, Kind.REFUSED if refused(cause) else Kind.UNREACHABLE)
         if isinstance(cause, redis.AuthenticationError):
-            return f"{REDIS} {REFUSED}"
+            return StoreProblem(Store.REDIS, Kind.REFUSED)
         if isinstance(cause, redis.RedisError):
-            return f"{REDIS} {UNREACHABLE}"
+            return StoreProblem(Store.REDIS, Kind.UNREACHABLE)
+        if isinstance(cause, postgres.LoginRefused):
+            return StoreProblem(Store.POSTGRES, Kind.REFUSED)
         if isinstance(cause, psycopg2.OperationalError):
-            return f"{POSTGRES} {REFUSED if _REFUSALS.search(str(cause)) else UNREACHABLE}"
+            return StoreProblem(Store.POSTGRES, Kind.UNREACHABLE)
     return None
-
-
-def refused_login(message: str) -> bool:
-    return message.endswith(REFUSED)

@@ -118,7 +118,12 @@ def test_an_outage_past_the_limit_fails_naming_cassandra(monkeypatch):
     clock[0] = 70.5
     with pytest.raises(cassandra_sink.CassandraUnreachable) as raised:
         outage.failed(OperationTimedOut(), waiting=3)
-    assert cassandra_sink.outage_message(RuntimeError(f"job failed: worker said {raised.value}\nmore")) == (
+    down = CassandraConnection(("127.0.0.1",), 1)  # nothing listens on port 1
+    assert cassandra_sink.outage(RuntimeError("job failed"), down, 30) == (
+        "Cassandra unreachable for more than --max-write-outage 30 s at 127.0.0.1:1; none dead-lettered, no offset "
+        "committed past the writes held: re-run once it answers")  # a portable runner's failure: Cassandra asked
+    assert cassandra_sink.outage(RuntimeError("job failed"), down, None) is None  # no limit: no outage ends a job
+    assert cassandra_sink.outage(raised.value, down, 30) == (  # the worker's own error, where the runner raises it
         "Cassandra unreachable for 30 s at 10.0.0.1 (OperationTimedOut), more than --max-write-outage 30 s; "
         "3 write(s) waiting here, none dead-lettered, no offset committed past them: re-run once it answers")
 
@@ -278,7 +283,8 @@ def test_an_outage_past_the_limit_fails_the_job_and_dead_letters_nothing(cassand
     mutations = [upsert(program, f"u{i}", T0) for i in range(5)]
     with pytest.raises(Exception) as raised:
         write(mutations, keyspace, fn=FlakyWriteFn(keyspace, failures=10**9, max_outage=1.0))
-    assert "more than --max-write-outage 1 s" in cassandra_sink.outage_message(raised.value)
+    assert "more than --max-write-outage 1 s" in cassandra_sink.outage(raised.value, LOCAL_CASSANDRA, 1.0)
+    assert cassandra_sink.outage(RuntimeError("job failed"), LOCAL_CASSANDRA, 1.0) is None  # Cassandra answers
     assert rows(cassandra_session, keyspace, program) == {}
 
 

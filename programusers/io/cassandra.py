@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 import apache_beam as beam
 from apache_beam.utils import shared
+from cassandra import AuthenticationFailed
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
 from cassandra.concurrent import execute_concurrent_with_args
@@ -140,7 +141,7 @@ class CassandraConnection:
 def refused(error: BaseException) -> bool:
     """Whether a connection failed on the credentials (rather than on a host that is down)."""
     errors = error.errors.values() if isinstance(error, NoHostAvailable) else [error]
-    return any("Authentication" in type(e).__name__ or "authentication" in str(e).lower() for e in errors)
+    return any(isinstance(e, AuthenticationFailed) for e in errors)
 
 
 class _SharedSession:

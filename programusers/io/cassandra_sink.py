@@ -29,7 +29,6 @@ import concurrent.futures
 import heapq
 import itertools
 import logging
-import re
 import threading
 import time
 from collections import deque
@@ -71,14 +70,23 @@ class CassandraUnreachable(RuntimeError):
     """No write succeeded for longer than the run's outage limit (`--max-write-outage`)."""
 
 
-_UNREACHABLE_MESSAGE = re.compile(r"Cassandra unreachable for [^\n]*?re-run once it answers")
-
-
-def outage_message(error: BaseException) -> str | None:
-    """The CassandraUnreachable message inside `error` (as raised, or as a runner quotes a worker's
-    failure), else None."""
-    found = _UNREACHABLE_MESSAGE.search(str(error))
-    return found.group(0) if found else None
+def outage(error: BaseException, connection: CassandraConnection, limit: float | None) -> str | None:
+    """Why a write job failed when Cassandra stayed unreachable past its outage `limit`, else None. The
+    worker's CassandraUnreachable where the runner raises the worker's own error (in process); else (a
+    portable runner passes it on as text only) found by asking Cassandra whether it answers now."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, CassandraUnreachable):
+            return str(cause)
+        cause = cause.__cause__ or cause.__context__
+    if limit is None:
+        return None
+    try:
+        connection.ping()
+        return None
+    except Unavailable:
+        return (f"Cassandra unreachable for more than --max-write-outage {limit:g} s at {connection.describe()}; "
+                "none dead-lettered, no offset committed past the writes held: re-run once it answers")
 
 
 class Statements(Protocol):

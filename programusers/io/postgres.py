@@ -8,6 +8,8 @@ free belongs to a process that died, and the next run reclaims it.
 """
 import contextlib
 import hashlib
+import os
+import socket
 from datetime import datetime
 
 import psycopg2
@@ -29,14 +31,47 @@ INTERRUPTED = "interrupted"
 _KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 
 
+class LoginRefused(psycopg2.OperationalError):
+    """The server answered but did not let us in: the user or its password, pg_hba.conf (e.g. TLS
+    required) or the database."""
+
+
+def _server_answers(dsn: str) -> bool:
+    """Whether a server listens where `dsn` points (any of its hosts): libpq tells a refused login from a
+    server that is down only in its message text, so we ask the socket."""
+    params = psycopg2.extensions.parse_dsn(dsn)
+    hosts = (params.get("host") or os.environ.get("PGHOST") or "").split(",")
+    ports = (params.get("port") or os.environ.get("PGPORT") or "5432").split(",")
+    for i, host in enumerate(hosts):
+        port = int(ports[min(i, len(ports) - 1)])
+        try:
+            if not host or host.startswith("/"):  # a Unix socket's folder
+                with socket.socket(socket.AF_UNIX) as unix:
+                    unix.settimeout(3)
+                    unix.connect(os.path.join(host or "/var/run/postgresql", f".s.PGSQL.{port}"))
+            else:
+                socket.create_connection((host, port), timeout=3).close()
+            return True
+        except OSError:
+            continue
+    return False
+
+
 def connect(dsn: str, **params):
-    return psycopg2.connect(dsn, **params)
+    """A connection; raises LoginRefused when the server answered but turned the login down, else
+    psycopg2.OperationalError when it could not be reached."""
+    try:
+        return psycopg2.connect(dsn, **params)
+    except psycopg2.OperationalError as error:
+        if _server_answers(dsn):
+            raise LoginRefused("PostgreSQL refused the login") from error
+        raise
 
 
 @contextlib.contextmanager
 def session(dsn: str):
     """A connection for a few statements, closed afterwards."""
-    connection = psycopg2.connect(dsn)
+    connection = connect(dsn)
     try:
         yield connection
     finally:

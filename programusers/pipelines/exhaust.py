@@ -74,14 +74,18 @@ class Stores:
             redis=stores.redis_connection(default_db=config.redis_db))
 
 
+def program_asks(request: filters.ReportRequest, stores: Stores, options: PipelineOptions) -> bool:
+    """Whether the request's program asks for PII consent. Program-wide and decided before the pipeline: it
+    chooses the columns and whether consent and the user cache are read at all."""
+    return program_reads.program_asks_for_consent(stores.cassandra, stores.programs_keyspace, request.program_id,
+                                                  options.view_as(ExhaustOptions).cassandra_fetch_size)
+
+
 def run(request: filters.ReportRequest, config: ReportConfig, stores: Stores, temp_dir: str,
-        options: PipelineOptions) -> beam.runners.runner.PipelineResult:
+        options: PipelineOptions, program_asks: bool) -> beam.runners.runner.PipelineResult:
     """Writes the request's records as sorted shards and their manifest under `temp_dir` (see
-    files.merge_shards)."""
+    files.merge_shards); `program_asks`: see program_asks()."""
     tuning = options.view_as(ExhaustOptions)
-    # Program-wide, decided before the pipeline: it chooses the columns and whether consent is read at all.
-    program_asks = program_reads.program_asks_for_consent(stores.cassandra, stores.programs_keyspace,
-                                                          request.program_id, tuning.cassandra_fetch_size)
     read_consent = program_reads.ReadConsent(stores.cassandra, stores.consent_keyspace, request.program_id,
                                              tuning.lookup_batch_size, tuning.consent_users_per_query)
     read_profiles = redis.ReadFromRedisHashes(stores.redis, USER_KEY_PREFIX, PROFILE_FIELDS, tuning.lookup_batch_size,

@@ -34,6 +34,7 @@ from cassandra import ConsistencyLevel
 
 from programusers import events, runners, settings
 from programusers.io import cassandra_sink, kafka
+from programusers.io.cassandra import CassandraConnection
 from programusers.io.kafka import KafkaRecord, OffsetRange
 from programusers.metrics import counters
 from programusers.options import StoreOptions, option_values, store_flags
@@ -250,12 +251,13 @@ def _stop(signum, frame):
     raise _Stopped()
 
 
-def wait_for(start) -> tuple[PipelineResult | None, str | None]:
-    """Runs `start()` (which returns a PipelineResult) to its end, or until Ctrl-C or SIGTERM, which
-    cancel the job: (result, None); (None, None) when Ctrl-C stopped the job with its job server, so
-    that no result is left to read; (None, the reason) when Cassandra stayed unreachable past the
-    outage limit. The in-process runner raises the worker's error from run(), Prism from
-    wait_until_finish(), quoting it."""
+def wait_for(start, cassandra: CassandraConnection, outage_limit: float | None
+             ) -> tuple[PipelineResult | None, str | None]:
+    """Runs `start()` (which returns a PipelineResult of a job writing to `cassandra`) to its end, or until
+    Ctrl-C or SIGTERM, which cancel the job: (result, None); (None, None) when Ctrl-C stopped the job with
+    its job server, so that no result is left to read; (None, the reason) when Cassandra stayed
+    unreachable past `outage_limit`. The in-process runner raises the worker's error from run(), Prism
+    from wait_until_finish()."""
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
         result = start()
@@ -269,7 +271,7 @@ def wait_for(start) -> tuple[PipelineResult | None, str | None]:
                 return None, None
         return result, None
     except Exception as error:
-        if message := cassandra_sink.outage_message(error):
+        if message := cassandra_sink.outage(error, cassandra, outage_limit):
             return None, message
         raise
     finally:
@@ -286,7 +288,8 @@ def _command(args) -> int:
                   ", ".join(f"[{r.partition}] {r.start}..{r.end}" for r in ranges),
                   "" if ingest.commits else "; it commits no offset")
     started = time.monotonic()
-    result, outage = wait_for(lambda: run(options, ranges))
+    result, outage = wait_for(lambda: run(options, ranges), options.view_as(StoreOptions).cassandra_connection(),
+                              ingest.write_outage_limit)
     if outage:
         _LOG.error("ingest stopped: %s", outage)
         return 3

@@ -160,7 +160,7 @@ def _command(args) -> int:
         args.consistency, args.write_concurrency, args.retry_backoff, args.max_write_outage or None)
     options = runners.pipeline_options(args.runner, args.pipeline_args)
     started = time.monotonic()
-    result, outage = ingest.wait_for(lambda: run(options, request))
+    result, outage = ingest.wait_for(lambda: run(options, request), request.cassandra, request.max_write_outage)
     if outage:
         _LOG.error("replay stopped: %s", outage)
         return 3
