@@ -17,8 +17,8 @@ end. `--keep` keeps them and `--reuse` skips loading a size kept by an earlier r
 
 Per runner (DirectRunner in process, DirectRunner with 2 worker processes, PrismRunner with the SDK worker in
 this process (LOOPBACK), PrismRunner handing the bundles to a Python SDK worker pool started for the run
-(EXTERNAL, programusers/runners/worker_pool.py)): the pipeline
-(`programusers.pipelines.exhaust.run`) wall time, then `files.merge_shards` into a CSV and into an AES zip,
+(EXTERNAL, programusers/local/worker_pool.py)): the pipeline
+(`programusers.pipelines.exhaust.run`) wall time, then `shards.merge_shards` into a CSV and into an AES zip,
 rows/s and the peak RSS of every process involved. Then each stage alone on the same data, with the
 project's own DoFns and functions: read, consent lookups, user cache, decrypt, record building, sort +
 shard write. Results: bench/results/exhaust.json and Markdown tables.
@@ -49,15 +49,17 @@ from datetime import UTC, datetime
 import redis as redis_lib
 from cassandra import InvalidRequest
 from cassandra.concurrent import execute_concurrent
+from cassandra.query import tuple_factory
 
 import common
-from programusers import events, filters, job_requests, metrics, records, runners, schema, settings
+from programusers import events, filters, metrics, records, runners, schema, settings
 from programusers.crypto import SALT_ENV_VAR, PlatformCipher
 from programusers.io import cassandra, cassandra_sink, files, redis
+from programusers.local.sample_data import ORGS, _consent, _event, _hex_id, _profile, _uuid, load_profiles
+from programusers.local.worker_pool import WorkerPool
 from programusers.model_config import default_model_config
 from programusers.pipelines import exhaust
-from programusers.runners.worker_pool import WorkerPool
-from programusers.sample_data import ORGS, _consent, _event, _hex_id, _profile, _uuid, load_profiles
+from programusers.report import job_request, shards
 from programusers.transforms import enrollments, program_reads
 
 KEYSPACE_PREFIX, REDIS_DB = "bench_exhaust", 13
@@ -226,7 +228,7 @@ def stores(size: int) -> exhaust.Stores:
 
 def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -> dict:
     runner, extra = RUNNER_SETUPS[label]
-    request = filters.parse_request(job_requests.request_data(program_id))
+    request = filters.parse_request(job_request.request_data(program_id))
     options = runners.pipeline_options(runner, extra)
     temp_dir = os.path.join(out_dir, f"shards-{label.replace(' ', '_')}-{size}")
     result = {"runner": label}
@@ -239,9 +241,9 @@ def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -
             asks = exhaust.program_asks(request, stores(size), options)
             outcome = exhaust.run(request, config, stores(size), temp_dir, options, asks)
         with common.timed(result, "merge_csv_s"):
-            files.merge_shards(temp_dir, os.path.join(out_dir, "report.csv"), now)
+            shards.merge_shards(temp_dir, os.path.join(out_dir, "report.csv"), now)
         with common.timed(result, "merge_zip_s"):
-            files.merge_shards(temp_dir, os.path.join(out_dir, "report.zip"), now, "bench-password",
+            shards.merge_shards(temp_dir, os.path.join(out_dir, "report.zip"), now, "bench-password",
                                member="report.csv")
     files.remove_dir(temp_dir)
     result["total_s"] = round(result["pipeline_s"] + result["merge_zip_s"], 3)
@@ -308,28 +310,27 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
     """Each stage alone, single-threaded, with the pipeline's own DoFns/functions and batch sizes."""
     connection = common.LOCAL_CASSANDRA
     timings, space = {}, keyspace(size)
-    reader = cassandra._QueryFn(connection, FETCH, None)
-    reader.setup()
-    with common.timed(timings, "read_s"):
-        rows = [program_reads.enrollment_row(values)
-                for values in reader.process(program_reads.slice_queries(space, program_id, 1)[0])]
-    reader.teardown()
+    cql, values = program_reads.slice_queries(space, program_id, 1)[0]
+    cluster, session = connection.connect(row_factory=tuple_factory)
+    with common.timed(timings, "read_s"):  # as ReadAllFromCassandra reads a slice
+        query = session.prepare(cql)
+        query.fetch_size = FETCH
+        plain = cassandra.plain_rows([column[3] for column in query.result_metadata])
+        rows = [program_reads.enrollment_row(plain(row)) for row in session.execute(query, values)]
+    cluster.shutdown()
     user_ids = [row["user_id"] for row in rows]
     batches = [user_ids[i:i + BATCH] for i in range(0, len(user_ids), BATCH)]
 
-    lookup = program_reads.ReadConsent(connection, space, program_id, users_per_query=USERS_PER_QUERY).lookup_fn
-    lookup.setup()
-    with common.timed(timings, "consent_lookup_s"):
-        consents = dict(pair for batch in batches for pair in lookup.process(batch))
-    lookup.teardown()
+    with (program_reads.ConsentHandler(connection, space, program_id, USERS_PER_QUERY) as lookup,
+          common.timed(timings, "consent_lookup_s")):
+        consents = {user_id: consent for batch in batches for user_id, consent in lookup(batch).items()}
 
     active = [u for u in user_ids if records.consent_active(consents.get(u))]
-    hashes = redis._ReadHashesFn(redis.RedisConnection(settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB),
-                                 exhaust.USER_KEY_PREFIX, records.PROFILE_FIELDS, "profiles_found")
-    hashes.setup()
-    with common.timed(timings, "user_cache_s"):
-        profiles = dict(pair for i in range(0, len(active), BATCH) for pair in hashes.process(active[i:i + BATCH]))
-    hashes.teardown()
+    with (redis.RedisHashHandler(redis.RedisConnection(settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB),
+                                 exhaust.USER_KEY_PREFIX, records.PROFILE_FIELDS) as hashes,
+          common.timed(timings, "user_cache_s")):
+        profiles = {id_: found for i in range(0, len(active), BATCH)
+                    for id_, found in hashes(active[i:i + BATCH]).items()}
 
     cipher = PlatformCipher(SALT)
     secrets = [p[f] for p in profiles.values() for f in ("email", "phone") if p.get(f)]
@@ -354,7 +355,7 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
         # As _LookUpAndBuildFn's output and _WriteSortedShardsFn, rows_per_shard records a shard.
         keyed_lines = [(records.sort_key(config, r), records.csv_line(r.values())) for r in built]
         for start in range(0, len(keyed_lines), ROWS_PER_SHARD):
-            files._write_shard(os.path.join(shard_dir, "shard"),
+            shards._write_shard(os.path.join(shard_dir, "shard"),
                                sorted(keyed_lines[start:start + ROWS_PER_SHARD]))
     return timings
 

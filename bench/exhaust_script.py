@@ -9,7 +9,7 @@ the request the bench runs (the program, no other filter), it:
   3. reads the consenting users' profiles from the user cache, pipelined HMGETs;
   4. builds each record with programusers.records (PII rules, decryption with PlatformCipher, quoting,
      sort key, CSV line), sorts them all in memory and writes one CSV: the same bytes as the report
-     files.merge_shards writes from the pipeline's shards.
+     shards.merge_shards writes from the pipeline's shards.
 Nothing here imports Beam (programusers.io and programusers.transforms do), so the process's memory is
 the script's own.
 
@@ -41,9 +41,10 @@ from cassandra.policies import RoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import tuple_factory
 
 import common
-from programusers import filters, job_requests, records, settings
+from programusers import filters, records, settings
 from programusers.crypto import PlatformCipher
 from programusers.model_config import default_model_config
+from programusers.report import job_request
 
 # As bench/exhaust.py loads them (not imported: it imports Beam).
 KEYSPACE_PREFIX, REDIS_DB, SALT = "bench_exhaust", 13, "bench-salt"
@@ -105,7 +106,7 @@ def run(size: int, program_id: str, output: str) -> dict:
     """Writes the program's report to `output`; returns its figures."""
     config = default_model_config()
     tz = config.tz
-    request = filters.parse_request(job_requests.request_data(program_id))
+    request = filters.parse_request(job_request.request_data(program_id))
     space, phases = f"{KEYSPACE_PREFIX}_{size}", {}
     with common.PeakRss() as rss:
         started = time.perf_counter()

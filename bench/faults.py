@@ -41,7 +41,7 @@ from pathlib import Path
 import common
 from programusers import events, schema, settings
 from programusers.crypto import PlatformCipher
-from programusers.sample_data import generate
+from programusers.local.sample_data import generate
 
 REPO = Path(__file__).resolve().parents[1]
 STACK, RUN = REPO / "scripts" / "stack", REPO / ".stack" / "run"

@@ -34,8 +34,8 @@ import common
 from programusers import events, runners, schema, settings
 from programusers.crypto import PlatformCipher
 from programusers.io import cassandra_sink, kafka
+from programusers.local.sample_data import generate, produce_events
 from programusers.pipelines import ingest
-from programusers.sample_data import generate, produce_events
 from programusers.transforms import enrollments
 
 BEAM_KEYSPACE, BASELINE_KEYSPACE = "bench_ingest", "bench_ingest_baseline"

@@ -2,9 +2,11 @@
 import argparse
 import logging
 
-from programusers import demo, report_commands, sample_data, schema, settings, store_errors
+from programusers import schema, settings, store_errors
+from programusers.local import demo, sample_data
 from programusers.options import from_args, store_flags
 from programusers.pipelines import ingest, replay
+from programusers.report import commands as report_commands
 from programusers.runners import RUNNERS
 
 _LOG = logging.getLogger(__name__)

@@ -16,15 +16,6 @@ def stack_dir() -> Path:
     return Path(os.environ.get("PROGRAMUSERS_STACK_DIR") or Path(__file__).resolve().parents[1] / ".stack")
 
 
-def secret(path: str | None, env_name: str) -> str | None:
-    """A secret from a file (a mounted Kubernetes Secret; a final line break is no part of it), else from
-    the environment variable `env_name`, else None. Read where it is used: never passed on argv or in a
-    pipeline's options, which travel with the job."""
-    if path:
-        return Path(path).read_text("utf-8").rstrip("\r\n")
-    return os.environ.get(env_name) or None
-
-
 CASSANDRA_HOSTS = env("PROGRAMUSERS_CASSANDRA_HOSTS", "127.0.0.1")
 CASSANDRA_PORT = int(env("PROGRAMUSERS_CASSANDRA_PORT", "9042"))
 PROGRAMS_KEYSPACE = env("PROGRAMUSERS_PROGRAMS_KEYSPACE", "sunbird_programs")

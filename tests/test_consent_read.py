@@ -8,7 +8,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from conftest import LOCAL_CASSANDRA
 
 from programusers import runners
-from programusers.sample_data import load_consents
+from programusers.io.lookups import LookUp
+from programusers.local.sample_data import load_consents
 from programusers.transforms import program_reads
 
 
@@ -37,6 +38,6 @@ def test_lookups_find_the_latest_consent_for_the_program(cassandra_session, test
                 for i in range(40)]
     with test_pipeline.TestPipeline(options=runners.pipeline_options("DirectRunner")) as pipeline:
         user_ids = pipeline | beam.Create(requested)
-        looked_up = user_ids | program_reads.ReadConsent(LOCAL_CASSANDRA, keyspace, program, batch_size=50,
-                                                         users_per_query=users_per_query)
+        looked_up = user_ids | LookUp(program_reads.ConsentHandler(LOCAL_CASSANDRA, keyspace, program,
+                                                                   users_per_query=users_per_query), batch_size=50)
         assert_that(looked_up, equal_to(expected))

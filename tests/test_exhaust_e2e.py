@@ -27,7 +27,8 @@ import redis
 from programusers import cli, settings
 from programusers.crypto import PlatformCipher
 from programusers.io import postgres
-from programusers.job_requests import JOB_ID, JobRequest, new_request_id, tag_for
+from programusers.report import request_store
+from programusers.report.job_request import JOB_ID, JobRequest, new_request_id, tag_for
 
 pytestmark = pytest.mark.services
 
@@ -272,7 +273,7 @@ def requests(s: Scenario):
 def submit(connection, table, program, data, key, channel) -> str:
     request = JobRequest(tag=tag_for(program.id, channel), request_id=new_request_id(), request_data=data,
                          requested_by="manager-1", requested_channel=channel, encryption_key=key)
-    postgres.insert_request(connection, table, request, JOB_ID, datetime.utcnow())
+    request_store.insert_request(connection, table, request, JOB_ID, datetime.utcnow())
     return request.request_id
 
 
@@ -301,7 +302,7 @@ def exhaust_in_process(scenario, *args) -> tuple[int, list[str]]:
 def status_rows(pg_dsn, table, request_id) -> dict:
     connection = postgres.connect(pg_dsn)
     try:
-        (row,) = postgres.request_status(connection, table, request_id)
+        (row,) = request_store.request_status(connection, table, request_id)
     finally:
         connection.close()
     return row

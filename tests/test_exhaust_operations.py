@@ -28,7 +28,8 @@ from test_exhaust_e2e import (
 
 from programusers import cli, schema, settings
 from programusers.io import postgres
-from programusers.job_requests import JOB_ID, JobRequest, new_request_id, tag_for
+from programusers.report import request_store
+from programusers.report.job_request import JOB_ID, JobRequest, new_request_id, tag_for
 
 pytestmark = pytest.mark.services
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,7 +62,7 @@ def submit_district(pg_dsn, table, scenario, key="k-district", by="manager-1") -
                              request_data=enrollment(f("user_locations['district_id']", "=", "d-ana"),
                                                      program=scenario.a),
                              requested_by=by, requested_channel="ch-1", encryption_key=key)
-        postgres.insert_request(connection, table, request, JOB_ID, datetime.utcnow())
+        request_store.insert_request(connection, table, request, JOB_ID, datetime.utcnow())
         return request.request_id
     finally:
         connection.close()
@@ -133,11 +134,11 @@ def test_a_run_killed_mid_request_leaves_nothing_published_and_the_next_run_prod
 
 def test_a_live_runs_request_is_not_reclaimed(scenario, pg_dsn, table, tmp_path):
     request_id = submit_district(pg_dsn, table, scenario)
-    leases = postgres.Leases(pg_dsn, JOB_ID)  # stands for a live exhaust holding the request
+    leases = request_store.Leases(pg_dsn, JOB_ID)  # stands for a live exhaust holding the request
     try:
         connection = postgres.connect(pg_dsn)
-        (request,) = postgres.pending_requests(connection, table, JOB_ID, request_id)
-        assert leases.try_take(leases.key(request)) and postgres.claim(connection, table, request)
+        (request,) = request_store.pending_requests(connection, table, JOB_ID, request_id)
+        assert leases.try_take(leases.key(request)) and request_store.claim(connection, table, request)
         connection.close()
         code, _ = exhaust_in_process(scenario, "--job-request-table", table, "--output", str(tmp_path))
         row = status_rows(pg_dsn, table, request_id)

@@ -15,6 +15,7 @@ from programusers import runners
 from programusers.crypto import PlatformCipher
 from programusers.io import files
 from programusers.model_config import default_model_config
+from programusers.report import shards
 from programusers.transforms.report import LookUpAndBuildRecords
 
 CONFIG = default_model_config()
@@ -40,15 +41,23 @@ def row(user_id, pii=True, **columns):
             "created_at": date(2023, 1, 1), "updated_at": date(2023, 1, 2), **columns}
 
 
-class FakeLookupFn(beam.DoFn):
-    """A batch lookup from a dict that fails the pipeline when asked for a user it should not be."""
+class FakeLookupHandler:
+    """A lookup handler over a dict that fails the pipeline when asked for a user it should not be, or
+    when called while not open."""
 
     def __init__(self, rows, allowed_ids):
-        self._rows, self._allowed_ids = rows, set(allowed_ids)
+        self._rows, self._allowed_ids, self._open = rows, set(allowed_ids), False
 
-    def process(self, user_ids):
-        assert set(user_ids) <= self._allowed_ids, sorted(set(user_ids) - self._allowed_ids)
-        yield from ((u, self._rows[u]) for u in user_ids if u in self._rows)
+    def __enter__(self):
+        self._open = True
+        return self
+
+    def __call__(self, user_ids):
+        assert self._open and set(user_ids) <= self._allowed_ids, sorted(set(user_ids) - self._allowed_ids)
+        return {u: self._rows[u] for u in user_ids if u in self._rows}
+
+    def __exit__(self, *exc_info):
+        self._open = False
 
 
 ENROLLMENTS = [row("u-active"), row("u-revoked"), row("u-none"), row("u-nocache"), row("u-open", pii=False)]
@@ -79,8 +88,8 @@ def build(program_asks, consents_asked, profiles_asked, expected_records):
     with pipeline() as p:
         record_lists = (p
                         | beam.Create(ENROLLMENTS)
-                        | LookUpAndBuildRecords(CONFIG, program_asks, FakeLookupFn(CONSENTS, consents_asked),
-                                                FakeLookupFn(PROFILES, profiles_asked), batch_size=2))
+                        | LookUpAndBuildRecords(CONFIG, program_asks, FakeLookupHandler(CONSENTS, consents_asked),
+                                                FakeLookupHandler(PROFILES, profiles_asked), batch_size=2))
         assert_that(record_lists | beam.FlatMap(list), equal_to(expected_records))
 
 
@@ -103,12 +112,13 @@ def test_records_count_their_issues():
     consents = {u: {"status": "active", "last_updated_on": None} for u in ("u1", "u2")}
     profiles = {"u2": {"firstname": "A", "email": "not-a-ciphertext"}}
     p = pipeline()
-    _ = (p | beam.Create(rows) | LookUpAndBuildRecords(CONFIG, True, FakeLookupFn(consents, ["u1", "u2"]),
-                                                       FakeLookupFn(profiles, ["u1", "u2"]), batch_size=2))
+    _ = (p | beam.Create(rows) | LookUpAndBuildRecords(CONFIG, True, FakeLookupHandler(consents, ["u1", "u2"]),
+                                                       FakeLookupHandler(profiles, ["u1", "u2"]), batch_size=2))
     result = p.run()
     result.wait_until_finish()
     counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]}
-    assert counters == {"records": 2, "profile_missing": 1, "email_undecryptable": 1}
+    assert counters == {"records": 2, "consents_found": 2, "profiles_found": 1, "profile_missing": 1,
+                        "email_undecryptable": 1}
 
 
 # --- sorted shards and their merge -------------------------------------------------------------
@@ -134,14 +144,14 @@ def write_and_merge(records, tmp_path, rows_per_shard, **zip_args):
     keyed_lines = [(sort_key(r), report_records.csv_line(r[label] for label in COLUMNS)) for r in records]
     batches = [keyed_lines[i:i + 7] for i in range(0, len(keyed_lines), 7)]
     with pipeline() as p:
-        _ = p | beam.Create(batches) | files.WriteSortedShards(temp_dir, COLUMNS, rows_per_shard)
-    manifest = tmp_path / "temp" / files.MANIFEST
-    shards = json.loads(manifest.read_text())["shards"] if manifest.exists() else []
+        _ = p | beam.Create(batches) | shards.WriteSortedShards(temp_dir, COLUMNS, rows_per_shard)
+    manifest = tmp_path / "temp" / shards.MANIFEST
+    entries = json.loads(manifest.read_text())["shards"] if manifest.exists() else []
     (tmp_path / "out").mkdir()
-    written = files.merge_shards(temp_dir, destination, datetime(2024, 1, 1), **zip_args)
+    written = shards.merge_shards(temp_dir, destination, datetime(2024, 1, 1), **zip_args)
     files.remove_dir(temp_dir)
     assert not (tmp_path / "temp").exists()
-    return shards, written, destination
+    return entries, written, destination
 
 
 @pytest.mark.parametrize("password", [None, "pass word"])

@@ -15,14 +15,13 @@ import pyzipper
 from hypothesis import given
 from hypothesis import strategies as st
 
-from programusers import job_requests
-from programusers.archive import encrypted_member, zip_password
 from programusers.crypto import PlatformCipher
 from programusers.filters import parse_request
-from programusers.io import files
-from programusers.job_requests import JobRequest
 from programusers.model_config import default_model_config
 from programusers.pipelines.exhaust import Stores
+from programusers.report import job_request, shards
+from programusers.report.archive import encrypted_member, zip_password
+from programusers.report.job_request import JobRequest
 
 # --- sorted shards and their merge --------------------------------------------------------------
 
@@ -46,7 +45,7 @@ def stage_shards(tmp_path, runs, extra=()):
         (temp_dir / name).write_bytes(data)
         if n < len(runs):
             entries.append([name, len(run), len(data)])
-    (temp_dir / files.MANIFEST).write_text(json.dumps({"header": HEADER, "shards": entries}))
+    (temp_dir / shards.MANIFEST).write_text(json.dumps({"header": HEADER, "shards": entries}))
     return temp_dir
 
 
@@ -56,10 +55,10 @@ LINES = st.lists(st.builds(keyed_line, st.sampled_from(["", "A", "B", "b", "C, D
 
 @given(st.lists(LINES, max_size=6), st.lists(LINES, max_size=2), st.integers(2, 4))
 def test_shards_merge_into_the_sorted_report_whatever_the_runs(runs, retried, max_open):
-    with tempfile.TemporaryDirectory() as tmp, patch.object(files, "MAX_OPEN_SHARDS", max_open):
+    with tempfile.TemporaryDirectory() as tmp, patch.object(shards, "MAX_OPEN_SHARDS", max_open):
         temp_dir = stage_shards(Path(tmp), runs, retried)
         merged = Path(tmp) / "report.csv"
-        rows = files.merge_shards(str(temp_dir), str(merged), datetime(2024, 1, 1))
+        rows = shards.merge_shards(str(temp_dir), str(merged), datetime(2024, 1, 1))
         every = sorted(line for run in runs for line in run)
         assert rows == len(every)
         assert merged.read_bytes().decode() == "Name,District\r\n" + "".join(line for _, line in every)
@@ -69,19 +68,19 @@ def test_shards_merge_into_the_sorted_report_whatever_the_runs(runs, retried, ma
                                                  (2, True, "rows from 1 unreadable")])
 def test_a_shard_unlike_its_manifest_entry_fails_the_merge(tmp_path, declared, cut, error):
     temp_dir = stage_shards(tmp_path, [[keyed_line("A", "secret name"), keyed_line("B", "other name")]])
-    manifest = json.loads((temp_dir / files.MANIFEST).read_text())
+    manifest = json.loads((temp_dir / shards.MANIFEST).read_text())
     manifest["shards"][0][1] = declared
-    (temp_dir / files.MANIFEST).write_text(json.dumps(manifest))
+    (temp_dir / shards.MANIFEST).write_text(json.dumps(manifest))
     if cut:  # a shard cut off in the middle of its last record
         shard = temp_dir / manifest["shards"][0][0]
         shard.write_bytes(shard.read_bytes()[:-9])
-    with pytest.raises(files.IncompleteShard, match=error) as failure:
-        files.merge_shards(str(temp_dir), str(tmp_path / "report.csv"), datetime(2024, 1, 1))
+    with pytest.raises(shards.IncompleteShard, match=error) as failure:
+        shards.merge_shards(str(temp_dir), str(tmp_path / "report.csv"), datetime(2024, 1, 1))
     assert "name" not in str(failure.value)  # the records' text stays out of the error
 
 
 def test_no_manifest_no_report(tmp_path):
-    assert files.merge_shards(str(tmp_path), str(tmp_path / "report.csv"), datetime(2024, 1, 1)) == 0
+    assert shards.merge_shards(str(tmp_path), str(tmp_path / "report.csv"), datetime(2024, 1, 1)) == 0
     assert not (tmp_path / "report.csv").exists()
 
 
@@ -91,7 +90,7 @@ PROGRAM = "602512d8e6aefa27d9629bc3"
 
 
 def test_command_line_filters_become_the_platform_request_shape():
-    data = job_requests.request_data(PROGRAM, [
+    data = job_request.request_data(PROGRAM, [
         ("user_locations['district_id']", "in", "d1, d2,,"),
         ("program_enrollment.updated_at", ">=", "2023-01-01"),
         ("user_consent.user_id", "=", "u1")])
@@ -116,18 +115,18 @@ def test_duplicates_are_equal_data_key_and_requester_whatever_the_order_or_tag()
     same = request("B", {"x": {"a": 2, "b": 1}, "filters": []}, tag="other")
     others = [request("C", a.request_data, key="k2"), request("D", a.request_data, by="someone"),
               request("E", {"filters": [1]}), request("F", None)]
-    groups = job_requests.group_duplicates([a, *others[:2], same, *others[2:]])
+    groups = job_request.group_duplicates([a, *others[:2], same, *others[2:]])
     assert [[r.request_id for r in g] for g in groups] == [["A", "B"], ["C"], ["D"], ["E"], ["F"]]
 
 
 def test_tag_name_and_message_conventions():
-    assert job_requests.tag_for("p1", "channel") == "p1:channel" and job_requests.tag_for("p1", None) == "p1"
-    assert len(job_requests.new_request_id()) == 32 and job_requests.new_request_id().isupper()
+    assert job_request.tag_for("p1", "channel") == "p1:channel" and job_request.tag_for("p1", None) == "p1"
+    assert len(job_request.new_request_id()) == 32 and job_request.new_request_id().isupper()
     # 31 May 2023 20:00 UTC is already 1 June in Kolkata.
     when = datetime(2023, 5, 31, 20, 0, tzinfo=UTC)
-    assert job_requests.report_name("R1", when, ZoneInfo("Asia/Kolkata")) == "R1_20230601"
-    assert job_requests.report_name("R1", when, ZoneInfo("UTC")) == "R1_20230531"
-    assert len(job_requests.err_message("x" * 1000)) == 300
+    assert job_request.report_name("R1", when, ZoneInfo("Asia/Kolkata")) == "R1_20230601"
+    assert job_request.report_name("R1", when, ZoneInfo("UTC")) == "R1_20230531"
+    assert len(job_request.err_message("x" * 1000)) == 300
 
 
 # --- the password zip ------------------------------------------------------------------------
@@ -243,24 +242,24 @@ def test_values_too_wide_for_job_request_are_caught_before_the_insert(column, wi
 
 @given(st.text(min_size=1, max_size=60), st.text(min_size=1, max_size=40))
 def test_a_staging_folder_names_its_requests_lease(tag, request_id):
-    from programusers.io.postgres import lease_key
-    from programusers.report_lifecycle import lease_of_workspace, workspace_name
+    from programusers.report.lifecycle import lease_of_workspace, workspace_name
+    from programusers.report.request_store import lease_key
 
-    key = lease_key(job_requests.JOB_ID, tag, request_id)
+    key = lease_key(job_request.JOB_ID, tag, request_id)
     assert -2**63 <= key < 2**63  # PostgreSQL's bigint
     assert lease_of_workspace(workspace_name(key)) == key
-    assert lease_key(job_requests.JOB_ID, tag, request_id + "x") != key
+    assert lease_key(job_request.JOB_ID, tag, request_id + "x") != key
 
 
 @pytest.mark.parametrize("name", ["shard-00001.csv", "tmp", "0123456789abcdef-short", "0123456789ABCDEF-" + "0" * 32])
 def test_other_folders_in_staging_are_not_taken_for_request_folders(name):
-    from programusers.report_lifecycle import lease_of_workspace
+    from programusers.report.lifecycle import lease_of_workspace
 
     assert lease_of_workspace(name) is None
 
 
 def test_the_zip_password_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):
-    from programusers.report_commands import ENCRYPTION_KEY_ENV, read_encryption_key
+    from programusers.report.commands import ENCRYPTION_KEY_ENV, read_encryption_key
 
     monkeypatch.delenv(ENCRYPTION_KEY_ENV, raising=False)
     assert read_encryption_key(None) is None
@@ -277,20 +276,20 @@ def test_progress_shows_counts_only_in_the_steps_order(caplog):
     import logging
     import time
 
-    from programusers import progress
+    from programusers.report import progress
 
     progress.counter("ns", "records").inc(3)  # before the block: not this request's
-    with caplog.at_level(logging.INFO, logger="programusers.progress"), progress.shown("request R", every=0.05):
+    with caplog.at_level(logging.INFO, logger="programusers.report.progress"), progress.shown("request R", every=0.05):
         progress.counter("ns", "enrollments_read").inc(1200)
         progress.counter("ns", "records").inc(7)
         progress.count("consent_rows_scanned", 5)  # not a step shown
         time.sleep(0.3)
-    lines = [r.getMessage() for r in caplog.records if r.name == "programusers.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "programusers.report.progress"]
     assert lines and lines[-1] == "request R: 1,200 enrollment rows read, 7 report rows built"
 
 
 def test_the_first_tick_publishes_on_a_machine_booted_seconds_ago(tmp_path, monkeypatch):
-    from programusers import progress
+    from programusers.report import progress
 
     monkeypatch.setattr(progress.time, "monotonic", lambda: 5.0)  # the clock of a CI machine just booted
     worker = progress.Publisher(str(tmp_path), every=10)
@@ -304,7 +303,7 @@ def test_progress_of_workers_elsewhere_is_what_they_published(tmp_path, caplog):
     import logging
     import time
 
-    from programusers import progress
+    from programusers.report import progress
 
     staging = str(tmp_path)
     worker = progress.Publisher(staging, every=3600)
@@ -318,9 +317,9 @@ def test_progress_of_workers_elsewhere_is_what_they_published(tmp_path, caplog):
     # Another worker process's file, beside this one's: the submitter sums them.
     (tmp_path / "progress-elsewhere.json").write_text('{"enrollments_read": 100, "records": 9}')
     assert progress.published(staging) == {"enrollments_read": 142, "records": 9}
-    with caplog.at_level(logging.INFO, logger="programusers.progress"), \
+    with caplog.at_level(logging.INFO, logger="programusers.report.progress"), \
             progress.shown("request R", every=0.05, directory=staging):
         progress.counter("ns", "records").inc(1000)  # this process's tally is not the job's: not shown
         time.sleep(0.3)
-    lines = [r.getMessage() for r in caplog.records if r.name == "programusers.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "programusers.report.progress"]
     assert lines and lines[-1] == "request R: 142 enrollment rows read, 9 report rows built"

@@ -15,9 +15,9 @@ from test_exhaust_e2e import (
     unzipped,
 )
 
-from programusers import progress
 from programusers.io import files, postgres
-from programusers.runners.worker_pool import WorkerPool
+from programusers.local.worker_pool import WorkerPool
+from programusers.report import progress
 
 pytestmark = pytest.mark.services
 _ = scenario  # the module-scoped scenario fixture of test_exhaust_e2e, loaded once for this module too

@@ -5,7 +5,7 @@ import pytest
 
 from programusers.crypto import PlatformCipher
 from programusers.events import EnrollmentUpsert, parse_event
-from programusers.sample_data import generate
+from programusers.local.sample_data import generate
 
 CIPHER = PlatformCipher("sample-salt")
 

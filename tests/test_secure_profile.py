@@ -15,8 +15,8 @@ import pyzipper
 from conftest import REPO
 
 from programusers import settings
-from programusers.demo import DEMO_PASSWORD, load_env_file
 from programusers.io.cassandra import CassandraConnection
+from programusers.local.demo import DEMO_PASSWORD, load_env_file
 
 pytestmark = pytest.mark.services
 SECURE = settings.stack_dir() / "secure"

@@ -2,7 +2,7 @@
 clients, and secrets that come from files or the environment, never from a flag."""
 import pytest
 
-from programusers import settings
+from programusers.io.credentials import read_secret
 from programusers.io.kafka import KafkaClientConfig, read_properties
 from programusers.options import StoreOptions
 
@@ -69,5 +69,5 @@ def test_the_defaults_are_the_local_stack_and_the_environment_wins(monkeypatch, 
     options = StoreOptions([])
     assert options.cassandra_connection().hosts == ("c1", "c2")
     assert options.redis_connection().password_file == str(secret)
-    assert settings.secret(str(secret), "UNUSED") == "from-a-file"  # its line end is no part of it
+    assert read_secret(str(secret), "UNUSED") == "from-a-file"  # its line end is no part of it
     assert StoreOptions(["--cassandra-hosts=c3"]).cassandra_connection().hosts == ("c3",)  # a flag wins

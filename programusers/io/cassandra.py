@@ -10,8 +10,8 @@ transforms/program_reads.py and transforms/enrollments.py); io/cassandra_sink.py
   cluster is made, from `password_file` (a mounted Secret) or $PROGRAMUSERS_CASSANDRA_PASSWORD.
 - `SessionDoFn`s using one connection share one Cluster per worker process (Beam's utils.shared).
 - `ReadAllFromCassandra` runs one prepared query per input element (e.g. a slice of a partition) and pages
-  through its rows; `LookUpFn` reads the partitions of a batch of keys, many keys a query, queries
-  concurrently.
+  through its rows; `CassandraLookupHandler` (io/lookups.py's shape) reads the partitions of a batch of
+  keys, many keys a query, queries concurrently.
 """
 from __future__ import annotations
 
@@ -39,7 +39,10 @@ from cassandra.policies import (
 from cassandra.query import named_tuple_factory, tuple_factory
 from cassandra.util import Date
 
-from programusers import progress, settings
+from programusers.io.credentials import read_secret
+
+__all__ = ["CassandraConnection", "CassandraLookupHandler", "ReadAllFromCassandra", "SessionDoFn", "Unavailable",
+           "identifier", "plain_rows", "refused"]
 
 PASSWORD_ENV = "PROGRAMUSERS_CASSANDRA_PASSWORD"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,47}$")
@@ -102,7 +105,7 @@ class CassandraConnection:
         balancing = DCAwareRoundRobinPolicy(self.local_dc) if self.local_dc else RoundRobinPolicy()
         profile = ExecutionProfile(load_balancing_policy=TokenAwarePolicy(balancing),
                                    request_timeout=self.request_timeout, row_factory=row_factory)
-        password = settings.secret(self.password_file, PASSWORD_ENV)
+        password = read_secret(self.password_file, PASSWORD_ENV)
         extra = {"protocol_version": self.protocol_version} if self.protocol_version else {}
         return Cluster(list(self.hosts), port=self.port, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
                        reconnection_policy=ExponentialReconnectionPolicy(
@@ -165,6 +168,11 @@ def _handle(connection: CassandraConnection) -> shared.Shared:
         return _HANDLES.setdefault(connection, shared.Shared())
 
 
+def _acquire(handle: shared.Shared, connection: CassandraConnection) -> _SharedSession:
+    """The worker process's shared session for `connection`: hold what this returns while using it."""
+    return handle.acquire(lambda: _SharedSession(connection))
+
+
 class SessionDoFn(beam.DoFn):
     """A DoFn with the worker process's shared session for `connection`, acquired in setup() (where
     subclasses then prepare their statements)."""
@@ -178,7 +186,7 @@ class SessionDoFn(beam.DoFn):
 
     def _acquire_session(self) -> Session:
         """Raises one of Unavailable when the cluster is down (or refuses us)."""
-        self._holder = self._shared.acquire(lambda: _SharedSession(self._connection))
+        self._holder = _acquire(self._shared, self._connection)
         return self._holder.session
 
     def teardown(self):
@@ -209,10 +217,9 @@ def plain_rows(column_types: Sequence) -> Callable[[Sequence], tuple]:
 class _QueryFn(SessionDoFn):
     """(cql, bind values) -> the rows of the query, each statement prepared once per DoFn instance."""
 
-    def __init__(self, connection: CassandraConnection, fetch_size: int, counter: str | None):
+    def __init__(self, connection: CassandraConnection, fetch_size: int, counter):
         super().__init__(connection)
-        self._fetch_size = fetch_size
-        self._rows = progress.counter(self.__class__, counter) if counter else None
+        self._fetch_size, self._rows = fetch_size, counter
 
     def setup(self):
         super().setup()
@@ -241,43 +248,63 @@ class _QueryFn(SessionDoFn):
 
 class ReadAllFromCassandra(beam.PTransform):
     """Queries, each a (cql, bind values) pair (e.g. a slice of a partition) -> the rows of each,
-    as tuples of plain values in the query's column order, `fetch_size` rows a page.
+    as tuples of plain values in the query's column order. Token-aware: a partition query goes straight
+    to a replica.
 
-    Token-aware: a partition query goes straight to a replica. `counter` counts the rows read."""
+    Args:
+      connection: where the cluster is and how to log in.
+      fetch_size: rows a page.
+      counter: counts the rows read as they come, a page at a time (anything with ``inc(n)``, e.g. a
+        Beam counter); None counts nothing.
+    """
 
-    def __init__(self, connection: CassandraConnection, fetch_size: int = 1000, counter: str | None = None):
+    def __init__(self, connection: CassandraConnection, fetch_size: int = 1000, counter=None):
         super().__init__()
+        self._connection, self._fetch_size = connection, fetch_size
         self._fn = _QueryFn(connection, fetch_size, counter)
 
     def expand(self, queries):
         return queries | "Query" >> beam.ParDo(self._fn)
 
+    def display_data(self):
+        return {"cassandra": self._connection.describe(), "fetch_size": self._fetch_size}
 
-class LookUpFn(SessionDoFn):
-    """A batch of keys -> (key, its rows of `cql`) for every key of the batch, in the batch's order.
+
+class CassandraLookupHandler:
+    """A lookup handler (io/lookups.py): a batch of keys -> {key: its rows of `cql`} for the keys with rows.
 
     `cql` selects the key column first and restricts it with `key IN ?`: one query reads `keys_per_query`
-    (small) partitions, `concurrency` queries in flight. Measured here: 50 keys a query read user_consent
-    12x faster than one query per key, whose round trip costs more than the read. The coordinator fans an
-    IN out to the keys' replicas, so keep it to tens of keys; 1 gives one query per key."""
+    (small) partitions, `concurrency` queries in flight; the rows come as tuples of plain values, the key
+    left out. Measured here: 50 keys a query read user_consent 12x faster than one query per key, whose
+    round trip costs more than the read. The coordinator fans an IN out to the keys' replicas, so keep it
+    to tens of keys; 1 gives one query per key. Uses the worker process's shared session."""
 
-    def __init__(self, connection: CassandraConnection, cql: str, keys_per_query: int, concurrency: int):
-        super().__init__(connection)
-        self._cql, self._keys_per_query, self._concurrency = cql, keys_per_query, concurrency
+    def __init__(self, connection: CassandraConnection, cql: str, keys_per_query: int = 50, concurrency: int = 16):
+        self._connection, self._cql = connection, cql
+        self._keys_per_query, self._concurrency = keys_per_query, concurrency
+        self._shared = _handle(connection)
+        self._holder = None
 
-    def setup(self):
-        super().setup()
-        self._query = self._session.prepare(self._cql)
+    def __enter__(self) -> CassandraLookupHandler:
+        """Raises one of Unavailable when the cluster is down (or refuses us)."""
+        self._holder = _acquire(self._shared, self._connection)
+        self._query = self._holder.session.prepare(self._cql)
         self._plain = plain_rows([column[3] for column in self._query.result_metadata[1:]])
+        return self
 
-    def process(self, keys: list):
+    def __call__(self, keys: list) -> dict:
         step = self._keys_per_query
-        results = execute_concurrent_with_args(self._session, self._query,
+        results = execute_concurrent_with_args(self._holder.session, self._query,
                                                [(keys[i:i + step],) for i in range(0, len(keys), step)],
                                                concurrency=self._concurrency, raise_on_first_error=True)
         found: dict = {}
         for _, rows in results:
             for key, *values in rows:
                 found.setdefault(key, []).append(self._plain(values))
-        for key in keys:
-            yield key, found.get(key, [])
+        return found
+
+    def __exit__(self, *exc_info) -> None:
+        self._holder = None  # the last user to let go shuts the cluster down
+
+    def __getstate__(self):
+        return {**self.__dict__, "_holder": None, "_query": None, "_plain": None}

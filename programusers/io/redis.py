@@ -1,6 +1,7 @@
-"""Redis: a connection config and a transform that reads hashes by key, in pipelined batches.
+"""Redis: a connection config and a lookup handler (io/lookups.py's shape) that reads hashes by key, a
+batch in one pipelined round trip.
 
-Nothing here knows about users or reports (transforms/report.py says which hashes and fields). The
+Nothing here knows about users or reports (pipelines/exhaust.py says which hashes and fields). The
 password is never held by the config (which travels with the pipeline graph): it is read where the
 client is made, from `password_file` (a mounted Secret) or the environment.
 """
@@ -8,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import apache_beam as beam
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from programusers import progress, settings
+from programusers.io.credentials import read_secret
+
+__all__ = ["RedisConnection", "RedisHashHandler", "Unavailable"]
 
 Unavailable = redis.RedisError
 PASSWORD_ENV = "PROGRAMUSERS_REDIS_PASSWORD"
@@ -37,7 +39,7 @@ class RedisConnection:
     def client(self, retries: int = READ_RETRIES, timeout: float | None = None) -> redis.Redis:
         timeout = self.timeout if timeout is None else timeout
         return redis.Redis(host=self.host, port=self.port, db=self.db, username=self.username,
-                           password=settings.secret(self.password_file, PASSWORD_ENV),
+                           password=read_secret(self.password_file, PASSWORD_ENV),
                            ssl=self.tls or bool(self.tls_ca), ssl_ca_certs=self.tls_ca,
                            decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout,
                            retry=Retry(ExponentialBackoff(cap=4.0, base=0.25), retries),
@@ -53,43 +55,31 @@ class RedisConnection:
         return f"{self.host}:{self.port}/{self.db}{' (TLS)' if self.tls or self.tls_ca else ''}"
 
 
-class _ReadHashesFn(beam.DoFn):
-    """Reads a batch of hashes in one pipelined round trip (no transaction: plain reads)."""
+class RedisHashHandler:
+    """A lookup handler: a batch of ids -> {id: {field: value}} for the hashes found at `key_prefix` + id
+    (HMGET of `fields` only, in one pipelined round trip, no transaction: plain reads). Transient errors
+    are retried by the client (READ_RETRIES)."""
 
-    def __init__(self, connection: RedisConnection, key_prefix: str, fields: tuple[str, ...], found_counter: str):
-        self._connection, self._key_prefix, self._fields = connection, key_prefix, fields
-        self._found = progress.counter(self.__class__, found_counter)
+    def __init__(self, connection: RedisConnection, key_prefix: str, fields: tuple[str, ...]):
+        self._connection, self._key_prefix, self._fields = connection, key_prefix, tuple(fields)
+        self._client = None
 
-    def setup(self):
+    def __enter__(self) -> RedisHashHandler:
         self._client = self._connection.client()
+        return self
 
-    def process(self, ids: list[str]):
+    def __call__(self, ids: list[str]) -> dict[str, dict]:
         pipe = self._client.pipeline(transaction=False)
         for id_ in ids:
-            pipe.hmget(self._key_prefix + id_, self._fields)  # only the fields asked for
-        for id_, values in zip(ids, pipe.execute()):
-            if any(v is not None for v in values):  # HMGET gives all None for a missing key
-                self._found.inc()
-                yield id_, {f: v for f, v in zip(self._fields, values) if v is not None}
+            pipe.hmget(self._key_prefix + id_, self._fields)
+        return {id_: {f: v for f, v in zip(self._fields, values) if v is not None}
+                for id_, values in zip(ids, pipe.execute())
+                if any(v is not None for v in values)}  # HMGET gives all None for a missing key
 
-    def teardown(self):
-        if client := getattr(self, "_client", None):  # setup may have failed before connecting
-            client.close()
+    def __exit__(self, *exc_info) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
-
-class ReadFromRedisHashes(beam.PTransform):
-    """ids -> (id, {field: value}) for the hashes found at `key_prefix` + id; missing ones are left out.
-
-    Reads `batch_size` keys per pipelined round trip (HMGET of `fields` only); counts the hashes found as
-    `found_counter`. Transient errors are retried by the client (READ_RETRIES)."""
-
-    def __init__(self, connection: RedisConnection, key_prefix: str, fields: tuple[str, ...], batch_size: int = 500,
-                 found_counter: str = "hashes_found"):
-        super().__init__()
-        self.lookup_fn = _ReadHashesFn(connection, key_prefix, tuple(fields), found_counter)  # a batch -> hashes
-        self._batch_size = batch_size
-
-    def expand(self, ids):
-        return (ids
-                | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
-                | "LookUp" >> beam.ParDo(self.lookup_fn))
+    def __getstate__(self):
+        return {**self.__dict__, "_client": None}

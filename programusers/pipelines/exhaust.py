@@ -1,6 +1,6 @@
 """The report pipeline (SPEC §3): one program's enrollment rows -> filtered, joined with consent and the
 user cache -> sorted shards of CSV lines and their manifest. The request lifecycle around it is
-`programusers.report_lifecycle`, the commands `programusers.report_commands`.
+`programusers.report.lifecycle`, the commands `programusers.report.commands`.
 """
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from programusers import filters, records, settings
-from programusers.io import files, redis
+from programusers.io import redis
 from programusers.io.cassandra import CassandraConnection
 from programusers.io.redis import RedisConnection
 from programusers.model_config import ReportConfig
 from programusers.options import from_args
 from programusers.records import PROFILE_FIELDS
+from programusers.report import shards
 from programusers.transforms import program_reads
 from programusers.transforms.report import LookUpAndBuildRecords
 
@@ -84,13 +85,11 @@ def program_asks(request: filters.ReportRequest, stores: Stores, options: Pipeli
 def run(request: filters.ReportRequest, config: ReportConfig, stores: Stores, temp_dir: str,
         options: PipelineOptions, program_asks: bool) -> beam.runners.runner.PipelineResult:
     """Writes the request's records as sorted shards and their manifest under `temp_dir` (see
-    files.merge_shards); `program_asks`: see program_asks()."""
+    shards.merge_shards); `program_asks`: see program_asks()."""
     tuning = options.view_as(ExhaustOptions)
-    read_consent = program_reads.ReadConsent(stores.cassandra, stores.consent_keyspace, request.program_id,
-                                             tuning.lookup_batch_size, tuning.consent_users_per_query)
-    read_profiles = redis.ReadFromRedisHashes(stores.redis, USER_KEY_PREFIX, PROFILE_FIELDS, tuning.lookup_batch_size,
-                                              found_counter="profiles_found")
-    # Consent and profiles are read a batch of rows at a time, with the read transforms' own lookup DoFns.
+    consents = program_reads.ConsentHandler(stores.cassandra, stores.consent_keyspace, request.program_id,
+                                            tuning.consent_users_per_query)
+    profiles = redis.RedisHashHandler(stores.redis, USER_KEY_PREFIX, PROFILE_FIELDS)
     with beam.Pipeline(options=options) as pipeline:
         _ = (pipeline
              | "ReadEnrollments" >> program_reads.ReadProgramEnrollments(
@@ -98,7 +97,7 @@ def run(request: filters.ReportRequest, config: ReportConfig, stores: Stores, te
                  tuning.read_slices)
              | "KeepRequestedRows" >> beam.Filter(request.matches)
              | "LookUpAndBuildRecords" >> LookUpAndBuildRecords(
-                 config, program_asks, read_consent.lookup_fn, read_profiles.lookup_fn, tuning.lookup_batch_size)
-             | "WriteSortedShards" >> files.WriteSortedShards(
+                 config, program_asks, consents, profiles, tuning.lookup_batch_size)
+             | "WriteSortedShards" >> shards.WriteSortedShards(
                  temp_dir, records.header(program_asks, config), tuning.rows_per_shard))
     return pipeline.result

@@ -5,7 +5,7 @@
 - PrismRunner: Beam's portable runner built from the Go module proxy (`scripts/stack fetch`), given
   to Beam by path. It runs streaming pipelines and cross-language transforms. LOOPBACK by default (the
   SDK worker is the submitting process); `--environment_type=EXTERNAL --environment_config=HOST:PORT`
-  hands the bundles to a Python SDK worker pool instead (runners/worker_pool.py).
+  hands the bundles to a Python SDK worker pool instead (local/worker_pool.py).
 - FlinkRunner / SparkRunner: Beam's job-server jars, passed by path (`--flink_job_server_jar`,
   `--spark_job_server_jar`, or the jar in the tools cache), LOOPBACK environment, Java 17 flags.
   Beam's own download from a URL is never attempted: a missing jar is a clear error.

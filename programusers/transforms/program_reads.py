@@ -7,9 +7,9 @@ from datetime import datetime
 
 import apache_beam as beam
 
-from programusers import progress
-from programusers.io.cassandra import CassandraConnection, LookUpFn, ReadAllFromCassandra, identifier
+from programusers.io.cassandra import CassandraConnection, CassandraLookupHandler, ReadAllFromCassandra, identifier
 from programusers.records import ENROLLMENT_COLUMNS
+from programusers.report import progress
 from programusers.schema import CONSENT_TABLE, ENROLLMENT_TABLE
 
 
@@ -54,7 +54,8 @@ class ReadProgramEnrollments(beam.PTransform):
     def __init__(self, connection: CassandraConnection, keyspace: str, program_id: str, fetch_size: int = 1000,
                  slices: int = 16):
         super().__init__()
-        self._read = ReadAllFromCassandra(connection, fetch_size, counter="enrollments_read")
+        self._read = ReadAllFromCassandra(connection, fetch_size,
+                                          counter=progress.counter(ReadProgramEnrollments, "enrollments_read"))
         self._queries = slice_queries(keyspace, program_id, slices)
 
     def expand(self, pbegin):
@@ -95,38 +96,29 @@ def consent_query(keyspace: str) -> str:
             f".{CONSENT_TABLE} WHERE user_id IN ?")
 
 
-class _ReadConsentFn(LookUpFn):
-    """A batch of user ids -> (user_id, consent) for those with a consent row for `object_id`."""
-
-    def __init__(self, connection: CassandraConnection, keyspace: str, object_id: str, users_per_query: int,
-                 concurrency: int):
-        super().__init__(connection, consent_query(keyspace), users_per_query, concurrency)
-        self._object_id = object_id
-        self._found = progress.counter(self.__class__, "consents_found")
-
-    def process(self, user_ids: list[str]):
-        for user_id, rows in super().process(user_ids):
-            rows = [row for row in rows if row[0] == self._object_id]
-            if rows:
-                self._found.inc()
-                yield user_id, consent_of(rows)
-
-
-class ReadConsent(beam.PTransform):
-    """user ids -> (user_id, {status, last_updated_on}) for the users with a consent row for `object_id`.
+class ConsentHandler:
+    """A lookup handler (io/lookups.py): a batch of user ids -> {user_id: {status, last_updated_on}} for the
+    users with a consent row for `object_id`.
 
     user_consent's key is (user_id, consumer_id, object_id) and the consumer is not known here, so each
-    user's (small) partition is read and the object's rows are kept client side; `batch_size` users a
-    batch, `users_per_query` partitions a query (see LookUpFn), `concurrency` queries in flight."""
+    user's (small) partition is read and the object's rows are kept client side, `users_per_query`
+    partitions a query (see CassandraLookupHandler), `concurrency` queries in flight."""
 
-    def __init__(self, connection: CassandraConnection, keyspace: str, object_id: str, batch_size: int = 500,
-                 users_per_query: int = 50, concurrency: int = 16):
-        super().__init__()
-        # Public: a batch-at-a-time caller (transforms/report.py) runs the same lookups without the batching.
-        self.lookup_fn = _ReadConsentFn(connection, keyspace, object_id, users_per_query, concurrency)
-        self._batch_size = batch_size
+    def __init__(self, connection: CassandraConnection, keyspace: str, object_id: str, users_per_query: int = 50,
+                 concurrency: int = 16):
+        self._rows = CassandraLookupHandler(connection, consent_query(keyspace), users_per_query, concurrency)
+        self._object_id = object_id
 
-    def expand(self, user_ids):
-        return (user_ids
-                | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
-                | "LookUp" >> beam.ParDo(self.lookup_fn))
+    def __enter__(self) -> ConsentHandler:
+        self._rows.__enter__()
+        return self
+
+    def __call__(self, user_ids: list[str]) -> dict[str, dict]:
+        found = {}
+        for user_id, rows in self._rows(user_ids).items():
+            if rows := [row for row in rows if row[0] == self._object_id]:
+                found[user_id] = consent_of(rows)
+        return found
+
+    def __exit__(self, *exc_info) -> None:
+        self._rows.__exit__(*exc_info)

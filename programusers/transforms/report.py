@@ -7,33 +7,41 @@ has one header and every row a Yes/No. That program-wide flag (`program_asks`) i
 pipeline (program_reads.program_asks_for_consent) and given here as a value: as a side input computed
 from the rows it would make the runner hold every row until all were read.
 """
+import contextlib
+
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from programusers import progress, records
+from programusers import records
 from programusers.crypto import PlatformCipher
+from programusers.io.lookups import LookupHandler
 from programusers.model_config import ReportConfig
+from programusers.report import progress
 
 
 class _LookUpAndBuildFn(beam.DoFn):
     """A batch of requested enrollment rows -> [(sort key, CSV line)] of the batch.
 
     A user has one row per program, so no join is needed: the batch's users' consent is looked up in one
-    go, then the profiles of those whose consent is active, with the given batch-lookup DoFns (process:
-    a list of user ids in, (user_id, row) out for the users found). A record leaves as one string, cheaper
+    go, then the profiles of those whose consent is active, with the two lookup handlers this DoFn owns
+    (io/lookups.py: a list of user ids in, {user_id: found} out). A record leaves as one string, cheaper
     for the runner to encode and to sort than a dict of cells. Counts the records and their issues."""
 
-    def __init__(self, config: ReportConfig, program_asks: bool, consent_lookup: beam.DoFn,
-                 profile_lookup: beam.DoFn):
+    def __init__(self, config: ReportConfig, program_asks: bool, consent_handler: LookupHandler,
+                 profile_handler: LookupHandler):
         self._config, self._program_asks = config, program_asks
-        self._lookups = (consent_lookup, profile_lookup)
-        self._records = progress.counter(self.__class__, "records")  # a long report shows its progress
+        self._handlers = (consent_handler, profile_handler)
+        # A long report shows its progress in these.
+        self._records = progress.counter(self.__class__, "records")
+        self._consents_found = progress.counter(self.__class__, "consents_found")
+        self._profiles_found = progress.counter(self.__class__, "profiles_found")
 
     def setup(self):
         # The salt comes from the worker's environment, never through the pipeline graph.
         self._cipher = PlatformCipher.from_env()
-        for lookup in self._lookups:
-            lookup.setup()
+        self._open = contextlib.ExitStack()
+        if self._program_asks:  # else the file has no consent columns: nothing personal is read
+            self._consents, self._profiles = (self._open.enter_context(handler) for handler in self._handlers)
 
     def _keyed_line(self, enrollment, consent, profile) -> tuple[tuple[str, ...], str]:
         record, issues = records.build_record(self._config, {**enrollment, "pii_consent_required": self._program_asks},
@@ -45,26 +53,28 @@ class _LookUpAndBuildFn(beam.DoFn):
 
     def process(self, rows: list[dict]):
         consents, profiles = {}, {}
-        if self._program_asks:  # else the file has no consent columns: nothing personal is read
-            consent_lookup, profile_lookup = self._lookups
-            consents = dict(consent_lookup.process([row["user_id"] for row in rows]))
-            profiles = dict(profile_lookup.process(
-                [user_id for user_id, consent in consents.items() if records.consent_active(consent)]))
+        if self._program_asks:
+            consents = self._consents([row["user_id"] for row in rows])
+            profiles = self._profiles([user_id for user_id, consent in consents.items()
+                                       if records.consent_active(consent)])
+            self._consents_found.inc(len(consents))
+            self._profiles_found.inc(len(profiles))
         yield [self._keyed_line(row, consents.get(row["user_id"]), profiles.get(row["user_id"])) for row in rows]
 
     def teardown(self):
-        for lookup in self._lookups:
-            lookup.teardown()
+        if opened := getattr(self, "_open", None):  # setup may have failed before opening
+            opened.close()
 
 
 class LookUpAndBuildRecords(beam.PTransform):
     """Requested enrollment rows -> lists of (sort key, CSV line), `batch_size` rows a list, so the runner
-    moves a few thousand lists, not a million rows."""
+    moves a few thousand lists, not a million rows. The handlers look up a batch's consents and its
+    consenting users' profiles (read only when `program_asks`)."""
 
-    def __init__(self, config: ReportConfig, program_asks: bool, consent_lookup: beam.DoFn,
-                 profile_lookup: beam.DoFn, batch_size: int):
+    def __init__(self, config: ReportConfig, program_asks: bool, consent_handler: LookupHandler,
+                 profile_handler: LookupHandler, batch_size: int):
         super().__init__()
-        self._fn = _LookUpAndBuildFn(config, program_asks, consent_lookup, profile_lookup)
+        self._fn = _LookUpAndBuildFn(config, program_asks, consent_handler, profile_handler)
         self._batch_size = batch_size
 
     def expand(self, rows):

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pyzipper
 
-from programusers import records, sample_data, schema, settings
+from programusers import records, schema, settings
 from programusers.crypto import PlatformCipher
 from programusers.io.kafka import KafkaClientConfig
+from programusers.local import sample_data
 from programusers.options import StoreOptions
 
 DEMO_SALT = "demo-salt-not-for-production"

@@ -1,7 +1,7 @@
 """`programusers submit`, `status` and `exhaust`: report requests from the command line.
 
 `submit` records a request, `exhaust` produces every pending one (a Beam batch pipeline per request,
-duplicates once; see report_lifecycle), `status` shows where a request stands (never PII).
+duplicates once; see lifecycle.py), `status` shows where a request stands (never PII).
 """
 from __future__ import annotations
 
@@ -16,14 +16,15 @@ import psycopg2
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
-from programusers import filters, job_requests, runners, schema, settings
+from programusers import filters, runners, schema, settings
 from programusers.crypto import PlatformCipher
 from programusers.io import files, postgres
-from programusers.job_requests import JOB_ID, JobRequest
 from programusers.model_config import ModelConfigError, default_model_config, load_model_config
 from programusers.options import option_values, store_flags
 from programusers.pipelines.exhaust import ExhaustOptions, Stores
-from programusers.report_lifecycle import ExhaustRun, produce_group, reclaim_interrupted, remove_dead_staging, utcnow
+from programusers.report import job_request, request_store
+from programusers.report.job_request import JOB_ID, JobRequest
+from programusers.report.lifecycle import ExhaustRun, produce_group, reclaim_interrupted, remove_dead_staging, utcnow
 
 _LOG = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def _prepare(args) -> tuple[ExhaustRun, str | None]:
     if files.is_local(output):
         os.makedirs(os.path.join(output, JOB_ID), exist_ok=True)
     staging = staging_location(args.staging, output)
-    leases = postgres.Leases(args.postgres_dsn, JOB_ID)
+    leases = request_store.Leases(args.postgres_dsn, JOB_ID)
     return ExhaustRun(config, Stores.resolve(args, config), options, output, staging, cipher, args.zip_crypto,
                       args.postgres_dsn, args.job_request_table, leases, args.file_mode, args.max_store_outage,
                       args.min_profile_share, args.progress_every), args.request_id
@@ -92,7 +93,7 @@ def _exhaust(args) -> int:
                 _LOG.warning("removed the staging of %d report(s) whose exhaust died", removed)
             reclaim_interrupted(job, request_id)
             with postgres.session(job.dsn) as connection:
-                pending = postgres.pending_requests(connection, job.table, JOB_ID, request_id)
+                pending = request_store.pending_requests(connection, job.table, JOB_ID, request_id)
         except psycopg2.Error as exc:
             _LOG.error("exhaust cannot run: job_request is unreachable (%s)", type(exc).__name__)
             return 2
@@ -100,7 +101,7 @@ def _exhaust(args) -> int:
             _LOG.error("request %s is not pending (see `programusers status`)", request_id)
             return 1
         _LOG.info("%d pending request(s) on %s", len(pending), args.runner)
-        for group in job_requests.group_duplicates(pending):
+        for group in job_request.group_duplicates(pending):
             try:
                 produce_group(group, job)
             except psycopg2.Error as exc:  # job_request unreachable now: the other groups may still go through
@@ -137,21 +138,21 @@ def _submit(args) -> int:
         _LOG.error("not submitted: this report needs a zip password: --encryption-key-file PATH (- for "
                    "standard input) or %s", ENCRYPTION_KEY_ENV)
         return 2
-    data = job_requests.request_data(args.program_id, args.filter or [])
+    data = job_request.request_data(args.program_id, args.filter or [])
     try:
         filters.parse_request(data)
     except filters.RequestError as exc:
         _LOG.error("not submitted: %s", exc)
         return 2
-    request = JobRequest(tag=job_requests.tag_for(args.program_id, args.channel),
-                         request_id=job_requests.new_request_id(), request_data=data, requested_by=args.requested_by,
+    request = JobRequest(tag=job_request.tag_for(args.program_id, args.channel),
+                         request_id=job_request.new_request_id(), request_data=data, requested_by=args.requested_by,
                          requested_channel=args.channel, encryption_key=key)
     if column := request.too_long():
         _LOG.error("not submitted: %s is longer than job_request allows", column)
         return 2
     try:
         with postgres.session(args.postgres_dsn) as connection:
-            postgres.insert_request(connection, args.job_request_table, request, JOB_ID, utcnow())
+            request_store.insert_request(connection, args.job_request_table, request, JOB_ID, utcnow())
     except psycopg2.Error as exc:
         _LOG.error("not submitted: job_request is unreachable (%s)", type(exc).__name__)
         return 2
@@ -167,7 +168,7 @@ def _shown(value) -> str:
 
 def _status(args) -> int:
     with postgres.session(args.postgres_dsn) as connection:
-        rows = postgres.request_status(connection, args.job_request_table, args.request_id)
+        rows = request_store.request_status(connection, args.job_request_table, args.request_id)
     if not rows:
         print(f"no report request with id {args.request_id} in {args.job_request_table}", file=sys.stderr)
         return 1

@@ -1,7 +1,7 @@
 """The exhaust's request lifecycle (SPEC §3, §5): claim a pending job_request under a lease, produce its
 report through store outages, publish it only complete, record the outcome.
 
-Leases are session-level PostgreSQL advisory locks (see io/postgres.py): a PROCESSING request whose lease
+Leases are session-level PostgreSQL advisory locks (see request_store.py): a PROCESSING request whose lease
 is free was left by a process that died and is reclaimed; so are the staging folders such processes left.
 """
 from __future__ import annotations
@@ -17,14 +17,15 @@ from datetime import UTC, datetime
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from programusers import filters, job_requests, progress, store_errors
-from programusers.archive import zip_password
+from programusers import filters, store_errors
 from programusers.crypto import PlatformCipher
 from programusers.io import cassandra, files, postgres, redis
-from programusers.job_requests import JOB_ID, JobRequest
 from programusers.metrics import counters
 from programusers.model_config import ReportConfig
 from programusers.pipelines.exhaust import Stores, program_asks, run
+from programusers.report import job_request, progress, request_store, shards
+from programusers.report.archive import zip_password
+from programusers.report.job_request import JOB_ID, JobRequest
 from programusers.store_errors import Kind, Store, StoreProblem
 
 _LOG = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class ExhaustRun:
     zip_crypto: bool
     dsn: str
     table: str
-    leases: postgres.Leases
+    leases: request_store.Leases
     file_mode: int = 0o600
     max_store_outage: float = 120.0
     min_profile_share: float = 0.0
@@ -152,7 +153,7 @@ def produce(request: JobRequest, job: ExhaustRun) -> str:
         raise filters.RequestError("encryption_key is required for this report")
     password = zip_password(request.encryption_key, job.cipher) if request.encryption_key else None
     now = datetime.now(UTC)
-    name = job_requests.report_name(request.request_id, now, job.config.tz) + (".zip" if password else ".csv")
+    name = job_request.report_name(request.request_id, now, job.config.tz) + (".zip" if password else ".csv")
     destination = FileSystems.join(job.output, JOB_ID, name)
     # Shards and the merged file hold decrypted PII: they stay in private staging until the file is whole.
     workspace = FileSystems.join(job.staging, workspace_name(job.leases.key(request)))
@@ -162,13 +163,13 @@ def produce(request: JobRequest, job: ExhaustRun) -> str:
         _LOG.info("request %s: %s", request.request_id, json.dumps(totals, sort_keys=True))
         records_built = totals.get("records", 0)
         if not records_built:
-            raise ReportFailure(job_requests.NO_DATA_FOUND)
+            raise ReportFailure(job_request.NO_DATA_FOUND)
         _check_profiles(totals, job.min_profile_share)
         merged = FileSystems.join(workspace, name)
         try:
-            rows = files.merge_shards(workspace, merged, now.astimezone(job.config.tz), password,
+            rows = shards.merge_shards(workspace, merged, now.astimezone(job.config.tz), password,
                                       member=name.rsplit(".", 1)[0] + ".csv", zip_crypto=job.zip_crypto)
-        except files.IncompleteShard as exc:
+        except shards.IncompleteShard as exc:
             raise ReportFailure(f"report incomplete: shard {exc}; nothing published") from None
         if rows != records_built:
             raise ReportFailure(f"report incomplete: {rows} of {records_built} rows reached the merge "
@@ -200,7 +201,7 @@ def _take(request: JobRequest, job: ExhaustRun) -> int | None:
     if not job.leases.try_take(key):
         return None  # another live process is producing it
     with postgres.session(job.dsn) as connection:
-        if postgres.claim(connection, job.table, request):
+        if request_store.claim(connection, job.table, request):
             return key
     job.leases.release(key)
     return None
@@ -221,10 +222,10 @@ def produce_group(group: list[JobRequest], job: ExhaustRun) -> None:
         with postgres.session(job.dsn) as connection:
             for request in claimed:
                 if destination:
-                    postgres.mark_success(connection, job.table, request, [destination], completed, completed,
+                    request_store.mark_success(connection, job.table, request, [destination], completed, completed,
                                           elapsed)
                 else:
-                    postgres.mark_failed(connection, job.table, request, job_requests.err_message(message),
+                    request_store.mark_failed(connection, job.table, request, job_request.err_message(message),
                                          completed, elapsed, final=final)
         duplicates = f" (and {len(claimed) - 1} duplicate(s))" if len(claimed) > 1 else ""
         _LOG.info("request %s%s: %s in %d ms%s", leader.request_id, duplicates,
@@ -234,7 +235,7 @@ def produce_group(group: list[JobRequest], job: ExhaustRun) -> None:
             job.leases.release(key)
 
 
-def remove_dead_staging(staging: str, leases: postgres.Leases) -> int:
+def remove_dead_staging(staging: str, leases: request_store.Leases) -> int:
     """Removes the staging folders of requests whose producing process died (their lease is free)."""
     removed = 0
     for name in files.list_dirs(staging):
@@ -251,8 +252,8 @@ def reclaim_interrupted(job: ExhaustRun, request_id: str | None) -> None:
     """PROCESSING requests whose lease is free were left by a process that died: FAILED "interrupted",
     iteration + 1, so they are pending again (or final at the iteration limit)."""
     with postgres.session(job.dsn) as connection:
-        for request in postgres.processing_requests(connection, job.table, JOB_ID, request_id):
+        for request in request_store.processing_requests(connection, job.table, JOB_ID, request_id):
             with job.leases.if_free(job.leases.key(request)) as dead:  # else its process is alive
-                if dead and postgres.reclaim(connection, job.table, request, utcnow()):
+                if dead and request_store.reclaim(connection, job.table, request, utcnow()):
                     _LOG.warning("request %s: interrupted (its exhaust process died); iteration %d",
                                  request.request_id, request.iteration + 1)
