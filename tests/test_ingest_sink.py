@@ -62,9 +62,16 @@ def test_is_transient(error, transient):
 
 
 def test_backoff_doubles_up_to_a_cap():
-    assert [backoff_seconds(n, 0.5) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
-    assert backoff_seconds(40, 0.5) == backoff_seconds(10**6, 0.5) == cassandra_sink.MAX_BACKOFF_SECONDS
-    assert backoff_seconds(5, 0.5, cap=3.0) == 3.0
+    def top(attempt, base, **cap):
+        return backoff_seconds(attempt, base, jitter=lambda: 1.0, **cap)
+
+    assert [top(n, 0.5) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert top(40, 0.5) == top(10**6, 0.5) == cassandra_sink.MAX_BACKOFF_SECONDS
+    assert top(5, 0.5, cap=3.0) == 3.0
+    # The second half of each step is random: writes failed together come back spread out.
+    assert backoff_seconds(3, 0.5, jitter=lambda: 0.0) == 1.0
+    waits = {backoff_seconds(3, 0.5) for _ in range(50)}
+    assert len(waits) > 1 and all(1.0 <= wait < 2.0 for wait in waits)
 
 
 def test_an_outage_is_logged_once_a_minute_per_process_with_counts_only(caplog, monkeypatch):
@@ -273,6 +280,7 @@ def test_transient_failures_are_retried_until_they_land_never_dead_lettered(cass
     mutations = [upsert(program, f"u{i}", T0, program_name=f"n{i}") for i in range(10)]
     # 200 failures: each write fails ~20 times in a row, far past any fixed retry budget.
     totals = write(mutations, keyspace, fn=FlakyWriteFn(keyspace, failures=200, refused=3))
+    assert totals.pop("write_throttled_ms") > 0  # the refused connections' and the retries' backoff
     assert totals == {"rows_written": 10, "write_retries": 200}
     assert len(rows(cassandra_session, keyspace, program)) == 10
 

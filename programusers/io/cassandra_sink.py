@@ -29,10 +29,11 @@ import concurrent.futures
 import heapq
 import itertools
 import logging
+import random
 import threading
 import time
 from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,6 +47,9 @@ from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessa
 from cassandra.query import BatchStatement, BatchType
 
 from programusers.io.cassandra import CassandraConnection, SessionDoFn, Unavailable, refused
+
+__all__ = ["REJECTED", "CassandraUnreachable", "Statements", "WriteToCassandra", "backoff_seconds", "is_transient",
+           "outage"]
 
 METRICS_NAMESPACE = "programusers.cassandra"
 REJECTED = "rejected"
@@ -112,9 +116,13 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, _TRANSIENT)
 
 
-def backoff_seconds(attempt: int, base: float, cap: float = MAX_BACKOFF_SECONDS) -> float:
-    """The wait after failed attempt number `attempt` (1, 2, ...): base, 2 base, 4 base, ... capped."""
-    return min(base * 2 ** min(attempt - 1, 60), cap)
+def backoff_seconds(attempt: int, base: float, cap: float = MAX_BACKOFF_SECONDS,
+                    jitter: Callable[[], float] = random.random) -> float:
+    """The wait after failed attempt number `attempt` (1, 2, ...): a step of base, 2 base, 4 base, ...
+    capped, whose second half is random (`jitter()` in [0, 1)), so that the writes and workers an outage
+    failed together do not all come back at once."""
+    step = min(base * 2 ** min(attempt - 1, 60), cap)
+    return step / 2 + step / 2 * jitter()
 
 
 class _Throttle:
@@ -225,6 +233,7 @@ class _WriteMutationsFn(SessionDoFn):
         self._concurrency, self._backoff, self._max_backoff = concurrency, backoff, max_backoff
         self._max_outage, self._max_batch_bytes = max_outage, max_batch_bytes
         self._retries = Metrics.counter(METRICS_NAMESPACE, "write_retries")
+        self._throttled = Metrics.counter(METRICS_NAMESPACE, "write_throttled_ms")  # time spent backing off
 
     def setup(self):
         self._prepared = {}  # statement key -> prepared statement
@@ -240,8 +249,13 @@ class _WriteMutationsFn(SessionDoFn):
                 if refused(error):  # a wrong login is no outage: waiting would not change it
                     raise
                 self._outage.failed(error, waiting=None)
-                time.sleep(backoff_seconds(attempt, self._backoff, self._max_backoff))
+                self._sleep(backoff_seconds(attempt, self._backoff, self._max_backoff))
         self._outage.succeeded()
+
+    def _sleep(self, seconds: float) -> None:
+        """Waits out a backoff, counted as throttled time."""
+        time.sleep(seconds)
+        self._throttled.inc(round(seconds * 1000))
 
     def start_bundle(self):
         self._in_flight: deque[_Write] = deque()
@@ -314,7 +328,7 @@ class _WriteMutationsFn(SessionDoFn):
             while self._backing_off and self._backing_off[0][0] <= time.monotonic():
                 self._send(heapq.heappop(self._backing_off)[2])
             if not self._in_flight:
-                time.sleep(max(0.0, self._backing_off[0][0] - time.monotonic()))
+                self._sleep(max(0.0, self._backing_off[0][0] - time.monotonic()))
                 continue
             write = self._in_flight.popleft()
             try:
@@ -356,9 +370,19 @@ class WriteToCassandra(beam.PTransform):
     the writes Cassandra rejected as (context, detail) pairs, `detail` naming the error's type.
     Mutations of one partition go as UNLOGGED batches of at most `max_batch_bytes` of values (0: each
     mutation on its own).
-    Transient failures are retried (backoff from `backoff` seconds, doubling, at most `max_backoff`)
-    until they succeed, or until no write has succeeded for `max_outage` seconds: then the job fails
-    with CassandraUnreachable. `max_outage=None` waits for ever (streaming).
+    Transient failures are retried (backoff from `backoff` seconds, doubling, at most `max_backoff`, the
+    second half of each wait random; counted as write_retries and write_throttled_ms) until they
+    succeed, or until no write has succeeded for `max_outage` seconds: then the job fails with
+    CassandraUnreachable. `max_outage=None` waits for ever (streaming).
+
+    Args:
+      connection: where the cluster is and how to log in.
+      statements: the prepared statements and bind values of the mutations (see Statements).
+      consistency: the writes' consistency level.
+      concurrency: requests in flight per DoFn instance.
+      backoff, max_backoff: the first and the longest wait before a retry, in seconds.
+      max_outage: seconds without a successful write before the job fails; None: never.
+      max_batch_bytes: the most bytes of values in one partition's batch; 0 sends each mutation alone.
     """
 
     def __init__(self, connection: CassandraConnection, statements: Statements, *, consistency: str = "LOCAL_QUORUM",
@@ -371,6 +395,11 @@ class WriteToCassandra(beam.PTransform):
                              "not negative, max_backoff at least backoff")
         self._fn = _WriteMutationsFn(connection, statements, consistency, concurrency, backoff, max_backoff,
                                      max_outage, max_batch_bytes)
+        self._display = {"cassandra": connection.describe(), "consistency": consistency, "concurrency": concurrency,
+                         "max_batch_bytes": max_batch_bytes, "max_outage": str(max_outage)}
 
     def expand(self, mutations):
         return mutations | "Write" >> beam.ParDo(self._fn).with_outputs(REJECTED, main="written")
+
+    def display_data(self):
+        return self._display

@@ -40,6 +40,10 @@ PROBE_SECONDS = 10.0
 REPORT_EVERY_SECONDS = 60.0
 _LOG = logging.getLogger(__name__)
 
+__all__ = ["CommitOffsets", "KafkaClientConfig", "KafkaRecord", "OffsetRange", "ReadOffsetRanges", "ReadRecords",
+           "WriteAcknowledged", "advance", "plan_offset_ranges", "read_from_kafka", "read_properties", "runs_of",
+           "share_records"]
+
 
 class KafkaRecord(NamedTuple):
     """A consumed record: where it came from and its raw bytes (KafkaIO's metadata row, without headers)."""
@@ -158,11 +162,17 @@ def read_from_kafka(client: KafkaClientConfig, topics: list[str], expansion_serv
 
 
 class ReadRecords(beam.PTransform):
-    """Reads `KafkaRecord`s; takes `read_from_kafka`'s arguments."""
+    """Reads `KafkaRecord`s from `topics`, unbounded, with Beam's KafkaIO; takes `read_from_kafka`'s
+    arguments."""
 
     def __init__(self, client: KafkaClientConfig, topics: list[str], expansion_service: str, **read_options):
         super().__init__()
         self._read = read_from_kafka(client, topics, expansion_service, with_metadata=True, **read_options)
+        self._display = {"bootstrap": client.bootstrap, "topics": ",".join(topics),
+                         "expansion_service": expansion_service}
+
+    def display_data(self):
+        return self._display
 
     def expand(self, pbegin):
         return (pbegin
