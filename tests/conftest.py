@@ -12,6 +12,8 @@ from programusers.io import postgres
 from programusers.io.cassandra import CassandraConnection
 
 REPO = Path(__file__).resolve().parents[1]
+# The exhaust's end-to-end scenario fixture, for the tests in every folder that run it.
+pytest_plugins = ["exhaust_cases"]
 LOCAL_CASSANDRA = CassandraConnection(tuple(settings.cassandra_hosts(settings.CASSANDRA_HOSTS)),
                                       settings.CASSANDRA_PORT)
 # Per test session, so two sessions sharing the stack never drop each other's data.

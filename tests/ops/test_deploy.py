@@ -9,7 +9,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from programusers.cli import build_parser
 from programusers.model_config import load_model_config
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DOCUMENTS = [(path.name, doc) for path in sorted(DEPLOY.glob("*.yaml"))
              for doc in yaml.safe_load_all(path.read_text()) if doc]
 

@@ -3,13 +3,12 @@ to a Python SDK worker pool over the EXTERNAL environment (deploy/'s SDK-harness
 to a `--staging` both sides share, the submitter only merges, counts and publishes. Its reports must be
 the bytes DirectRunner writes, and its counters the same."""
 import pytest
-from test_exhaust_e2e import (
+from exhaust_cases import (
     exhaust_in_process,
     expected_counters,
     expected_csv,
     logged_counters,
     requests,
-    scenario,
     status_rows,
     submit,
     unzipped,
@@ -20,7 +19,6 @@ from programusers.local.worker_pool import WorkerPool
 from programusers.report import progress
 
 pytestmark = pytest.mark.services
-_ = scenario  # the module-scoped scenario fixture of test_exhaust_e2e, loaded once for this module too
 
 
 @pytest.fixture(scope="module")

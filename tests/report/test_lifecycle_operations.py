@@ -12,7 +12,8 @@ from datetime import datetime
 
 import pytest
 import redis
-from test_exhaust_e2e import (
+from conftest import REPO
+from exhaust_cases import (
     SALT,
     district,
     enrollment,
@@ -20,7 +21,6 @@ from test_exhaust_e2e import (
     expected_csv,
     f,
     load_cache,
-    scenario,
     status_rows,
     submit,
     unzipped,
@@ -32,8 +32,7 @@ from programusers.report import request_store
 from programusers.report.job_request import JOB_ID, JobRequest, new_request_id, tag_for
 
 pytestmark = pytest.mark.services
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_ = scenario  # the module-scoped scenario fixture of test_exhaust_e2e, loaded once for this module too
+
 
 
 @pytest.fixture
@@ -185,7 +184,7 @@ def stop_redis():
 
 
 def start_stack():
-    subprocess.run([os.path.join(REPO, "scripts", "stack"), "up"], check=True, capture_output=True)
+    subprocess.run([str(REPO / "scripts" / "stack"), "up"], check=True, capture_output=True)
 
 
 def test_redis_down_then_back_empty_then_loaded(scenario, pg_dsn, table, tmp_path):
