@@ -239,7 +239,8 @@ def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -
                 WorkerPool(os.path.join(out_dir, "worker-pool.log"))).pipeline_args())
         with common.timed(result, "pipeline_s"):
             asks = exhaust.program_asks(request, stores(size), options)
-            outcome = exhaust.run(request, config, stores(size), temp_dir, options, asks)
+            outcome = exhaust.run(options, request=request, config=config, stores=stores(size), temp_dir=temp_dir,
+                                  program_asks=asks)
         with common.timed(result, "merge_csv_s"):
             shards.merge_shards(temp_dir, os.path.join(out_dir, "report.csv"), now)
         with common.timed(result, "merge_zip_s"):

@@ -4,7 +4,7 @@ import logging
 
 from programusers import schema, settings, store_errors
 from programusers.local import demo, sample_data
-from programusers.options import from_args, store_flags
+from programusers.options import from_args, keyspace_flags, store_flags
 from programusers.pipelines import ingest, replay
 from programusers.report import commands as report_commands
 from programusers.runners import RUNNERS
@@ -34,8 +34,7 @@ def _doctor(args) -> int:
 
 def _add_store_flags(parser: argparse.ArgumentParser) -> None:
     store_flags(parser)
-    parser.add_argument("--programs-keyspace", default=settings.PROGRAMS_KEYSPACE)
-    parser.add_argument("--consent-keyspace", default=settings.CONSENT_KEYSPACE)
+    keyspace_flags(parser)
     report_commands.job_request_flags(parser)
 
 

@@ -8,7 +8,6 @@ environment, read where a client is made; a Kafka properties file may hold SASL 
 from __future__ import annotations
 
 import argparse
-import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -17,10 +16,7 @@ from programusers.io.cassandra import CassandraConnection
 from programusers.io.kafka import KafkaClientConfig
 from programusers.io.redis import RedisConnection
 
-
-def _env(name: str, default: str | None = None) -> str | None:
-    """$name, else `default`: read each time the options are parsed (a blank value counts as unset)."""
-    return os.environ.get(name) or default
+_env = settings.env  # read each time the options are parsed
 
 
 def _int_env(name: str) -> int | None:
@@ -32,10 +28,10 @@ class StoreOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         cassandra = parser.add_argument_group("Cassandra")
-        cassandra.add_argument("--cassandra-hosts", default=_env("PROGRAMUSERS_CASSANDRA_HOSTS", "127.0.0.1"),
+        cassandra.add_argument("--cassandra-hosts", default=settings.CASSANDRA_HOSTS,
                                help="comma-separated contact points ($PROGRAMUSERS_CASSANDRA_HOSTS)")
         cassandra.add_argument("--cassandra-port", type=int,
-                               default=int(_env("PROGRAMUSERS_CASSANDRA_PORT", "9042")))
+                               default=settings.CASSANDRA_PORT)
         cassandra.add_argument("--cassandra-local-dc", default=_env("PROGRAMUSERS_CASSANDRA_LOCAL_DC"),
                                help="the datacenter to send requests to (DC-aware load balancing)")
         cassandra.add_argument("--cassandra-username", default=_env("PROGRAMUSERS_CASSANDRA_USERNAME"),
@@ -55,8 +51,8 @@ class StoreOptions(PipelineOptions):
                                help="cap the native protocol (default: negotiated; 4 for Cassandra 3.11/4.x)")
 
         cache = parser.add_argument_group("Redis")
-        cache.add_argument("--redis-host", default=_env("PROGRAMUSERS_REDIS_HOST", "127.0.0.1"))
-        cache.add_argument("--redis-port", type=int, default=int(_env("PROGRAMUSERS_REDIS_PORT", "6379")))
+        cache.add_argument("--redis-host", default=settings.REDIS_HOST)
+        cache.add_argument("--redis-port", type=int, default=settings.REDIS_PORT)
         cache.add_argument("--redis-db", type=int, default=_int_env("PROGRAMUSERS_REDIS_DB"),
                            help="default: the model config's sparkUserDbRedisIndex")
         cache.add_argument("--redis-username", default=_env("PROGRAMUSERS_REDIS_USERNAME"),
@@ -66,7 +62,7 @@ class StoreOptions(PipelineOptions):
                            help="CA file: turns TLS on")
 
         kafka = parser.add_argument_group("Kafka")
-        kafka.add_argument("--kafka-bootstrap", default=_env("PROGRAMUSERS_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+        kafka.add_argument("--kafka-bootstrap", default=settings.KAFKA_BOOTSTRAP,
                            help="Kafka bootstrap servers")
         kafka.add_argument("--kafka-config", action="append", default=[], metavar="KEY=VALUE",
                            help="a Kafka client property (Java names: security.protocol, sasl.mechanism, ssl.*), "
@@ -109,3 +105,17 @@ def option_values(args: argparse.Namespace, *option_classes: type[PipelineOption
 def from_args(args: argparse.Namespace) -> StoreOptions:
     """The StoreOptions of a command's parsed flags."""
     return StoreOptions([], **option_values(args, StoreOptions))
+
+
+def keyspace_flags(parser: argparse.ArgumentParser, *, programs: bool = True, consent: bool = True,
+                   programs_fallback: str | None = None) -> None:
+    """--programs-keyspace and --consent-keyspace, one rule for every command: flag > environment > the
+    local stack's. With `programs_fallback` (named in --help) an unset programs keyspace stays None for
+    the caller to resolve (the exhaust: the model config's keyspace_name)."""
+    if programs:
+        parser.add_argument("--programs-keyspace", default=None if programs_fallback else settings.PROGRAMS_KEYSPACE,
+                            help="default: $PROGRAMUSERS_PROGRAMS_KEYSPACE, else "
+                                 + (programs_fallback or "sunbird_programs"))
+    if consent:
+        parser.add_argument("--consent-keyspace", default=settings.CONSENT_KEYSPACE,
+                            help="default: $PROGRAMUSERS_CONSENT_KEYSPACE, else sunbird")

@@ -14,7 +14,7 @@ from programusers import schema, settings
 from programusers.crypto import PlatformCipher
 from programusers.io.cassandra import identifier
 from programusers.io.kafka import KafkaClientConfig
-from programusers.options import StoreOptions, from_args, store_flags
+from programusers.options import StoreOptions, from_args, keyspace_flags, store_flags
 
 FIRST_NAMES = ["Asha", "Ravi", "Lakshmi", "Suresh", "Ananya", "Mohammed", "Priya", "Venkat", "Fatima", "Arjun",
                "Kavya", "Srinivas", "Deepa", "Rāmu", "Zoë", "Harpreet"]
@@ -179,6 +179,6 @@ def register(commands) -> None:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--topic", default=f"{settings.ENV_NAME}.ml.programUsers.raw")
-    parser.add_argument("--consent-keyspace", default=settings.CONSENT_KEYSPACE)
+    keyspace_flags(parser, programs=False)
     store_flags(parser)  # --redis-db: where the user cache goes (default 0 here)
     parser.set_defaults(handler=_generate)

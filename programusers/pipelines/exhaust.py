@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineResult
 
-from programusers import filters, records, settings
+from programusers import filters, records, runners, settings
 from programusers.io import redis
 from programusers.io.cassandra import CassandraConnection
 from programusers.io.redis import RedisConnection
@@ -55,7 +56,7 @@ class ExhaustOptions(PipelineOptions):
                             help="report rows one worker sorts in memory (the most a shard holds)")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Stores:
     """Where the report reads from: the connections (StoreOptions: flag > environment > local stack), the
     keyspaces and the user cache's db (flag > environment > the model config's keyspace_name and
@@ -82,22 +83,27 @@ def program_asks(request: filters.ReportRequest, stores: Stores, options: Pipeli
                                                   options.view_as(ExhaustOptions).cassandra_fetch_size)
 
 
-def run(request: filters.ReportRequest, config: ReportConfig, stores: Stores, temp_dir: str,
-        options: PipelineOptions, program_asks: bool) -> beam.runners.runner.PipelineResult:
-    """Writes the request's records as sorted shards and their manifest under `temp_dir` (see
-    shards.merge_shards); `program_asks`: see program_asks()."""
-    tuning = options.view_as(ExhaustOptions)
+def build(pipeline: beam.Pipeline, *, request: filters.ReportRequest, config: ReportConfig, stores: Stores,
+          temp_dir: str, program_asks: bool) -> None:
+    """The report pipeline: the request's records as sorted shards and their manifest under `temp_dir`
+    (see report/shards.py); `program_asks`: see program_asks()."""
+    tuning = pipeline.options.view_as(ExhaustOptions)
     consents = program_reads.ConsentHandler(stores.cassandra, stores.consent_keyspace, request.program_id,
                                             tuning.consent_users_per_query)
     profiles = redis.RedisHashHandler(stores.redis, USER_KEY_PREFIX, PROFILE_FIELDS)
-    with beam.Pipeline(options=options) as pipeline:
-        _ = (pipeline
-             | "ReadEnrollments" >> program_reads.ReadProgramEnrollments(
-                 stores.cassandra, stores.programs_keyspace, request.program_id, tuning.cassandra_fetch_size,
-                 tuning.read_slices)
-             | "KeepRequestedRows" >> beam.Filter(request.matches)
-             | "LookUpAndBuildRecords" >> LookUpAndBuildRecords(
-                 config, program_asks, consents, profiles, tuning.lookup_batch_size)
-             | "WriteSortedShards" >> shards.WriteSortedShards(
-                 temp_dir, records.header(program_asks, config), tuning.rows_per_shard))
-    return pipeline.result
+    _ = (pipeline
+         | "ReadEnrollments" >> program_reads.ReadProgramEnrollments(
+             stores.cassandra, stores.programs_keyspace, request.program_id, tuning.cassandra_fetch_size,
+             tuning.read_slices)
+         | "KeepRequestedRows" >> beam.Filter(request.matches)
+         | "LookUpAndBuildRecords" >> LookUpAndBuildRecords(
+             config, program_asks, consents, profiles, tuning.lookup_batch_size)
+         | "WriteSortedShards" >> shards.WriteSortedShards(
+             temp_dir, records.header(program_asks, config), tuning.rows_per_shard))
+
+
+def run(options: PipelineOptions, **inputs) -> PipelineResult:
+    """Builds the report pipeline of `inputs` (see build) and runs it to its end."""
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, **inputs)
+    return runners.run_and_wait(pipeline.run)

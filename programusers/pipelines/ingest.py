@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import time
 from datetime import UTC, datetime
 
@@ -37,7 +36,7 @@ from programusers.io import cassandra_sink, kafka
 from programusers.io.cassandra import CassandraConnection
 from programusers.io.kafka import KafkaRecord, OffsetRange
 from programusers.metrics import counters
-from programusers.options import StoreOptions, option_values, store_flags
+from programusers.options import StoreOptions, keyspace_flags, option_values, store_flags
 from programusers.transforms.enrollments import WriteEnrollments
 
 METRICS_NAMESPACE = "programusers.ingest"
@@ -52,21 +51,20 @@ def iso_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-class IngestOptions(PipelineOptions):
+class DeadLetterOptions(PipelineOptions):
+    """Where the ingest writes its dead letters and the replay reads them."""
+
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--input-topic", default=f"{settings.ENV_NAME}.ml.programUsers.raw")
         parser.add_argument("--dead-letter-topic", default=f"{settings.ENV_NAME}.ml.programUsers.failed")
-        parser.add_argument("--consumer-group", default=f"{settings.ENV_NAME}.programusers.ingest")
-        parser.add_argument("--commit-offsets", action=argparse.BooleanOptionalAction, default=True,
-                            help="commit to the consumer group, per partition, the offset below which every "
-                                 "record is written or dead-lettered (on every runner)")
-        parser.add_argument("--commit-every", type=float, default=5.0, metavar="SECONDS",
-                            help="how often a streaming run commits its watermark (a restart re-reads what "
-                                 "was done since)")
-        parser.add_argument("--expansion-service", default=settings.EXPANSION_SERVICE,
-                            help="Beam Java expansion service for KafkaIO, host:port")
-        parser.add_argument("--programs-keyspace", default=settings.PROGRAMS_KEYSPACE)
+
+
+class CassandraWriteOptions(PipelineOptions):
+    """How program_enrollment rows are written: by the ingest and by the replay of dead letters."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        keyspace_flags(parser, consent=False)
         parser.add_argument("--consistency", default="LOCAL_QUORUM",
                             choices=[name for name in ConsistencyLevel.name_to_value if "SERIAL" not in name])
         parser.add_argument("--write-concurrency", type=int, default=32,
@@ -83,6 +81,33 @@ class IngestOptions(PipelineOptions):
                             help="fail the run when no Cassandra write has succeeded for this long (0: never); "
                                  f"default {DEFAULT_BOUNDED_OUTAGE:g} for bounded runs, never for streaming ones, "
                                  "which hold the stream and log once a minute while Cassandra is unreachable")
+
+    def outage_limit(self, bounded: bool) -> float | None:
+        """Seconds without a successful write before the run fails; None: wait for ever."""
+        if self.max_write_outage is None:
+            return DEFAULT_BOUNDED_OUTAGE if bounded else None
+        return self.max_write_outage or None
+
+    def write_enrollments(self, bounded: bool) -> WriteEnrollments:
+        return WriteEnrollments(self.view_as(StoreOptions).cassandra_connection(), self.programs_keyspace,
+                                consistency=self.consistency, concurrency=self.write_concurrency,
+                                backoff=self.retry_backoff, max_outage=self.outage_limit(bounded),
+                                max_batch_bytes=self.write_batch_bytes)
+
+
+class IngestOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--input-topic", default=f"{settings.ENV_NAME}.ml.programUsers.raw")
+        parser.add_argument("--consumer-group", default=f"{settings.ENV_NAME}.programusers.ingest")
+        parser.add_argument("--commit-offsets", action=argparse.BooleanOptionalAction, default=True,
+                            help="commit to the consumer group, per partition, the offset below which every "
+                                 "record is written or dead-lettered (on every runner)")
+        parser.add_argument("--commit-every", type=float, default=5.0, metavar="SECONDS",
+                            help="how often a streaming run commits its watermark (a restart re-reads what "
+                                 "was done since)")
+        parser.add_argument("--expansion-service", default=settings.EXPANSION_SERVICE,
+                            help="Beam Java expansion service for KafkaIO, host:port")
         parser.add_argument("--backfill", action="store_true",
                             help="read each partition from the group's committed offset (else the earliest) up "
                                  "to its end offset now, then stop")
@@ -105,10 +130,7 @@ class IngestOptions(PipelineOptions):
 
     @property
     def write_outage_limit(self) -> float | None:
-        """Seconds without a successful write before the run fails; None: wait for ever."""
-        if self.max_write_outage is None:
-            return DEFAULT_BOUNDED_OUTAGE if self.bounded else None
-        return self.max_write_outage or None
+        return self.view_as(CassandraWriteOptions).outage_limit(self.bounded)
 
     @property
     def commits(self) -> bool:
@@ -130,7 +152,7 @@ class IngestOptions(PipelineOptions):
             raise ValueError("--max-read-time: at least 1 second")
         if self.commit_every <= 0:
             raise ValueError("--commit-every: more than 0 seconds")
-        if self.write_batch_bytes < 0:
+        if self.view_as(CassandraWriteOptions).write_batch_bytes < 0:
             raise ValueError("--write-batch-bytes: 0 or more")
 
 
@@ -199,15 +221,10 @@ def plan(options: PipelineOptions) -> list[OffsetRange]:
         max_records=ingest.max_records if ingest.bounded else None)
 
 
-def run(options: PipelineOptions, ranges: list[OffsetRange] | None = None) -> PipelineResult:
-    """Starts the ingest of `ranges` (default: `plan(options)`) and returns without waiting for it."""
-    ingest, stores = options.view_as(IngestOptions), options.view_as(StoreOptions)
-    ingest.validate_flags()
-    if not ingest.bounded:
-        options.view_as(StandardOptions).streaming = True
-    ranges = plan(options) if ranges is None else ranges
+def build(pipeline: beam.Pipeline, ranges: list[OffsetRange]) -> None:
+    """The ingest of `ranges` (see plan): read, validated, written or dead-lettered, offsets committed."""
+    ingest, stores = pipeline.options.view_as(IngestOptions), pipeline.options.view_as(StoreOptions)
     client = stores.kafka_client()
-    pipeline = beam.Pipeline(options=options)
     if ingest.bounded:
         deadline = time.time() + ingest.max_read_time if ingest.max_read_time is not None else None
         read = kafka.ReadOffsetRanges(client, ranges, deadline=deadline)
@@ -217,22 +234,31 @@ def run(options: PipelineOptions, ranges: list[OffsetRange] | None = None) -> Pi
     done = (pipeline
             | "ReadEvents" >> read
             | "IngestEvents" >> IngestEvents(
-                WriteEnrollments(stores.cassandra_connection(), ingest.programs_keyspace,
-                                 consistency=ingest.consistency, concurrency=ingest.write_concurrency,
-                                 backoff=ingest.retry_backoff, max_outage=ingest.write_outage_limit,
-                                 max_batch_bytes=ingest.write_batch_bytes),
-                kafka.WriteAcknowledged(client, ingest.dead_letter_topic, max_outage=ingest.write_outage_limit)))
+                pipeline.options.view_as(CassandraWriteOptions).write_enrollments(ingest.bounded),
+                kafka.WriteAcknowledged(client, pipeline.options.view_as(DeadLetterOptions).dead_letter_topic,
+                                         max_outage=ingest.write_outage_limit)))
     if ingest.commits:
         _ = done | "CommitOffsets" >> kafka.CommitOffsets(
             client, ingest.consumer_group, {(r.topic, r.partition): r.start for r in ranges},
             streaming=not ingest.bounded, every=ingest.commit_every)
+
+
+def run(options: PipelineOptions, ranges: list[OffsetRange] | None = None) -> PipelineResult:
+    """Starts the ingest of `ranges` (default: `plan(options)`) and returns without waiting for it."""
+    ingest = options.view_as(IngestOptions)
+    ingest.validate_flags()
+    if not ingest.bounded:
+        options.view_as(StandardOptions).streaming = True
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, plan(options) if ranges is None else ranges)
     return pipeline.run()
 
 
 def pipeline_options(args) -> PipelineOptions:
     """The `ingest` command's flags as pipeline options, refusing runs the runner cannot do."""
     options = runners.pipeline_options(args.runner, args.pipeline_args,
-                                       **option_values(args, IngestOptions, StoreOptions))
+                                       **option_values(args, IngestOptions, DeadLetterOptions, CassandraWriteOptions,
+                                                       StoreOptions))
     ingest = options.view_as(IngestOptions)
     try:
         ingest.validate_flags()
@@ -243,39 +269,19 @@ def pipeline_options(args) -> PipelineOptions:
     return options
 
 
-class _Stopped(Exception):
-    """SIGTERM: stop the job as Ctrl-C does."""
-
-
-def _stop(signum, frame):
-    raise _Stopped()
-
-
 def wait_for(start, cassandra: CassandraConnection, outage_limit: float | None
              ) -> tuple[PipelineResult | None, str | None]:
-    """Runs `start()` (which returns a PipelineResult of a job writing to `cassandra`) to its end, or until
-    Ctrl-C or SIGTERM, which cancel the job: (result, None); (None, None) when Ctrl-C stopped the job with
-    its job server, so that no result is left to read; (None, the reason) when Cassandra stayed
-    unreachable past `outage_limit`. The in-process runner raises the worker's error from run(), Prism
-    from wait_until_finish()."""
-    previous = signal.signal(signal.SIGTERM, _stop)
+    """runners.run_and_wait for a job writing to `cassandra`: (its result, None) at its end or once Ctrl-C
+    or SIGTERM stopped it (None for the result when the job server stopped with it); (None, the reason)
+    when Cassandra stayed unreachable past `outage_limit`."""
     try:
-        result = start()
-        try:
-            result.wait_until_finish()
-        except (KeyboardInterrupt, _Stopped):
-            _LOG.info("stopping the job")
-            try:
-                result.cancel()
-            except ValueError:  # Ctrl-C: Beam's own handler already stopped the job server, the job with it
-                return None, None
-        return result, None
+        return runners.run_and_wait(start), None
+    except runners.Stopped as stopped:
+        return stopped.result, None
     except Exception as error:
         if message := cassandra_sink.outage(error, cassandra, outage_limit):
             return None, message
         raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _command(args) -> int:
@@ -318,5 +324,7 @@ def register(commands) -> None:
                     "(e.g. --flink_master, --checkpointing_interval).")
     parser.add_argument("--runner", choices=runners.RUNNERS, default="PrismRunner")
     IngestOptions._add_argparse_args(parser)
+    DeadLetterOptions._add_argparse_args(parser)
+    CassandraWriteOptions._add_argparse_args(parser)
     store_flags(parser)
     parser.set_defaults(handler=_command)

@@ -19,23 +19,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
-from datetime import datetime
 
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
-from cassandra import ConsistencyLevel
 
-from programusers import events, runners, settings
+from programusers import events, runners
 from programusers.io import kafka
-from programusers.io.cassandra import CassandraConnection
-from programusers.io.kafka import KafkaClientConfig, KafkaRecord
+from programusers.io.kafka import KafkaRecord
 from programusers.metrics import counters
-from programusers.options import from_args, store_flags
+from programusers.options import StoreOptions, option_values, store_flags
 from programusers.pipelines import ingest
-from programusers.transforms.enrollments import WriteEnrollments
 
 METRICS_NAMESPACE = "programusers.replay"
 STILL_BAD = "still_bad"
@@ -112,32 +108,47 @@ class ReplayDeadLetters(beam.PTransform):
                 | "CountStillBad" >> beam.Map(_count_still_bad))
 
 
-@dataclass(frozen=True)
-class ReplayRequest:
-    kafka: KafkaClientConfig
-    dead_letter_topic: str
-    reason: str | None
-    since: datetime | None
-    cassandra: CassandraConnection
-    programs_keyspace: str
-    consistency: str
-    write_concurrency: int
-    retry_backoff: float
-    max_write_outage: float | None
+class ReplayOptions(PipelineOptions):
+    """Which dead letters a replay reads (of ingest.DeadLetterOptions' topic); it writes as the ingest does
+    (ingest.CassandraWriteOptions)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--reason", choices=REASONS, help="replay only the dead letters of this reason")
+        parser.add_argument("--since", metavar="ISO_TIME",
+                            help="replay only dead letters written at or after this time (UTC without an offset)")
+
+    def validate_flags(self) -> None:
+        if self.since:
+            try:
+                ingest.iso_time(self.since)
+            except ValueError:
+                raise ValueError("--since: not an ISO-8601 date or time") from None
 
 
-def run(options, request: ReplayRequest) -> PipelineResult:
-    """Plans the dead-letter topic's ranges (dead letters written after this wait for the next replay),
-    then starts the replay and returns without waiting for it."""
-    ranges = kafka.plan_offset_ranges(request.kafka, request.dead_letter_topic, start_time=request.since)
-    pipeline = beam.Pipeline(options=options)
+def plan(options: PipelineOptions) -> list[kafka.OffsetRange]:
+    """The dead-letter topic's ranges: from the start, or from --since, up to each partition's end offset
+    now (dead letters written after this wait for the next replay)."""
+    replay = options.view_as(ReplayOptions)
+    return kafka.plan_offset_ranges(options.view_as(StoreOptions).kafka_client(),
+                                    options.view_as(ingest.DeadLetterOptions).dead_letter_topic,
+                                    start_time=replay.since and ingest.iso_time(replay.since))
+
+
+def build(pipeline: beam.Pipeline, ranges: list[kafka.OffsetRange]) -> None:
+    """The replay of the dead letters in `ranges`."""
+    replay = pipeline.options.view_as(ReplayOptions)
     (pipeline
-     | "ReadDeadLetters" >> kafka.ReadOffsetRanges(request.kafka, ranges)
+     | "ReadDeadLetters" >> kafka.ReadOffsetRanges(pipeline.options.view_as(StoreOptions).kafka_client(), ranges)
      | "Counted" >> beam.Map(_counted)
-     | "ReplayDeadLetters" >> ReplayDeadLetters(WriteEnrollments(
-         request.cassandra, request.programs_keyspace, consistency=request.consistency,
-         concurrency=request.write_concurrency, backoff=request.retry_backoff,
-         max_outage=request.max_write_outage), request.reason))
+     | "ReplayDeadLetters" >> ReplayDeadLetters(
+         pipeline.options.view_as(ingest.CassandraWriteOptions).write_enrollments(bounded=True), replay.reason))
+
+
+def run(options: PipelineOptions) -> PipelineResult:
+    """Plans the ranges, then starts the replay and returns without waiting for it."""
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, plan(options))
     return pipeline.run()
 
 
@@ -153,21 +164,25 @@ def summary(totals: dict[str, int]) -> str:
 
 
 def _command(args) -> int:
-    stores = from_args(args)
-    request = ReplayRequest(
-        stores.kafka_client(), args.dead_letter_topic, args.reason, args.since, stores.cassandra_connection(),
-        args.programs_keyspace,
-        args.consistency, args.write_concurrency, args.retry_backoff, args.max_write_outage or None)
-    options = runners.pipeline_options(args.runner, args.pipeline_args)
+    options = runners.pipeline_options(args.runner, args.pipeline_args,
+                                       **option_values(args, ReplayOptions, ingest.DeadLetterOptions,
+                                                       ingest.CassandraWriteOptions, StoreOptions))
+    replay, writes = options.view_as(ReplayOptions), options.view_as(ingest.CassandraWriteOptions)
+    try:
+        replay.validate_flags()
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     started = time.monotonic()
-    result, outage = ingest.wait_for(lambda: run(options, request), request.cassandra, request.max_write_outage)
+    result, outage = ingest.wait_for(lambda: run(options), options.view_as(StoreOptions).cassandra_connection(),
+                                     writes.outage_limit(bounded=True))
     if outage:
         _LOG.error("replay stopped: %s", outage)
         return 3
     if result is None:
         _LOG.error("replay stopped before its end; run it again (its writes are idempotent)")
         return 1
-    _LOG.info("replay of %s %s in %.1fs: %s", request.dead_letter_topic, result.state, time.monotonic() - started,
+    _LOG.info("replay of %s %s in %.1fs: %s", options.view_as(ingest.DeadLetterOptions).dead_letter_topic,
+              result.state, time.monotonic() - started,
               summary(counters(result)))
     return 0 if result.state == PipelineState.DONE else 1
 
@@ -179,16 +194,8 @@ def register(commands) -> None:
                     "payload again and writes the valid ones to Cassandra as the ingest would; reports how many "
                     "were written and how many stay bad. Never deletes or re-sends a dead letter.")
     parser.add_argument("--runner", choices=runners.RUNNERS, default="DirectRunner")
-    parser.add_argument("--dead-letter-topic", default=f"{settings.ENV_NAME}.ml.programUsers.failed")
-    parser.add_argument("--reason", choices=REASONS, help="replay only the dead letters of this reason")
-    parser.add_argument("--since", type=ingest.iso_time, metavar="ISO_TIME",
-                        help="replay only dead letters written at or after this time (UTC without an offset)")
-    parser.add_argument("--programs-keyspace", default=settings.PROGRAMS_KEYSPACE)
-    parser.add_argument("--consistency", default="LOCAL_QUORUM",
-                        choices=[name for name in ConsistencyLevel.name_to_value if "SERIAL" not in name])
-    parser.add_argument("--write-concurrency", type=int, default=32)
-    parser.add_argument("--retry-backoff", type=float, default=0.5)
-    parser.add_argument("--max-write-outage", type=float, default=ingest.DEFAULT_BOUNDED_OUTAGE, metavar="SECONDS",
-                        help="fail when no Cassandra write has succeeded for this long (0: never)")
+    ingest.DeadLetterOptions._add_argparse_args(parser)
+    ReplayOptions._add_argparse_args(parser)
+    ingest.CassandraWriteOptions._add_argparse_args(parser)
     store_flags(parser)
     parser.set_defaults(handler=_command)

@@ -20,7 +20,7 @@ from programusers import filters, runners, schema, settings
 from programusers.crypto import PlatformCipher
 from programusers.io import files, postgres
 from programusers.model_config import ModelConfigError, default_model_config, load_model_config
-from programusers.options import option_values, store_flags
+from programusers.options import keyspace_flags, option_values, store_flags
 from programusers.pipelines.exhaust import ExhaustOptions, Stores
 from programusers.report import job_request, request_store
 from programusers.report.job_request import JOB_ID, JobRequest
@@ -75,9 +75,16 @@ def _prepare(args) -> tuple[ExhaustRun, str | None]:
         os.makedirs(os.path.join(output, JOB_ID), exist_ok=True)
     staging = staging_location(args.staging, output)
     leases = request_store.Leases(args.postgres_dsn, JOB_ID)
-    return ExhaustRun(config, Stores.resolve(args, config), options, output, staging, cipher, args.zip_crypto,
-                      args.postgres_dsn, args.job_request_table, leases, args.file_mode, args.max_store_outage,
-                      args.min_profile_share, args.progress_every), args.request_id
+    stores = Stores.resolve(args, config)
+    # The model config's endpoints are the platform's Spark job's: say once that they are not ours.
+    _LOG.info("the model config's Redis %s:%s and Cassandra %s are not used: the exhaust reads Cassandra at %s "
+              "and Redis at %s (flags, environment, local stack)", config.redis_host, config.redis_port,
+              config.cassandra_host, stores.cassandra.describe(), stores.redis.describe())
+    return ExhaustRun(config=config, stores=stores, options=options, output=output, staging=staging,
+                      cipher=cipher, zip_crypto=args.zip_crypto, dsn=args.postgres_dsn,
+                      table=args.job_request_table, leases=leases, file_mode=args.file_mode,
+                      max_store_outage=args.max_store_outage, min_profile_share=args.min_profile_share,
+                      progress_every=args.progress_every), args.request_id
 
 
 def _exhaust(args) -> int:
@@ -106,6 +113,10 @@ def _exhaust(args) -> int:
                 produce_group(group, job)
             except psycopg2.Error as exc:  # job_request unreachable now: the other groups may still go through
                 _LOG.error("request %s: could not record its status (%s)", group[0].request_id, type(exc).__name__)
+            except runners.Stopped:
+                _LOG.error("exhaust stopped (Ctrl-C or SIGTERM): request %s stays PROCESSING until a later run "
+                           "reclaims it; nothing was published", group[0].request_id)
+                return 1
     return 0
 
 
@@ -231,8 +242,7 @@ def register(commands) -> None:
                          help="how often a running request logs how far it got (counts only)")
     exhaust.add_argument("--zip-crypto", action="store_true",
                          help="encrypt zips with legacy ZipCrypto instead of AES-256, for old unzip tools")
-    exhaust.add_argument("--programs-keyspace", help="default: $PROGRAMUSERS_PROGRAMS_KEYSPACE, else keyspace_name")
-    exhaust.add_argument("--consent-keyspace", default=settings.CONSENT_KEYSPACE)
+    keyspace_flags(exhaust, programs_fallback="the model config's keyspace_name")
     store_flags(exhaust)
     job_request_flags(exhaust)
     ExhaustOptions._add_argparse_args(exhaust.add_argument_group("pipeline options"))

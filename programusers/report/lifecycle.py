@@ -40,7 +40,7 @@ NO_PROFILES = "the user cache has no profile for any consenting user"
 MAX_PIPELINE_ATTEMPTS = 3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExhaustRun:
     """What every request of one `programusers exhaust` run shares."""
     config: ReportConfig
@@ -104,7 +104,8 @@ def _run_through_outages(request: JobRequest, report: filters.ReportRequest, job
             if asks is None:
                 asks = program_asks(report, job.stores, job.options)
             with progress.shown(f"request {request.request_id}", job.progress_every, directory=workspace):
-                return counters(run(report, job.config, job.stores, workspace, job.options, asks))
+                return counters(run(job.options, request=report, config=job.config, stores=job.stores,
+                                    temp_dir=workspace, program_asks=asks))
         except Exception:
             store = _store_behind(job.stores, reads_cache=bool(asks))
             if store is None:

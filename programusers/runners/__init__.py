@@ -10,10 +10,14 @@
   `--spark_job_server_jar`, or the jar in the tools cache), LOOPBACK environment, Java 17 flags.
   Beam's own download from a URL is never attempted: a missing jar is a clear error.
 """
+import logging
 import os
+import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineResult
 
 BEAM_VERSION = "2.73.0"
 FLINK_VERSION = "1.20"
@@ -30,6 +34,7 @@ _SPARK_JAVA17_OPENS = [
     "java.base/sun.nio.cs", "java.base/sun.security.action", "java.base/sun.util.calendar",
 ]
 
+_LOG = logging.getLogger(__name__)
 RUNNERS = ("DirectRunner", "PrismRunner", "FlinkRunner", "SparkRunner")
 PRISM_JOB_STREAM_TIMEOUT_S = 7 * 24 * 3600  # longer than any batch job (a streaming job on Prism still ends after it)
 
@@ -91,3 +96,39 @@ def runner_args(runner: str, args: list[str] | None = None) -> list[str]:
 
 def pipeline_options(runner: str, args: list[str] | None = None, **overrides) -> PipelineOptions:
     return PipelineOptions(runner_args(runner, args), **overrides)
+
+
+class Stopped(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM (Kubernetes' stop) ended a job: it was cancelled. `result` is its PipelineResult,
+    None when Ctrl-C stopped its job server with it (no result is left to read)."""
+
+    def __init__(self, result: PipelineResult | None):
+        super().__init__()
+        self.result = result
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_and_wait(start: Callable[[], PipelineResult]) -> PipelineResult:
+    """Runs `start()` (which starts a job and returns its PipelineResult) to the job's end and returns the
+    result, for every pipeline and runner alike. Ctrl-C or SIGTERM cancel the job and raise Stopped. A
+    failed job raises its error: the in-process runner raises the worker's own error from `start()`,
+    Prism quotes it from wait_until_finish()."""
+    previous = signal.signal(signal.SIGTERM, _stop)
+    result = None
+    try:
+        result = start()
+        result.wait_until_finish()
+        return result
+    except KeyboardInterrupt:
+        _LOG.info("stopping the job")
+        if result is not None:
+            try:
+                result.cancel()
+            except ValueError:  # Ctrl-C: Beam's own handler already stopped the job server, the job with it
+                result = None
+        raise Stopped(result) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)

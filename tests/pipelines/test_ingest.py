@@ -17,7 +17,7 @@ from programusers.io import kafka
 from programusers.io.kafka import KafkaClientConfig, KafkaRecord
 from programusers.options import StoreOptions
 from programusers.pipelines import ingest
-from programusers.pipelines.ingest import IngestEvents, IngestOptions
+from programusers.pipelines.ingest import CassandraWriteOptions, DeadLetterOptions, IngestEvents, IngestOptions
 from programusers.transforms.enrollments import WriteEnrollments
 
 # --- options and the command line ---
@@ -26,11 +26,12 @@ def test_options_default_to_the_settings():
     options = IngestOptions([])
     assert StoreOptions([]).kafka_bootstrap == settings.KAFKA_BOOTSTRAP
     assert options.input_topic == f"{settings.ENV_NAME}.ml.programUsers.raw"
-    assert options.dead_letter_topic == f"{settings.ENV_NAME}.ml.programUsers.failed"
+    assert options.view_as(DeadLetterOptions).dead_letter_topic == f"{settings.ENV_NAME}.ml.programUsers.failed"
     assert options.expansion_service == settings.EXPANSION_SERVICE
-    assert (StoreOptions([]).cassandra_hosts, options.programs_keyspace) == (settings.CASSANDRA_HOSTS,
-                                                                             settings.PROGRAMS_KEYSPACE)
-    assert options.commit_offsets and options.consistency == "LOCAL_QUORUM"
+    writes = options.view_as(CassandraWriteOptions)
+    assert (StoreOptions([]).cassandra_hosts, writes.programs_keyspace) == (settings.CASSANDRA_HOSTS,
+                                                                            settings.PROGRAMS_KEYSPACE)
+    assert options.commit_offsets and writes.consistency == "LOCAL_QUORUM"
     assert options.max_records is None and options.max_read_time is None
 
 
