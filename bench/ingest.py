@@ -31,7 +31,7 @@ from cassandra import ConsistencyLevel
 from cassandra.concurrent import execute_concurrent_with_args
 
 import common
-from programusers import events, runners, schema, settings
+from programusers import events, metrics, runners, schema, settings
 from programusers.crypto import PlatformCipher
 from programusers.io import cassandra_sink, kafka
 from programusers.local.sample_data import generate, produce_events
@@ -77,7 +77,7 @@ def run_ingest(runner: str, topic: str, dead_letters: str, count: int, max_read_
         state = result.wait_until_finish()
         seconds = time.perf_counter() - started
     return {"state": str(state), "seconds": round(seconds, 2), "events_per_s": round(count / seconds),
-            "counters": ingest.counters(result), "peak_rss_mib": rss.summary()}
+            "counters": metrics.counters(result), "peak_rss_mib": rss.summary()}
 
 
 def baseline(session, mutations: list, concurrency: int) -> dict:

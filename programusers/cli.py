@@ -3,10 +3,9 @@ import argparse
 import logging
 
 from programusers import schema, settings, store_errors
+from programusers.commands import ingest, replay, report
 from programusers.local import demo, sample_data
 from programusers.options import from_args, keyspace_flags, store_flags
-from programusers.pipelines import ingest, replay
-from programusers.report import commands as report_commands
 from programusers.runners import RUNNERS
 
 _LOG = logging.getLogger(__name__)
@@ -35,7 +34,7 @@ def _doctor(args) -> int:
 def _add_store_flags(parser: argparse.ArgumentParser) -> None:
     store_flags(parser)
     keyspace_flags(parser)
-    report_commands.job_request_flags(parser)
+    report.job_request_flags(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample_data.register(commands)
     ingest.register(commands)
     replay.register(commands)
-    report_commands.register(commands)
+    report.register(commands)
     demo.register(commands)
     return parser
 

@@ -1,6 +1,6 @@
 """The report pipeline (SPEC §3): one program's enrollment rows -> filtered, joined with consent and the
 user cache -> sorted shards of CSV lines and their manifest. The request lifecycle around it is
-`programusers.report.lifecycle`, the commands `programusers.report.commands`.
+`programusers.report.lifecycle`, the commands `programusers.commands.report`.
 """
 from __future__ import annotations
 

@@ -18,19 +18,17 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.runner import PipelineResult, PipelineState
+from apache_beam.runners.runner import PipelineResult
 
-from programusers import events, runners
+from programusers import events
 from programusers.io import kafka
 from programusers.io.kafka import KafkaRecord
-from programusers.metrics import counters
-from programusers.options import StoreOptions, option_values, store_flags
+from programusers.options import StoreOptions
 from programusers.pipelines import ingest
 
 METRICS_NAMESPACE = "programusers.replay"
@@ -150,52 +148,3 @@ def run(options: PipelineOptions) -> PipelineResult:
     pipeline = beam.Pipeline(options=options)
     build(pipeline, plan(options))
     return pipeline.run()
-
-
-def summary(totals: dict[str, int]) -> str:
-    """The run's counts in one line (counts and reasons only)."""
-    still_bad = {name.removeprefix("still_bad_"): n for name, n in sorted(totals.items())
-                 if name.startswith("still_bad_")}
-    return (f"{totals.get('dead_letters_read', 0)} dead letter(s) read, {totals.get('other_reason', 0)} of another "
-            f"reason skipped, {totals.get('now_valid', 0)} valid now: {totals.get('rows_written', 0)} row(s) written, "
-            f"{totals.get('rows_deleted', 0)} deleted; {sum(still_bad.values())} still bad"
-            + (f" ({', '.join(f'{k}={v}' for k, v in still_bad.items())})" if still_bad else "")
-            + "; the dead letters stay in the topic")
-
-
-def _command(args) -> int:
-    options = runners.pipeline_options(args.runner, args.pipeline_args,
-                                       **option_values(args, ReplayOptions, ingest.DeadLetterOptions,
-                                                       ingest.CassandraWriteOptions, StoreOptions))
-    replay, writes = options.view_as(ReplayOptions), options.view_as(ingest.CassandraWriteOptions)
-    try:
-        replay.validate_flags()
-    except ValueError as error:
-        raise SystemExit(str(error)) from None
-    started = time.monotonic()
-    result, outage = ingest.wait_for(lambda: run(options), options.view_as(StoreOptions).cassandra_connection(),
-                                     writes.outage_limit(bounded=True))
-    if outage:
-        _LOG.error("replay stopped: %s", outage)
-        return 3
-    if result is None:
-        _LOG.error("replay stopped before its end; run it again (its writes are idempotent)")
-        return 1
-    _LOG.info("replay of %s %s in %.1fs: %s", options.view_as(ingest.DeadLetterOptions).dead_letter_topic,
-              result.state, time.monotonic() - started,
-              summary(counters(result)))
-    return 0 if result.state == PipelineState.DONE else 1
-
-
-def register(commands) -> None:
-    parser = commands.add_parser(
-        "replay", allow_abbrev=False, help="write the dead letters that today's code accepts",
-        description="Reads the dead-letter topic (all of it, one --reason, or --since a time), parses each "
-                    "payload again and writes the valid ones to Cassandra as the ingest would; reports how many "
-                    "were written and how many stay bad. Never deletes or re-sends a dead letter.")
-    parser.add_argument("--runner", choices=runners.RUNNERS, default="DirectRunner")
-    ingest.DeadLetterOptions._add_argparse_args(parser)
-    ReplayOptions._add_argparse_args(parser)
-    ingest.CassandraWriteOptions._add_argparse_args(parser)
-    store_flags(parser)
-    parser.set_defaults(handler=_command)

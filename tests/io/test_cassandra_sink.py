@@ -21,7 +21,7 @@ from programusers.events import DeadLetter, EnrollmentDelete, EnrollmentUpsert, 
 from programusers.io import cassandra_sink
 from programusers.io.cassandra import CassandraConnection
 from programusers.io.cassandra_sink import backoff_seconds, is_transient
-from programusers.pipelines.ingest import counters
+from programusers.metrics import counters
 from programusers.transforms.enrollments import (
     EnrollmentStatements,
     WriteEnrollments,

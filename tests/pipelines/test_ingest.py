@@ -11,7 +11,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from conftest import LOCAL_CASSANDRA
 from ingest_cases import COLUMNS, bad_events, consume, encode, event, expected_row, row
 
-from programusers import cli, runners, settings
+from programusers import cli, metrics, runners, settings
+from programusers.commands import ingest as ingest_command
 from programusers.events import DeadLetter
 from programusers.io import kafka
 from programusers.io.kafka import KafkaClientConfig, KafkaRecord
@@ -42,7 +43,7 @@ def parse(*argv):
 
 
 def test_cli_flags_and_beam_flags_reach_the_pipeline_options():
-    options = ingest.pipeline_options(parse("--runner", "PrismRunner", "--max-records", "7", "--input-topic", "t.raw",
+    options = ingest_command.pipeline_options(parse("--runner", "PrismRunner", "--max-records", "7", "--input-topic", "t.raw",
                                             "--max-write-outage", "30", "--no-commit-offsets", "--job_name=x"))
     view = options.view_as(IngestOptions)
     assert (view.max_records, view.input_topic, view.write_outage_limit, view.commit_offsets) == (7, "t.raw", 30,
@@ -64,7 +65,7 @@ def test_a_flink_cluster_gets_its_flags_and_may_commit_offsets_while_streaming(t
     jar = tmp_path / "job-server.jar"
     jar.write_bytes(b"")
     monkeypatch.setattr(runners, "FLINK_JOB_SERVER_JAR", jar)
-    options = ingest.pipeline_options(parse("--runner", "FlinkRunner", "--flink_master=flink:8081",
+    options = ingest_command.pipeline_options(parse("--runner", "FlinkRunner", "--flink_master=flink:8081",
                                             "--checkpointing_interval=60000"))
     # Flink's own options are declared by its job server at submission; here they are kept as given.
     everything = options.get_all_options(retain_unknown_options=True)
@@ -81,11 +82,11 @@ def test_a_flink_cluster_gets_its_flags_and_may_commit_offsets_while_streaming(t
 ])
 def test_runs_the_runner_cannot_do_and_flags_out_of_range_are_refused_up_front(argv, message):
     with pytest.raises(SystemExit, match=message):
-        ingest.pipeline_options(parse(*argv))
+        ingest_command.pipeline_options(parse(*argv))
 
 
 def test_a_streaming_run_on_prism_commits_offsets_and_any_bounding_flag_makes_a_backfill():
-    options = ingest.pipeline_options(parse("--runner", "PrismRunner")).view_as(IngestOptions)
+    options = ingest_command.pipeline_options(parse("--runner", "PrismRunner")).view_as(IngestOptions)
     assert options.commit_offsets and not options.bounded
     for flags in (["--backfill"], ["--from", "2026-11-30"], ["--until", "2026-11-30T10:00"], ["--max-records", "5"],
                   ["--max-read-time", "60"]):
@@ -150,7 +151,7 @@ def test_good_and_bad_events_split_are_counted_and_every_record_is_done_once(cas
                   for key, dead in consume(failed, len(bad))) == sorted(
         (f"t.raw/0/{first_bad + i}".encode(), reason, field, first_bad + i, payload)
         for i, ((_, reason, field), payload) in enumerate(zip(bad, payloads)))
-    assert ingest.counters(result) == {
+    assert metrics.counters(result) == {
         "events_read": len(records), "rows_written": 5, "rows_deleted": 1,
         "dead_lettered_invalid_json": 3, "dead_lettered_not_an_object": 1, "dead_lettered_missing_field": 2,
         "dead_lettered_wrong_type": 2, "dead_lettered_bad_timestamp": 2, "dead_lettered_write_failed": 1}

@@ -21,7 +21,7 @@ from ingest_cases import (
     stored,
 )
 
-from programusers import cli, runners
+from programusers import cli, metrics, runners
 from programusers.pipelines import ingest
 
 pytestmark = pytest.mark.services
@@ -54,7 +54,7 @@ def test_ingest_end_to_end_then_replay(cassandra_session, test_schema, unique):
 
     result = ingest.run(runners.pipeline_options("PrismRunner", flags))
     assert result.wait_until_finish() == PipelineState.DONE
-    assert ingest.counters(result) == {
+    assert metrics.counters(result) == {
         "events_read": len(messages), "rows_written": len(good) + 3, "rows_deleted": 1,
         "dead_lettered_invalid_json": 3, "dead_lettered_not_an_object": 1, "dead_lettered_missing_field": 2,
         "dead_lettered_wrong_type": 2, "dead_lettered_bad_timestamp": 2, "dead_lettered_write_failed": 1,
@@ -100,7 +100,7 @@ def test_a_cassandra_pause_during_a_bounded_ingest_holds_it_and_loses_nothing(ca
     with paused_cassandra():
         time.sleep(12)  # past the sink's 10 s request timeout: in-flight writes fail and are retried
     assert result.wait_until_finish() == PipelineState.DONE
-    totals = ingest.counters(result)
+    totals = metrics.counters(result)
     assert totals["rows_written"] == len(good) and "dead_lettered_write_failed" not in totals
     assert count_rows(cassandra_session, keyspace, program) == len(good)
     assert consume(failed, 0) == []

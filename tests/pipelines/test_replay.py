@@ -8,9 +8,10 @@ import pytest
 from ingest_cases import COLUMNS, encode, event, expected_row, produce, row
 
 from programusers import cli
+from programusers.commands import replay as replay_command
 from programusers.events import DeadLetter, EnrollmentUpsert
 from programusers.io.kafka import KafkaRecord
-from programusers.pipelines import ingest, replay
+from programusers.pipelines import ingest
 from programusers.pipelines.replay import revalidate
 
 FAILED_AT = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
@@ -70,7 +71,7 @@ def test_a_reason_filter_skips_the_other_reasons():
 
 
 def test_summary_counts_only():
-    assert replay.summary({"dead_letters_read": 5, "other_reason": 1, "now_valid": 3, "rows_written": 2,
+    assert replay_command.summary({"dead_letters_read": 5, "other_reason": 1, "now_valid": 3, "rows_written": 2,
                            "rows_deleted": 1, "still_bad_invalid_json": 1}) == (
         "5 dead letter(s) read, 1 of another reason skipped, 3 valid now: 2 row(s) written, 1 deleted; "
         "1 still bad (invalid_json=1); the dead letters stay in the topic")

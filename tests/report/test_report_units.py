@@ -259,7 +259,7 @@ def test_other_folders_in_staging_are_not_taken_for_request_folders(name):
 
 
 def test_the_zip_password_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):
-    from programusers.report.commands import ENCRYPTION_KEY_ENV, read_encryption_key
+    from programusers.commands.report import ENCRYPTION_KEY_ENV, read_encryption_key
 
     monkeypatch.delenv(ENCRYPTION_KEY_ENV, raising=False)
     assert read_encryption_key(None) is None

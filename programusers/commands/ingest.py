@@ -1,0 +1,99 @@
+"""`programusers ingest`: the ingest's flags as pipeline options, the run to its end, its exit code."""
+from __future__ import annotations
+
+import logging
+import time
+
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineResult, PipelineState
+
+from programusers import runners
+from programusers.io import cassandra_sink
+from programusers.io.cassandra import CassandraConnection
+from programusers.metrics import counters
+from programusers.options import StoreOptions, option_values, store_flags
+from programusers.pipelines.ingest import (
+    CassandraWriteOptions,
+    DeadLetterOptions,
+    IngestOptions,
+    plan,
+    run,
+)
+
+_LOG = logging.getLogger(__name__)
+
+
+def pipeline_options(args) -> PipelineOptions:
+    """The `ingest` command's flags as pipeline options, refusing runs the runner cannot do."""
+    options = runners.pipeline_options(args.runner, args.pipeline_args,
+                                       **option_values(args, IngestOptions, DeadLetterOptions, CassandraWriteOptions,
+                                                       StoreOptions))
+    ingest = options.view_as(IngestOptions)
+    try:
+        ingest.validate_flags()
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    if not ingest.bounded and args.runner == "DirectRunner":
+        raise SystemExit("DirectRunner runs backfills only: pass --backfill (or --until, --max-records, ...)")
+    return options
+
+
+def wait_for(start, cassandra: CassandraConnection, outage_limit: float | None
+             ) -> tuple[PipelineResult | None, str | None]:
+    """runners.run_and_wait for a job writing to `cassandra`: (its result, None) at its end or once Ctrl-C
+    or SIGTERM stopped it (None for the result when the job server stopped with it); (None, the reason)
+    when Cassandra stayed unreachable past `outage_limit`."""
+    try:
+        return runners.run_and_wait(start), None
+    except runners.Stopped as stopped:
+        return stopped.result, None
+    except Exception as error:
+        if message := cassandra_sink.outage(error, cassandra, outage_limit):
+            return None, message
+        raise
+
+
+def _command(args) -> int:
+    options = pipeline_options(args)
+    ingest = options.view_as(IngestOptions)
+    ranges = plan(options)
+    planned = sum(r.size for r in ranges)
+    if ingest.bounded:
+        _LOG.info("ingest: a backfill of %d record(s) of %s (%s)%s", planned, ingest.input_topic,
+                  ", ".join(f"[{r.partition}] {r.start}..{r.end}" for r in ranges),
+                  "" if ingest.commits else "; it commits no offset")
+    started = time.monotonic()
+    result, outage = wait_for(lambda: run(options, ranges), options.view_as(StoreOptions).cassandra_connection(),
+                              ingest.write_outage_limit)
+    if outage:
+        _LOG.error("ingest stopped: %s", outage)
+        return 3
+    if result is None:
+        _LOG.info("ingest stopped with its job server; what was committed stays committed")
+        return 1 if ingest.bounded else 0  # a backfill stopped before its end is not done
+    elapsed, totals = time.monotonic() - started, counters(result)
+    _LOG.info("ingest %s after %.1fs, %.0f events/s: %s", result.state, elapsed,
+              totals.get("events_read", 0) / elapsed,
+              ", ".join(f"{name}={value}" for name, value in sorted(totals.items())))
+    if ingest.bounded and result.state == PipelineState.DONE and totals.get("ranges_unfinished", 0):
+        _LOG.error("ingest stopped before its ranges were read: %d of %d record(s) read, --max-read-time %s s "
+                   "reached; what was written is committed, run again to read the rest",
+                   totals.get("events_read", 0), planned, ingest.max_read_time)
+        return 4
+    if not ingest.bounded and result.state == PipelineState.CANCELLED:
+        return 0  # a streaming run ends when it is stopped
+    return 0 if result.state == PipelineState.DONE else 1
+
+
+def register(commands) -> None:
+    parser = commands.add_parser(
+        "ingest", allow_abbrev=False, help="stream program-user events from Kafka into Cassandra",
+        description="Kafka program-user events -> Cassandra program_enrollment; bad events -> the dead-letter "
+                    "topic. Streaming until stopped (Ctrl-C, SIGTERM), or a backfill. Other flags go to Beam "
+                    "(e.g. --flink_master, --checkpointing_interval).")
+    parser.add_argument("--runner", choices=runners.RUNNERS, default="PrismRunner")
+    IngestOptions._add_argparse_args(parser)
+    DeadLetterOptions._add_argparse_args(parser)
+    CassandraWriteOptions._add_argparse_args(parser)
+    store_flags(parser)
+    parser.set_defaults(handler=_command)
