@@ -1,2 +1,29 @@
 """The command line, one module per command (ingest, replay) or group of commands (report: submit,
 status, exhaust); programusers/cli.py assembles them with init, doctor and the local ones."""
+from __future__ import annotations
+
+import argparse
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from programusers import runners
+from programusers.options import StoreOptions, option_values, store_flags
+
+
+def add_pipeline_command(commands, name: str, *, handler, option_classes: tuple[type[PipelineOptions], ...],
+                         default_runner: str, **parser_args) -> argparse.ArgumentParser:
+    """A subcommand running one pipeline: --runner, the flags of `option_classes` and of the stores; the
+    flags it does not know go to Beam (e.g. --flink_master)."""
+    parser = commands.add_parser(name, allow_abbrev=False, **parser_args)
+    parser.add_argument("--runner", choices=runners.RUNNERS, default=default_runner)
+    for options in option_classes:
+        options._add_argparse_args(parser)
+    store_flags(parser)
+    parser.set_defaults(handler=handler, option_classes=option_classes)
+    return parser
+
+
+def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
+    """The pipeline options of a command added by add_pipeline_command, from its parsed flags."""
+    return runners.pipeline_options(args.runner, args.pipeline_args,
+                                    **option_values(args, *args.option_classes, StoreOptions))

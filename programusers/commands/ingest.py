@@ -7,11 +7,11 @@ import time
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
-from programusers import runners
+from programusers import commands, runners
 from programusers.io import cassandra_sink
 from programusers.io.cassandra import CassandraConnection
 from programusers.metrics import counters
-from programusers.options import StoreOptions, option_values, store_flags
+from programusers.options import StoreOptions
 from programusers.pipelines.ingest import (
     CassandraWriteOptions,
     DeadLetterOptions,
@@ -25,9 +25,7 @@ _LOG = logging.getLogger(__name__)
 
 def pipeline_options(args) -> PipelineOptions:
     """The `ingest` command's flags as pipeline options, refusing runs the runner cannot do."""
-    options = runners.pipeline_options(args.runner, args.pipeline_args,
-                                       **option_values(args, IngestOptions, DeadLetterOptions, CassandraWriteOptions,
-                                                       StoreOptions))
+    options = commands.pipeline_options(args)
     ingest = options.view_as(IngestOptions)
     try:
         ingest.validate_flags()
@@ -85,15 +83,11 @@ def _command(args) -> int:
     return 0 if result.state == PipelineState.DONE else 1
 
 
-def register(commands) -> None:
-    parser = commands.add_parser(
-        "ingest", allow_abbrev=False, help="stream program-user events from Kafka into Cassandra",
+def register(subcommands) -> None:
+    commands.add_pipeline_command(
+        subcommands, "ingest", handler=_command, default_runner="PrismRunner",
+        option_classes=(IngestOptions, DeadLetterOptions, CassandraWriteOptions),
+        help="stream program-user events from Kafka into Cassandra",
         description="Kafka program-user events -> Cassandra program_enrollment; bad events -> the dead-letter "
                     "topic. Streaming until stopped (Ctrl-C, SIGTERM), or a backfill. Other flags go to Beam "
                     "(e.g. --flink_master, --checkpointing_interval).")
-    parser.add_argument("--runner", choices=runners.RUNNERS, default="PrismRunner")
-    IngestOptions._add_argparse_args(parser)
-    DeadLetterOptions._add_argparse_args(parser)
-    CassandraWriteOptions._add_argparse_args(parser)
-    store_flags(parser)
-    parser.set_defaults(handler=_command)

@@ -6,10 +6,10 @@ import time
 
 from apache_beam.runners.runner import PipelineState
 
-from programusers import runners
+from programusers import commands
 from programusers.commands.ingest import wait_for
 from programusers.metrics import counters
-from programusers.options import StoreOptions, option_values, store_flags
+from programusers.options import StoreOptions
 from programusers.pipelines.ingest import CassandraWriteOptions, DeadLetterOptions
 from programusers.pipelines.replay import ReplayOptions, run
 
@@ -28,9 +28,7 @@ def summary(totals: dict[str, int]) -> str:
 
 
 def _command(args) -> int:
-    options = runners.pipeline_options(args.runner, args.pipeline_args,
-                                       **option_values(args, ReplayOptions, DeadLetterOptions,
-                                                       CassandraWriteOptions, StoreOptions))
+    options = commands.pipeline_options(args)
     replay, writes = options.view_as(ReplayOptions), options.view_as(CassandraWriteOptions)
     try:
         replay.validate_flags()
@@ -51,15 +49,11 @@ def _command(args) -> int:
     return 0 if result.state == PipelineState.DONE else 1
 
 
-def register(commands) -> None:
-    parser = commands.add_parser(
-        "replay", allow_abbrev=False, help="write the dead letters that today's code accepts",
+def register(subcommands) -> None:
+    commands.add_pipeline_command(
+        subcommands, "replay", handler=_command, default_runner="DirectRunner",
+        option_classes=(DeadLetterOptions, ReplayOptions, CassandraWriteOptions),
+        help="write the dead letters that today's code accepts",
         description="Reads the dead-letter topic (all of it, one --reason, or --since a time), parses each "
                     "payload again and writes the valid ones to Cassandra as the ingest would; reports how many "
                     "were written and how many stay bad. Never deletes or re-sends a dead letter.")
-    parser.add_argument("--runner", choices=runners.RUNNERS, default="DirectRunner")
-    DeadLetterOptions._add_argparse_args(parser)
-    ReplayOptions._add_argparse_args(parser)
-    CassandraWriteOptions._add_argparse_args(parser)
-    store_flags(parser)
-    parser.set_defaults(handler=_command)
