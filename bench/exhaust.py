@@ -220,8 +220,8 @@ def load_in_child(size: int, seed: int) -> dict:
         cluster.shutdown()
 
 
-def stores(size: int) -> exhaust.Stores:
-    return exhaust.Stores(cassandra=common.LOCAL_CASSANDRA, programs_keyspace=keyspace(size),
+def stores(size: int) -> exhaust.ReportSources:
+    return exhaust.ReportSources(cassandra=common.LOCAL_CASSANDRA, programs_keyspace=keyspace(size),
                           consent_keyspace=keyspace(size),
                           redis=redis.RedisConnection(settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB))
 
@@ -230,7 +230,7 @@ def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -
     runner, extra = RUNNER_SETUPS[label]
     request = filters.parse_request(job_request.request_data(program_id))
     options = runners.pipeline_options(runner, extra)
-    temp_dir = os.path.join(out_dir, f"shards-{label.replace(' ', '_')}-{size}")
+    staging_dir = os.path.join(out_dir, f"shards-{label.replace(' ', '_')}-{size}")
     result = {"runner": label}
     now = datetime.now(UTC)
     with common.PeakRss() as rss, contextlib.ExitStack() as pool:  # in a fresh process: this one is the submitter
@@ -239,14 +239,14 @@ def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -
                 WorkerPool(os.path.join(out_dir, "worker-pool.log"))).pipeline_args())
         with common.timed(result, "pipeline_s"):
             asks = exhaust.program_asks(request, stores(size), options)
-            outcome = exhaust.run(options, request=request, config=config, stores=stores(size), temp_dir=temp_dir,
+            outcome = exhaust.run(options, request=request, config=config, stores=stores(size), staging_dir=staging_dir,
                                   program_asks=asks)
         with common.timed(result, "merge_csv_s"):
-            shards.merge_shards(temp_dir, os.path.join(out_dir, "report.csv"), now)
+            shards.merge_shards(staging_dir, os.path.join(out_dir, "report.csv"), now)
         with common.timed(result, "merge_zip_s"):
-            shards.merge_shards(temp_dir, os.path.join(out_dir, "report.zip"), now, "bench-password",
+            shards.merge_shards(staging_dir, os.path.join(out_dir, "report.zip"), now, "bench-password",
                                member="report.csv")
-    files.remove_dir(temp_dir)
+    files.remove_dir(staging_dir)
     result["total_s"] = round(result["pipeline_s"] + result["merge_zip_s"], 3)
     result["rows_per_s"] = round(size / result["total_s"])
     result["counters"] = metrics.counters(outcome)

@@ -21,7 +21,7 @@ from programusers.crypto import PlatformCipher
 from programusers.io import files, postgres
 from programusers.model_config import ModelConfigError, default_model_config, load_model_config
 from programusers.options import keyspace_flags, option_values, store_flags
-from programusers.pipelines.exhaust import ExhaustOptions, Stores
+from programusers.pipelines.exhaust import ExhaustOptions, ReportSources
 from programusers.report import job_request, request_store
 from programusers.report.job_request import JOB_ID, JobRequest
 from programusers.report.lifecycle import ExhaustRun, produce_group, reclaim_interrupted, remove_dead_staging, utcnow
@@ -75,7 +75,7 @@ def _prepare(args) -> tuple[ExhaustRun, str | None]:
         os.makedirs(os.path.join(output, JOB_ID), exist_ok=True)
     staging = staging_location(args.staging, output)
     leases = request_store.Leases(args.postgres_dsn, JOB_ID)
-    stores = Stores.resolve(args, config)
+    stores = ReportSources.resolve(args, config)
     # The model config's endpoints are the platform's Spark job's: say once that they are not ours.
     _LOG.info("the model config's Redis %s:%s and Cassandra %s are not used: the exhaust reads Cassandra at %s "
               "and Redis at %s (flags, environment, local stack)", config.redis_host, config.redis_port,

@@ -57,7 +57,7 @@ class ExhaustOptions(PipelineOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Stores:
+class ReportSources:
     """Where the report reads from: the connections (StoreOptions: flag > environment > local stack), the
     keyspaces and the user cache's db (flag > environment > the model config's keyspace_name and
     sparkUserDbRedisIndex; its endpoints are the platform's Spark job's, not ours)."""
@@ -67,7 +67,7 @@ class Stores:
     redis: RedisConnection
 
     @classmethod
-    def resolve(cls, args: argparse.Namespace, config: ReportConfig) -> Stores:
+    def resolve(cls, args: argparse.Namespace, config: ReportConfig) -> ReportSources:
         stores = from_args(args)
         return cls(
             cassandra=stores.cassandra_connection(),
@@ -76,16 +76,16 @@ class Stores:
             redis=stores.redis_connection(default_db=config.redis_db))
 
 
-def program_asks(request: filters.ReportRequest, stores: Stores, options: PipelineOptions) -> bool:
+def program_asks(request: filters.ReportRequest, stores: ReportSources, options: PipelineOptions) -> bool:
     """Whether the request's program asks for PII consent. Program-wide and decided before the pipeline: it
     chooses the columns and whether consent and the user cache are read at all."""
     return program_reads.program_asks_for_consent(stores.cassandra, stores.programs_keyspace, request.program_id,
                                                   options.view_as(ExhaustOptions).cassandra_fetch_size)
 
 
-def build(pipeline: beam.Pipeline, *, request: filters.ReportRequest, config: ReportConfig, stores: Stores,
-          temp_dir: str, program_asks: bool) -> None:
-    """The report pipeline: the request's records as sorted shards and their manifest under `temp_dir`
+def build(pipeline: beam.Pipeline, *, request: filters.ReportRequest, config: ReportConfig, stores: ReportSources,
+          staging_dir: str, program_asks: bool) -> None:
+    """The report pipeline: the request's records as sorted shards and their manifest under `staging_dir`
     (see report/shards.py); `program_asks`: see program_asks()."""
     tuning = pipeline.options.view_as(ExhaustOptions)
     consents = program_reads.ConsentHandler(stores.cassandra, stores.consent_keyspace, request.program_id,
@@ -99,7 +99,7 @@ def build(pipeline: beam.Pipeline, *, request: filters.ReportRequest, config: Re
          | "LookUpAndBuildRecords" >> LookUpAndBuildRecords(
              config, program_asks, consents, profiles, tuning.lookup_batch_size)
          | "WriteSortedShards" >> shards.WriteSortedShards(
-             temp_dir, records.header(program_asks, config), tuning.rows_per_shard))
+             staging_dir, records.header(program_asks, config), tuning.rows_per_shard))
 
 
 def run(options: PipelineOptions, **inputs) -> PipelineResult:

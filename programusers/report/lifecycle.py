@@ -22,7 +22,7 @@ from programusers.crypto import PlatformCipher
 from programusers.io import cassandra, files, postgres, redis
 from programusers.metrics import counters
 from programusers.model_config import ReportConfig
-from programusers.pipelines.exhaust import Stores, program_asks, run
+from programusers.pipelines.exhaust import ReportSources, program_asks, run
 from programusers.report import job_request, progress, request_store, shards
 from programusers.report.archive import zip_password
 from programusers.report.job_request import JOB_ID, JobRequest
@@ -44,7 +44,7 @@ MAX_PIPELINE_ATTEMPTS = 3
 class ExhaustRun:
     """What every request of one `programusers exhaust` run shares."""
     config: ReportConfig
-    stores: Stores
+    stores: ReportSources
     options: PipelineOptions
     output: str
     staging: str
@@ -63,7 +63,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)  # job_request's timestamps are UTC, zoneless
 
 
-def _problem(stores: Stores, store: Store) -> StoreProblem | None:
+def _problem(stores: ReportSources, store: Store) -> StoreProblem | None:
     """None when `store` (Cassandra or Redis) answers and lets us in, else what is wrong with it."""
     try:
         stores.cassandra.ping() if store is Store.CASSANDRA else stores.redis.ping()
@@ -72,7 +72,7 @@ def _problem(stores: Stores, store: Store) -> StoreProblem | None:
         return store_errors.classify(error) or StoreProblem(store, Kind.UNREACHABLE)
 
 
-def _await_store(stores: Stores, store: Store, deadline: float, request_id: str) -> None:
+def _await_store(stores: ReportSources, store: Store, deadline: float, request_id: str) -> None:
     """Returns once `store` answers; raises ReportFailure naming it when it is still down at `deadline`,
     or at once when it refuses our login (waiting would not change that)."""
     delay = 1.0
@@ -84,7 +84,7 @@ def _await_store(stores: Stores, store: Store, deadline: float, request_id: str)
         delay = min(delay * 2, 15.0)
 
 
-def _store_behind(stores: Stores, reads_cache: bool) -> Store | None:
+def _store_behind(stores: ReportSources, reads_cache: bool) -> Store | None:
     """The store a failed pipeline could not use, if any. Redis is suspected only when the report reads
     the cache (a program without PII consent never does, so its outage is no excuse)."""
     if _problem(stores, Store.CASSANDRA):
@@ -93,7 +93,7 @@ def _store_behind(stores: Stores, reads_cache: bool) -> Store | None:
 
 
 def _run_through_outages(request: JobRequest, report: filters.ReportRequest, job: ExhaustRun,
-                         workspace: str) -> dict[str, int]:
+                         staging_dir: str) -> dict[str, int]:
     """Runs the pipeline, waiting for a store that is down (up to --max-store-outage in all) and running
     it again after one failed it; returns its counters."""
     deadline, store, attempt = time.monotonic() + job.max_store_outage, Store.CASSANDRA, 1
@@ -103,9 +103,9 @@ def _run_through_outages(request: JobRequest, report: filters.ReportRequest, job
         try:
             if asks is None:
                 asks = program_asks(report, job.stores, job.options)
-            with progress.shown(f"request {request.request_id}", job.progress_every, directory=workspace):
+            with progress.shown(f"request {request.request_id}", job.progress_every, staging_dir=staging_dir):
                 return counters(run(job.options, request=report, config=job.config, stores=job.stores,
-                                    temp_dir=workspace, program_asks=asks))
+                                    staging_dir=staging_dir, program_asks=asks))
         except Exception:
             store = _store_behind(job.stores, reads_cache=bool(asks))
             if store is None:
@@ -114,8 +114,8 @@ def _run_through_outages(request: JobRequest, report: filters.ReportRequest, job
                 raise ReportFailure(str(_problem(job.stores, store) or StoreProblem(store, Kind.UNREACHABLE))) from None
         _LOG.warning("request %s: the pipeline failed while %s was unavailable; running it again once it answers",
                      request.request_id, store)
-        files.remove_dir(workspace)
-        files.make_private_dir(workspace)
+        files.remove_dir(staging_dir)
+        files.make_private_dir(staging_dir)
         attempt += 1
 
 
@@ -129,18 +129,18 @@ def _check_profiles(totals: dict[str, int], min_share: float) -> None:
                             f"the user cache has a profile for only {found} of {consenting} consenting users")
 
 
-_WORKSPACE = re.compile(r"([0-9a-f]{16})-[0-9a-f]{32}")
+_STAGING_DIR = re.compile(r"([0-9a-f]{16})-[0-9a-f]{32}")
 
 
-def workspace_name(lease_key: int) -> str:
+def staging_dir_name(lease_key: int) -> str:
     """A request's staging folder, named after its lease so that a later run can tell whether the process
     that made it is alive."""
     return f"{lease_key & (2**64 - 1):016x}-{uuid.uuid4().hex}"
 
 
-def lease_of_workspace(name: str) -> int | None:
+def lease_of_staging_dir(name: str) -> int | None:
     """The lease key in a staging folder's name; None for a name of another shape."""
-    if not (match := _WORKSPACE.fullmatch(name)):
+    if not (match := _STAGING_DIR.fullmatch(name)):
         return None
     value = int(match[1], 16)
     return value - 2**64 if value >= 2**63 else value
@@ -157,18 +157,18 @@ def produce(request: JobRequest, job: ExhaustRun) -> str:
     name = job_request.report_name(request.request_id, now, job.config.tz) + (".zip" if password else ".csv")
     destination = FileSystems.join(job.output, JOB_ID, name)
     # Shards and the merged file hold decrypted PII: they stay in private staging until the file is whole.
-    workspace = FileSystems.join(job.staging, workspace_name(job.leases.key(request)))
-    files.make_private_dir(workspace)
+    staging_dir = FileSystems.join(job.staging, staging_dir_name(job.leases.key(request)))
+    files.make_private_dir(staging_dir)
     try:
-        totals = _run_through_outages(request, report, job, workspace)
+        totals = _run_through_outages(request, report, job, staging_dir)
         _LOG.info("request %s: %s", request.request_id, json.dumps(totals, sort_keys=True))
         records_built = totals.get("records", 0)
         if not records_built:
             raise ReportFailure(job_request.NO_DATA_FOUND)
         _check_profiles(totals, job.min_profile_share)
-        merged = FileSystems.join(workspace, name)
+        merged = FileSystems.join(staging_dir, name)
         try:
-            rows = shards.merge_shards(workspace, merged, now.astimezone(job.config.tz), password,
+            rows = shards.merge_shards(staging_dir, merged, now.astimezone(job.config.tz), password,
                                       member=name.rsplit(".", 1)[0] + ".csv", zip_crypto=job.zip_crypto)
         except shards.IncompleteShard as exc:
             raise ReportFailure(f"report incomplete: shard {exc}; nothing published") from None
@@ -179,7 +179,7 @@ def produce(request: JobRequest, job: ExhaustRun) -> str:
             raise ReportFailure("lost the request's lease (PostgreSQL session ended); nothing published")
         files.publish(merged, destination, job.file_mode)
     finally:
-        files.remove_dir(workspace)
+        files.remove_dir(staging_dir)
     return destination
 
 
@@ -240,7 +240,7 @@ def remove_dead_staging(staging: str, leases: request_store.Leases) -> int:
     """Removes the staging folders of requests whose producing process died (their lease is free)."""
     removed = 0
     for name in files.list_dirs(staging):
-        if (key := lease_of_workspace(name)) is None:
+        if (key := lease_of_staging_dir(name)) is None:
             continue
         with leases.if_free(key) as dead:
             if dead:

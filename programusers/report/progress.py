@@ -58,28 +58,28 @@ def snapshot() -> dict[str, int]:
 
 
 _PUBLISHED = "progress-*.json"
-# Per staging directory: this process's tally when it joined that job, and the file it publishes into.
+# Per staging folder: this process's tally when it joined that job, and the file it publishes into.
 _JOINED: dict[str, tuple[dict[str, int], str]] = {}
 _FLUSHED: set[str] = set()  # the files written at least once
 
 
 class Publisher:
-    """A worker's part: this process's counts for the job staged in `directory`, written to a file of its
+    """A worker's part: this process's counts for the job staged in `staging_dir`, written to a file of its
     own there (replaced whole) at most every `every` seconds as its DoFn calls tick(), and at flush().
     Driven by the DoFn's own calls, so nothing is left running once the job's bundles stop."""
 
-    def __init__(self, directory: str, every: float = 10.0):
-        self._directory, self._every = directory, every
+    def __init__(self, staging_dir: str, every: float = 10.0):
+        self._staging_dir, self._every = staging_dir, every
         self._last: float | None = None  # never published: the first tick does, whatever the clock reads
 
     def setup(self) -> None:
         with _LOCK:
-            joined = _JOINED.get(self._directory)
+            joined = _JOINED.get(self._staging_dir)
             # One baseline and file per process and job, whatever the DoFn instances; a job run again in
             # the same staging (after a store outage: its files were removed) starts from its own counts.
             if joined is None or (joined[1] in _FLUSHED and not FileSystems.exists(joined[1])):
-                path = FileSystems.join(self._directory, f"progress-{uuid.uuid4().hex}.json")
-                joined = _JOINED[self._directory] = (dict(_TALLY), path)
+                path = FileSystems.join(self._staging_dir, f"progress-{uuid.uuid4().hex}.json")
+                joined = _JOINED[self._staging_dir] = (dict(_TALLY), path)
             self._since, self._path = joined
 
     def tick(self) -> None:
@@ -88,7 +88,7 @@ class Publisher:
 
     def flush(self) -> None:
         self._last = time.monotonic()
-        if "://" not in self._directory and not os.path.isdir(self._directory):
+        if "://" not in self._staging_dir and not os.path.isdir(self._staging_dir):
             return  # the job's staging is gone (a straggler of a failed run): do not make it again
         with _LOCK:
             counts = {step: n - since for step, n in _TALLY.items() if n > (since := self._since.get(step, 0))}
@@ -102,10 +102,10 @@ class Publisher:
                 _LOG.debug("progress not published: %s", type(error).__name__)
 
 
-def published(directory: str) -> dict[str, int]:
-    """The counts the job's worker processes published in `directory`, summed."""
+def published(staging_dir: str) -> dict[str, int]:
+    """The counts the job's worker processes published in `staging_dir`, summed."""
     total: Counter = Counter()
-    for found in FileSystems.match([FileSystems.join(directory, _PUBLISHED)])[0].metadata_list:
+    for found in FileSystems.match([FileSystems.join(staging_dir, _PUBLISHED)])[0].metadata_list:
         try:
             with FileSystems.open(found.path) as published_file:
                 total.update(json.load(published_file))
@@ -121,16 +121,16 @@ def describe(counts: dict[str, int], since: dict[str, int]) -> str:
 
 
 @contextmanager
-def shown(what: str, every: float = 30.0, stream=None, directory: str | None = None):
+def shown(what: str, every: float = 30.0, stream=None, staging_dir: str | None = None):
     """While the block runs, says how far `what` got: a log line every `every` seconds, and on a terminal
     a status line redrawn each second (cleared at the end). The counts are those the workers published
-    in `directory` (the job's staging), else this process's."""
+    in `staging_dir` (the job's staging folder), else this process's."""
     stream = stream or sys.stderr
     interactive = stream.isatty()
     start, done = snapshot(), threading.Event()
 
     def counts() -> tuple[dict[str, int], dict[str, int]]:
-        found = published(directory) if directory else {}
+        found = published(staging_dir) if staging_dir else {}
         return (found, {}) if found else (snapshot(), start)
 
     def report():

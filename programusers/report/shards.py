@@ -79,11 +79,11 @@ class _WriteSortedShardsFn(beam.DoFn):
     """Lists of (sort key, CSV line) -> (shard name, rows, bytes) for each sorted shard written: one per
     `rows_per_shard` records of a bundle, one for the bundle's rest."""
 
-    def __init__(self, temp_dir: str, rows_per_shard: int):
-        self._temp_dir, self._rows_per_shard = temp_dir, rows_per_shard
+    def __init__(self, staging_dir: str, rows_per_shard: int):
+        self._staging_dir, self._rows_per_shard = staging_dir, rows_per_shard
         self._written = progress.counter(self.__class__, "rows_written")
         # The submitter shows the job's progress from what the workers publish beside the shards.
-        self._progress = progress.Publisher(temp_dir)
+        self._progress = progress.Publisher(staging_dir)
 
     def setup(self):
         self._progress.setup()
@@ -96,7 +96,7 @@ class _WriteSortedShardsFn(beam.DoFn):
         # Ties on the sort key are broken by the whole line, so every runner writes the same bytes.
         shard, self._held = sorted(self._held[:count]), self._held[count:]
         name = _shard_name()
-        rows, size = _write_shard(FileSystems.join(self._temp_dir, name), shard)
+        rows, size = _write_shard(FileSystems.join(self._staging_dir, name), shard)
         self._written.inc(rows)
         return name, rows, size
 
@@ -112,15 +112,15 @@ class _WriteSortedShardsFn(beam.DoFn):
         self._progress.flush()
 
 
-def _write_manifest(shards: list, temp_dir: str, header: list[str]) -> str:
-    path = FileSystems.join(temp_dir, MANIFEST)
+def _write_manifest(shards: list, staging_dir: str, header: list[str]) -> str:
+    path = FileSystems.join(staging_dir, MANIFEST)
     with _create(path) as out:
         out.write(json.dumps({"header": header, "shards": sorted(shards)}).encode())
     return path
 
 
 class WriteSortedShards(beam.PTransform):
-    """Lists of (sort key, CSV line) -> sorted shards under `temp_dir` and its manifest (MANIFEST: the
+    """Lists of (sort key, CSV line) -> sorted shards under `staging_dir` and its manifest (MANIFEST: the
     report's `header` and each committed shard's name, rows and bytes); yields the manifest's path. No
     manifest: no records.
 
@@ -128,16 +128,16 @@ class WriteSortedShards(beam.PTransform):
     report and nothing waits for all the records before writing; merge_shards does the rest.
     """
 
-    def __init__(self, temp_dir: str, header: list[str], rows_per_shard: int):
+    def __init__(self, staging_dir: str, header: list[str], rows_per_shard: int):
         super().__init__()
-        self._temp_dir, self._header, self._rows_per_shard = temp_dir, header, rows_per_shard
+        self._staging_dir, self._header, self._rows_per_shard = staging_dir, header, rows_per_shard
 
     def expand(self, keyed_line_lists):
         return (keyed_line_lists
-                | "SortAndWrite" >> beam.ParDo(_WriteSortedShardsFn(self._temp_dir, self._rows_per_shard))
+                | "SortAndWrite" >> beam.ParDo(_WriteSortedShardsFn(self._staging_dir, self._rows_per_shard))
                 # Without defaults: no shard, no manifest (a default would need a side input).
                 | "ListShards" >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
-                | "WriteManifest" >> beam.Map(_write_manifest, self._temp_dir, self._header))
+                | "WriteManifest" >> beam.Map(_write_manifest, self._staging_dir, self._header))
 
 
 def _read_shard(path: str, rows: int) -> Iterator[list]:
@@ -156,52 +156,52 @@ def _read_shard(path: str, rows: int) -> Iterator[list]:
         raise IncompleteShard(f"{name}: {found} of {rows} rows")
 
 
-def _merged(temp_dir: str, shards: list[tuple]) -> Iterator[list]:
+def _merged(staging_dir: str, shards: list[tuple]) -> Iterator[list]:
     with contextlib.ExitStack() as stack:
         # Each reader opens its file on first use and closes it at its end (or when the merge stops).
-        readers = [stack.enter_context(contextlib.closing(_read_shard(FileSystems.join(temp_dir, name), rows)))
+        readers = [stack.enter_context(contextlib.closing(_read_shard(FileSystems.join(staging_dir, name), rows)))
                    for name, rows, _ in shards]
         yield from heapq.merge(*readers)
 
 
-def _fewer_shards(temp_dir: str, shards: list[tuple]) -> list[tuple]:
+def _fewer_shards(staging_dir: str, shards: list[tuple]) -> list[tuple]:
     """Merges shards, `fan_in` at a time into a new one (its inputs deleted), until at most that many
     are left: each record is rewritten about log_fan_in(shards) - 1 times. On object stores, where a
     reader buffers megabytes, fewer are read at once."""
-    fan_in = MAX_OPEN_SHARDS if is_local(temp_dir) else MAX_OPEN_REMOTE_SHARDS
+    fan_in = MAX_OPEN_SHARDS if is_local(staging_dir) else MAX_OPEN_REMOTE_SHARDS
     while len(shards) > fan_in:
         merging, shards = shards[:fan_in], shards[fan_in:]
         name = _shard_name()
-        rows, size = _write_shard(FileSystems.join(temp_dir, name), _merged(temp_dir, merging))
-        FileSystems.delete([FileSystems.join(temp_dir, merged_name) for merged_name, _, _ in merging])
+        rows, size = _write_shard(FileSystems.join(staging_dir, name), _merged(staging_dir, merging))
+        FileSystems.delete([FileSystems.join(staging_dir, merged_name) for merged_name, _, _ in merging])
         shards.append((name, rows, size))
     return shards
 
 
-def _write_merged(temp_dir: str, manifest: dict, out) -> int:
+def _write_merged(staging_dir: str, manifest: dict, out) -> int:
     """Writes the header and the shards' lines in sort order to `out`; returns the data rows written."""
     out.write(csv_line(manifest["header"]).encode("utf-8"))
     rows = 0
-    for chunk in _chunks(_merged(temp_dir, _fewer_shards(temp_dir, [tuple(s) for s in manifest["shards"]]))):
+    for chunk in _chunks(_merged(staging_dir, _fewer_shards(staging_dir, [tuple(s) for s in manifest["shards"]]))):
         out.write("".join(line for _, line in chunk).encode("utf-8"))
         rows += len(chunk)
     return rows
 
 
-def merge_shards(temp_dir: str, merged: str, when: datetime, password: str | None = None,
+def merge_shards(staging_dir: str, merged: str, when: datetime, password: str | None = None,
                  member: str | None = None, zip_crypto: bool = False) -> int:
-    """Writes the shards of the manifest under `temp_dir`, merged in sort order, as `merged`: the CSV
+    """Writes the shards of the manifest under `staging_dir`, merged in sort order, as `merged`: the CSV
     itself, or with a `password` a zip holding it as `member`. Returns the data rows written (0, and
     nothing written, without a manifest). Raises IncompleteShard when a shard lacks rows."""
-    manifest_path = FileSystems.join(temp_dir, MANIFEST)
+    manifest_path = FileSystems.join(staging_dir, MANIFEST)
     if not FileSystems.exists(manifest_path):
         return 0
     with _open(manifest_path) as manifest_file:
         manifest = json.load(manifest_file)
     with _create(merged) as raw:
         if password is None:
-            return _write_merged(temp_dir, manifest, raw)
+            return _write_merged(staging_dir, manifest, raw)
         # A CSV line is shorter than the JSON line holding it with its sort key.
         upper_bound = len(csv_line(manifest["header"]).encode()) + sum(size for _, _, size in manifest["shards"])
         with encrypted_member(raw, member, password, when, upper_bound, zip_crypto) as out:
-            return _write_merged(temp_dir, manifest, out)
+            return _write_merged(staging_dir, manifest, out)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from programusers.crypto import PlatformCipher
 from programusers.filters import parse_request
 from programusers.model_config import default_model_config
-from programusers.pipelines.exhaust import Stores
+from programusers.pipelines.exhaust import ReportSources
 from programusers.report import job_request, shards
 from programusers.report.archive import encrypted_member, zip_password
 from programusers.report.job_request import JobRequest
@@ -36,17 +36,17 @@ def keyed_line(district, name):
 def stage_shards(tmp_path, runs, extra=()):
     """Writes each run, sorted, as a shard in the files module's format, and a manifest naming them (not
     `extra`, the runs of attempts a runner retried)."""
-    temp_dir = tmp_path / "staging"
-    temp_dir.mkdir()
+    staging_dir = tmp_path / "staging"
+    staging_dir.mkdir()
     entries = []
     for n, run in enumerate([*runs, *extra]):
         name = f"shard-{n:04d}.jsonl"
         data = "".join(json.dumps(chunk, ensure_ascii=False) + "\n" for chunk in (sorted(run)[:2], sorted(run)[2:]) if chunk).encode()
-        (temp_dir / name).write_bytes(data)
+        (staging_dir / name).write_bytes(data)
         if n < len(runs):
             entries.append([name, len(run), len(data)])
-    (temp_dir / shards.MANIFEST).write_text(json.dumps({"header": HEADER, "shards": entries}))
-    return temp_dir
+    (staging_dir / shards.MANIFEST).write_text(json.dumps({"header": HEADER, "shards": entries}))
+    return staging_dir
 
 
 # Names of any characters: line breaks, U+2028, quotes, astral planes.
@@ -56,9 +56,9 @@ LINES = st.lists(st.builds(keyed_line, st.sampled_from(["", "A", "B", "b", "C, D
 @given(st.lists(LINES, max_size=6), st.lists(LINES, max_size=2), st.integers(2, 4))
 def test_shards_merge_into_the_sorted_report_whatever_the_runs(runs, retried, max_open):
     with tempfile.TemporaryDirectory() as tmp, patch.object(shards, "MAX_OPEN_SHARDS", max_open):
-        temp_dir = stage_shards(Path(tmp), runs, retried)
+        staging_dir = stage_shards(Path(tmp), runs, retried)
         merged = Path(tmp) / "report.csv"
-        rows = shards.merge_shards(str(temp_dir), str(merged), datetime(2024, 1, 1))
+        rows = shards.merge_shards(str(staging_dir), str(merged), datetime(2024, 1, 1))
         every = sorted(line for run in runs for line in run)
         assert rows == len(every)
         assert merged.read_bytes().decode() == "Name,District\r\n" + "".join(line for _, line in every)
@@ -67,15 +67,15 @@ def test_shards_merge_into_the_sorted_report_whatever_the_runs(runs, retried, ma
 @pytest.mark.parametrize("declared,cut,error", [(3, False, "2 of 3 rows"), (1, False, "2 of 1 rows"),
                                                  (2, True, "rows from 1 unreadable")])
 def test_a_shard_unlike_its_manifest_entry_fails_the_merge(tmp_path, declared, cut, error):
-    temp_dir = stage_shards(tmp_path, [[keyed_line("A", "secret name"), keyed_line("B", "other name")]])
-    manifest = json.loads((temp_dir / shards.MANIFEST).read_text())
+    staging_dir = stage_shards(tmp_path, [[keyed_line("A", "secret name"), keyed_line("B", "other name")]])
+    manifest = json.loads((staging_dir / shards.MANIFEST).read_text())
     manifest["shards"][0][1] = declared
-    (temp_dir / shards.MANIFEST).write_text(json.dumps(manifest))
+    (staging_dir / shards.MANIFEST).write_text(json.dumps(manifest))
     if cut:  # a shard cut off in the middle of its last record
-        shard = temp_dir / manifest["shards"][0][0]
+        shard = staging_dir / manifest["shards"][0][0]
         shard.write_bytes(shard.read_bytes()[:-9])
     with pytest.raises(shards.IncompleteShard, match=error) as failure:
-        shards.merge_shards(str(temp_dir), str(tmp_path / "report.csv"), datetime(2024, 1, 1))
+        shards.merge_shards(str(staging_dir), str(tmp_path / "report.csv"), datetime(2024, 1, 1))
     assert "name" not in str(failure.value)  # the records' text stays out of the error
 
 
@@ -189,11 +189,11 @@ def test_zip_crypto_opens_with_standard_tools(seekable, tmp_path):
 
 # --- store settings --------------------------------------------------------------------------
 
-def resolved(*argv) -> Stores:
+def resolved(*argv) -> ReportSources:
     from programusers import cli
 
     args, _ = cli.build_parser().parse_known_args(["exhaust", *argv])
-    return Stores.resolve(args, default_model_config())
+    return ReportSources.resolve(args, default_model_config())
 
 
 def test_store_settings_flag_then_environment_then_local_stack(monkeypatch, tmp_path):
@@ -242,20 +242,20 @@ def test_values_too_wide_for_job_request_are_caught_before_the_insert(column, wi
 
 @given(st.text(min_size=1, max_size=60), st.text(min_size=1, max_size=40))
 def test_a_staging_folder_names_its_requests_lease(tag, request_id):
-    from programusers.report.lifecycle import lease_of_workspace, workspace_name
+    from programusers.report.lifecycle import lease_of_staging_dir, staging_dir_name
     from programusers.report.request_store import lease_key
 
     key = lease_key(job_request.JOB_ID, tag, request_id)
     assert -2**63 <= key < 2**63  # PostgreSQL's bigint
-    assert lease_of_workspace(workspace_name(key)) == key
+    assert lease_of_staging_dir(staging_dir_name(key)) == key
     assert lease_key(job_request.JOB_ID, tag, request_id + "x") != key
 
 
 @pytest.mark.parametrize("name", ["shard-00001.csv", "tmp", "0123456789abcdef-short", "0123456789ABCDEF-" + "0" * 32])
 def test_other_folders_in_staging_are_not_taken_for_request_folders(name):
-    from programusers.report.lifecycle import lease_of_workspace
+    from programusers.report.lifecycle import lease_of_staging_dir
 
-    assert lease_of_workspace(name) is None
+    assert lease_of_staging_dir(name) is None
 
 
 def test_the_zip_password_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):
@@ -318,7 +318,7 @@ def test_progress_of_workers_elsewhere_is_what_they_published(tmp_path, caplog):
     (tmp_path / "progress-elsewhere.json").write_text('{"enrollments_read": 100, "records": 9}')
     assert progress.published(staging) == {"enrollments_read": 142, "records": 9}
     with caplog.at_level(logging.INFO, logger="programusers.report.progress"), \
-            progress.shown("request R", every=0.05, directory=staging):
+            progress.shown("request R", every=0.05, staging_dir=staging):
         progress.counter("ns", "records").inc(1000)  # this process's tally is not the job's: not shown
         time.sleep(0.3)
     lines = [r.getMessage() for r in caplog.records if r.name == "programusers.report.progress"]

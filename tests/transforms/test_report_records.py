@@ -140,16 +140,16 @@ def sort_key(r):
 def write_and_merge(records, tmp_path, rows_per_shard, **zip_args):
     """Writes the records through WriteSortedShards (7 a list, as lookup batches come) and merges them;
     returns (the manifest's shards, rows merged, the merged file)."""
-    temp_dir, destination = str(tmp_path / "temp"), str(tmp_path / "out" / "report")
+    staging_dir, destination = str(tmp_path / "temp"), str(tmp_path / "out" / "report")
     keyed_lines = [(sort_key(r), report_records.csv_line(r[label] for label in COLUMNS)) for r in records]
     batches = [keyed_lines[i:i + 7] for i in range(0, len(keyed_lines), 7)]
     with pipeline() as p:
-        _ = p | beam.Create(batches) | shards.WriteSortedShards(temp_dir, COLUMNS, rows_per_shard)
+        _ = p | beam.Create(batches) | shards.WriteSortedShards(staging_dir, COLUMNS, rows_per_shard)
     manifest = tmp_path / "temp" / shards.MANIFEST
     entries = json.loads(manifest.read_text())["shards"] if manifest.exists() else []
     (tmp_path / "out").mkdir()
-    written = shards.merge_shards(temp_dir, destination, datetime(2024, 1, 1), **zip_args)
-    files.remove_dir(temp_dir)
+    written = shards.merge_shards(staging_dir, destination, datetime(2024, 1, 1), **zip_args)
+    files.remove_dir(staging_dir)
     assert not (tmp_path / "temp").exists()
     return entries, written, destination
 
