@@ -369,7 +369,6 @@ def main(argv=None) -> int:
                         help="sizes whose stages are also timed alone (they hold the whole sample in memory)")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="pyinstrument the record building (needs it)")
-    parser.add_argument("--output", default="exhaust.json", help="file name under bench/results/")
     parser.add_argument("--keep", action="store_true", help="keep the sizes' keyspaces and the Redis db")
     parser.add_argument("--reuse", action="store_true", help="skip loading a size a --keep run loaded completely")
     parser.add_argument("--baseline", action="store_true",
@@ -418,7 +417,7 @@ def main(argv=None) -> int:
 
     payload = {"machine": facts, "results": results,
                "not_measured": {r: common.UNAVAILABLE[r] for r in ("FlinkRunner", "SparkRunner")}}
-    path = common.write_json(args.output, payload)
+    path = common.write_json("exhaust.json", payload)
     print(f"\n### Exhaust, one PII program, half its users consented\n\n{common.machine_line(facts)}\n")
     rows = []
     for entry in results:
