@@ -22,9 +22,9 @@ from programusers.io import files, postgres
 from programusers.model_config import ModelConfigError, default_model_config, load_model_config
 from programusers.options import keyspace_flags, option_values, store_flags
 from programusers.pipelines.exhaust import ExhaustOptions, ReportSources
-from programusers.report import job_request, request_store
+from programusers.report import job_request, lifecycle, request_store
 from programusers.report.job_request import JOB_ID, JobRequest
-from programusers.report.lifecycle import ExhaustRun, produce_group, reclaim_interrupted, remove_dead_staging, utcnow
+from programusers.report.lifecycle import ExhaustRun, utcnow
 
 _LOG = logging.getLogger(__name__)
 
@@ -94,29 +94,18 @@ def _exhaust(args) -> int:
             psycopg2.Error) as exc:
         _LOG.error("exhaust cannot run: %s", exc)
         return 2
+    _LOG.info("exhaust on %s", args.runner)
     with job.leases:
         try:
-            if removed := remove_dead_staging(job.staging, job.leases):
-                _LOG.warning("removed the staging of %d report(s) whose exhaust died", removed)
-            reclaim_interrupted(job, request_id)
-            with postgres.session(job.dsn) as connection:
-                pending = request_store.pending_requests(connection, job.table, JOB_ID, request_id)
-        except psycopg2.Error as exc:
-            _LOG.error("exhaust cannot run: job_request is unreachable (%s)", type(exc).__name__)
+            lifecycle.produce_pending(job, request_id)
+        except lifecycle.Unreachable as exc:
+            _LOG.error("exhaust cannot run: %s", exc)
             return 2
-        if request_id and not pending:
-            _LOG.error("request %s is not pending (see `programusers status`)", request_id)
+        except lifecycle.NotPending as exc:
+            _LOG.error("%s", exc)
             return 1
-        _LOG.info("%d pending request(s) on %s", len(pending), args.runner)
-        for group in job_request.group_duplicates(pending):
-            try:
-                produce_group(group, job)
-            except psycopg2.Error as exc:  # job_request unreachable now: the other groups may still go through
-                _LOG.error("request %s: could not record its status (%s)", group[0].request_id, type(exc).__name__)
-            except runners.Stopped:
-                _LOG.error("exhaust stopped (Ctrl-C or SIGTERM): request %s stays PROCESSING until a later run "
-                           "reclaims it; nothing was published", group[0].request_id)
-                return 1
+        except runners.Stopped:
+            return 1
     return 0
 
 

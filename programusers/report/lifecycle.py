@@ -14,10 +14,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import psycopg2
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from programusers import filters, store_errors
+from programusers import filters, runners, store_errors
 from programusers.crypto import PlatformCipher
 from programusers.io import cassandra, files, postgres, redis
 from programusers.metrics import counters
@@ -208,7 +209,7 @@ def _take(request: JobRequest, job: ExhaustRun) -> int | None:
     return None
 
 
-def produce_group(group: list[JobRequest], job: ExhaustRun) -> None:
+def _produce_group(group: list[JobRequest], job: ExhaustRun) -> None:
     """Produces the first of a group of duplicate requests; all of them get its outcome."""
     taken: list[tuple[JobRequest, int]] = []
     try:
@@ -236,7 +237,7 @@ def produce_group(group: list[JobRequest], job: ExhaustRun) -> None:
             job.leases.release(key)
 
 
-def remove_dead_staging(staging: str, leases: request_store.Leases) -> int:
+def _remove_dead_staging(staging: str, leases: request_store.Leases) -> int:
     """Removes the staging folders of requests whose producing process died (their lease is free)."""
     removed = 0
     for name in files.list_dirs(staging):
@@ -249,7 +250,7 @@ def remove_dead_staging(staging: str, leases: request_store.Leases) -> int:
     return removed
 
 
-def reclaim_interrupted(job: ExhaustRun, request_id: str | None) -> None:
+def _reclaim_interrupted(job: ExhaustRun, request_id: str | None) -> None:
     """PROCESSING requests whose lease is free were left by a process that died: FAILED "interrupted",
     iteration + 1, so they are pending again (or final at the iteration limit)."""
     with postgres.session(job.dsn) as connection:
@@ -258,3 +259,39 @@ def reclaim_interrupted(job: ExhaustRun, request_id: str | None) -> None:
                 if dead and request_store.reclaim(connection, job.table, request, utcnow()):
                     _LOG.warning("request %s: interrupted (its exhaust process died); iteration %d",
                                  request.request_id, request.iteration + 1)
+
+
+class NotPending(Exception):
+    """The request asked for is not pending (see `programusers status`)."""
+
+
+class Unreachable(Exception):
+    """job_request could not be read before any request was taken."""
+
+
+def produce_pending(job: ExhaustRun, request_id: str | None = None) -> None:
+    """The exhaust's one pass: removes the staging of runs that died and reclaims their requests, then
+    produces every pending request (or the one `request_id` names), duplicates together, oldest first,
+    recording each outcome. Raises Unreachable when job_request cannot be read at the start, NotPending
+    when `request_id` names no pending request, runners.Stopped when Ctrl-C or SIGTERM stopped a pipeline
+    (its request is reclaimed by a later run)."""
+    try:
+        if removed := _remove_dead_staging(job.staging, job.leases):
+            _LOG.warning("removed the staging of %d report(s) whose exhaust died", removed)
+        _reclaim_interrupted(job, request_id)
+        with postgres.session(job.dsn) as connection:
+            pending = request_store.pending_requests(connection, job.table, JOB_ID, request_id)
+    except psycopg2.Error as exc:
+        raise Unreachable(f"job_request is unreachable ({type(exc).__name__})") from None
+    if request_id and not pending:
+        raise NotPending(f"request {request_id} is not pending (see `programusers status`)")
+    _LOG.info("%d pending request(s)", len(pending))
+    for group in job_request.group_duplicates(pending):
+        try:
+            _produce_group(group, job)
+        except psycopg2.Error as exc:  # job_request unreachable now: the other groups may still go through
+            _LOG.error("request %s: could not record its status (%s)", group[0].request_id, type(exc).__name__)
+        except runners.Stopped:
+            _LOG.error("request %s: stopped (Ctrl-C or SIGTERM); it stays PROCESSING until a later run reclaims "
+                       "it, nothing was published", group[0].request_id)
+            raise
