@@ -41,6 +41,7 @@ from pathlib import Path
 import common
 from programusers import events, schema, settings
 from programusers.crypto import PlatformCipher
+from programusers.io.kafka import ask_the_group
 from programusers.local.sample_data import generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,8 +215,9 @@ def committed_records(flags: list[str]) -> int:
     consumer = Consumer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "group.id": option["consumer-group"]})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(max(p.offset, 0) for p in consumer.committed([TopicPartition(topic, p) for p in partitions],
-                                                                 timeout=10))
+        return sum(max(p.offset, 0) for p in ask_the_group(consumer.committed,
+                                                            [TopicPartition(topic, p) for p in partitions],
+                                                            timeout=10))
     finally:
         consumer.close()
 

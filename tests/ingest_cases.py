@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from programusers import settings
+from programusers.io.kafka import ask_the_group
 
 
 def event(program: str, user: str, *, updated: str = "2023-01-12T06:30:56.829Z", name: str = "Program One",
@@ -124,7 +125,7 @@ def committed_offsets(topic: str, group: str) -> list[int]:
     """The group's committed offset of each partition, in partition order (negative: none)."""
     consumer = Consumer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "group.id": group})
     try:
-        return [p.offset for p in consumer.committed(_partitions(consumer, topic), timeout=10)]
+        return [p.offset for p in ask_the_group(consumer.committed, _partitions(consumer, topic), timeout=10)]
     finally:
         consumer.close()
 

@@ -38,11 +38,12 @@ METRICS_NAMESPACE = "programusers.kafka"
 IDLE_LIMIT_SECONDS = 60.0  # a range that gives nothing for this long below its end fails its read
 PROBE_SECONDS = 10.0
 REPORT_EVERY_SECONDS = 60.0
+COORDINATOR_WAIT_SECONDS = 60.0  # how long a group's coordinator may be busy before asking it fails
 _LOG = logging.getLogger(__name__)
 
 __all__ = ["CommitOffsets", "KafkaClientConfig", "KafkaRecord", "OffsetRange", "ReadOffsetRanges", "ReadRecords",
-           "WriteAcknowledged", "advance", "plan_offset_ranges", "read_from_kafka", "read_properties", "runs_of",
-           "share_records"]
+           "WriteAcknowledged", "advance", "ask_the_group", "plan_offset_ranges", "read_from_kafka", "read_properties",
+           "runs_of", "share_records"]
 
 
 class KafkaRecord(NamedTuple):
@@ -180,6 +181,25 @@ class ReadRecords(beam.PTransform):
                 | "ToKafkaRecords" >> beam.Map(KafkaRecord.from_row))
 
 
+def ask_the_group(call: Callable, *args, **kwargs):
+    """`call(*args, **kwargs)`, asked again while the group's coordinator is moving or still loading,
+    as it is on a broker started moments ago, for up to COORDINATOR_WAIT_SECONDS."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    busy = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+            KafkaError.COORDINATOR_NOT_AVAILABLE}
+    deadline, pause = time.monotonic() + COORDINATOR_WAIT_SECONDS, 0.1
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except KafkaException as error:
+            if error.args[0].code() not in busy or time.monotonic() + pause > deadline:
+                raise
+            _LOG.info("Kafka group coordinator busy (%s); asking again", error.args[0].name())
+            time.sleep(pause)
+            pause = min(2 * pause, 2.0)
+
+
 def _consumer(client: KafkaClientConfig, group_id: str, **extra):
     from confluent_kafka import Consumer
 
@@ -244,7 +264,7 @@ def plan_offset_ranges(client: KafkaClientConfig, topic: str, *, group_id: str |
         if start_time:
             starts = at(start_time, ends)
         elif group_id:
-            starts = [c.offset for c in consumer.committed(partitions, timeout=30)]
+            starts = [c.offset for c in ask_the_group(consumer.committed, partitions, timeout=30)]
         else:
             starts = [-1] * len(partitions)
         ranges = [OffsetRange(topic, tp.partition, min(_start_at(start, low, high), end), end)
@@ -531,13 +551,13 @@ class _CommitFn(beam.DoFn):
         from confluent_kafka import TopicPartition
 
         low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
-        [found] = self._consumer.committed([TopicPartition(topic, partition)], timeout=30)
+        [found] = ask_the_group(self._consumer.committed, [TopicPartition(topic, partition)], timeout=30)
         return _start_at(found.offset, low, high)
 
     def _commit(self, topic: str, partition: int, offset: int) -> None:
         from confluent_kafka import TopicPartition
 
-        self._consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
+        ask_the_group(self._consumer.commit, offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
 
     def _is_gap(self, topic: str, partition: int, position: int, until: int) -> bool:
         """Whether the first record at or after `position` lies at `until` or later; no when Kafka cannot say."""

@@ -1,9 +1,11 @@
 """The offset arithmetic of io/kafka.py (pure): a partition's done runs, the contiguous watermark over
-them, and a record cap shared among partitions."""
+them, and a record cap shared among partitions; and asking a busy group coordinator again."""
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from programusers.io.kafka import OffsetRange, advance, runs_of, share_records
+from programusers.io import kafka
+from programusers.io.kafka import OffsetRange, advance, ask_the_group, runs_of, share_records
 
 
 @given(st.sets(st.integers(0, 300)))
@@ -78,3 +80,45 @@ def test_runs_that_overlap_touch_or_repeat_count_as_their_offsets(start, spans):
     assert position == expected
     assert {o for s, e in left for o in range(s, e)} == {o for o in done if o >= position}
     assert all(end < nxt for (_, end), (nxt, _) in zip(left, left[1:]))  # merged: apart and in order
+
+
+def test_a_busy_group_coordinator_is_asked_again_and_other_errors_are_not(monkeypatch):
+    # A broker started moments ago answers NOT_COORDINATOR until its offsets topic is loaded (seen in CI).
+    from confluent_kafka import KafkaError, KafkaException
+
+    monkeypatch.setattr(kafka.time, "sleep", lambda seconds: None)
+    answers = [KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, None]
+    asked = []
+
+    def committed(partitions, timeout):
+        asked.append(partitions)
+        code = answers[len(asked) - 1]
+        if code is not None:
+            raise KafkaException(KafkaError(code))
+        return ["offsets"]
+
+    assert ask_the_group(committed, ["p0"], timeout=30) == ["offsets"]
+    assert len(asked) == 3
+
+    def refused(partitions, timeout):
+        asked.append(partitions)
+        raise KafkaException(KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED))
+
+    asked.clear()
+    with pytest.raises(KafkaException):
+        ask_the_group(refused, ["p0"], timeout=30)
+    assert len(asked) == 1
+
+
+def test_a_coordinator_busy_for_too_long_fails_the_ask(monkeypatch):
+    from confluent_kafka import KafkaError, KafkaException
+
+    clock = iter(range(0, 10_000, 5))  # each look at the clock: 5 s later
+    monkeypatch.setattr(kafka.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(kafka.time, "sleep", lambda seconds: None)
+
+    def busy():
+        raise KafkaException(KafkaError(KafkaError.NOT_COORDINATOR))
+
+    with pytest.raises(KafkaException):
+        ask_the_group(busy)

@@ -31,7 +31,7 @@ from ingest_cases import (
 )
 
 from programusers import cli, runners, settings
-from programusers.io.kafka import CommitOffsets, KafkaClientConfig, KafkaRecord, _CommitFn
+from programusers.io.kafka import CommitOffsets, KafkaClientConfig, KafkaRecord, _CommitFn, ask_the_group
 
 pytestmark = pytest.mark.services
 EVENTS = 20_000
@@ -287,7 +287,7 @@ def test_committed_offsets_past_the_end_of_a_topic_made_anew_count_for_none(cass
     good = events_of(program, 5)
     produce(raw, messages(good))
     consumer = Consumer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "group.id": group})
-    consumer.commit(offsets=[TopicPartition(raw, 0, 1000)], asynchronous=False)  # as left by the old topic
+    ask_the_group(consumer.commit, offsets=[TopicPartition(raw, 0, 1000)], asynchronous=False)  # as the old topic left it
     consumer.close()
     code, log, _ = in_process(["--runner", "DirectRunner", *flags(raw, failed, group, keyspace), "--backfill"], caplog)
     assert (code, events_read(log)) == (0, 5)  # from the earliest, as Kafka's own consumers reset
