@@ -235,15 +235,20 @@ class _QueryFn(SessionDoFn):
 
     def process(self, query: tuple[str, Sequence]):
         cql, values = query
-        rows = 0
         statement, plain = self._statement(cql)
-        for row in self._session.execute(statement, values):  # pages are fetched as iteration goes
-            rows += 1
-            if self._rows and rows % self._fetch_size == 0:  # a page at a time: a long read shows progress
-                self._rows.inc(self._fetch_size)
-            yield plain(row)
-        if self._rows:
-            self._rows.inc(rows % self._fetch_size)
+        # The next page is asked for before this one is handed on: Cassandra reads it while the pipeline
+        # works on this one, where paging as iteration goes left both sides waiting in turn.
+        future = self._session.execute_async(statement, values)
+        more = True
+        while more:
+            page = future.result().current_rows
+            more = future.has_more_pages
+            if more:
+                future.start_fetching_next_page()
+            if self._rows:  # a page at a time: a long read shows progress
+                self._rows.inc(len(page))
+            for row in page:
+                yield plain(row)
 
 
 class ReadAllFromCassandra(beam.PTransform):
