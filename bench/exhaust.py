@@ -49,7 +49,7 @@ from datetime import UTC, datetime
 import redis as redis_lib
 from cassandra import InvalidRequest
 from cassandra.concurrent import execute_concurrent
-from cassandra.query import tuple_factory
+from cassandra.query import BatchStatement, BatchType, tuple_factory
 
 import common
 from programusers import events, filters, metrics, records, runners, schema, settings
@@ -81,8 +81,9 @@ FETCH, ROWS_PER_SHARD = _TUNING.cassandra_fetch_size, _TUNING.rows_per_shard
 PIPELINE_STAGES = ("read_s", "consent_lookup_s", "user_cache_s", "build_records_s", "sort_write_s")
 # The loader generates and writes this many users at a time, so its memory does not grow with the size.
 CHUNK = 10_000
-# Writes in flight: 256 timed out on this 2-core box (Cassandra shares the cores with the loader).
-WRITE_CONCURRENCY = 64
+# Writes in flight. The stack's Cassandra applies at most concurrent_writes / 15 ms mutations a second
+# (its commit log syncs in groups), about 530/s with its 8 threads: loading 1M needs more (see README).
+WRITE_CONCURRENCY = 256
 MAX_WRITE_BACKOFF_S = 30.0
 BASELINE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "exhaust_script.py")
 
@@ -128,11 +129,18 @@ class _Loader:
         return self._upserts[columns]
 
     def write(self, mutations: list, consents: list[dict], profiles: dict[str, dict]) -> None:
-        writes = []
+        # Every enrollment lies in its program's partition: unlogged batches up to the sink's size, as the
+        # ingest writes them (a write per row made the 1M load CPU-bound on this box).
+        writes, batch, program, size = [], None, None, 0
         for mutation in mutations:
             columns = tuple(sorted(mutation.columns))
-            writes.append((self._upsert(columns), [mutation.program_id, mutation.user_id,
-                                                   *(mutation.columns[c] for c in columns), mutation.timestamp_micros]))
+            values = [mutation.program_id, mutation.user_id, *(mutation.columns[c] for c in columns),
+                      mutation.timestamp_micros]
+            if batch is None or size >= cassandra_sink.MAX_BATCH_BYTES or mutation.program_id != program:
+                batch, program, size = BatchStatement(BatchType.UNLOGGED), mutation.program_id, 0
+                writes.append((batch, None))
+            batch.add(self._upsert(columns), values)
+            size += cassandra_sink.value_bytes(values)
         if consents and self._consent is None:
             columns = tuple(consents[0])  # every column of sample_data's consent rows
             self._consent = (columns, self._session.prepare(
