@@ -8,9 +8,14 @@ pipeline (program_reads.program_asks_for_consent) and given here as a value: as 
 from the rows it would make the runner hold every row until all were read.
 """
 import contextlib
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import BoundedWindow
+from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from programusers import records
 from programusers.crypto import PlatformCipher
@@ -19,13 +24,23 @@ from programusers.model_config import ReportConfig
 from programusers.report import progress
 
 
+class _LookedUp(NamedTuple):
+    """A batch whose lookups were started."""
+    rows: list[dict]
+    lookups: Future  # of (consents, profiles)
+    window: BoundedWindow
+    timestamp: Timestamp
+
+
 class _LookUpAndBuildFn(beam.DoFn):
     """A batch of requested enrollment rows -> [(sort key, CSV line)] of the batch.
 
     A user has one row per program, so no join is needed: the batch's users' consent is looked up in one
     go, then the profiles of those whose consent is active, with the two lookup handlers this DoFn owns
-    (io/lookups.py: a list of user ids in, {user_id: found} out). A record leaves as one string, cheaper
-    for the runner to encode and to sort than a dict of cells. Counts the records and their issues."""
+    (io/lookups.py: a list of user ids in, {user_id: found} out). The lookups of a batch run on a thread
+    of their own while the records of the batch before are built: they mostly wait on the stores. A
+    record leaves as one string, cheaper for the runner to encode and to sort than a dict of cells.
+    Counts the records and their issues (on the bundle's thread, where Beam's metrics are kept)."""
 
     def __init__(self, config: ReportConfig, program_asks: bool, consent_handler: LookupHandler,
                  profile_handler: LookupHandler):
@@ -42,6 +57,10 @@ class _LookUpAndBuildFn(beam.DoFn):
         self._open = contextlib.ExitStack()
         if self._program_asks:  # else the file has no consent columns: nothing personal is read
             self._consents, self._profiles = (self._open.enter_context(handler) for handler in self._handlers)
+            self._lookups = self._open.enter_context(ThreadPoolExecutor(1, thread_name_prefix="lookups"))
+
+    def start_bundle(self):
+        self._pending = None  # the batch looked up last
 
     def _keyed_line(self, enrollment, consent, profile) -> tuple[tuple[str, ...], str]:
         record, issues = records.build_record(self._config, {**enrollment, "pii_consent_required": self._program_asks},
@@ -51,15 +70,33 @@ class _LookUpAndBuildFn(beam.DoFn):
         self._records.inc()
         return records.sort_key(self._config, record), records.csv_line(record.values())
 
-    def process(self, rows: list[dict]):
-        consents, profiles = {}, {}
-        if self._program_asks:
-            consents = self._consents([row["user_id"] for row in rows])
-            profiles = self._profiles([user_id for user_id, consent in consents.items()
-                                       if records.consent_active(consent)])
-            self._consents_found.inc(len(consents))
-            self._profiles_found.inc(len(profiles))
-        yield [self._keyed_line(row, consents.get(row["user_id"]), profiles.get(row["user_id"])) for row in rows]
+    def _look_up(self, rows: list[dict]) -> tuple[dict, dict]:
+        consents = self._consents([row["user_id"] for row in rows])
+        return consents, self._profiles([user_id for user_id, consent in consents.items()
+                                         if records.consent_active(consent)])
+
+    def _keyed_lines(self, rows: list[dict], consents: dict, profiles: dict) -> list:
+        return [self._keyed_line(row, consents.get(row["user_id"]), profiles.get(row["user_id"])) for row in rows]
+
+    def _built(self, batch: _LookedUp) -> WindowedValue:
+        consents, profiles = batch.lookups.result()
+        self._consents_found.inc(len(consents))
+        self._profiles_found.inc(len(profiles))
+        return WindowedValue(self._keyed_lines(batch.rows, consents, profiles), batch.timestamp, [batch.window])
+
+    def process(self, rows: list[dict], window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+        if not self._program_asks:
+            yield self._keyed_lines(rows, {}, {})
+            return
+        before, self._pending = self._pending, _LookedUp(rows, self._lookups.submit(self._look_up, rows), window,
+                                                         timestamp)
+        if before:
+            yield self._built(before)
+
+    def finish_bundle(self):
+        if self._pending:
+            last, self._pending = self._pending, None
+            yield self._built(last)
 
     def teardown(self):
         if opened := getattr(self, "_open", None):  # setup may have failed before opening
