@@ -26,9 +26,10 @@ shard write. Results: bench/results/exhaust.json and Markdown tables.
 `--baseline` also runs bench/exhaust_script.py, the same report by a tuned single-process script without
 Beam, in a fresh process after the runners of each size, checks that it wrote the same bytes as each
 runner's CSV, and gives each runner's time (pipeline + merge into the CSV) and peak RSS (its processes'
-peaks added up) over the script's:
+peaks added up) over the script's. `--rounds N` runs the runners and the script N times, one after the
+other, and gives each runner's median ratios (each to the script of its own round):
 
-    .venv/bin/python bench/exhaust.py --sizes 10000 --runners DirectRunner --baseline
+    .venv/bin/python bench/exhaust.py --sizes 10000 --runners DirectRunner --baseline --rounds 3
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ import json
 import multiprocessing
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -202,7 +204,7 @@ def load(session, client, size: int, seed: int) -> dict:
     return {"program": program, "consent_rows": consent_rows(size), "timings": timings}
 
 
-def _loaded_key(size: int) -> str:
+def _loaded_key(size: int | str) -> str:
     return f"bench:loaded:{size}"
 
 
@@ -302,17 +304,42 @@ def run_rss_mib(peaks: dict[str, float]) -> float:
                      if not k.startswith("store:") and "(sum" not in k and k != "bench process before the run"), 1)
 
 
-def baseline_rows(entry: dict) -> list[list]:
-    """The Markdown rows of one size: the script, then each runner with its ratios to the script."""
-    base = entry["baseline"]
-    rows = [[f"{entry['size']:,}", base["runner"], f"{base['wall_s']:.2f}", f"{base['peak_rss_mib']:.0f}",
+def against_baseline(run: dict, base: dict) -> dict:
+    """A runner's time (pipeline + merge into the CSV) and peak RSS, and their ratios to the script's."""
+    seconds, rss = run["pipeline_s"] + run["merge_csv_s"], run_rss_mib(run["peak_rss_mib"])
+    return {"runner": run["runner"], "total_s": round(seconds, 3), "peak_rss_mib": rss,
+            "time_ratio": round(seconds / base["wall_s"], 3), "rss_ratio": round(rss / base["peak_rss_mib"], 3),
+            "same_bytes": run["csv_sha256"] == base["csv_sha256"]}
+
+
+def baseline_rows(size: int, number: int, round_: dict) -> list[list]:
+    """The Markdown rows of one round of a size: the script, then each runner with its ratios to the script."""
+    base = round_["baseline"]
+    rows = [[f"{size:,}", number, base["runner"], f"{base['wall_s']:.2f}", f"{base['peak_rss_mib']:.0f}",
              "1.00", "1.00", "—"]]
-    for run in entry["runs"]:
-        seconds, rss = run["pipeline_s"] + run["merge_csv_s"], run_rss_mib(run["peak_rss_mib"])
-        rows.append([f"{entry['size']:,}", run["runner"], f"{seconds:.2f}", f"{rss:.0f}",
-                     f"{seconds / base['wall_s']:.2f}", f"{rss / base['peak_rss_mib']:.2f}",
-                     "yes" if run["csv_sha256"] == base["csv_sha256"] else "**no**"])
+    for run in round_["runs"]:
+        ratios = against_baseline(run, base)
+        rows.append([f"{size:,}", number, run["runner"], f"{ratios['total_s']:.2f}", f"{ratios['peak_rss_mib']:.0f}",
+                     f"{ratios['time_ratio']:.2f}", f"{ratios['rss_ratio']:.2f}",
+                     "yes" if ratios["same_bytes"] else "**no**"])
     return rows
+
+
+def medians(rounds: list[dict]) -> list[dict]:
+    """Per runner, over the rounds: the median time, RSS and ratios to the script of the same round."""
+    by_runner: dict[str, list[dict]] = {}
+    for round_ in rounds:
+        by_runner.setdefault(round_["baseline"]["runner"], []).append(
+            {"runner": round_["baseline"]["runner"], "total_s": round_["baseline"]["wall_s"],
+             "peak_rss_mib": round_["baseline"]["peak_rss_mib"], "time_ratio": 1.0, "rss_ratio": 1.0,
+             "same_bytes": True})
+        for run in round_["runs"]:
+            by_runner.setdefault(run["runner"], []).append(against_baseline(run, round_["baseline"]))
+    return [{"runner": runner, "rounds": len(figures), "same_bytes": all(f["same_bytes"] for f in figures),
+             **{k: statistics.median(f[k] for f in figures) for k in ("total_s", "peak_rss_mib", "time_ratio",
+                                                                     "rss_ratio")},
+             "time_ratios": [f["time_ratio"] for f in figures]}
+            for runner, figures in by_runner.items()]
 
 
 def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
@@ -381,6 +408,8 @@ def main(argv=None) -> int:
     parser.add_argument("--reuse", action="store_true", help="skip loading a size a --keep run loaded completely")
     parser.add_argument("--baseline", action="store_true",
                         help="also run bench/exhaust_script.py (no Beam) and give the runners' ratios to it")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds of the runners (and the script), one after the other; medians of the ratios")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     stage_sizes = {int(s) for s in args.stage_sizes.split(",") if s}
@@ -402,14 +431,19 @@ def main(argv=None) -> int:
                 with multiprocessing.get_context("spawn").Pool(1) as pool:
                     loaded = pool.apply(load_in_child, (size, seed))
             print(f"size {size}: loaded {loaded['timings']}", file=sys.stderr)
-            entry = {"size": size, "consent_rows": loaded["consent_rows"], "load": loaded["timings"], "runs": []}
-            with tempfile.TemporaryDirectory(prefix="bench-exhaust-") as out_dir:
-                for label in labels:
-                    entry["runs"].append(run_in_child(label, loaded["program"]["id"], size, config, out_dir))
-                    print(f"size {size}: {entry['runs'][-1]}", file=sys.stderr)
-                if args.baseline:  # after the runners: their CSV is there to compare with
-                    entry["baseline"] = run_baseline(loaded["program"]["id"], size, out_dir)
-                    print(f"size {size}: {entry['baseline']}", file=sys.stderr)
+            entry = {"size": size, "consent_rows": loaded["consent_rows"], "load": loaded["timings"], "rounds": []}
+            for _ in range(args.rounds):
+                round_ = {"runs": []}
+                with tempfile.TemporaryDirectory(prefix="bench-exhaust-") as out_dir:
+                    for label in labels:
+                        round_["runs"].append(run_in_child(label, loaded["program"]["id"], size, config, out_dir))
+                        print(f"size {size}: {round_['runs'][-1]}", file=sys.stderr)
+                    if args.baseline:  # after the runners: their CSV is there to compare with
+                        round_["baseline"] = run_baseline(loaded["program"]["id"], size, out_dir)
+                        print(f"size {size}: {round_['baseline']}", file=sys.stderr)
+                entry["rounds"].append(round_)
+            if args.baseline:
+                entry["medians"] = medians(entry["rounds"])
             if size in stage_sizes:
                 entry["stages"] = stages(size, loaded["program"]["id"], config, args.profile)
                 entry["stages"]["sum_s"] = round(sum(entry["stages"][s] for s in PIPELINE_STAGES), 3)
@@ -420,7 +454,9 @@ def main(argv=None) -> int:
         if not args.keep:
             for size in sizes:
                 session.execute(f"DROP KEYSPACE IF EXISTS {keyspace(size)}", timeout=120)
-            client.flushdb()
+                client.delete(_loaded_key(size))
+            if not client.keys(_loaded_key("*")):  # the profiles are shared by every size a --keep run kept
+                client.flushdb()
         cluster.shutdown()
 
     payload = {"machine": facts, "results": results,
@@ -429,7 +465,7 @@ def main(argv=None) -> int:
     print(f"\n### Exhaust, one PII program, half its users consented\n\n{common.machine_line(facts)}\n")
     rows = []
     for entry in results:
-        for run in entry["runs"]:
+        for run in (run for round_ in entry["rounds"] for run in round_["runs"]):
             rss = run["peak_rss_mib"]
             rss_text = ", ".join(f"{k.replace(' (in-process workers)', '')} {v:.0f}"
                                  for k, v in rss.items() if not k.startswith("store:") and "(sum" not in k)
@@ -443,8 +479,17 @@ def main(argv=None) -> int:
         print("\nPipelines against the baseline script (no Beam), same run; time: pipeline + merge into the CSV "
               "(the script writes the CSV); RSS: the peaks of the run's processes added up:\n")
         print(common.markdown_table(
-            ["rows", "runner", "total s", "peak RSS MiB", "time / baseline", "RSS / baseline", "same CSV bytes"],
-            [row for entry in results if "baseline" in entry for row in baseline_rows(entry)]))
+            ["rows", "round", "runner", "total s", "peak RSS MiB", "time / baseline", "RSS / baseline",
+             "same CSV bytes"],
+            [row for entry in results for number, round_ in enumerate(entry["rounds"], 1)
+             for row in baseline_rows(entry["size"], number, round_)]))
+        print("\nMedians over the rounds (each ratio to the script of its own round):\n")
+        print(common.markdown_table(
+            ["rows", "runner", "rounds", "total s", "peak RSS MiB", "time / baseline", "(each round)",
+             "RSS / baseline", "same CSV bytes"],
+            [[f"{entry['size']:,}", m["runner"], m["rounds"], f"{m['total_s']:.2f}", f"{m['peak_rss_mib']:.0f}",
+              f"{m['time_ratio']:.2f}", ", ".join(f"{r:.2f}" for r in m["time_ratios"]), f"{m['rss_ratio']:.2f}",
+              "yes" if m["same_bytes"] else "**no**"] for entry in results for m in entry["medians"]]))
     stage_names = ["read_s", "consent_lookup_s", "user_cache_s", "decrypt_s", "build_records_s", "sort_write_s",
                    "sum_s"]
     timed = [e for e in results if "stages" in e]
@@ -455,7 +500,7 @@ def main(argv=None) -> int:
     print(common.markdown_table(["rows", "runner", "pipeline s", "stages s", "ratio"], [
         [f"{e['size']:,}", run["runner"], run["pipeline_s"], e["stages"]["sum_s"],
          f"{run['pipeline_s'] / e['stages']['sum_s']:.2f}"]
-        for e in timed for run in e["runs"]]))
+        for e in timed for run in e["rounds"][-1]["runs"]]))
     print(f"\nresults: {path}")
     for entry in results:
         if "build_profile" in entry.get("stages", {}):
