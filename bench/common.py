@@ -82,11 +82,11 @@ class PeakRss:
             processes = ([me] if self._parent else []) + me.children(recursive=True)
             processes += [psutil.Process(pid) for pid in self._stores.values() if psutil.pid_exists(pid)]
             for process in processes:
-                try:
+                try:  # a process may end (or linger as a zombie) between the listing and these
                     rss = process.memory_info().rss / 2**20
+                    label = self._label(process)
                 except psutil.Error:
                     continue
-                label = self._label(process)
                 self.peaks[label] = max(self.peaks.get(label, 0.0), rss)
             self._stop.wait(self._interval)
 

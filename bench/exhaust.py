@@ -41,7 +41,6 @@ import json
 import multiprocessing
 import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -336,8 +335,8 @@ def medians(rounds: list[dict]) -> list[dict]:
         for run in round_["runs"]:
             by_runner.setdefault(run["runner"], []).append(against_baseline(run, round_["baseline"]))
     return [{"runner": runner, "rounds": len(figures), "same_bytes": all(f["same_bytes"] for f in figures),
-             **{k: statistics.median(f[k] for f in figures) for k in ("total_s", "peak_rss_mib", "time_ratio",
-                                                                     "rss_ratio")},
+             **{k: common.median([f[k] for f in figures]) for k in ("total_s", "peak_rss_mib", "time_ratio",
+                                                                    "rss_ratio")},
              "time_ratios": [f["time_ratio"] for f in figures]}
             for runner, figures in by_runner.items()]
 
@@ -352,7 +351,8 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
         query = session.prepare(cql)
         query.fetch_size = FETCH
         plain = cassandra.plain_rows([column[3] for column in query.result_metadata])
-        rows = [program_reads.enrollment_row(plain(row)) for row in session.execute(query, values)]
+        rows = [program_reads.enrollment_row(plain(row)) for page in cassandra.pages(session, query, values)
+                for row in page]
     cluster.shutdown()
     user_ids = [row["user_id"] for row in rows]
     batches = [user_ids[i:i + BATCH] for i in range(0, len(user_ids), BATCH)]

@@ -10,8 +10,8 @@ transforms/program_reads.py and transforms/enrollments.py); io/cassandra_sink.py
   cluster is made, from `password_file` (a mounted Secret) or $PROGRAMUSERS_CASSANDRA_PASSWORD.
 - `SessionDoFn`s using one connection share one Cluster per worker process (Beam's utils.shared).
 - `ReadAllFromCassandra` runs one prepared query per input element (e.g. a slice of a partition) and pages
-  through its rows; `CassandraLookupHandler` (io/lookups.py's shape) reads the partitions of a batch of
-  keys, many keys a query, queries concurrently.
+  through its rows (`pages`, a page read ahead); `CassandraLookupHandler` (io/lookups.py's shape) reads
+  the partitions of a batch of keys, many keys a query, queries concurrently.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import re
 import ssl
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.utils import shared
@@ -42,7 +42,7 @@ from cassandra.util import Date
 from programusers.io.credentials import read_secret
 
 __all__ = ["CassandraConnection", "CassandraLookupHandler", "ReadAllFromCassandra", "SessionDoFn", "Unavailable",
-           "identifier", "plain_rows", "refused"]
+           "identifier", "pages", "plain_rows", "refused"]
 
 PASSWORD_ENV = "PROGRAMUSERS_CASSANDRA_PASSWORD"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,47}$")
@@ -214,6 +214,20 @@ def plain_rows(column_types: Sequence) -> Callable[[Sequence], tuple]:
     return plain
 
 
+def pages(session, statement, values: Sequence = ()) -> Iterator[list]:
+    """The rows of a paged query, a page (a list of rows) at a time. The next page is asked for before
+    this one is handed on: Cassandra reads it while the caller works on this one, where paging as
+    iteration goes leaves each side waiting on the other."""
+    future = session.execute_async(statement, values)
+    more = True
+    while more:
+        page = future.result().current_rows
+        more = future.has_more_pages
+        if more:
+            future.start_fetching_next_page()
+        yield page
+
+
 class _QueryFn(SessionDoFn):
     """(cql, bind values) -> the rows of the query, each statement prepared once per DoFn instance."""
 
@@ -236,15 +250,7 @@ class _QueryFn(SessionDoFn):
     def process(self, query: tuple[str, Sequence]):
         cql, values = query
         statement, plain = self._statement(cql)
-        # The next page is asked for before this one is handed on: Cassandra reads it while the pipeline
-        # works on this one, where paging as iteration goes left both sides waiting in turn.
-        future = self._session.execute_async(statement, values)
-        more = True
-        while more:
-            page = future.result().current_rows
-            more = future.has_more_pages
-            if more:
-                future.start_fetching_next_page()
+        for page in pages(self._session, statement, values):
             if self._rows:  # a page at a time: a long read shows progress
                 self._rows.inc(len(page))
             for row in page:
