@@ -181,13 +181,17 @@ class _ParseFn(beam.DoFn):
             yield record, result
 
 
-class _FormatDeadLetterFn(beam.DoFn):
-    """(record, DeadLetter) -> (record, key, value) of the dead-letter topic."""
+def _format_dead_letter(element) -> tuple:
+    """(record, DeadLetter) -> ((record, reason), key, value) of the dead-letter topic."""
+    record, dead = element
+    return ((record, dead.reason), *dead_letter_message(record, dead, datetime.now(UTC)))
 
-    def process(self, element):
-        record, dead = element
-        Metrics.counter(METRICS_NAMESPACE, f"dead_lettered_{dead.reason}").inc()
-        yield (record, *dead_letter_message(record, dead, datetime.now(UTC)))
+
+def _count_dead_lettered(acknowledged: tuple) -> KafkaRecord:
+    """A dead letter Kafka acknowledged -> its record, counted by reason only then."""
+    record, reason = acknowledged
+    Metrics.counter(METRICS_NAMESPACE, f"dead_lettered_{reason}").inc()
+    return record
 
 
 class IngestEvents(beam.PTransform):
@@ -204,8 +208,9 @@ class IngestEvents(beam.PTransform):
         written, failed = parsed.mutations | "WriteEnrollments" >> self._write_enrollments
         dead_lettered = ((parsed[REJECTED], failed)
                          | "MergeDeadLetters" >> beam.Flatten()
-                         | "FormatDeadLetters" >> beam.ParDo(_FormatDeadLetterFn())
-                         | "WriteDeadLetters" >> self._write_dead_letters)
+                         | "FormatDeadLetters" >> beam.Map(_format_dead_letter)
+                         | "WriteDeadLetters" >> self._write_dead_letters
+                         | "CountDeadLettered" >> beam.Map(_count_dead_lettered))
         return (written, dead_lettered) | "Done" >> beam.Flatten()
 
 
