@@ -131,7 +131,8 @@ class _Loader:
 
     def write(self, mutations: list, consents: list[dict], profiles: dict[str, dict]) -> None:
         # Every enrollment lies in its program's partition: unlogged batches up to the sink's size, as the
-        # ingest writes them (a write per row made the 1M load CPU-bound on this box).
+        # ingest writes them. Cassandra applies such a batch as one mutation, and the stack's Cassandra
+        # caps mutations a second (see WRITE_CONCURRENCY).
         writes, batch, program, size = [], None, None, 0
         for mutation in mutations:
             columns = tuple(sorted(mutation.columns))
