@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import tempfile
 import zipfile
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 from unittest.mock import patch
@@ -161,6 +162,13 @@ def zipped(zip_crypto, seekable=True, password="pässword"):
     return (raw if seekable else raw.buffer).getvalue()
 
 
+def refuses_a_wrong_password(archive, member):
+    # The format checks a password against one byte of the key (ZipCrypto; AES: two), so a wrong one gets
+    # past that check 1 time in 256 (65,536) and fails later, in inflate or the CRC/HMAC check (CI saw it).
+    with pytest.raises((RuntimeError, zlib.error, zipfile.BadZipFile)):
+        archive.read(member, pwd=b"wrong")
+
+
 @pytest.mark.parametrize("seekable", [True, False])
 def test_aes_zip_opens_with_the_password_only(seekable):
     data = zipped(zip_crypto=False, seekable=seekable)
@@ -168,8 +176,7 @@ def test_aes_zip_opens_with_the_password_only(seekable):
         (info,) = archive.infolist()
         assert info.filename == "R1_20240229.csv" and info.date_time == (2024, 2, 29, 23, 59, 58)
         assert archive.read(info, pwd="pässword".encode()) == CSV
-        with pytest.raises(RuntimeError, match="Bad password"):
-            archive.read(info, pwd=b"wrong")
+        refuses_a_wrong_password(archive, info)
     with zipfile.ZipFile(io.BytesIO(data)) as archive, pytest.raises(NotImplementedError):
         archive.read("R1_20240229.csv", pwd=b"x")  # the standard library cannot read AES: it is encrypted
 
@@ -179,8 +186,7 @@ def test_zip_crypto_opens_with_standard_tools(seekable, tmp_path):
     data = zipped(zip_crypto=True, seekable=seekable)
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert archive.read("R1_20240229.csv", pwd="pässword".encode()) == CSV
-        with pytest.raises(RuntimeError, match="Bad password"):
-            archive.read("R1_20240229.csv", pwd=b"wrong")
+        refuses_a_wrong_password(archive, "R1_20240229.csv")
     if shutil.which("unzip"):
         (tmp_path / "r.zip").write_bytes(data)
         out = subprocess.run(["unzip", "-P", "pässword", "-p", str(tmp_path / "r.zip")], capture_output=True)
