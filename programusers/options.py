@@ -16,13 +16,6 @@ from programusers.io.cassandra import CassandraConnection
 from programusers.io.kafka import KafkaClientConfig
 from programusers.io.redis import RedisConnection
 
-_env = settings.env  # read each time the options are parsed
-
-
-def _int_env(name: str) -> int | None:
-    value = _env(name)
-    return int(value) if value else None
-
 
 class StoreOptions(PipelineOptions):
     @classmethod
@@ -32,33 +25,33 @@ class StoreOptions(PipelineOptions):
                                help="comma-separated contact points ($PROGRAMUSERS_CASSANDRA_HOSTS)")
         cassandra.add_argument("--cassandra-port", type=int,
                                default=settings.CASSANDRA_PORT)
-        cassandra.add_argument("--cassandra-local-dc", default=_env("PROGRAMUSERS_CASSANDRA_LOCAL_DC"),
+        cassandra.add_argument("--cassandra-local-dc", default=settings.CASSANDRA_LOCAL_DC,
                                help="the datacenter to send requests to (DC-aware load balancing)")
-        cassandra.add_argument("--cassandra-username", default=_env("PROGRAMUSERS_CASSANDRA_USERNAME"),
+        cassandra.add_argument("--cassandra-username", default=settings.CASSANDRA_USERNAME,
                                help="PasswordAuthenticator user; the password from --cassandra-password-file or "
                                     "$PROGRAMUSERS_CASSANDRA_PASSWORD")
-        cassandra.add_argument("--cassandra-password-file", default=_env("PROGRAMUSERS_CASSANDRA_PASSWORD_FILE"))
-        cassandra.add_argument("--cassandra-tls-ca", default=_env("PROGRAMUSERS_CASSANDRA_TLS_CA"),
+        cassandra.add_argument("--cassandra-password-file", default=settings.CASSANDRA_PASSWORD_FILE)
+        cassandra.add_argument("--cassandra-tls-ca", default=settings.CASSANDRA_TLS_CA,
                                help="CA file: turns TLS on, the server's certificate and host name checked")
-        cassandra.add_argument("--cassandra-tls-cert", default=_env("PROGRAMUSERS_CASSANDRA_TLS_CERT"),
+        cassandra.add_argument("--cassandra-tls-cert", default=settings.CASSANDRA_TLS_CERT,
                                help="client certificate, when the server asks for one")
-        cassandra.add_argument("--cassandra-tls-key", default=_env("PROGRAMUSERS_CASSANDRA_TLS_KEY"))
+        cassandra.add_argument("--cassandra-tls-key", default=settings.CASSANDRA_TLS_KEY)
         cassandra.add_argument("--cassandra-tls-no-hostname-check", action="store_true",
-                               default=bool(_env("PROGRAMUSERS_CASSANDRA_TLS_NO_HOSTNAME_CHECK")),
+                               default=settings.CASSANDRA_TLS_NO_HOSTNAME_CHECK,
                                help="check the certificate but not the host name (contact points by IP)")
         cassandra.add_argument("--cassandra-protocol-version", type=int,
-                               default=_int_env("PROGRAMUSERS_CASSANDRA_PROTOCOL_VERSION"),
+                               default=settings.CASSANDRA_PROTOCOL_VERSION,
                                help="cap the native protocol (default: negotiated; 4 for Cassandra 3.11/4.x)")
 
         cache = parser.add_argument_group("Redis")
         cache.add_argument("--redis-host", default=settings.REDIS_HOST)
         cache.add_argument("--redis-port", type=int, default=settings.REDIS_PORT)
-        cache.add_argument("--redis-db", type=int, default=_int_env("PROGRAMUSERS_REDIS_DB"),
+        cache.add_argument("--redis-db", type=int, default=settings.REDIS_DB,
                            help="default: the model config's sparkUserDbRedisIndex")
-        cache.add_argument("--redis-username", default=_env("PROGRAMUSERS_REDIS_USERNAME"),
+        cache.add_argument("--redis-username", default=settings.REDIS_USERNAME,
                            help="ACL user; the password from --redis-password-file or $PROGRAMUSERS_REDIS_PASSWORD")
-        cache.add_argument("--redis-password-file", default=_env("PROGRAMUSERS_REDIS_PASSWORD_FILE"))
-        cache.add_argument("--redis-tls-ca", default=_env("PROGRAMUSERS_REDIS_TLS_CA"),
+        cache.add_argument("--redis-password-file", default=settings.REDIS_PASSWORD_FILE)
+        cache.add_argument("--redis-tls-ca", default=settings.REDIS_TLS_CA,
                            help="CA file: turns TLS on")
 
         kafka = parser.add_argument_group("Kafka")
@@ -67,7 +60,7 @@ class StoreOptions(PipelineOptions):
         kafka.add_argument("--kafka-config", action="append", default=[], metavar="KEY=VALUE",
                            help="a Kafka client property (Java names: security.protocol, sasl.mechanism, ssl.*), "
                                 "repeatable; given to KafkaIO as is and translated for the Python clients")
-        kafka.add_argument("--kafka-config-file", default=_env("PROGRAMUSERS_KAFKA_CONFIG_FILE"),
+        kafka.add_argument("--kafka-config-file", default=settings.KAFKA_CONFIG_FILE,
                            help="a Java properties file of Kafka client properties (may hold SASL secrets: "
                                 "keep it 0600); --kafka-config entries override it")
 
@@ -110,12 +103,16 @@ def from_args(args: argparse.Namespace) -> StoreOptions:
 def keyspace_flags(parser: argparse.ArgumentParser, *, programs: bool = True, consent: bool = True,
                    programs_fallback: str | None = None) -> None:
     """--programs-keyspace and --consent-keyspace, one rule for every command: flag > environment > the
-    local stack's. With `programs_fallback` (named in --help) an unset programs keyspace stays None for
-    the caller to resolve (the exhaust: the model config's keyspace_name)."""
+    local stack's. With `programs_fallback` (named in --help) the flag and the environment are all there
+    is: an unset programs keyspace stays None for the caller to resolve (the exhaust: the model config's
+    keyspace_name)."""
     if programs:
-        parser.add_argument("--programs-keyspace", default=None if programs_fallback else settings.PROGRAMS_KEYSPACE,
-                            help="default: $PROGRAMUSERS_PROGRAMS_KEYSPACE, else "
-                                 + (programs_fallback or "sunbird_programs"))
+        parser.add_argument(
+            "--programs-keyspace",
+            default=settings.exported("PROGRAMS_KEYSPACE") if programs_fallback else settings.PROGRAMS_KEYSPACE,
+            help=f"default: ${settings.variable('PROGRAMS_KEYSPACE')}, else "
+                 + (programs_fallback or settings.default("PROGRAMS_KEYSPACE")))
     if consent:
         parser.add_argument("--consent-keyspace", default=settings.CONSENT_KEYSPACE,
-                            help="default: $PROGRAMUSERS_CONSENT_KEYSPACE, else sunbird")
+                            help=f"default: ${settings.variable('CONSENT_KEYSPACE')}, else "
+                                 + settings.default("CONSENT_KEYSPACE"))

@@ -19,9 +19,11 @@ from pathlib import Path
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
+from programusers import settings
+
 BEAM_VERSION = "2.73.0"
 FLINK_VERSION = "1.20"
-TOOLS = Path(os.environ.get("PROGRAMUSERS_CACHE") or Path.home() / ".cache" / "programusers")
+TOOLS = Path(settings.CACHE)
 PRISM_BINARY = TOOLS / "bin" / f"prism-{BEAM_VERSION}"
 FLINK_JOB_SERVER_JAR = TOOLS / "jars" / f"beam-runners-flink-{FLINK_VERSION}-job-server-{BEAM_VERSION}.jar"
 SPARK_JOB_SERVER_JAR = TOOLS / "jars" / f"beam-runners-spark-3-job-server-{BEAM_VERSION}.jar"
