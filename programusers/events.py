@@ -138,7 +138,7 @@ MAX_DEAD_LETTER_BYTES = 900_000
 
 
 def dead_letter_record(
-    dead: DeadLetter, payload: bytes | None, topic: str, partition: int, offset: int, failed_at: datetime,
+    dead: DeadLetter, payload: bytes | None, *, topic: str, partition: int, offset: int, failed_at: datetime,
     timestamp: int | None = None, max_bytes: int = MAX_DEAD_LETTER_BYTES,
 ) -> bytes:
     """The dead-letter topic's JSON value; `payload` is the original record value (null for a tombstone),

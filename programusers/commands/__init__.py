@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineResult
 
 from programusers import runners
+from programusers.io import cassandra_sink
+from programusers.io.cassandra import CassandraConnection
 from programusers.options import StoreOptions, option_values, store_flags
 
 
@@ -27,3 +30,18 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
     """The pipeline options of a command added by add_pipeline_command, from its parsed flags."""
     return runners.pipeline_options(args.runner, args.pipeline_args,
                                     **option_values(args, *args.option_classes, StoreOptions))
+
+
+def wait_for(start, cassandra: CassandraConnection, outage_limit: float | None
+             ) -> tuple[PipelineResult | None, str | None]:
+    """runners.run_and_wait for a job writing to `cassandra`: (its result, None) at its end or once Ctrl-C
+    or SIGTERM stopped it (None for the result when the job server stopped with it); (None, the reason)
+    when Cassandra stayed unreachable past `outage_limit`."""
+    try:
+        return runners.run_and_wait(start), None
+    except runners.Stopped as stopped:
+        return stopped.result, None
+    except Exception as error:
+        if message := cassandra_sink.outage(error, cassandra, outage_limit):
+            return None, message
+        raise

@@ -5,11 +5,9 @@ import logging
 import time
 
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.runner import PipelineResult, PipelineState
+from apache_beam.runners.runner import PipelineState
 
-from programusers import commands, runners
-from programusers.io import cassandra_sink
-from programusers.io.cassandra import CassandraConnection
+from programusers import commands
 from programusers.metrics import counters
 from programusers.options import StoreOptions
 from programusers.pipelines.ingest import (
@@ -36,21 +34,6 @@ def pipeline_options(args) -> PipelineOptions:
     return options
 
 
-def wait_for(start, cassandra: CassandraConnection, outage_limit: float | None
-             ) -> tuple[PipelineResult | None, str | None]:
-    """runners.run_and_wait for a job writing to `cassandra`: (its result, None) at its end or once Ctrl-C
-    or SIGTERM stopped it (None for the result when the job server stopped with it); (None, the reason)
-    when Cassandra stayed unreachable past `outage_limit`."""
-    try:
-        return runners.run_and_wait(start), None
-    except runners.Stopped as stopped:
-        return stopped.result, None
-    except Exception as error:
-        if message := cassandra_sink.outage(error, cassandra, outage_limit):
-            return None, message
-        raise
-
-
 def _command(args) -> int:
     options = pipeline_options(args)
     ingest = options.view_as(IngestOptions)
@@ -61,8 +44,8 @@ def _command(args) -> int:
                   ", ".join(f"[{r.partition}] {r.start}..{r.end}" for r in ranges),
                   "" if ingest.commits else "; it commits no offset")
     started = time.monotonic()
-    result, outage = wait_for(lambda: run(options, ranges), options.view_as(StoreOptions).cassandra_connection(),
-                              ingest.write_outage_limit)
+    result, outage = commands.wait_for(lambda: run(options, ranges),
+                                       options.view_as(StoreOptions).cassandra_connection(), ingest.write_outage_limit)
     if outage:
         _LOG.error("ingest stopped: %s", outage)
         return 3

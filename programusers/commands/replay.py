@@ -7,7 +7,6 @@ import time
 from apache_beam.runners.runner import PipelineState
 
 from programusers import commands
-from programusers.commands.ingest import wait_for
 from programusers.metrics import counters
 from programusers.options import StoreOptions
 from programusers.pipelines.ingest import CassandraWriteOptions, DeadLetterOptions
@@ -29,14 +28,14 @@ def summary(totals: dict[str, int]) -> str:
 
 def _command(args) -> int:
     options = commands.pipeline_options(args)
-    replay, writes = options.view_as(ReplayOptions), options.view_as(CassandraWriteOptions)
+    writes = options.view_as(CassandraWriteOptions)
     try:
-        replay.validate_flags()
+        writes.validate_flags()
     except ValueError as error:
         raise SystemExit(str(error)) from None
     started = time.monotonic()
-    result, outage = wait_for(lambda: run(options), options.view_as(StoreOptions).cassandra_connection(),
-                                     writes.outage_limit(bounded=True))
+    result, outage = commands.wait_for(lambda: run(options), options.view_as(StoreOptions).cassandra_connection(),
+                                       writes.outage_limit(bounded=True))
     if outage:
         _LOG.error("replay stopped: %s", outage)
         return 3

@@ -49,6 +49,16 @@ def iso_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def iso_time_text(text: str) -> str:
+    """A flag's ISO-8601 text, checked by the parser (argparse's error, exit 2) and kept as text, so that
+    the options stay serializable for portable runners."""
+    try:
+        iso_time(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 date or time") from None
+    return text
+
+
 class DeadLetterOptions(PipelineOptions):
     """Where the ingest writes its dead letters and the replay reads them."""
 
@@ -79,6 +89,11 @@ class CassandraWriteOptions(PipelineOptions):
                             help="fail the run when no Cassandra write has succeeded for this long (0: never); "
                                  f"default {DEFAULT_BOUNDED_OUTAGE:g} for bounded runs, never for streaming ones, "
                                  "which hold the stream and log once a minute while Cassandra is unreachable")
+
+    def validate_flags(self) -> None:
+        """Raises ValueError naming the first flag out of range."""
+        if self.write_batch_bytes < 0:
+            raise ValueError("--write-batch-bytes: 0 or more")
 
     def outage_limit(self, bounded: bool) -> float | None:
         """Seconds without a successful write before the run fails; None: wait for ever."""
@@ -150,8 +165,7 @@ class IngestOptions(PipelineOptions):
             raise ValueError("--max-read-time: at least 1 second")
         if self.commit_every <= 0:
             raise ValueError("--commit-every: more than 0 seconds")
-        if self.view_as(CassandraWriteOptions).write_batch_bytes < 0:
-            raise ValueError("--write-batch-bytes: 0 or more")
+        self.view_as(CassandraWriteOptions).validate_flags()
 
 
 def arrival_micros(kafka_timestamp_millis: int) -> int:
@@ -162,8 +176,8 @@ def arrival_micros(kafka_timestamp_millis: int) -> int:
 def dead_letter_message(record: KafkaRecord, dead: events.DeadLetter, failed_at: datetime) -> tuple[bytes, bytes]:
     """The dead-letter topic's (key, value): the record's own key, else its coordinates, and SPEC's JSON."""
     key = record.key if record.key is not None else f"{record.topic}/{record.partition}/{record.offset}".encode()
-    return key, events.dead_letter_record(dead, record.value, record.topic, record.partition, record.offset,
-                                          failed_at, record.timestamp)
+    return key, events.dead_letter_record(dead, record.value, topic=record.topic, partition=record.partition,
+                                          offset=record.offset, failed_at=failed_at, timestamp=record.timestamp)
 
 
 class _ParseFn(beam.DoFn):

@@ -113,15 +113,8 @@ class ReplayOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--reason", choices=REASONS, help="replay only the dead letters of this reason")
-        parser.add_argument("--since", metavar="ISO_TIME",
+        parser.add_argument("--since", type=ingest.iso_time_text, metavar="ISO_TIME",
                             help="replay only dead letters written at or after this time (UTC without an offset)")
-
-    def validate_flags(self) -> None:
-        if self.since:
-            try:
-                ingest.iso_time(self.since)
-            except ValueError:
-                raise ValueError("--since: not an ISO-8601 date or time") from None
 
 
 def plan(options: PipelineOptions) -> list[kafka.OffsetRange]:

@@ -11,8 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from conftest import LOCAL_CASSANDRA
 from ingest_cases import COLUMNS, bad_events, consume, encode, event, expected_row, row
 
-from programusers import cli, metrics, runners, settings
-from programusers.commands import ingest as ingest_command
+from programusers import metrics, runners, settings
 from programusers.events import DeadLetter
 from programusers.io import kafka
 from programusers.io.kafka import KafkaClientConfig, KafkaRecord
@@ -36,21 +35,6 @@ def test_options_default_to_the_settings():
     assert options.max_records is None and options.max_read_time is None
 
 
-def parse(*argv):
-    args, extra = cli.build_parser().parse_known_args(["ingest", *argv])
-    args.pipeline_args = extra
-    return args
-
-
-def test_cli_flags_and_beam_flags_reach_the_pipeline_options():
-    options = ingest_command.pipeline_options(parse("--runner", "PrismRunner", "--max-records", "7", "--input-topic", "t.raw",
-                                            "--max-write-outage", "30", "--no-commit-offsets", "--job_name=x"))
-    view = options.view_as(IngestOptions)
-    assert (view.max_records, view.input_topic, view.write_outage_limit, view.commit_offsets) == (7, "t.raw", 30,
-                                                                                                  False)
-    assert options.get_all_options()["job_name"] == "x"
-
-
 @pytest.mark.parametrize("argv,limit", [
     ([], None),  # streaming: hold for ever
     (["--max-records", "5"], ingest.DEFAULT_BOUNDED_OUTAGE),
@@ -59,43 +43,6 @@ def test_cli_flags_and_beam_flags_reach_the_pipeline_options():
 ])
 def test_the_write_outage_limit_defaults_to_ten_minutes_for_bounded_runs_only(argv, limit):
     assert IngestOptions(argv).write_outage_limit == limit
-
-
-def test_a_flink_cluster_gets_its_flags_and_may_commit_offsets_while_streaming(tmp_path, monkeypatch):
-    jar = tmp_path / "job-server.jar"
-    jar.write_bytes(b"")
-    monkeypatch.setattr(runners, "FLINK_JOB_SERVER_JAR", jar)
-    options = ingest_command.pipeline_options(parse("--runner", "FlinkRunner", "--flink_master=flink:8081",
-                                            "--checkpointing_interval=60000"))
-    # Flink's own options are declared by its job server at submission; here they are kept as given.
-    everything = options.get_all_options(retain_unknown_options=True)
-    assert (everything["flink_master"], everything["checkpointing_interval"]) == ("flink:8081", "60000")
-    assert options.view_as(IngestOptions).commit_offsets and not options.view_as(IngestOptions).bounded
-
-
-@pytest.mark.parametrize("argv,message", [
-    (["--runner", "DirectRunner"], "backfills only"),
-    (["--max-records", "0"], "--max-records: at least 1"),
-    (["--max-read-time", "0"], "--max-read-time: at least 1 second"),
-    (["--until", "yesterday"], "--until: not an ISO-8601"),
-    (["--commit-every", "0"], "--commit-every"),
-])
-def test_runs_the_runner_cannot_do_and_flags_out_of_range_are_refused_up_front(argv, message):
-    with pytest.raises(SystemExit, match=message):
-        ingest_command.pipeline_options(parse(*argv))
-
-
-def test_a_streaming_run_on_prism_commits_offsets_and_any_bounding_flag_makes_a_backfill():
-    options = ingest_command.pipeline_options(parse("--runner", "PrismRunner")).view_as(IngestOptions)
-    assert options.commit_offsets and not options.bounded
-    for flags in (["--backfill"], ["--from", "2026-11-30"], ["--until", "2026-11-30T10:00"], ["--max-records", "5"],
-                  ["--max-read-time", "60"]):
-        assert IngestOptions(flags).bounded, flags
-
-
-def test_every_options_class_of_the_cli_parses_together():
-    # Beam parses all PipelineOptions subclasses with one parser: a flag defined twice breaks every job.
-    assert "input_topic" in runners.pipeline_options("DirectRunner").get_all_options()
 
 
 # --- pure helpers ---

@@ -8,7 +8,6 @@ import pytest
 from ingest_cases import COLUMNS, encode, event, expected_row, produce, row
 
 from programusers import cli
-from programusers.commands import replay as replay_command
 from programusers.events import DeadLetter, EnrollmentUpsert
 from programusers.io.kafka import KafkaRecord
 from programusers.pipelines import ingest
@@ -68,13 +67,6 @@ def test_a_reason_filter_skips_the_other_reasons():
     value = dead_letter(encode(event("p1", "u1")), "write_failed")
     assert again(value, "invalid_json") is None
     assert isinstance(again(value, "write_failed")[1], EnrollmentUpsert)
-
-
-def test_summary_counts_only():
-    assert replay_command.summary({"dead_letters_read": 5, "other_reason": 1, "now_valid": 3, "rows_written": 2,
-                           "rows_deleted": 1, "still_bad_invalid_json": 1}) == (
-        "5 dead letter(s) read, 1 of another reason skipped, 3 valid now: 2 row(s) written, 1 deleted; "
-        "1 still bad (invalid_json=1); the dead letters stay in the topic")
 
 
 def test_since_is_utc_unless_it_says_otherwise():
