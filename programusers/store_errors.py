@@ -48,7 +48,8 @@ def classify(error: BaseException) -> StoreProblem | None:
             return StoreProblem(Store.CASSANDRA, Kind.REFUSED if refused(cause) else Kind.UNREACHABLE)
         if isinstance(cause, redis.AuthenticationError):
             return StoreProblem(Store.REDIS, Kind.REFUSED)
-        if isinstance(cause, redis.RedisError):
+        # Only a lost or refused connection: a command error (WRONGTYPE, a full server) is not an outage.
+        if isinstance(cause, redis.ConnectionError | redis.TimeoutError):
             return StoreProblem(Store.REDIS, Kind.UNREACHABLE)
         if isinstance(cause, postgres.LoginRefused):
             return StoreProblem(Store.POSTGRES, Kind.REFUSED)
