@@ -59,13 +59,15 @@ def bad_events(template: dict) -> list[tuple[bytes, str]]:
     """(value, the dead-letter reason expected) for 50 bad events; their program is not the sample's."""
     base = {**template, "programId": "bench-faults-bad"}
     drop = {k: v for k, v in base.items() if k != "programId"}
-    cases = ([(b"{not json", "invalid_json")] * 10 + [(b"[1, 2]", "not_an_object")] * 5
-             + [(json.dumps({**drop, "userId": f"m{i}"}).encode(), "missing_field") for i in range(10)]
-             + [(json.dumps({**base, "userId": 40 + i}).encode(), "wrong_type") for i in range(10)]
-             + [(json.dumps({**base, "userId": f"t{i}", "updatedAt": "yesterday"}).encode(), "bad_timestamp")
+    reason = events.Reason
+    cases = ([(b"{not json", reason.INVALID_JSON)] * 10 + [(b"[1, 2]", reason.NOT_AN_OBJECT)] * 5
+             + [(json.dumps({**drop, "userId": f"m{i}"}).encode(), reason.MISSING_FIELD) for i in range(10)]
+             + [(json.dumps({**base, "userId": 40 + i}).encode(), reason.WRONG_TYPE) for i in range(10)]
+             + [(json.dumps({**base, "userId": f"t{i}", "updatedAt": "yesterday"}).encode(), reason.BAD_TIMESTAMP)
                 for i in range(10)]
              # Valid events that Cassandra itself rejects (partition key over 64 KiB): permanent write errors.
-             + [(json.dumps({**base, "userId": f"{i}" + "u" * 70_000}).encode(), "write_failed") for i in range(5)])
+             + [(json.dumps({**base, "userId": f"{i}" + "u" * 70_000}).encode(), reason.WRITE_FAILED)
+                for i in range(5)])
     return cases
 
 
@@ -224,7 +226,7 @@ def committed_records(flags: list[str]) -> int:
 
 def count_rows(session, programs: list[str]) -> int | None:
     try:
-        return sum(session.execute(f"SELECT count(*) FROM {KEYSPACE}.program_enrollment WHERE program_id = %s",
+        return sum(session.execute(f"SELECT count(*) FROM {KEYSPACE}.{schema.ENROLLMENT_TABLE} WHERE program_id = %s",
                                    [p], timeout=10).one()[0] for p in programs)
     except Exception:  # Cassandra paused or down: no reading this tick
         return None
@@ -236,7 +238,7 @@ def run_fault(name: str, session, good: list[dict], bad: list[tuple[bytes, str]]
     raw, failed = f"bench.faults.{run_id}.raw", f"bench.faults.{run_id}.failed"
     programs = sorted({e["programId"] for e in good})
     expected, expected_bad = expected_rows(good), Counter(reason for _, reason in bad)
-    session.execute(f"TRUNCATE {KEYSPACE}.program_enrollment", timeout=120)
+    session.execute(f"TRUNCATE {KEYSPACE}.{schema.ENROLLMENT_TABLE}", timeout=120)
     common.create_topics([raw, failed], partitions=2)
     half = len(good) // 2
     produce(raw, [(e["userId"].encode(), json.dumps(e).encode()) for e in good[:half]] + [(None, v) for v, _ in bad]
@@ -305,7 +307,7 @@ def run_fault(name: str, session, good: list[dict], bad: list[tuple[bytes, str]]
             record["ingest_exit"] = ingest.process.poll()
             record["state_when_given_up"] = {"rows": rows, "dead_letters": len(dead.seen),
                                              "ingest_alive": ingest.alive()}
-            record["recovery"] = recover(ingest, flags, log, failed, tick, done)
+            record["recovery"] = recover(ingest, flags, log, failed=failed, tick=tick, done=done)
             ingest = record["recovery"].pop("ingest")
         dead.poll(3)  # a last look for late or duplicate dead letters
     finally:
@@ -335,7 +337,7 @@ def run_fault(name: str, session, good: list[dict], bad: list[tuple[bytes, str]]
     return record
 
 
-def recover(ingest: Ingest, flags: list[str], log: Path, failed: str, tick, done) -> dict:
+def recover(ingest: Ingest, flags: list[str], log: Path, *, failed: str, tick, done) -> dict:
     """The operator's recovery: the stack up, the ingest started again, then a replay of the dead letters."""
     started = time.monotonic()
     ingest.stop()

@@ -43,7 +43,7 @@ EVENTS_PER_USER = 1.2  # the sample's mix: half join one program, 30 % the other
 
 
 def stored_rows(session, keyspace: str, programs: list[str]) -> int:
-    return sum(session.execute(f"SELECT count(*) FROM {keyspace}.program_enrollment WHERE program_id = %s",
+    return sum(session.execute(f"SELECT count(*) FROM {keyspace}.{schema.ENROLLMENT_TABLE} WHERE program_id = %s",
                                [p], timeout=120).one()[0] for p in programs)
 
 
@@ -66,7 +66,8 @@ def read_only(runner: str, topic: str, count: int, max_read_time: int) -> dict:
     return {"state": str(state), "seconds": round(seconds, 2), "records": counted}
 
 
-def run_ingest(runner: str, topic: str, dead_letters: str, count: int, max_read_time: int, batch_bytes: int) -> dict:
+def run_ingest(runner: str, topic: str, *, dead_letters: str, count: int, max_read_time: int, batch_bytes: int
+               ) -> dict:
     options = runners.pipeline_options(
         runner, [], input_topic=topic, dead_letter_topic=dead_letters,
         consumer_group=f"bench-ingest-{uuid.uuid4().hex[:8]}", programs_keyspace=BEAM_KEYSPACE,
@@ -143,14 +144,15 @@ def main(argv=None) -> int:
             for runner in chosen:
                 record = {"run": n + 1}
                 record["read_only"] = read_only(runner, topic, args.events, args.max_read_time)
-                session.execute(f"TRUNCATE {BEAM_KEYSPACE}.program_enrollment", timeout=120)
-                record["ingest"] = run_ingest(runner, topic, dead_letters, args.events, args.max_read_time,
-                                              args.write_batch_bytes)
+                session.execute(f"TRUNCATE {BEAM_KEYSPACE}.{schema.ENROLLMENT_TABLE}", timeout=120)
+                record["ingest"] = run_ingest(runner, topic, dead_letters=dead_letters, count=args.events,
+                                              max_read_time=args.max_read_time, batch_bytes=args.write_batch_bytes)
                 record["ingest"]["rows_stored"] = stored_rows(session, BEAM_KEYSPACE, programs)
                 if args.unbatched:
-                    session.execute(f"TRUNCATE {BEAM_KEYSPACE}.program_enrollment", timeout=120)
-                    record["unbatched"] = run_ingest(runner, topic, dead_letters, args.events, args.max_read_time, 0)
-                session.execute(f"TRUNCATE {BASELINE_KEYSPACE}.program_enrollment", timeout=120)
+                    session.execute(f"TRUNCATE {BEAM_KEYSPACE}.{schema.ENROLLMENT_TABLE}", timeout=120)
+                    record["unbatched"] = run_ingest(runner, topic, dead_letters=dead_letters, count=args.events,
+                                                     max_read_time=args.max_read_time, batch_bytes=0)
+                session.execute(f"TRUNCATE {BASELINE_KEYSPACE}.{schema.ENROLLMENT_TABLE}", timeout=120)
                 record["baseline"] = baseline(session, mutations, args.write_concurrency)
                 record["baseline"]["rows_stored"] = stored_rows(session, BASELINE_KEYSPACE, programs)
                 record["ratio"] = round(record["ingest"]["events_per_s"] / record["baseline"]["events_per_s"], 3)
