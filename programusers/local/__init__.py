@@ -1,2 +1,2 @@
 """For this machine, not production: the demo (`programusers demo`), the sample generator
-(`programusers sample`) and a Python SDK worker pool for Prism (tests and benchmarks)."""
+(`programusers generate`) and a Python SDK worker pool for Prism (tests and benchmarks)."""
