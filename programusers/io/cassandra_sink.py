@@ -29,30 +29,30 @@ import concurrent.futures
 import heapq
 import itertools
 import logging
-import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.utils.windowed_value import WindowedValue
 from cassandra import ConsistencyLevel, OperationTimedOut, RequestExecutionException
 from cassandra.cluster import NoHostAvailable
 from cassandra.connection import ConnectionException
 from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage, ServerError
 from cassandra.query import BatchStatement, BatchType
 
+from programusers.io.backoff import Backoff, count_wait
 from programusers.io.cassandra import CassandraConnection, SessionDoFn, Unavailable, refused
 
-__all__ = ["REJECTED", "CassandraUnreachable", "Statements", "WriteToCassandra", "backoff_seconds", "is_transient",
-           "outage"]
+__all__ = ["DEFAULT_BACKOFF_SECONDS", "MAX_BACKOFF_SECONDS", "MAX_BATCH_BYTES", "REJECTED", "CassandraUnreachable",
+           "Statements", "WriteToCassandra", "is_transient", "outage", "value_bytes"]
 
 METRICS_NAMESPACE = "programusers.cassandra"
 REJECTED = "rejected"
+DEFAULT_BACKOFF_SECONDS = 0.5  # the first wait before a retry (ingest's --retry-backoff)
 MAX_BACKOFF_SECONDS = 5.0  # short: once Cassandra answers again, every held write goes out within seconds
 REPORT_EVERY_SECONDS = 60.0
 REQUEST_TIMEOUT_SECONDS = 10.0  # a write to a paused node fails (and is retried) after this long
@@ -114,15 +114,6 @@ class Statements(Protocol):
 
 def is_transient(error: BaseException) -> bool:
     return isinstance(error, _TRANSIENT)
-
-
-def backoff_seconds(attempt: int, base: float, cap: float = MAX_BACKOFF_SECONDS,
-                    jitter: Callable[[], float] = random.random) -> float:
-    """The wait after failed attempt number `attempt` (1, 2, ...): a step of base, 2 base, 4 base, ...
-    capped, whose second half is random (`jitter()` in [0, 1)), so that the writes and workers an outage
-    failed together do not all come back at once."""
-    step = min(base * 2 ** min(attempt - 1, 60), cap)
-    return step / 2 + step / 2 * jitter()
 
 
 class _Throttle:
@@ -203,10 +194,9 @@ class _Outage:
 
 @dataclass(frozen=True)
 class _Item:
-    """One mutation, with the windowed input to answer with."""
+    """One mutation, with the context to answer with."""
     context: Any
     mutation: Any
-    windowed: WindowedValue
 
 
 @dataclass
@@ -217,73 +207,81 @@ class _Write:
     future: Any = None  # the attempt in flight: anything with result()
 
 
+class _Outcome(NamedTuple):
+    """A mutation settled: written (`rejected` None), or rejected for good (`rejected` names the error)."""
+    context: Any
+    rejected: str | None = None
+
+
 def value_bytes(values: Sequence) -> int:
     """About what Cassandra counts of a mutation's values against the batch size thresholds."""
     return sum(len(v) if isinstance(v, (str, bytes)) else
                sum(len(k) + len(x or "") for k, x in v.items()) if isinstance(v, dict) else 8 for v in values)
 
 
-class _WriteMutationsFn(SessionDoFn):
+def _connect_waiting(acquire: Callable[[], Any], outage: _Outage, backoff: Backoff, throttled) -> Any:
+    """`acquire()`'s session, asked again with backoff while Cassandra is unreachable (a worker starting
+    during an outage waits instead of failing its bundle), until `outage`'s limit; a refused login raises
+    at once. The waits count on `throttled` (anything with inc(ms))."""
+    for attempt in itertools.count(1):
+        try:
+            session = acquire()
+            break
+        except Unavailable as error:
+            if refused(error):  # a wrong login is no outage: waiting would not change it
+                raise
+            outage.failed(error, waiting=None)
+            seconds = backoff.seconds(attempt)
+            time.sleep(seconds)
+            count_wait(throttled, seconds)
+    outage.succeeded()
+    return session
 
-    def __init__(self, connection: CassandraConnection, statements: Statements, consistency: str, concurrency: int,
-                 backoff: float, max_backoff: float = MAX_BACKOFF_SECONDS, max_outage: float | None = None,
-                 max_batch_bytes: int = MAX_BATCH_BYTES):
-        super().__init__(connection.with_timeout(REQUEST_TIMEOUT_SECONDS))
-        self._statements_of, self._consistency = statements, ConsistencyLevel.name_to_value[consistency]
-        self._concurrency, self._backoff, self._max_backoff = concurrency, backoff, max_backoff
-        self._max_outage, self._max_batch_bytes = max_outage, max_batch_bytes
+
+class _Writer:
+    """The sink's engine, a plain object its DoFn owns: writes mutations on `session`, at most `concurrency`
+    requests in flight, one partition's mutations gathered into batches of at most `max_batch_bytes`;
+    retries transient failures after `backoff` without stalling the other writes; each `put` and `flush`
+    yields the _Outcomes settled meanwhile, and `flush` returns only once every write has settled.
+
+    Counts each written mutation under its Statements counter, `write_retries`, and `write_throttled_ms`:
+    the wall time during which at least one write waited out a backoff (however many waited together,
+    an instant counts once, so it never exceeds the time elapsed)."""
+
+    def __init__(self, session, statements: Statements, *, consistency: int, concurrency: int, backoff: Backoff,
+                 max_batch_bytes: int, outage: _Outage, throttled):
+        self._session, self._statements, self._consistency = session, statements, consistency
+        self._concurrency, self._backoff, self._max_batch_bytes = concurrency, backoff, max_batch_bytes
+        self._outage, self._throttled = outage, throttled
         self._retries = Metrics.counter(METRICS_NAMESPACE, "write_retries")
-        self._throttled = Metrics.counter(METRICS_NAMESPACE, "write_throttled_ms")  # time spent backing off
-
-    def setup(self):
         self._prepared = {}  # statement key -> prepared statement
         self._counters = {}
-        self._outage = _Outage(self._connection.describe(), self._max_outage)
-        quiet_driver_reconnection_logs()
-        # A worker starting during an outage waits for Cassandra here instead of failing its bundle.
-        for attempt in itertools.count(1):
-            try:
-                self._session = self._acquire_session()
-                break
-            except Unavailable as error:
-                if refused(error):  # a wrong login is no outage: waiting would not change it
-                    raise
-                self._outage.failed(error, waiting=None)
-                self._sleep(backoff_seconds(attempt, self._backoff, self._max_backoff))
-        self._outage.succeeded()
-
-    def _sleep(self, seconds: float) -> None:
-        """Waits out a backoff, counted as throttled time."""
-        time.sleep(seconds)
-        self._throttled.inc(round(seconds * 1000))
-
-    def start_bundle(self):
         self._in_flight: deque[_Write] = deque()
         self._backing_off: list[tuple[float, int, _Write]] = []  # heap by due time
+        self._backing_off_since: float | None = None  # since when some write waits in the heap
         self._order = itertools.count()  # tie-breaker: writes themselves do not compare
         self._gathering: dict[Hashable, tuple[list[_Item], int]] = {}  # partition -> (items, value bytes)
 
-    def process(self, element, windowed=beam.DoFn.WindowedValueParam):
-        context, mutation = element
-        partition, size = self._statements_of.partition(mutation), value_bytes(self._statements_of.values(mutation))
+    def put(self, context, mutation) -> Iterator[_Outcome]:
+        partition, size = self._statements.partition(mutation), value_bytes(self._statements.values(mutation))
         items, gathered = self._gathering.pop(partition, ([], 0))
         if items and gathered + size > self._max_batch_bytes:  # it would not fit: the batch goes without it
             self._send(_Write(items))
             items, gathered = [], 0
-        items.append(_Item(context, mutation, windowed))
+        items.append(_Item(context, mutation))
         if gathered + size >= self._max_batch_bytes:  # full
             self._send(_Write(items))
         else:
             self._gathering[partition] = items, gathered + size
         if len(self._gathering) > self._concurrency:  # many partitions: the one least lately added to goes
             self._send(_Write(self._gathering.pop(next(iter(self._gathering)))[0]))
-        yield from self._settle(self._concurrency - 1)
+        return self._settle(self._concurrency - 1)
 
-    def finish_bundle(self):
+    def flush(self) -> Iterator[_Outcome]:
         for items, _ in self._gathering.values():
             self._send(_Write(items))
         self._gathering.clear()
-        yield from self._settle(0)
+        return self._settle(0)
 
     def _send(self, write: _Write) -> None:
         write.attempts += 1
@@ -304,31 +302,43 @@ class _WriteMutationsFn(SessionDoFn):
         return batch
 
     def _bind(self, mutation):
-        return self._statement(self._statements_of.key(mutation)).bind(self._statements_of.values(mutation))
+        return self._statement(self._statements.key(mutation)).bind(self._statements.values(mutation))
 
     def _statement(self, key: Hashable):
         if key not in self._prepared:
-            statement = self._session.prepare(self._statements_of.cql(key))
+            statement = self._session.prepare(self._statements.cql(key))
             statement.consistency_level = self._consistency
             statement.is_idempotent = True  # stamped writes: the driver may retry or speculate
             self._prepared[key] = statement
         return self._prepared[key]
 
     def _count(self, mutation) -> None:
-        name = self._statements_of.counter(mutation)
+        name = self._statements.counter(mutation)
         if name not in self._counters:
             self._counters[name] = Metrics.counter(METRICS_NAMESPACE, name)
         self._counters[name].inc()
 
-    def _settle(self, limit: int):
-        """Completes writes, oldest first, until at most `limit` are pending; yields the written contexts and,
-        tagged REJECTED, the permanent failures.
+    def _back_off(self, write: _Write) -> None:
+        now = time.monotonic()
+        if self._backing_off_since is None:
+            self._backing_off_since = now
+        heapq.heappush(self._backing_off, (now + self._backoff.seconds(write.attempts), next(self._order), write))
+
+    def _send_those_due(self) -> None:
+        now = time.monotonic()
+        while self._backing_off and self._backing_off[0][0] <= now:
+            self._send(heapq.heappop(self._backing_off)[2])
+        if not self._backing_off and self._backing_off_since is not None:
+            count_wait(self._throttled, now - self._backing_off_since)
+            self._backing_off_since = None
+
+    def _settle(self, limit: int) -> Iterator[_Outcome]:
+        """Completes writes, oldest first, until at most `limit` are pending.
         A transient failure goes back in line after its backoff, however long the outage (up to the limit)."""
         while len(self._in_flight) + len(self._backing_off) > limit:
-            while self._backing_off and self._backing_off[0][0] <= time.monotonic():
-                self._send(heapq.heappop(self._backing_off)[2])
+            self._send_those_due()
             if not self._in_flight:
-                self._sleep(max(0.0, self._backing_off[0][0] - time.monotonic()))
+                time.sleep(max(0.0, self._backing_off[0][0] - time.monotonic()))
                 continue
             write = self._in_flight.popleft()
             try:
@@ -347,20 +357,61 @@ class _WriteMutationsFn(SessionDoFn):
                 # others are not held with it.
                 for retry in ([_Write([item], attempts=write.attempts) for item in write.items]
                               if len(write.items) > 1 and write.attempts >= BATCH_ATTEMPTS else [write]):
-                    due = time.monotonic() + backoff_seconds(retry.attempts, self._backoff, self._max_backoff)
-                    heapq.heappush(self._backing_off, (due, next(self._order), retry))
+                    self._back_off(retry)
             else:
                 self._outage.succeeded()
                 for item in write.items:
                     self._count(item.mutation)
-                    yield item.windowed.with_value(item.context)
+                    yield _Outcome(item.context)
 
-    def _rejected(self, write: _Write, error: Exception) -> beam.pvalue.TaggedOutput:
+    @staticmethod
+    def _rejected(write: _Write, error: Exception) -> _Outcome:
         # The error's text may quote a value: only its type goes into logs and dead letters.
         [item] = write.items
         detail = f"{type(error).__name__} after {write.attempts} attempt(s)"
         _LOG.warning("Cassandra rejected a write: %s", detail)
-        return beam.pvalue.TaggedOutput(REJECTED, item.windowed.with_value((item.context, detail)))
+        return _Outcome(item.context, detail)
+
+
+class _WriteMutationsFn(SessionDoFn):
+    """(context, mutation) -> the context once written; (context, detail) on REJECTED. Owns a _Writer."""
+
+    def __init__(self, connection: CassandraConnection, statements: Statements, *, consistency: str, concurrency: int,
+                 backoff: float, max_backoff: float = MAX_BACKOFF_SECONDS, max_outage: float | None = None,
+                 max_batch_bytes: int = MAX_BATCH_BYTES):
+        super().__init__(connection.with_timeout(REQUEST_TIMEOUT_SECONDS))
+        self._statements, self._consistency = statements, ConsistencyLevel.name_to_value[consistency]
+        self._concurrency, self._backoff = concurrency, Backoff(backoff, max_backoff)
+        self._max_outage, self._max_batch_bytes = max_outage, max_batch_bytes
+        self._throttled = Metrics.counter(METRICS_NAMESPACE, "write_throttled_ms")
+
+    def setup(self):
+        quiet_driver_reconnection_logs()
+        outage = _Outage(self._connection.describe(), self._max_outage)
+        self._session = _connect_waiting(self._acquire_session, outage, self._backoff, self._throttled)
+        self._writer = _Writer(self._session, self._statements, consistency=self._consistency,
+                               concurrency=self._concurrency, backoff=self._backoff,
+                               max_batch_bytes=self._max_batch_bytes, outage=outage, throttled=self._throttled)
+
+    def process(self, element, windowed=beam.DoFn.WindowedValueParam):
+        context, mutation = element
+        yield from self._outputs(self._writer.put(windowed.with_value(context), mutation))
+
+    def finish_bundle(self):
+        yield from self._outputs(self._writer.flush())
+
+    @staticmethod
+    def _outputs(outcomes: Iterator[_Outcome]):
+        """The writer's contexts are the inputs' windowed values: each answer keeps its input's window."""
+        for windowed, rejected in outcomes:
+            if rejected is None:
+                yield windowed
+            else:
+                yield beam.pvalue.TaggedOutput(REJECTED, windowed.with_value((windowed.value, rejected)))
+
+    def teardown(self):
+        self._writer = None
+        super().teardown()
 
 
 class WriteToCassandra(beam.PTransform):
@@ -368,35 +419,40 @@ class WriteToCassandra(beam.PTransform):
 
     Returns the contexts of the written mutations (main output, `written`) and, as output `rejected`,
     the writes Cassandra rejected as (context, detail) pairs, `detail` naming the error's type.
-    Mutations of one partition go as UNLOGGED batches of at most `max_batch_bytes` of values (0: each
-    mutation on its own).
-    Transient failures are retried (backoff from `backoff` seconds, doubling, at most `max_backoff`, the
-    second half of each wait random; counted as write_retries and write_throttled_ms) until they
-    succeed, or until no write has succeeded for `max_outage` seconds: then the job fails with
-    CassandraUnreachable. `max_outage=None` waits for ever (streaming).
+    Mutations of one partition go as UNLOGGED batches of at most `max_batch_bytes` of values.
+    Transient failures are retried (with Backoff's rule: from `backoff` seconds, doubling, at most
+    `max_backoff`, the second half of each wait random) until they succeed, or until no write has
+    succeeded for `max_outage` seconds: then the job fails with CassandraUnreachable.
+    Counters: `write_retries`; `write_throttled_ms`, the wall time during which some write of a DoFn
+    instance waited out a backoff, or the instance waited to connect.
 
     Args:
       connection: where the cluster is and how to log in.
       statements: the prepared statements and bind values of the mutations (see Statements).
-      consistency: the writes' consistency level.
+      consistency: the writes' consistency level (a name, e.g. LOCAL_QUORUM).
       concurrency: requests in flight per DoFn instance.
-      backoff, max_backoff: the first and the longest wait before a retry, in seconds.
-      max_outage: seconds without a successful write before the job fails; None: never.
+      backoff: the first wait before a retry, in seconds.
+      max_backoff: the longest wait before a retry, in seconds.
+      max_outage: seconds without a successful write before the job fails; None waits for ever (streaming).
       max_batch_bytes: the most bytes of values in one partition's batch; 0 sends each mutation alone.
     """
 
     def __init__(self, connection: CassandraConnection, statements: Statements, *, consistency: str = "LOCAL_QUORUM",
-                 concurrency: int = 32, backoff: float = 0.2, max_backoff: float = MAX_BACKOFF_SECONDS,
-                 max_outage: float | None = None, max_batch_bytes: int = MAX_BATCH_BYTES):
+                 concurrency: int = 32, backoff: float = DEFAULT_BACKOFF_SECONDS,
+                 max_backoff: float = MAX_BACKOFF_SECONDS, max_outage: float | None = None,
+                 max_batch_bytes: int = MAX_BATCH_BYTES):
         super().__init__()
         if (concurrency < 1 or backoff < 0 or max_backoff < backoff or (max_outage is not None and max_outage < 0)
                 or max_batch_bytes < 0):
             raise ValueError("concurrency must be at least 1; backoff, max_backoff, max_outage and max_batch_bytes "
                              "not negative, max_backoff at least backoff")
-        self._fn = _WriteMutationsFn(connection, statements, consistency, concurrency, backoff, max_backoff,
-                                     max_outage, max_batch_bytes)
-        self._display = {"cassandra": connection.describe(), "consistency": consistency, "concurrency": concurrency,
-                         "max_batch_bytes": max_batch_bytes, "max_outage": str(max_outage)}
+        self._fn = _WriteMutationsFn(connection, statements, consistency=consistency, concurrency=concurrency,
+                                     backoff=backoff, max_backoff=max_backoff, max_outage=max_outage,
+                                     max_batch_bytes=max_batch_bytes)
+        self._display = {"cassandra": connection.describe(), "statements": type(statements).__name__,
+                         "consistency": consistency, "concurrency": concurrency, "backoff": backoff,
+                         "max_backoff": max_backoff, "max_outage": str(max_outage),
+                         "max_batch_bytes": max_batch_bytes}
 
     def expand(self, mutations):
         return mutations | "Write" >> beam.ParDo(self._fn).with_outputs(REJECTED, main="written")

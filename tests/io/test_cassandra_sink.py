@@ -1,5 +1,6 @@
-"""The Cassandra sink: CQL text, retry policy, and writes against the real Cassandra of the local stack,
-with failures injected at the driver boundary (transient) or caused for real (permanent)."""
+"""The Cassandra sink: CQL text, retry policy, its write engine (a plain object) and writes against the
+real Cassandra of the local stack, with failures injected at the driver boundary (transient) or caused for
+real (permanent)."""
 import concurrent.futures
 import logging
 import time
@@ -9,18 +10,18 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.windowed_value import WindowedValue
-from cassandra import InvalidRequest, OperationTimedOut, Unavailable, WriteTimeout, WriteType
+from cassandra import ConsistencyLevel, InvalidRequest, OperationTimedOut, Unavailable, WriteTimeout, WriteType
 from cassandra.cluster import NoHostAvailable
 from cassandra.protocol import OverloadedErrorMessage
 from conftest import LOCAL_CASSANDRA
+from test_backoff import Counted
 
 from programusers import runners
 from programusers.events import DeadLetter, EnrollmentDelete, EnrollmentUpsert, Reason
 from programusers.io import cassandra_sink
+from programusers.io.backoff import Backoff
 from programusers.io.cassandra import CassandraConnection
-from programusers.io.cassandra_sink import backoff_seconds, is_transient
+from programusers.io.cassandra_sink import is_transient
 from programusers.metrics import counters
 from programusers.transforms.enrollments import (
     EnrollmentStatements,
@@ -59,19 +60,6 @@ def test_cql_names_are_checked(keyspace, columns):
 ])
 def test_is_transient(error, transient):
     assert is_transient(error) is transient
-
-
-def test_backoff_doubles_up_to_a_cap():
-    def top(attempt, base, **cap):
-        return backoff_seconds(attempt, base, jitter=lambda: 1.0, **cap)
-
-    assert [top(n, 0.5) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
-    assert top(40, 0.5) == top(10**6, 0.5) == cassandra_sink.MAX_BACKOFF_SECONDS
-    assert top(5, 0.5, cap=3.0) == 3.0
-    # The second half of each step is random: writes failed together come back spread out.
-    assert backoff_seconds(3, 0.5, jitter=lambda: 0.0) == 1.0
-    waits = {backoff_seconds(3, 0.5) for _ in range(50)}
-    assert len(waits) > 1 and all(1.0 <= wait < 2.0 for wait in waits)
 
 
 def test_an_outage_is_logged_once_a_minute_per_process_with_counts_only(caplog, monkeypatch):
@@ -236,15 +224,16 @@ class _Awaited:
 
 
 class FlakySession:
-    """A real session whose first `failures` executions fail the way a busy cluster fails them, and
-    which counts the requests sent and those whose outcome the sink has waited for."""
+    """A session (a real one, or None for no Cassandra at all) whose first `failures` executions fail the
+    way a busy cluster fails them, and which counts the requests sent and those whose outcome the sink
+    has waited for."""
 
     def __init__(self, session, failures):
         self._session, self._failures = session, failures
         self.sent = self.awaited = self.most_outstanding = 0
 
     def prepare(self, cql):
-        return self._session.prepare(cql)
+        return self._session.prepare(cql) if self._session else _Unprepared()
 
     def execute_async(self, statement):
         self.sent += 1
@@ -252,19 +241,43 @@ class FlakySession:
         if self._failures > 0:
             self._failures -= 1
             future = _FailedFuture(WriteTimeout("injected", write_type=WriteType.SIMPLE))
-        else:
+        elif self._session:
             future = self._session.execute_async(statement)
+        else:
+            future = concurrent.futures.Future()
+            future.set_result(None)
         return _Awaited(future, self)
+
+
+class _Unprepared:
+    def bind(self, values):
+        return values
+
+
+def writer(session, keyspace="ks", concurrency=4, max_batch_bytes=cassandra_sink.MAX_BATCH_BYTES,
+           throttled=None) -> cassandra_sink._Writer:
+    """The sink's engine on `session`, with short backoffs and no outage limit."""
+    return cassandra_sink._Writer(session, EnrollmentStatements(keyspace), consistency=ConsistencyLevel.LOCAL_QUORUM,
+                                  concurrency=concurrency, backoff=Backoff(0.01, 0.05),
+                                  max_batch_bytes=max_batch_bytes, outage=cassandra_sink._Outage("test", None),
+                                  throttled=throttled or Counted())
+
+
+def run_writer(engine, mutations) -> tuple[list, list]:
+    """(index, mutation) pairs through the engine, then a flush: (indices written, (index, detail) rejected)."""
+    outcomes = [outcome for i, mutation in enumerate(mutations) for outcome in engine.put(i, mutation)]
+    outcomes += engine.flush()
+    return (sorted(context for context, rejected in outcomes if rejected is None),
+            sorted(outcome for outcome in outcomes if outcome.rejected is not None))
 
 
 class FlakyWriteFn(cassandra_sink._WriteMutationsFn):
     """The sink on a FlakySession, after `refused` failed connection attempts (NoHostAvailable, as when
     Cassandra is down)."""
 
-    def __init__(self, keyspace, failures, concurrency=4, refused=0, max_outage=None,
-                 max_batch_bytes=cassandra_sink.MAX_BATCH_BYTES):
-        super().__init__(LOCAL_CASSANDRA, EnrollmentStatements(keyspace), "LOCAL_QUORUM", concurrency=concurrency,
-                         backoff=0.01, max_backoff=0.05, max_outage=max_outage, max_batch_bytes=max_batch_bytes)
+    def __init__(self, keyspace, failures, refused=0, max_outage=None):
+        super().__init__(LOCAL_CASSANDRA, EnrollmentStatements(keyspace), consistency="LOCAL_QUORUM", concurrency=4,
+                         backoff=0.01, max_backoff=0.05, max_outage=max_outage)
         self._failures, self._refused = failures, refused
 
     def _acquire_session(self):
@@ -280,7 +293,7 @@ def test_transient_failures_are_retried_until_they_land_never_dead_lettered(cass
     mutations = [upsert(program, f"u{i}", T0, program_name=f"n{i}") for i in range(10)]
     # 200 failures: each write fails ~20 times in a row, far past any fixed retry budget.
     totals = write(mutations, keyspace, fn=FlakyWriteFn(keyspace, failures=200, refused=3))
-    assert totals.pop("write_throttled_ms") > 0  # the refused connections' and the retries' backoff
+    assert totals.pop("write_throttled_ms") > 0  # the retries' backoff
     assert totals == {"rows_written": 10, "write_retries": 200}
     assert len(rows(cassandra_session, keyspace, program)) == 10
 
@@ -297,45 +310,34 @@ def test_an_outage_past_the_limit_fails_the_job_and_dead_letters_nothing(cassand
 
 
 def test_a_worker_starting_while_cassandra_is_unreachable_waits_then_gives_up_at_the_limit():
-    fn = cassandra_sink._WriteMutationsFn(CassandraConnection(("127.0.0.1",), 1), EnrollmentStatements("ks"), "ONE", 4,
-                                          backoff=0.1, max_backoff=0.2,
-                                          max_outage=1.5)  # nothing listens on port 1: refused at once
-    started = time.monotonic()
+    down = CassandraConnection(("127.0.0.1",), 1)  # nothing listens on port 1: refused at once
+    throttled, started = Counted(), time.monotonic()
     with pytest.raises(cassandra_sink.CassandraUnreachable,
                        match="more than --max-write-outage 1.5 s; connecting, no write sent yet"):
-        fn.setup()
+        cassandra_sink._connect_waiting(lambda: down.connect()[1], cassandra_sink._Outage("127.0.0.1:1", 1.5),
+                                        Backoff(0.1, 0.2), throttled)
     assert 1.5 <= time.monotonic() - started < 10
-    fn.teardown()
+    assert 1000 <= throttled.total <= (time.monotonic() - started) * 1000  # its waits, as throttled time
 
 
-@pytest.mark.services
-def test_in_flight_writes_are_bounded_and_a_bundle_ends_with_none_outstanding(test_schema, unique):
-    fn = FlakyWriteFn(test_schema["programs_keyspace"], failures=0, concurrency=3, max_batch_bytes=0)
-    fn.setup()
-    try:
-        session, written = fn._session, []
-        fn.start_bundle()
-        for i in range(20):
-            mutation = upsert(f"p-{unique}", f"u{i}", T0)
-            written += fn.process((i, mutation), windowed=WindowedValue((i, mutation), 0, [GlobalWindow()]))
-        written += fn.finish_bundle()
-    finally:
-        fn.teardown()
+def test_throttled_time_is_the_wall_time_some_write_waited_however_many_waited_together():
+    # 20 writes, each failing once at the same time: their backoffs overlap, and count once.
+    throttled, session = Counted(), FlakySession(None, failures=20)
+    engine = writer(session, concurrency=20, max_batch_bytes=0, throttled=throttled)
+    started = time.monotonic()
+    written, rejected = run_writer(engine, [upsert("p", f"u{i}", T0) for i in range(20)])
+    elapsed_ms = (time.monotonic() - started) * 1000
+    assert (written, rejected, session.sent) == (list(range(20)), [], 40)
+    assert 5 <= throttled.total <= elapsed_ms  # at least the shortest wait (half of 0.01 s), never more than elapsed
+
+
+def test_in_flight_writes_are_bounded_and_a_flush_ends_with_none_outstanding():
+    session = FlakySession(None, failures=0)
+    written, rejected = run_writer(writer(session, concurrency=3, max_batch_bytes=0),
+                                   [upsert("p", f"u{i}", T0) for i in range(20)])
     assert session.sent == session.awaited == 20
     assert session.most_outstanding == 3
-    assert sorted(w.value for w in written) == list(range(20))  # each context once, when written
-
-
-def run_fn(fn, mutations) -> tuple[list, list]:
-    """One bundle of (index, mutation) pairs through a set-up sink DoFn: (indices written, rejected)."""
-    outputs = []
-    fn.start_bundle()
-    for i, mutation in enumerate(mutations):
-        outputs += fn.process((i, mutation), windowed=WindowedValue((i, mutation), 0, [GlobalWindow()]))
-    outputs += fn.finish_bundle()
-    written = sorted(o.value for o in outputs if not isinstance(o, beam.pvalue.TaggedOutput))
-    rejected = sorted(o.value.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput))
-    return written, rejected
+    assert (written, rejected) == (list(range(20)), [])  # each context once, when written
 
 
 def test_value_bytes_counts_text_and_maps_and_a_little_for_the_rest():
@@ -347,15 +349,10 @@ def test_a_programs_mutations_go_as_batches_each_with_its_own_timestamp(cassandr
     keyspace, program = test_schema["programs_keyspace"], f"p-{unique}"
     mutations = [upsert(program, f"u{i}", T0 + i, program_name=f"n{i}") for i in range(60)]
     mutations += [upsert(f"other-{unique}", "u0", T0)]
-    fn = FlakyWriteFn(keyspace, failures=0, max_batch_bytes=400)
-    fn.setup()
-    try:
-        written, rejected = run_fn(fn, mutations)
-        sent = fn._session.sent
-    finally:
-        fn.teardown()
+    session = FlakySession(cassandra_session, failures=0)
+    written, rejected = run_writer(writer(session, keyspace, max_batch_bytes=400), mutations)
     assert (written, rejected) == (list(range(len(mutations))), [])
-    assert sent < len(mutations) / 3  # batches, each under 400 bytes of values
+    assert session.sent < len(mutations) / 3  # batches, each under 400 bytes of values
     found = rows(cassandra_session, keyspace, program)
     assert {user: (r.program_name, r.stamp) for user, r in found.items()} == {
         f"u{i}": (f"n{i}", T0 + i) for i in range(60)}
@@ -366,11 +363,6 @@ def test_a_batch_cassandra_rejects_is_sent_again_statement_by_statement(cassandr
     keyspace, program = test_schema["programs_keyspace"], f"p-{unique}"
     mutations = [upsert(program, f"u{i}", T0) for i in range(5)]
     mutations.insert(2, upsert(program, "u" * 70_000, T0))  # one bad clustering key inside the batch
-    fn = FlakyWriteFn(keyspace, failures=0, max_batch_bytes=1 << 20)
-    fn.setup()
-    try:
-        written, rejected = run_fn(fn, mutations)
-    finally:
-        fn.teardown()
+    written, rejected = run_writer(writer(cassandra_session, keyspace, max_batch_bytes=1 << 20), mutations)
     assert written == [0, 1, 3, 4, 5] and rejected == [(2, "InvalidRequest after 1 attempt(s)")]
     assert set(rows(cassandra_session, keyspace, program)) == {f"u{i}" for i in range(5)}
