@@ -15,6 +15,7 @@ waits out its time limit on the short ones, and it cannot stop at an end offset.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import re
 import time
@@ -34,12 +35,19 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.timestamp import Timestamp
 
+from programusers.io.backoff import Backoff, count_wait
+
 METRICS_NAMESPACE = "programusers.kafka"
 IDLE_LIMIT_SECONDS = 60.0  # a range that gives nothing for this long below its end fails its read
 PROBE_SECONDS = 10.0
 REPORT_EVERY_SECONDS = 60.0
 COORDINATOR_WAIT_SECONDS = 60.0  # how long a group's coordinator may be busy before asking it fails
+_COORDINATOR_BACKOFF = Backoff(0.1, 2.0)
 _LOG = logging.getLogger(__name__)
+# Time spent waiting on Kafka inside a DoFn (a Beam counter counts on a bundle's thread only, nothing
+# elsewhere, e.g. where a pipeline is planned).
+_GROUP_THROTTLED = Metrics.counter(METRICS_NAMESPACE, "kafka_group_throttled_ms")  # a busy coordinator
+_PRODUCE_THROTTLED = Metrics.counter(METRICS_NAMESPACE, "kafka_produce_throttled_ms")  # a full producer queue
 
 __all__ = ["CommitOffsets", "KafkaClientConfig", "KafkaRecord", "OffsetRange", "ReadOffsetRanges", "ReadRecords",
            "WriteAcknowledged", "advance", "ask_the_group", "plan_offset_ranges", "read_from_kafka", "read_properties",
@@ -149,8 +157,15 @@ def read_from_kafka(client: KafkaClientConfig, topics: list[str], expansion_serv
     """KafkaIO: reads (key, value) byte pairs, or rows with topic/partition/offset when `with_metadata`,
     from the group's committed offsets, else the earliest. It never commits (see CommitOffsets).
 
-    `max_records`/`max_read_time` (seconds) make the read bounded, but not exact: KafkaIO shares the
-    count evenly among partitions and waits out the time on the short ones (ReadOffsetRanges is exact).
+    Args:
+      client: the brokers and client properties.
+      topics: the topics to read.
+      expansion_service: the address of the Java expansion service that runs KafkaIO.
+      group_id: the consumer group whose committed offsets reading starts from; None: the earliest.
+      max_records: stop after about this many records (bounded, but not exact: KafkaIO shares the count
+        evenly among partitions; ReadOffsetRanges is exact).
+      max_read_time: stop after this many seconds (bounded; KafkaIO waits it out on short partitions).
+      with_metadata: rows with topic, partition, offset and timestamp instead of (key, value) pairs.
     """
     # read_committed, as the Python clients read: records of aborted transactions are never delivered.
     config = client.java(**{"auto.offset.reset": "earliest", "enable.auto.commit": "false",
@@ -163,14 +178,21 @@ def read_from_kafka(client: KafkaClientConfig, topics: list[str], expansion_serv
 
 
 class ReadRecords(beam.PTransform):
-    """Reads `KafkaRecord`s from `topics`, unbounded, with Beam's KafkaIO; takes `read_from_kafka`'s
-    arguments."""
+    """Reads `KafkaRecord`s from `topics` with Beam's KafkaIO (unbounded unless `read_options` bound it).
+
+    Args:
+      client: the brokers and client properties.
+      topics: the topics to read.
+      expansion_service: the address of the Java expansion service that runs KafkaIO.
+      **read_options: `read_from_kafka`'s keyword arguments (group_id, max_records, max_read_time).
+    """
 
     def __init__(self, client: KafkaClientConfig, topics: list[str], expansion_service: str, **read_options):
         super().__init__()
         self._read = read_from_kafka(client, topics, expansion_service, with_metadata=True, **read_options)
         self._display = {"bootstrap": client.bootstrap, "topics": ",".join(topics),
-                         "expansion_service": expansion_service}
+                         "expansion_service": expansion_service,
+                         **{name: value for name, value in read_options.items() if value is not None}}
 
     def display_data(self):
         return self._display
@@ -183,21 +205,23 @@ class ReadRecords(beam.PTransform):
 
 def ask_the_group(call: Callable, *args, **kwargs):
     """`call(*args, **kwargs)`, asked again while the group's coordinator is moving or still loading,
-    as it is on a broker started moments ago, for up to COORDINATOR_WAIT_SECONDS."""
+    as it is on a broker started moments ago, for up to COORDINATOR_WAIT_SECONDS (waits of 0.1 s
+    doubling to 2 s, with Backoff's jitter; counted as kafka_group_throttled_ms in a DoFn)."""
     from confluent_kafka import KafkaError, KafkaException
 
     busy = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
             KafkaError.COORDINATOR_NOT_AVAILABLE}
-    deadline, pause = time.monotonic() + COORDINATOR_WAIT_SECONDS, 0.1
-    while True:
+    deadline = time.monotonic() + COORDINATOR_WAIT_SECONDS
+    for attempt in itertools.count(1):
         try:
             return call(*args, **kwargs)
         except KafkaException as error:
+            pause = _COORDINATOR_BACKOFF.seconds(attempt)
             if error.args[0].code() not in busy or time.monotonic() + pause > deadline:
                 raise
             _LOG.info("Kafka group coordinator busy (%s); asking again", error.args[0].name())
             time.sleep(pause)
-            pause = min(2 * pause, 2.0)
+            count_wait(_GROUP_THROTTLED, pause)
 
 
 def _consumer(client: KafkaClientConfig, group_id: str, **extra):
@@ -331,10 +355,17 @@ class _ReadRangeFn(beam.DoFn):
 
 
 class ReadOffsetRanges(beam.PTransform):
-    """Reads the `KafkaRecord`s of `ranges` (see `plan_offset_ranges`), in pieces of at most `split`
-    records spread over the workers. `deadline` (epoch seconds): stop reading then, wherever the ranges
-    are; the records read so far go on as usual, and counter `ranges_unfinished` counts the pieces cut
-    short."""
+    """Reads exactly the `KafkaRecord`s of `ranges` (see `plan_offset_ranges`), in pieces spread over the
+    workers, with the Python client (read_committed). A piece fails when Kafka gives nothing for
+    IDLE_LIMIT_SECONDS below its end, or when its offsets are gone (retention).
+
+    Args:
+      client: the brokers and client properties.
+      ranges: the offset ranges to read.
+      deadline: when to stop reading (epoch seconds), wherever the ranges are; the records read so far go
+        on as usual, and counter `ranges_unfinished` counts the pieces cut short. None: read them all.
+      split: the most records in one piece.
+    """
 
     def __init__(self, client: KafkaClientConfig, ranges: Sequence[OffsetRange], *, deadline: float | None = None,
                  split: int = 50_000):
@@ -349,14 +380,14 @@ class ReadOffsetRanges(beam.PTransform):
 
     def display_data(self):
         return {"bootstrap": self._client.bootstrap, "records": sum(r.size for r in self._ranges),
-                "partitions": len(self._ranges)}
+                "partitions": len(self._ranges), "deadline": str(self._deadline), "split": self._split}
 
 
 class _WriteAcknowledgedFn(beam.DoFn):
     """Produces (context, key, value) triples with acks=all and idempotence; outputs each context once
-    Kafka has acknowledged its record. While Kafka is away the bundle waits: librdkafka retries
-    without a time limit (message.timeout.ms 0), and the outage is logged about once a minute; past
-    `max_outage` seconds (bounded runs) the bundle fails instead."""
+    Kafka has acknowledged its record. While Kafka is away the bundle waits: librdkafka retries (with
+    its own backoff) without a time limit (message.timeout.ms 0), and the outage is logged about once a
+    minute; past `max_outage` seconds (bounded runs) the bundle fails instead."""
 
     def __init__(self, client: KafkaClientConfig, topic: str, max_outage: float | None):
         self._client, self._topic, self._max_outage = client, topic, max_outage
@@ -381,7 +412,9 @@ class _WriteAcknowledgedFn(beam.DoFn):
                 self._producer.produce(self._topic, key=key, value=value, on_delivery=on_delivery)
                 break
             except BufferError:  # the local queue is full: wait for acknowledgements
+                started = time.monotonic()
                 self._producer.poll(0.5)
+                count_wait(_PRODUCE_THROTTLED, time.monotonic() - started)
         self._producer.poll(0)
         yield from self._settled()
 
@@ -409,8 +442,15 @@ class _WriteAcknowledgedFn(beam.DoFn):
 
 class WriteAcknowledged(beam.PTransform):
     """Writes (context, key, value) triples to `topic`; returns each context once Kafka acknowledged its
-    record (acks=all), so that a caller may count the record as delivered. A bundle waits for Kafka for
-    as long as it takes, or fails after `max_outage` seconds."""
+    record (acks=all, idempotent), so that a caller may count the record as delivered. A bundle waits for
+    Kafka for as long as it takes, or fails after `max_outage` seconds; a record Kafka refuses (e.g. too
+    large) fails it. Counter `kafka_produce_throttled_ms`: time spent waiting on a full producer queue.
+
+    Args:
+      client: the brokers and client properties.
+      topic: the topic to write.
+      max_outage: seconds a bundle waits for Kafka's acknowledgements before it fails; None: for ever.
+    """
 
     def __init__(self, client: KafkaClientConfig, topic: str, *, max_outage: float | None = None):
         super().__init__()
@@ -420,7 +460,7 @@ class WriteAcknowledged(beam.PTransform):
         return records | "Produce" >> beam.ParDo(_WriteAcknowledgedFn(self._client, self._topic, self._max_outage))
 
     def display_data(self):
-        return {"bootstrap": self._client.bootstrap, "topic": self._topic}
+        return {"bootstrap": self._client.bootstrap, "topic": self._topic, "max_outage": str(self._max_outage)}
 
 
 Run = tuple[int, int]  # offsets [start, end) of one partition, all done
@@ -473,6 +513,54 @@ class _RunsFn(beam.DoFn):
                 yield GlobalWindows.windowed_value((key, run))
 
 
+class _GroupOffsets:
+    """What the committer asks Kafka, through one consumer of `group_id`: a plain object _CommitFn owns
+    (made in setup, closed in teardown)."""
+
+    def __init__(self, client: KafkaClientConfig, group_id: str):
+        self._consumer = _consumer(client, group_id)
+
+    def where_the_group_stands(self, topic: str, partition: int) -> int:
+        from confluent_kafka import TopicPartition
+
+        low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+        [found] = ask_the_group(self._consumer.committed, [TopicPartition(topic, partition)], timeout=30)
+        return _start_at(found.offset, low, high)
+
+    def commit(self, topic: str, partition: int, offset: int) -> None:
+        from confluent_kafka import TopicPartition
+
+        ask_the_group(self._consumer.commit, offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
+
+    def is_gap(self, topic: str, partition: int, position: int, until: int) -> bool:
+        """Whether the first record at or after `position` lies at `until` or later; no when Kafka cannot say."""
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+        try:
+            self._consumer.assign([TopicPartition(topic, partition, position)])
+        except KafkaException:
+            return False
+        try:
+            deadline = time.monotonic() + PROBE_SECONDS
+            while time.monotonic() < deadline:
+                message = self._consumer.poll(1.0)
+                if message is None:
+                    continue
+                if not message.error() or message.error().code() == KafkaError._PARTITION_EOF:
+                    return message.offset() >= until
+            return False
+        finally:
+            self._consumer.unassign()
+
+    def end_offset(self, topic: str, partition: int) -> int:
+        from confluent_kafka import TopicPartition
+
+        return self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)[1]
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
 class _CommitFn(beam.DoFn):
     """Keyed by (topic, partition): the watermark of done records, committed to the group. Streaming, a
     processing-time timer flushes every `every` seconds and reports the lag once a minute; bounded,
@@ -484,13 +572,13 @@ class _CommitFn(beam.DoFn):
     FLUSH = TimerSpec("flush", TimeDomain.REAL_TIME)
     FINAL = TimerSpec("final", TimeDomain.WATERMARK)
 
-    def __init__(self, client: KafkaClientConfig, group_id: str, starts: dict[tuple[str, int], int], every: float,
-                 streaming: bool):
+    def __init__(self, client: KafkaClientConfig, group_id: str, starts: dict[tuple[str, int], int], *,
+                 every: float, streaming: bool):
         self._client, self._group_id, self._starts = client, group_id, starts
         self._every, self._streaming = every, streaming
 
     def setup(self):
-        self._consumer = _consumer(self._client, self._group_id)
+        self._offsets = _GroupOffsets(self._client, self._group_id)
         self._commits = Metrics.counter(METRICS_NAMESPACE, "offset_commits")
 
     def process(self, element, runs=beam.DoFn.StateParam(RUNS), flush=beam.DoFn.TimerParam(FLUSH),
@@ -517,17 +605,17 @@ class _CommitFn(beam.DoFn):
               committed=beam.DoFn.StateParam(COMMITTED), runs=beam.DoFn.StateParam(RUNS)):
         self._flush(key, position, committed, runs, final=True)
 
-    def _flush(self, key, position_state, committed_state, runs_state, final: bool):
+    def _flush(self, key, position_state, committed_state, runs_state, *, final: bool):
         from confluent_kafka import KafkaException
 
         topic, partition = key
         before = position_state.read()
         if before is None:  # where reading started, or where the group stands now if another run moved it on
-            before = max(self._starts.get(key, -1), self._where_the_group_stands(topic, partition))
+            before = max(self._starts.get(key, -1), self._offsets.where_the_group_stands(topic, partition))
         runs = list(runs_state.read())
         position, left = advance(before, runs)
         if left and (final or position == before):  # stuck: maybe on offsets that hold no record
-            position, left = advance(position, left, functools.partial(self._is_gap, topic, partition))
+            position, left = advance(position, left, functools.partial(self._offsets.is_gap, topic, partition))
         runs_state.clear()
         for run in left:
             runs_state.add(run)
@@ -535,7 +623,7 @@ class _CommitFn(beam.DoFn):
         committed = committed_state.read()
         if position != committed:
             try:
-                self._commit(topic, partition, position)
+                self._offsets.commit(topic, partition, position)
             except KafkaException as error:
                 if final or not error.args[0].retriable():  # no later flush, or none would help
                     raise RuntimeError(f"committing {topic}[{partition}] at {position} failed: "
@@ -547,44 +635,12 @@ class _CommitFn(beam.DoFn):
             self._commits.inc()
         committed_state.write(committed)
 
-    def _where_the_group_stands(self, topic: str, partition: int) -> int:
-        from confluent_kafka import TopicPartition
-
-        low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
-        [found] = ask_the_group(self._consumer.committed, [TopicPartition(topic, partition)], timeout=30)
-        return _start_at(found.offset, low, high)
-
-    def _commit(self, topic: str, partition: int, offset: int) -> None:
-        from confluent_kafka import TopicPartition
-
-        ask_the_group(self._consumer.commit, offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
-
-    def _is_gap(self, topic: str, partition: int, position: int, until: int) -> bool:
-        """Whether the first record at or after `position` lies at `until` or later; no when Kafka cannot say."""
-        from confluent_kafka import KafkaError, KafkaException, TopicPartition
-
-        try:
-            self._consumer.assign([TopicPartition(topic, partition, position)])
-        except KafkaException:
-            return False
-        try:
-            deadline = time.monotonic() + PROBE_SECONDS
-            while time.monotonic() < deadline:
-                message = self._consumer.poll(1.0)
-                if message is None:
-                    continue
-                if not message.error() or message.error().code() == KafkaError._PARTITION_EOF:
-                    return message.offset() >= until
-            return False
-        finally:
-            self._consumer.unassign()
-
     def _report_lag(self, key, committed: int | None) -> None:
-        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka import KafkaException
 
         topic, partition = key
         try:
-            _, end = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+            end = self._offsets.end_offset(topic, partition)
         except KafkaException as error:  # a report is worth no failed bundle: the next one will tell
             _LOG.warning("Kafka lag of %s[%d]: %s", topic, partition, error.args[0].name())
             return
@@ -595,26 +651,35 @@ class _CommitFn(beam.DoFn):
                   end - committed, end, committed)
 
     def teardown(self):
-        self._consumer.close()
+        self._offsets.close()
 
 
 class CommitOffsets(beam.PTransform):
     """Commits to `group_id`, per partition, the offset below which every record has come in: a
     contiguous watermark, so a record still on its way holds back every later one of its partition.
+    Offsets that hold no record (compacted away, transaction markers) do not hold it: Kafka is asked.
 
     Input: the `KafkaRecord`s (or anything with topic, partition and offset) the pipeline is done with,
-    in any order. `starts`: where the reading of each (topic, partition) started (a partition not
-    named: where the group stands); each is committed at the first flush. Streaming, the watermark is
-    committed every `every` seconds and each partition's lag is logged once a minute (also gauges
-    `<topic>[<p>].records_behind`); bounded, once at the end of the input."""
+    in any order.
+
+    Args:
+      client: the brokers and client properties.
+      group_id: the consumer group to commit to.
+      starts: where the reading of each (topic, partition) started (a partition not named: where the
+        group stands); each is committed at the first flush.
+      streaming: commit the watermark every `every` seconds and log each partition's lag once a minute
+        (also gauges `<topic>[<p>].records_behind`); else once, at the end of the input.
+      every: seconds between commits when streaming.
+    """
 
     def __init__(self, client: KafkaClientConfig, group_id: str, starts: dict[tuple[str, int], int], *,
                  streaming: bool, every: float = 5.0):
         super().__init__()
         if every <= 0:
             raise ValueError("every must be positive")
-        self._fn = _CommitFn(client, group_id, dict(starts), every, streaming)
-        self._starts, self._group_id, self._every = dict(starts), group_id, every
+        self._fn = _CommitFn(client, group_id, dict(starts), every=every, streaming=streaming)
+        self._client, self._starts, self._group_id, self._every = client, dict(starts), group_id, every
+        self._streaming = streaming
 
     def expand(self, done):
         # Every planned partition gets a key, so its lag is reported even when it receives nothing.
@@ -627,4 +692,5 @@ class CommitOffsets(beam.PTransform):
                 | "Commit" >> beam.ParDo(self._fn).with_input_types(keyed_runs))
 
     def display_data(self):
-        return {"group_id": self._group_id, "every_seconds": self._every}
+        return {"bootstrap": self._client.bootstrap, "group_id": self._group_id, "partitions": len(self._starts),
+                "streaming": self._streaming, "every_seconds": self._every}

@@ -86,7 +86,8 @@ def test_a_busy_group_coordinator_is_asked_again_and_other_errors_are_not(monkey
     # A broker started moments ago answers NOT_COORDINATOR until its offsets topic is loaded (seen in CI).
     from confluent_kafka import KafkaError, KafkaException
 
-    monkeypatch.setattr(kafka.time, "sleep", lambda seconds: None)
+    pauses = []
+    monkeypatch.setattr(kafka.time, "sleep", pauses.append)
     answers = [KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, None]
     asked = []
 
@@ -99,6 +100,7 @@ def test_a_busy_group_coordinator_is_asked_again_and_other_errors_are_not(monkey
 
     assert ask_the_group(committed, ["p0"], timeout=30) == ["offsets"]
     assert len(asked) == 3
+    assert 0.05 <= pauses[0] < 0.1 and 0.1 <= pauses[1] < 0.2  # doubling, the second half of each step random
 
     def refused(partitions, timeout):
         asked.append(partitions)

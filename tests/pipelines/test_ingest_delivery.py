@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 
-import apache_beam as beam
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from ingest_cases import (
@@ -30,8 +29,8 @@ from ingest_cases import (
     stored,
 )
 
-from programusers import cli, runners, settings
-from programusers.io.kafka import CommitOffsets, KafkaClientConfig, KafkaRecord, _CommitFn, ask_the_group
+from programusers import cli, settings
+from programusers.io.kafka import ask_the_group
 
 pytestmark = pytest.mark.services
 EVENTS = 20_000
@@ -268,12 +267,6 @@ def test_transaction_markers_do_not_hold_the_committed_offset(cassandra_session,
     code, log, _ = in_process(argv, caplog)
     assert (code, events_read(log)) == (0, 15)
     assert committed_offsets(raw, group) == [17]  # past the markers between records; the last one waits
-    probe = _CommitFn(KafkaClientConfig(settings.KAFKA_BOOTSTRAP), group, {}, 5.0, streaming=False)
-    probe.setup()
-    try:  # Kafka's own answer: no record at the marker's offset 5, a record at 4
-        assert probe._is_gap(raw, 0, 5, 6) and not probe._is_gap(raw, 0, 4, 6)
-    finally:
-        probe.teardown()
     assert rows_of(cassandra_session, keyspace, program) == expected_rows(good)
     code, log, _ = in_process(argv, caplog)
     assert (code, events_read(log)) == (0, 0)
@@ -311,21 +304,3 @@ def test_a_backfill_of_a_time_window_leaves_the_groups_offsets_where_they_were(c
     assert (code, events_read(log)) == (0, 2) and "it commits no offset" in log
     assert committed_offsets(raw, group) == [2]
     assert set(rows_of(cassandra_session, keyspace, program)) == {(program, f"u{i}") for i in (0, 1, 3, 4)}
-
-
-def test_the_committed_offset_stops_at_the_first_record_not_done(unique):
-    topic, group = f"test.commit.{unique}.raw", f"test.commit.{unique}"
-    create_topic(topic, 1)
-    produce(topic, [(b"k", b"v")] * 10)
-    client = KafkaClientConfig(settings.KAFKA_BOOTSTRAP)
-
-    def commit(done_offsets):
-        pipeline = beam.Pipeline(options=runners.pipeline_options("DirectRunner"))
-        _ = (pipeline
-             | beam.Create([KafkaRecord(topic, 0, offset, 0, None, b"v") for offset in done_offsets])
-             | CommitOffsets(client, group, {(topic, 0): 0}, streaming=False))
-        pipeline.run().wait_until_finish()
-        return committed_offsets(topic, group)
-
-    assert commit([0, 1, 2, 3, 5, 6, 7, 8, 9]) == [4]  # offset 4 holds a record, still on its way
-    assert commit(range(4, 10)) == [10]  # a later run, from where the group stands
