@@ -25,6 +25,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 
 import apache_beam as beam
+from apache_beam.transforms.display import HasDisplayData
 from apache_beam.utils import shared
 from cassandra import AuthenticationFailed
 from cassandra.auth import PlainTextAuthProvider
@@ -175,11 +176,18 @@ def _acquire(handle: shared.Shared, connection: CassandraConnection) -> _SharedS
 
 class SessionDoFn(beam.DoFn):
     """A DoFn with the worker process's shared session for `connection`, acquired in setup() (where
-    subclasses then prepare their statements)."""
+    subclasses then prepare their statements).
+
+    Args:
+      connection: where the cluster is and how to log in.
+    """
 
     def __init__(self, connection: CassandraConnection):
         self._connection = connection
         self._shared = _handle(connection)
+
+    def display_data(self):
+        return {"cassandra": self._connection.describe()}
 
     def setup(self):
         self._session = self._acquire_session()
@@ -281,14 +289,20 @@ class ReadAllFromCassandra(beam.PTransform):
         return {"cassandra": self._connection.describe(), "fetch_size": self._fetch_size}
 
 
-class CassandraLookupHandler:
-    """A lookup handler (io/lookups.py): a batch of keys -> {key: its rows of `cql`} for the keys with rows.
+class CassandraLookupHandler(HasDisplayData):
+    """A lookup handler (io/lookups.py): a batch of keys -> {key: its rows of `cql`} for the keys with rows,
+    each row a tuple of plain values without the key. Uses the worker process's shared session.
 
-    `cql` selects the key column first and restricts it with `key IN ?`: one query reads `keys_per_query`
-    (small) partitions, `concurrency` queries in flight; the rows come as tuples of plain values, the key
-    left out. Measured here: 50 keys a query read user_consent 12x faster than one query per key, whose
-    round trip costs more than the read. The coordinator fans an IN out to the keys' replicas, so keep it
-    to tens of keys; 1 gives one query per key. Uses the worker process's shared session."""
+    Measured here: 50 keys a query read user_consent 12x faster than one query per key, whose round trip
+    costs more than the read. The coordinator fans an IN out to the keys' replicas, so keep it to tens of
+    keys.
+
+    Args:
+      connection: where the cluster is and how to log in.
+      cql: a query selecting the key column first and restricting it with `key IN ?`.
+      keys_per_query: the keys (small partitions) one query reads; 1 gives one query per key.
+      concurrency: queries in flight.
+    """
 
     def __init__(self, connection: CassandraConnection, cql: str, keys_per_query: int = 50, concurrency: int = 16):
         self._connection, self._cql = connection, cql
@@ -316,6 +330,10 @@ class CassandraLookupHandler:
 
     def __exit__(self, *exc_info) -> None:
         self._holder = None  # the last user to let go shuts the cluster down
+
+    def display_data(self):
+        return {"cassandra": self._connection.describe(), "cql": self._cql, "keys_per_query": self._keys_per_query,
+                "concurrency": self._concurrency}
 
     def __getstate__(self):
         return {**self.__dict__, "_holder": None, "_query": None, "_plain": None}

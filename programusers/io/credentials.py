@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__all__ = ["read_secret"]
+
 
 def read_secret(path: str | None, env_name: str) -> str | None:
     """A secret from a file (a mounted Kubernetes Secret; a final line break is no part of it), else from

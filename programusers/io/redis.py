@@ -10,18 +10,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis
-from redis.backoff import ExponentialBackoff
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.display import HasDisplayData
+from redis.backoff import EqualJitterBackoff
 from redis.retry import Retry
 
+from programusers.io.backoff import count_wait
 from programusers.io.credentials import read_secret
 
 __all__ = ["RedisConnection", "RedisHashHandler", "Unavailable"]
 
 Unavailable = redis.RedisError
 PASSWORD_ENV = "PROGRAMUSERS_REDIS_PASSWORD"
-# A read that hits a restart or a dropped connection is tried again: 0.25, 0.5, 1, 2, 4 s apart (about 8 s
-# in all), then the error goes up and the caller decides (the exhaust waits for the cache, bounded).
+# A read that hits a restart or a dropped connection is tried again after steps of 0.5, 1, 2, 4 and 4 s,
+# each wait its step's second half random (io/backoff.py's rule: 5.75 to 11.5 s in all), then the error
+# goes up and the caller decides (the exhaust waits for the cache, bounded).
 READ_RETRIES = 5
+METRICS_NAMESPACE = "programusers.redis"
+# A Beam counter counts on a bundle's thread only: a client used on a thread of its own counts nothing.
+_THROTTLED = Metrics.counter(METRICS_NAMESPACE, "redis_throttled_ms")
+
+
+class _CountedBackoff(EqualJitterBackoff):
+    """redis-py's jittered backoff, each wait it gives (the client sleeps it next) counted as throttled."""
+
+    def compute(self, failures: int) -> float:
+        seconds = super().compute(failures)
+        count_wait(_THROTTLED, seconds)
+        return seconds
 
 
 @dataclass(frozen=True)
@@ -42,7 +58,7 @@ class RedisConnection:
                            password=read_secret(self.password_file, PASSWORD_ENV),
                            ssl=self.tls or bool(self.tls_ca), ssl_ca_certs=self.tls_ca,
                            decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout,
-                           retry=Retry(ExponentialBackoff(cap=4.0, base=0.25), retries),
+                           retry=Retry(_CountedBackoff(cap=4.0, base=0.25), retries),
                            retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
     def ping(self) -> None:
@@ -55,14 +71,24 @@ class RedisConnection:
         return f"{self.host}:{self.port}/{self.db}{' (TLS)' if self.tls or self.tls_ca else ''}"
 
 
-class RedisHashHandler:
-    """A lookup handler: a batch of ids -> {id: {field: value}} for the hashes found at `key_prefix` + id
-    (HMGET of `fields` only, in one pipelined round trip, no transaction: plain reads). Transient errors
-    are retried by the client (READ_RETRIES)."""
+class RedisHashHandler(HasDisplayData):
+    """A lookup handler (io/lookups.py): a batch of ids -> {id: {field: value}} for the hashes found at
+    `key_prefix` + id (HMGET of `fields` only, in one pipelined round trip, no transaction: plain reads).
+    A missing hash, or one without any of the fields, is left out. Transient errors are retried by the
+    client (READ_RETRIES, counted as redis_throttled_ms).
+
+    Args:
+      connection: where the Redis is and how to log in.
+      key_prefix: what precedes an id in its hash's key.
+      fields: the fields to read.
+    """
 
     def __init__(self, connection: RedisConnection, key_prefix: str, fields: tuple[str, ...]):
         self._connection, self._key_prefix, self._fields = connection, key_prefix, tuple(fields)
         self._client = None
+
+    def display_data(self):
+        return {"redis": self._connection.describe(), "key_prefix": self._key_prefix, "fields": ",".join(self._fields)}
 
     def __enter__(self) -> RedisHashHandler:
         self._client = self._connection.client()
