@@ -18,7 +18,7 @@ end. `--keep` keeps them and `--reuse` skips loading a size kept by an earlier r
 Per runner (DirectRunner in process, DirectRunner with 2 worker processes, PrismRunner with the SDK worker in
 this process (LOOPBACK), PrismRunner handing the bundles to a Python SDK worker pool started for the run
 (EXTERNAL, programusers/local/worker_pool.py)): the pipeline
-(`programusers.pipelines.exhaust.run`) wall time, then `shards.merge_shards` into a CSV and into an AES zip,
+(`programusers.pipelines.exhaust.run` to its end) wall time, then `merge.merge_shards` into a CSV and into an AES zip,
 rows/s and the peak RSS of every process involved. Then each stage alone on the same data, with the
 project's own DoFns and functions: read, consent lookups, user cache, decrypt, record building, sort +
 shard write. Results: bench/results/exhaust.json and Markdown tables.
@@ -46,6 +46,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from functools import partial
 
 import redis as redis_lib
 from cassandra import InvalidRequest
@@ -56,12 +57,20 @@ import common
 from programusers import events, filters, metrics, records, runners, schema, settings
 from programusers.crypto import SALT_ENV_VAR, PlatformCipher
 from programusers.io import cassandra, cassandra_sink, files, redis
-from programusers.local.sample_data import ORGS, _consent, _event, _hex_id, _profile, _uuid, load_profiles
+from programusers.local.sample_data import (
+    ORGS,
+    consent_row,
+    enrollment_event,
+    hex_id,
+    load_profiles,
+    random_uuid,
+    user_profile,
+)
 from programusers.local.worker_pool import WorkerPool
 from programusers.model_config import default_model_config
 from programusers.pipelines import exhaust
-from programusers.report import job_request, shards
-from programusers.transforms import enrollments, program_reads
+from programusers.report import job_request, merge
+from programusers.transforms import enrollments, program_reads, shards
 
 KEYSPACE_PREFIX, REDIS_DB = "bench_exhaust", 13
 SALT = "bench-salt"
@@ -146,7 +155,7 @@ class _Loader:
         if consents and self._consent is None:
             columns = tuple(consents[0])  # every column of sample_data's consent rows
             self._consent = (columns, self._session.prepare(
-                f"INSERT INTO {self._keyspace}.user_consent ({', '.join(columns)}) "
+                f"INSERT INTO {self._keyspace}.{schema.CONSENT_TABLE} ({', '.join(columns)}) "
                 f"VALUES ({', '.join('?' * len(columns))})"))
         if consents:
             columns, statement = self._consent
@@ -156,7 +165,7 @@ class _Loader:
 
 
 def program_of(size: int, seed: int) -> dict:
-    return {"id": _hex_id(random.Random(seed)), "externalId": f"PGM-BENCH-{size}", "name": "Bench Mission",
+    return {"id": hex_id(random.Random(seed)), "externalId": f"PGM-BENCH-{size}", "name": "Bench Mission",
             "pii": True}
 
 
@@ -173,10 +182,10 @@ def load(session, client, size: int, seed: int) -> dict:
     rng, cipher = random.Random(seed), PlatformCipher(SALT)
     program = program_of(size, seed)
     rng.getrandbits(96)  # the program id program_of drew
-    other_program = _hex_id(rng)
+    other_program = hex_id(rng)
     schema.init_cassandra(session, space, space, settings.REPLICATION)
     session.execute(f"CREATE TABLE IF NOT EXISTS {space}.loaded (size int PRIMARY KEY, program_id text)")
-    for table in ("program_enrollment", "user_consent", "loaded"):
+    for table in (schema.ENROLLMENT_TABLE, schema.CONSENT_TABLE, "loaded"):
         session.execute(f"TRUNCATE {space}.{table}", timeout=120)
     client.delete(_loaded_key(size))
     loader, timings = _Loader(session, client, space), {"generate_s": 0.0, "write_s": 0.0}
@@ -184,15 +193,15 @@ def load(session, client, size: int, seed: int) -> dict:
         mutations, consents, profiles = [], [], {}
         generating = time.perf_counter()
         for n in range(start, min(start + CHUNK, size)):
-            user_id, org = _uuid(rng), rng.choice(ORGS)
-            mutations.append(events.event_to_mutation(_event(rng, program, user_id, org), 0))
+            user_id, org = random_uuid(rng), rng.choice(ORGS)
+            mutations.append(events.event_to_mutation(enrollment_event(rng, program, user_id, org), 0))
             if n % 2 == 0:
-                consents.append(_consent(rng, user_id, program["id"], org[0], "ACTIVE"))
+                consents.append(consent_row(rng, user_id, program["id"], org[0], "ACTIVE"))
             elif n % 4 == 1:
-                consents.append(_consent(rng, user_id, program["id"], org[0], "REVOKED"))
+                consents.append(consent_row(rng, user_id, program["id"], org[0], "REVOKED"))
             if n % 10 == 0:
-                consents.append(_consent(rng, user_id, other_program, org[0], "ACTIVE"))
-            profiles[user_id] = _profile(rng, user_id, cipher)
+                consents.append(consent_row(rng, user_id, other_program, org[0], "ACTIVE"))
+            profiles[user_id] = user_profile(rng, user_id, cipher)
         writing = time.perf_counter()
         loader.write(mutations, consents, profiles)
         timings["generate_s"] += writing - generating
@@ -230,10 +239,10 @@ def load_in_child(size: int, seed: int) -> dict:
         cluster.shutdown()
 
 
-def stores(size: int) -> exhaust.ReportSources:
+def sources(size: int) -> exhaust.ReportSources:
     return exhaust.ReportSources(cassandra=common.LOCAL_CASSANDRA, programs_keyspace=keyspace(size),
-                          consent_keyspace=keyspace(size),
-                          redis=redis.RedisConnection(settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB))
+                                 consent_keyspace=keyspace(size),
+                                 redis=redis.RedisConnection(settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB))
 
 
 def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -> dict:
@@ -248,13 +257,13 @@ def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -
             options = runners.pipeline_options(runner, extra + pool.enter_context(
                 WorkerPool(os.path.join(out_dir, "worker-pool.log"))).pipeline_args())
         with common.timed(result, "pipeline_s"):
-            asks = exhaust.program_asks(request, stores(size), options)
-            outcome = exhaust.run(options, request=request, config=config, stores=stores(size), staging_dir=staging_dir,
-                                  program_asks=asks)
+            asks = exhaust.program_asks(request, sources(size), options)
+            outcome = runners.run_and_wait(partial(exhaust.run, options, request=request, config=config,
+                                                   sources=sources(size), staging_dir=staging_dir, program_asks=asks))
         with common.timed(result, "merge_csv_s"):
-            shards.merge_shards(staging_dir, os.path.join(out_dir, "report.csv"), now)
+            merge.merge_shards(staging_dir, os.path.join(out_dir, "report.csv"), when=now)
         with common.timed(result, "merge_zip_s"):
-            shards.merge_shards(staging_dir, os.path.join(out_dir, "report.zip"), now, "bench-password",
+            merge.merge_shards(staging_dir, os.path.join(out_dir, "report.zip"), when=now, password="bench-password",
                                member="report.csv")
     files.remove_dir(staging_dir)
     result["total_s"] = round(result["pipeline_s"] + result["merge_zip_s"], 3)
@@ -377,8 +386,9 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
     timings["decrypted_values"] = len(secrets)
 
     def build():
-        return [records.build_record(config, row, consents.get(row["user_id"]), profiles.get(row["user_id"]),
-                                     cipher, config.tz)[0] for row in rows]
+        return [records.build_record(config, row, consent=consents.get(row["user_id"]),
+                                     profile=profiles.get(row["user_id"]), cipher=cipher, tz=config.tz)[0]
+                for row in rows]
 
     with common.timed(timings, "build_records_s"):  # decrypt included
         built = build()
@@ -392,8 +402,7 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
         # As _LookUpAndBuildFn's output and _WriteSortedShardsFn, rows_per_shard records a shard.
         keyed_lines = [(records.sort_key(config, r), records.csv_line(r.values())) for r in built]
         for start in range(0, len(keyed_lines), ROWS_PER_SHARD):
-            shards._write_shard(os.path.join(shard_dir, "shard"),
-                               sorted(keyed_lines[start:start + ROWS_PER_SHARD]))
+            shards.write_shard(os.path.join(shard_dir, "shard"), sorted(keyed_lines[start:start + ROWS_PER_SHARD]))
     return timings
 
 

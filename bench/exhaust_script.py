@@ -9,7 +9,7 @@ the request the bench runs (the program, no other filter), it:
   3. reads the consenting users' profiles from the user cache, pipelined HMGETs;
   4. builds each record with programusers.records (PII rules, decryption with PlatformCipher, quoting,
      sort key, CSV line), sorts them all in memory and writes one CSV: the same bytes as the report
-     shards.merge_shards writes from the pipeline's shards.
+     merge.merge_shards writes from the pipeline's shards.
 Nothing here imports Beam (programusers.io and programusers.transforms do), so the process's memory is
 the script's own.
 
@@ -41,7 +41,7 @@ from cassandra.policies import RoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import tuple_factory
 
 import common
-from programusers import filters, records, settings
+from programusers import filters, records, schema, settings
 from programusers.crypto import PlatformCipher
 from programusers.model_config import default_model_config
 from programusers.report import job_request
@@ -65,8 +65,8 @@ def connect() -> tuple[Cluster, object]:
 def read_enrollments(session, keyspace: str, program_id: str) -> list[dict]:
     """The program's partition, every row as a dict. The driver's Date and map values are used as they
     come: the filters and records read them as they read date and dict."""
-    query = session.prepare(f"SELECT {', '.join(records.ENROLLMENT_COLUMNS)} FROM {keyspace}.program_enrollment "
-                            "WHERE program_id = ?")
+    query = session.prepare(f"SELECT {', '.join(records.ENROLLMENT_COLUMNS)} "
+                            f"FROM {keyspace}.{schema.ENROLLMENT_TABLE} WHERE program_id = ?")
     query.fetch_size = FETCH_SIZE
     return [dict(zip(records.ENROLLMENT_COLUMNS, values)) for values in session.execute(query, (program_id,))]
 
@@ -74,8 +74,8 @@ def read_enrollments(session, keyspace: str, program_id: str) -> list[dict]:
 def read_consents(session, keyspace: str, program_id: str, user_ids: list[str]) -> dict[str, dict]:
     """user id -> {status, last_updated_on} of the user's latest consent row for the program (any consumer),
     as program_reads.consent_of picks it."""
-    query = session.prepare(f"SELECT user_id, object_id, status, last_updated_on FROM {keyspace}.user_consent "
-                            "WHERE user_id IN ?")
+    query = session.prepare(f"SELECT user_id, object_id, status, last_updated_on "
+                            f"FROM {keyspace}.{schema.CONSENT_TABLE} WHERE user_id IN ?")
     chunks = [(user_ids[i:i + USERS_PER_QUERY],) for i in range(0, len(user_ids), USERS_PER_QUERY)]
     consents: dict[str, dict] = {}
     for _, rows in execute_concurrent_with_args(session, query, chunks, concurrency=IN_FLIGHT,
@@ -131,8 +131,8 @@ def run(size: int, program_id: str, output: str) -> dict:
             cipher, keyed_lines = PlatformCipher(SALT), []
             for row in rows:
                 row["pii_consent_required"] = program_asks
-                record, _ = records.build_record(config, row, consents.get(row["user_id"]),
-                                                 profiles.get(row["user_id"]), cipher, tz)
+                record, _ = records.build_record(config, row, consent=consents.get(row["user_id"]),
+                                                 profile=profiles.get(row["user_id"]), cipher=cipher, tz=tz)
                 keyed_lines.append((records.sort_key(config, record), records.csv_line(record.values())))
         with common.timed(phases, "sort_write_s"):
             keyed_lines.sort()  # ties on the sort key broken by the whole line, as the pipeline's shards are

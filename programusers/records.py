@@ -15,7 +15,6 @@ from datetime import UTC, datetime, tzinfo
 from programusers.crypto import DecryptionError, PlatformCipher
 from programusers.model_config import PII_FIELDS, ReportConfig
 
-# Issue names returned by build_record, for the caller's counters.
 # What a record is built from: the enrollment row's columns (read by position: unquoted CQL names come
 # back lower-cased) and the user-cache fields.
 ENROLLMENT_COLUMNS = ("program_id", "program_externalId", "program_name", "pii_consent_required", "user_id",
@@ -23,6 +22,7 @@ ENROLLMENT_COLUMNS = ("program_id", "program_externalId", "program_name", "pii_c
                       "created_at", "updated_at")
 PROFILE_FIELDS = ("firstname", "lastname", "email", "phone")
 
+# Issue names returned by build_record, for the caller's counters.
 PROFILE_MISSING = "profile_missing"
 EMAIL_UNDECRYPTABLE = "email_undecryptable"
 PHONE_UNDECRYPTABLE = "phone_undecryptable"

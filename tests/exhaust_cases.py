@@ -1,5 +1,5 @@
 """The exhaust's end-to-end scenario, shared by the tests that run it (pipelines/test_exhaust_e2e.py,
-report/test_lifecycle_operations.py, local/test_worker_pool.py).
+report/test_lifecycle.py, local/test_worker_pool.py).
 
 A scenario of a few hundred users over two programs is loaded straight into Cassandra and Redis, report
 requests into PostgreSQL; `programusers exhaust` runs them on DirectRunner (in process) and PrismRunner
@@ -22,9 +22,8 @@ import redis
 
 from programusers import cli, settings
 from programusers.crypto import PlatformCipher
-from programusers.io import postgres
-from programusers.report import request_store
-from programusers.report.job_request import JOB_ID, JobRequest, new_request_id, tag_for
+from programusers.report.job_request import JobRequest, new_request_id, tag_for
+from programusers.report.request_store import RequestStore
 
 SALT = "e2e-salt"
 CIPHER = PlatformCipher(SALT)
@@ -265,9 +264,10 @@ def requests(s: Scenario):
 
 
 def submit(connection, table, program, data, key, channel) -> str:
+    """Submits a request to `table` of the PostgreSQL that `connection` is connected to."""
     request = JobRequest(tag=tag_for(program.id, channel), request_id=new_request_id(), request_data=data,
                          requested_by="manager-1", requested_channel=channel, encryption_key=key)
-    request_store.insert_request(connection, table, request, JOB_ID, datetime.utcnow())
+    RequestStore(connection.dsn, table).insert(request)
     return request.request_id
 
 
@@ -294,11 +294,7 @@ def exhaust_in_process(scenario, *args) -> tuple[int, list[str]]:
 
 
 def status_rows(pg_dsn, table, request_id) -> dict:
-    connection = postgres.connect(pg_dsn)
-    try:
-        (row,) = request_store.request_status(connection, table, request_id)
-    finally:
-        connection.close()
+    (row,) = RequestStore(pg_dsn, table).status(request_id)
     return row
 
 

@@ -9,95 +9,64 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import psycopg2
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
-from programusers import filters, runners, schema, settings
+from programusers import commands, filters, runners, settings
 from programusers.crypto import PlatformCipher
-from programusers.io import files, postgres
-from programusers.model_config import ModelConfigError, default_model_config, load_model_config
-from programusers.options import keyspace_flags, option_values, store_flags
+from programusers.model_config import ModelConfigError, ReportConfig, default_model_config, load_model_config
+from programusers.options import StoreOptions, keyspace_flags
 from programusers.pipelines.exhaust import ExhaustOptions, ReportSources
-from programusers.report import job_request, lifecycle, request_store
-from programusers.report.job_request import JOB_ID, JobRequest
-from programusers.report.lifecycle import ExhaustRun, utcnow
+from programusers.report import job_request, lifecycle
+from programusers.report.job_request import JobRequest
+from programusers.report.lifecycle import ExhaustRun
+from programusers.report.request_store import RequestStore
+from programusers.report.staging import Staging
 
 _LOG = logging.getLogger(__name__)
 
 
-def workers_share_this_machine(options: PipelineOptions) -> bool:
-    """Whether the pipeline's workers run in this process (LOOPBACK, the in-process runner), so a local
-    staging folder is theirs too."""
-    environment = options.view_as(PortableOptions).environment_type
-    return environment in (None, "LOOPBACK") or options.view_as(StandardOptions).runner.endswith("FnApiRunner")
+def report_sources(args: argparse.Namespace, options: PipelineOptions, config: ReportConfig) -> ReportSources:
+    """Where the report reads from: the stores' connections (flag > environment > local stack), the
+    keyspaces (flag > environment > the programs keyspace's fallback, the model config's keyspace_name) and
+    the user cache's db (flag > environment > the model config's sparkUserDbRedisIndex)."""
+    stores = options.view_as(StoreOptions)
+    return ReportSources(cassandra=stores.cassandra_connection(),
+                         programs_keyspace=args.programs_keyspace or config.keyspace,
+                         consent_keyspace=args.consent_keyspace,
+                         redis=stores.redis_connection(default_db=config.redis_db))
 
 
-class CannotRun(Exception):
-    """The exhaust cannot start (configuration, runner, stores it must reach)."""
-
-
-def staging_location(path: str | None, output: str) -> str:
-    """Where a report waits (sorted shards, then the merged file) until it is published: private, never
-    under the published output. A local output needs local staging on the same filesystem, so that the
-    report is moved into place with a rename. By default: a folder only this user can read in the temp
-    dir, or beside the output when the temp dir is on another filesystem."""
-    if path:
-        if files.is_local(path):
-            files.make_private_dir(path)
-        if files.is_local(output) and not (files.is_local(path) and files.same_local_filesystem(path, output)):
-            raise CannotRun("--staging must be on the same filesystem as --output, so that a report is "
-                            "moved into place whole")
-        return path
-    user = f"programusers-staging-{os.getuid()}"
-    local = os.path.join(tempfile.gettempdir(), user)
-    files.make_private_dir(local)
-    if not files.is_local(output) or files.same_local_filesystem(local, output):
-        return local
-    beside = os.path.join(os.path.dirname(os.path.abspath(output)), "." + user)
-    files.make_private_dir(beside)
-    return beside
-
-
-def _prepare(args) -> tuple[ExhaustRun, str | None]:
+def _prepare(args: argparse.Namespace) -> ExhaustRun:
     config = load_model_config(args.config) if args.config else default_model_config()
     cipher = PlatformCipher.from_env()
-    options = runners.pipeline_options(args.runner, args.pipeline_args, **option_values(args, ExhaustOptions))
-    if not args.staging and not workers_share_this_machine(options):
-        raise CannotRun("the pipeline's workers run elsewhere: pass --staging with a location they share "
-                        "(e.g. a private bucket); the default staging folder is on this machine only")
-    output = args.output or config.output_path
+    options = commands.pipeline_options(args)
     FileSystems.set_options(options)
-    if files.is_local(output):
-        os.makedirs(os.path.join(output, JOB_ID), exist_ok=True)
-    staging = staging_location(args.staging, output)
-    leases = request_store.Leases(args.postgres_dsn, JOB_ID)
-    stores = ReportSources.resolve(args, config)
+    staging = Staging.prepare(args.staging, args.output or config.output_path, options, file_mode=args.file_mode)
+    sources = report_sources(args, options, config)
     # The model config's endpoints are the platform's Spark job's: say once that they are not ours.
     _LOG.info("the model config's Redis %s:%s and Cassandra %s are not used: the exhaust reads Cassandra at %s "
               "and Redis at %s (flags, environment, local stack)", config.redis_host, config.redis_port,
-              config.cassandra_host, stores.cassandra.describe(), stores.redis.describe())
-    return ExhaustRun(config=config, stores=stores, options=options, output=output, staging=staging,
-                      cipher=cipher, zip_crypto=args.zip_crypto, dsn=args.postgres_dsn,
-                      table=args.job_request_table, leases=leases, file_mode=args.file_mode,
-                      max_store_outage=args.max_store_outage, min_profile_share=args.min_profile_share,
-                      progress_every=args.progress_every), args.request_id
+              config.cassandra_host, sources.cassandra.describe(), sources.redis.describe())
+    return ExhaustRun(config=config, sources=sources, options=options, staging=staging,
+                      request_store=RequestStore(args.postgres_dsn, args.job_request_table, leases=True), cipher=cipher,
+                      zip_crypto=args.zip_crypto, max_store_outage=args.max_store_outage,
+                      min_profile_share=args.min_profile_share, progress_every=args.progress_every)
 
 
 def _exhaust(args) -> int:
     try:
-        job, request_id = _prepare(args)
-    except (CannotRun, ModelConfigError, runners.RunnerUnavailable, RuntimeError, ValueError, OSError,
-            psycopg2.Error) as exc:
+        job = _prepare(args)
+    except (ModelConfigError, runners.RunnerUnavailable, RuntimeError, ValueError, OSError, psycopg2.Error) as exc:
         _LOG.error("exhaust cannot run: %s", exc)
         return 2
     _LOG.info("exhaust on %s", args.runner)
-    with job.leases:
+    with job.request_store:
         try:
-            lifecycle.produce_pending(job, request_id)
+            lifecycle.produce_pending(job, args.request_id)
         except lifecycle.Unreachable as exc:
             _LOG.error("exhaust cannot run: %s", exc)
             return 2
@@ -148,13 +117,12 @@ def _submit(args) -> int:
                          request_id=job_request.new_request_id(), request_data=data, requested_by=args.requested_by,
                          requested_channel=args.channel, encryption_key=key)
     if column := request.too_long():
-        _LOG.error("not submitted: %s is longer than job_request allows", column)
+        _LOG.error("not submitted: %s is longer than %s allows", column, args.job_request_table)
         return 2
     try:
-        with postgres.session(args.postgres_dsn) as connection:
-            request_store.insert_request(connection, args.job_request_table, request, JOB_ID, utcnow())
+        RequestStore(args.postgres_dsn, args.job_request_table).insert(request)
     except psycopg2.Error as exc:
-        _LOG.error("not submitted: job_request is unreachable (%s)", type(exc).__name__)
+        _LOG.error("not submitted: %s is unreachable (%s)", args.job_request_table, type(exc).__name__)
         return 2
     print(request.request_id)
     return 0
@@ -167,8 +135,7 @@ def _shown(value) -> str:
 
 
 def _status(args) -> int:
-    with postgres.session(args.postgres_dsn) as connection:
-        rows = request_store.request_status(connection, args.job_request_table, args.request_id)
+    rows = RequestStore(args.postgres_dsn, args.job_request_table).status(args.request_id)
     if not rows:
         print(f"no report request with id {args.request_id} in {args.job_request_table}", file=sys.stderr)
         return 1
@@ -179,8 +146,9 @@ def _status(args) -> int:
 def job_request_flags(parser: argparse.ArgumentParser) -> None:
     """Where the report requests are: the PostgreSQL DSN and the job_request table (flag > environment)."""
     parser.add_argument("--postgres-dsn", default=settings.POSTGRES_DSN)
-    parser.add_argument("--job-request-table",
-                        default=settings.env("PROGRAMUSERS_JOB_REQUEST_TABLE", schema.JOB_REQUEST_TABLE))
+    parser.add_argument("--job-request-table", default=settings.JOB_REQUEST_TABLE,
+                        help=f"default: ${settings.variable('JOB_REQUEST_TABLE')}, else "
+                             + settings.default("JOB_REQUEST_TABLE"))
 
 
 def _file_mode(text: str) -> int:
@@ -190,8 +158,8 @@ def _file_mode(text: str) -> int:
     return mode
 
 
-def register(commands) -> None:
-    submit = commands.add_parser("submit", help="submit a program user report request; prints its request_id")
+def register(subcommands) -> None:
+    submit = subcommands.add_parser("submit", help="submit a program user report request; prints its request_id")
     submit.add_argument("--program-id", required=True)
     submit.add_argument("--filter", nargs=3, action="append", metavar=("NAME", "OP", "VALUE"),
                         help="e.g. \"user_locations['district_id']\" = ID; for 'in' VALUE is comma-separated; "
@@ -206,14 +174,15 @@ def register(commands) -> None:
     job_request_flags(submit)
     submit.set_defaults(handler=_submit)
 
-    status = commands.add_parser("status", help="show a report request's status (no PII)")
+    status = subcommands.add_parser("status", help="show a report request's status (no PII)")
     status.add_argument("request_id")
     job_request_flags(status)
     status.set_defaults(handler=_status)
 
-    exhaust = commands.add_parser("exhaust", help="produce every pending report request (or one)")
+    exhaust = commands.add_pipeline_command(
+        subcommands, "exhaust", handler=_exhaust, default_runner="DirectRunner", option_classes=(ExhaustOptions,),
+        help="produce every pending report request (or one)")
     exhaust.add_argument("--request-id", help="only this request")
-    exhaust.add_argument("--runner", choices=runners.RUNNERS, default="DirectRunner")
     exhaust.add_argument("--config", help="model config JSON (default: the packaged one)")
     exhaust.add_argument("--output", help="any Beam filesystem path (default: the model config's, ml_reports/)")
     exhaust.add_argument("--staging", help="private Beam path where a report waits until it is whole (it holds "
@@ -232,7 +201,4 @@ def register(commands) -> None:
     exhaust.add_argument("--zip-crypto", action="store_true",
                          help="encrypt zips with legacy ZipCrypto instead of AES-256, for old unzip tools")
     keyspace_flags(exhaust, programs_fallback="the model config's keyspace_name")
-    store_flags(exhaust)
     job_request_flags(exhaust)
-    ExhaustOptions._add_argparse_args(exhaust.add_argument_group("pipeline options"))
-    exhaust.set_defaults(handler=_exhaust)

@@ -38,11 +38,11 @@ class Sample:
     profiles: dict[str, dict] = field(default_factory=dict)
 
 
-def _uuid(rng: random.Random) -> str:
+def random_uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def _hex_id(rng: random.Random) -> str:
+def hex_id(rng: random.Random) -> str:
     return f"{rng.getrandbits(96):024x}"  # Mongo ObjectId-like
 
 
@@ -59,10 +59,11 @@ def _locations(rng: random.Random) -> list[dict]:
                ("block", block, str(rng.randint(280000, 289999))),
                ("cluster", cluster, str(rng.randint(10**9, 10**10))),
                ("school", f"ZPHS {district.title()} {school_code[-3:]}", school_code)]
-    return [{"type": kind, "name": name, "code": code, "id": _uuid(rng)} for kind, name, code in entries]
+    return [{"type": kind, "name": name, "code": code, "id": random_uuid(rng)} for kind, name, code in entries]
 
 
-def _event(rng: random.Random, program: dict, user_id: str, org: tuple[str, str]) -> dict:
+def enrollment_event(rng: random.Random, program: dict, user_id: str, org: tuple[str, str]) -> dict:
+    """A user's enrollment event for `program` (an ORGS entry as `org`), in the design note's shape."""
     created = EPOCH + timedelta(minutes=rng.randint(0, 2 * 365 * 24 * 60))
     updated = created + timedelta(minutes=rng.randint(0, 30 * 24 * 60))
     types = rng.sample(USER_TYPES, rng.choice([1, 1, 2]))
@@ -70,21 +71,23 @@ def _event(rng: random.Random, program: dict, user_id: str, org: tuple[str, str]
                "rootOrg": {"id": org[0], "orgName": org[1]}}
     if rng.random() > 0.03:  # a few users have no location in their profile
         profile["userLocations"] = _locations(rng)
-    return {"_id": _hex_id(rng), "deleted": False, "programId": program["id"], "programName": program["name"],
+    return {"_id": hex_id(rng), "deleted": False, "programId": program["id"], "programName": program["name"],
             "programExternalId": program["externalId"], "requestForPIIConsent": program["pii"], "userId": user_id,
             "userRoleInformation": {"role": "HM"}, "appInformation": {"appName": "Diksha", "appVersion": "5.2"},
             "userProfile": profile, "noOfResourcesStarted": rng.randint(0, 10),
             "createdAt": _iso(created), "updatedAt": _iso(updated), "__v": 0}
 
 
-def _consent(rng: random.Random, user_id: str, program_id: str, org_id: str, status: str) -> dict:
+def consent_row(rng: random.Random, user_id: str, program_id: str, org_id: str, status: str) -> dict:
+    """A user_consent row: every column, keyed by name."""
     updated = EPOCH + timedelta(minutes=rng.randint(0, 2 * 365 * 24 * 60))
     return {"id": f"usr-consent:{user_id}:{org_id}:{program_id}", "user_id": user_id, "consumer_id": org_id,
             "consumer_type": "ORGANISATION", "object_id": program_id, "object_type": "Program", "status": status,
             "categories": [], "consent_data": None, "created_on": updated, "last_updated_on": updated, "expiry": None}
 
 
-def _profile(rng: random.Random, user_id: str, cipher: PlatformCipher) -> dict:
+def user_profile(rng: random.Random, user_id: str, cipher: PlatformCipher) -> dict:
+    """A user's hash in the user cache, email and phone encrypted with `cipher`."""
     first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
     email = f"{first.lower()}.{user_id[:8]}@example.org"
     hash_ = {"userid": user_id, "firstname": first, "lastname": last, "email": cipher.encrypt(email),
@@ -97,24 +100,24 @@ def _profile(rng: random.Random, user_id: str, cipher: PlatformCipher) -> dict:
 def generate(users: int, seed: int, cipher: PlatformCipher) -> Sample:
     """`users` users over two programs; the same seed gives the same sample."""
     rng = random.Random(seed)
-    pii = {"id": _hex_id(rng), "externalId": "PGM-PII-2023", "name": "Foundational Literacy Mission", "pii": True}
-    open_ = {"id": _hex_id(rng), "externalId": "PGM-OPEN-2023", "name": "School Leadership, 2023", "pii": False}
-    other_program = _hex_id(rng)
+    pii = {"id": hex_id(rng), "externalId": "PGM-PII-2023", "name": "Foundational Literacy Mission", "pii": True}
+    open_ = {"id": hex_id(rng), "externalId": "PGM-OPEN-2023", "name": "School Leadership, 2023", "pii": False}
+    other_program = hex_id(rng)
     sample = Sample(programs=[pii, open_])
     for _ in range(users):
-        user_id, org = _uuid(rng), rng.choice(ORGS)
+        user_id, org = random_uuid(rng), rng.choice(ORGS)
         roll = rng.random()
         joined = [pii] if roll < 0.5 else [open_] if roll < 0.8 else [pii, open_]
-        sample.events += [_event(rng, program, user_id, org) for program in joined]
-        consent = rng.random()
-        if consent < 0.55:
-            sample.consents.append(_consent(rng, user_id, pii["id"], org[0], rng.choice(["ACTIVE", "active"])))
-        elif consent < 0.70:
-            sample.consents.append(_consent(rng, user_id, pii["id"], org[0], "REVOKED"))
-        elif consent < 0.80:
-            sample.consents.append(_consent(rng, user_id, other_program, org[0], "ACTIVE"))
+        sample.events += [enrollment_event(rng, program, user_id, org) for program in joined]
+        consent_roll = rng.random()
+        if consent_roll < 0.55:
+            sample.consents.append(consent_row(rng, user_id, pii["id"], org[0], rng.choice(["ACTIVE", "active"])))
+        elif consent_roll < 0.70:
+            sample.consents.append(consent_row(rng, user_id, pii["id"], org[0], "REVOKED"))
+        elif consent_roll < 0.80:
+            sample.consents.append(consent_row(rng, user_id, other_program, org[0], "ACTIVE"))
         if rng.random() < 0.97:  # a few users are missing from the user cache
-            sample.profiles[user_id] = _profile(rng, user_id, cipher)
+            sample.profiles[user_id] = user_profile(rng, user_id, cipher)
     return sample
 
 

@@ -1,6 +1,6 @@
 """The report pipeline (SPEC §3): one program's enrollment rows -> filtered, joined with consent and the
-user cache -> sorted shards of CSV lines and their manifest. The request lifecycle around it is
-`programusers.report.lifecycle`, the commands `programusers.commands.report`.
+user cache -> sorted shards of CSV lines and their manifest. `run` starts it and returns; the request
+lifecycle around it (programusers/report/lifecycle.py) waits for it, merges and publishes the shards.
 """
 from __future__ import annotations
 
@@ -11,16 +11,15 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
-from programusers import filters, records, runners, settings
+from programusers import filters, records
 from programusers.io import redis
 from programusers.io.cassandra import CassandraConnection
 from programusers.io.redis import RedisConnection
 from programusers.model_config import ReportConfig
-from programusers.options import from_args
 from programusers.records import PROFILE_FIELDS
-from programusers.report import shards
 from programusers.transforms import program_reads
 from programusers.transforms.report import LookUpAndBuildRecords
+from programusers.transforms.shards import WriteSortedShards
 
 USER_KEY_PREFIX = "user:"  # the platform's user cache: one hash per user at user:<userid>
 
@@ -58,52 +57,42 @@ class ExhaustOptions(PipelineOptions):
 
 @dataclass(frozen=True, kw_only=True)
 class ReportSources:
-    """Where the report reads from: the connections (StoreOptions: flag > environment > local stack), the
-    keyspaces and the user cache's db (flag > environment > the model config's keyspace_name and
-    sparkUserDbRedisIndex; its endpoints are the platform's Spark job's, not ours)."""
+    """Where the report reads from: Cassandra's connection and keyspaces, and the user cache's connection
+    (the `exhaust` command resolves them from its flags, the environment and the model config)."""
     cassandra: CassandraConnection
     programs_keyspace: str
     consent_keyspace: str
     redis: RedisConnection
 
-    @classmethod
-    def resolve(cls, args: argparse.Namespace, config: ReportConfig) -> ReportSources:
-        stores = from_args(args)
-        return cls(
-            cassandra=stores.cassandra_connection(),
-            programs_keyspace=args.programs_keyspace or settings.env("PROGRAMUSERS_PROGRAMS_KEYSPACE", config.keyspace),
-            consent_keyspace=args.consent_keyspace,
-            redis=stores.redis_connection(default_db=config.redis_db))
 
-
-def program_asks(request: filters.ReportRequest, stores: ReportSources, options: PipelineOptions) -> bool:
+def program_asks(request: filters.ReportRequest, sources: ReportSources, options: PipelineOptions) -> bool:
     """Whether the request's program asks for PII consent. Program-wide and decided before the pipeline: it
     chooses the columns and whether consent and the user cache are read at all."""
-    return program_reads.program_asks_for_consent(stores.cassandra, stores.programs_keyspace, request.program_id,
+    return program_reads.program_asks_for_consent(sources.cassandra, sources.programs_keyspace, request.program_id,
                                                   options.view_as(ExhaustOptions).cassandra_fetch_size)
 
 
-def build(pipeline: beam.Pipeline, *, request: filters.ReportRequest, config: ReportConfig, stores: ReportSources,
+def build(pipeline: beam.Pipeline, *, request: filters.ReportRequest, config: ReportConfig, sources: ReportSources,
           staging_dir: str, program_asks: bool) -> None:
     """The report pipeline: the request's records as sorted shards and their manifest under `staging_dir`
-    (see report/shards.py); `program_asks`: see program_asks()."""
+    (see transforms/shards.py); `program_asks`: see program_asks()."""
     tuning = pipeline.options.view_as(ExhaustOptions)
-    consents = program_reads.ConsentHandler(stores.cassandra, stores.consent_keyspace, request.program_id,
+    consents = program_reads.ConsentHandler(sources.cassandra, sources.consent_keyspace, request.program_id,
                                             tuning.consent_users_per_query)
-    profiles = redis.RedisHashHandler(stores.redis, USER_KEY_PREFIX, PROFILE_FIELDS)
+    profiles = redis.RedisHashHandler(sources.redis, USER_KEY_PREFIX, PROFILE_FIELDS)
     _ = (pipeline
          | "ReadEnrollments" >> program_reads.ReadProgramEnrollments(
-             stores.cassandra, stores.programs_keyspace, request.program_id, tuning.cassandra_fetch_size,
+             sources.cassandra, sources.programs_keyspace, request.program_id, tuning.cassandra_fetch_size,
              tuning.read_slices)
          | "KeepRequestedRows" >> beam.Filter(request.matches)
          | "LookUpAndBuildRecords" >> LookUpAndBuildRecords(
              config, program_asks, consents, profiles, tuning.lookup_batch_size)
-         | "WriteSortedShards" >> shards.WriteSortedShards(
+         | "WriteSortedShards" >> WriteSortedShards(
              staging_dir, records.header(program_asks, config), tuning.rows_per_shard))
 
 
 def run(options: PipelineOptions, **inputs) -> PipelineResult:
-    """Builds the report pipeline of `inputs` (see build) and runs it to its end."""
+    """Starts the report pipeline of `inputs` (see build) and returns without waiting for it."""
     pipeline = beam.Pipeline(options=options)
     build(pipeline, **inputs)
-    return runners.run_and_wait(pipeline.run)
+    return pipeline.run()

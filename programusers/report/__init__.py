@@ -1,9 +1,10 @@
-"""The report request, from the job_request row to the published file (SPEC §3, §5).
+"""The report request, from its job_request row to the published file (SPEC §3, §5).
 
-A run starts at the `exhaust` command (programusers/commands/report.py), which calls
-lifecycle.produce_pending once; from there it passes through these modules:
-`job_request` (a row and its request_data) -> `request_store` (the job_request table: claims, outcomes,
-leases) -> `lifecycle` (claim, produce through store outages, publish) -> `shards` (the sorted shards
-the pipeline writes, merged into one file) -> `archive` (the password zip); `progress` shows a long
-run's counts.
+`programusers exhaust` (programusers/commands/report.py) resolves its flags into an ExhaustRun and calls
+lifecycle.produce_pending once. For each pending request the lifecycle goes, top to bottom:
+`request_store` (claim the row under a lease) -> `staging` (the request's private folder) ->
+programusers/pipelines/exhaust.py (run to its end: the records as sorted shards, `progress` shown
+meanwhile) -> `merge` (the shards into one file, zipped by `archive`) -> `staging` (publish it whole) ->
+`request_store` (record the outcome). `job_request` is the request itself: its row, request_data and
+names.
 """

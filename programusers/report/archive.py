@@ -78,7 +78,7 @@ class _ZipCryptoFile(pyzipper.ZipFile):
 
 
 @contextmanager
-def encrypted_member(raw: BinaryIO, name: str, password: str, when: datetime, size: int,
+def encrypted_member(raw: BinaryIO, name: str, *, password: str, when: datetime, size: int,
                      zip_crypto: bool = False) -> Iterator[BinaryIO]:
     """A writable stream for ``name``, the only member of a zip written to ``raw`` (which need not be
     seekable). ``size`` is the member's length or an upper bound of it, so ZIP64 is used only when needed."""

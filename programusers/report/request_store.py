@@ -1,4 +1,5 @@
-"""The job_request table (SPEC §3): pending requests, their claims, outcomes and leases.
+"""The job_request table (SPEC §3, §5): a report request's row from its submission to its outcome, and the
+leases of the requests this process produces.
 
 A request is produced by exactly one process. Claims are row-locked (`FOR UPDATE SKIP LOCKED`), so
 overlapping runs never take one request twice. While a request is PROCESSING, the process producing it
@@ -6,118 +7,182 @@ holds a session-level advisory lock keyed on the request (its lease; no column i
 platform's table): the lock goes with the process's connection, so a PROCESSING request whose lock is
 free belongs to a process that died, and the next run reclaims it.
 """
+from __future__ import annotations
+
 import hashlib
-from datetime import datetime
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 
 from psycopg2 import sql
 from psycopg2.extras import Json
 
-from programusers.io.postgres import AdvisoryLocks
-from programusers.io.postgres import query as _run
-from programusers.report.job_request import FAILED, MAX_ITERATIONS, PROCESSING, SUBMITTED, SUCCESS, JobRequest
+from programusers.io import postgres
+from programusers.report.job_request import (
+    FAILED,
+    JOB_ID,
+    MAX_ITERATIONS,
+    PROCESSING,
+    SUBMITTED,
+    SUCCESS,
+    JobRequest,
+)
 
 _REQUEST_COLUMNS = ("tag", "request_id", "request_data", "requested_by", "requested_channel", "encryption_key",
                     "iteration")
 _PENDING = sql.SQL("(status = {submitted} OR (status = {failed} AND coalesce(iteration, 0) < {max}))").format(
     submitted=sql.Literal(SUBMITTED), failed=sql.Literal(FAILED), max=sql.Literal(MAX_ITERATIONS))
+_THIS_CLAIM = sql.SQL("tag = %s AND request_id = %s AND status = %s AND coalesce(iteration, 0) = %s")
 # What `programusers status` shows: no request_data, requested_by or encryption_key.
 STATUS_COLUMNS = ("tag", "request_id", "job_id", "status", "err_message", "download_urls", "iteration",
                   "dt_job_submitted", "dt_job_completed", "dt_file_created", "execution_time")
 INTERRUPTED = "interrupted"
 
 
-def lease_key(job_id: str, tag: str, request_id: str) -> int:
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)  # job_request's timestamps are UTC, zoneless
+
+
+def lease_key(request: JobRequest) -> int:
     """The advisory-lock key of a request: 64 bits of a hash of its job and primary key."""
-    digest = hashlib.sha256(f"{job_id}\x1f{tag}\x1f{request_id}".encode()).digest()
+    digest = hashlib.sha256(f"{JOB_ID}\x1f{request.tag}\x1f{request.request_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-class Leases(AdvisoryLocks):
-    """The advisory locks of the requests this process is producing, one per request."""
-
-    def __init__(self, dsn: str, job_id: str):
-        super().__init__(dsn)
-        self._job_id = job_id
-
-    def key(self, request: JobRequest) -> int:
-        return lease_key(self._job_id, request.tag, request.request_id)
+def _this_claim(request: JobRequest) -> tuple:
+    """The values of _THIS_CLAIM: the request as this process claimed it (PROCESSING at its iteration)."""
+    return request.tag, request.request_id, PROCESSING, request.iteration
 
 
-def insert_request(connection, table: str, request: JobRequest, job_id: str, submitted: datetime) -> None:
-    _run(connection, sql.SQL(
-        "INSERT INTO {table} (tag, request_id, job_id, status, request_data, requested_by, requested_channel, "
-        "encryption_key, iteration, dt_job_submitted) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)").format(
-        table=sql.Identifier(table)),
-        (request.tag, request.request_id, job_id, SUBMITTED, Json(request.request_data), request.requested_by,
-         request.requested_channel, request.encryption_key, request.iteration, submitted))
+class RequestStore:
+    """The report requests of one job_request `table`, at the PostgreSQL `dsn`.
 
+    Each call runs on a connection of its own, closed afterwards, so a PostgreSQL outage costs the call,
+    not the run. With `leases`, the store also holds one long-lived session for the leases of the requests
+    it claims (connected now; closed with the store, which releases them): the exhaust's store.
+    """
 
-def _requests(connection, table: str, job_id: str, condition: sql.Composable,
-              request_id: str | None) -> list[JobRequest]:
-    query = sql.SQL("SELECT {columns} FROM {table} WHERE job_id = %s AND {condition}{one} "
-                    "ORDER BY dt_job_submitted, request_id").format(
-        columns=sql.SQL(", ").join(map(sql.Identifier, _REQUEST_COLUMNS)), table=sql.Identifier(table),
-        condition=condition, one=sql.SQL(" AND request_id = %s" if request_id else ""))
-    rows = _run(connection, query, (job_id, request_id) if request_id else (job_id,))
-    return [JobRequest(**{**row, "iteration": row["iteration"] or 0}) for row in rows]
+    def __init__(self, dsn: str, table: str, *, leases: bool = False):
+        self.dsn, self.table = dsn, table
+        self._leases = postgres.AdvisoryLocks(dsn) if leases else None
 
+    def _run(self, statement: sql.Composable, params: tuple = (), connection=None) -> list[dict]:
+        if connection is not None:
+            return postgres.query(connection, statement, params)
+        with postgres.session(self.dsn) as connection:
+            return postgres.query(connection, statement, params)
 
-def pending_requests(connection, table: str, job_id: str, request_id: str | None = None) -> list[JobRequest]:
-    """SUBMITTED requests and FAILED ones still to retry, oldest first."""
-    return _requests(connection, table, job_id, _PENDING, request_id)
+    def _sql(self, text: str, **parts) -> sql.Composed:
+        return sql.SQL(text).format(table=sql.Identifier(self.table), **parts)
 
+    # --- submit and status ---------------------------------------------------------------------------
 
-def processing_requests(connection, table: str, job_id: str, request_id: str | None = None) -> list[JobRequest]:
-    return _requests(connection, table, job_id, sql.SQL("status = {}").format(sql.Literal(PROCESSING)),
-                     request_id)
+    def insert(self, request: JobRequest) -> None:
+        """Records a request as SUBMITTED now."""
+        self._run(self._sql(
+            "INSERT INTO {table} (tag, request_id, job_id, status, request_data, requested_by, requested_channel, "
+            "encryption_key, iteration, dt_job_submitted) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"),
+            (request.tag, request.request_id, JOB_ID, SUBMITTED, Json(request.request_data), request.requested_by,
+             request.requested_channel, request.encryption_key, request.iteration, utcnow()))
 
+    def status(self, request_id: str) -> list[dict]:
+        """The STATUS_COLUMNS of every row with this request id (one per tag)."""
+        return self._run(self._sql("SELECT {columns} FROM {table} WHERE request_id = %s ORDER BY tag",
+                                   columns=sql.SQL(", ").join(map(sql.Identifier, STATUS_COLUMNS))), (request_id,))
 
-def reclaim(connection, table: str, request: JobRequest, completed: datetime) -> bool:
-    """An interrupted request (PROCESSING, its lease free and now held by the caller) back to FAILED
-    "interrupted" with `iteration + 1`: pending again below MAX_ITERATIONS, final at it. False when it
-    is no longer the PROCESSING request the caller saw."""
-    return bool(_run(connection, sql.SQL(
-        "UPDATE {table} SET status = %s, err_message = %s, iteration = coalesce(iteration, 0) + 1, "
-        "dt_job_completed = %s WHERE tag = %s AND request_id = %s AND status = %s "
-        "AND coalesce(iteration, 0) = %s RETURNING request_id").format(table=sql.Identifier(table)),
-        (FAILED, INTERRUPTED, completed, request.tag, request.request_id, PROCESSING, request.iteration)))
+    # --- the exhaust ---------------------------------------------------------------------------------
 
+    def _requests(self, condition: sql.Composable, request_id: str | None, connection=None) -> list[JobRequest]:
+        query = self._sql("SELECT {columns} FROM {table} WHERE job_id = %s AND {condition}{one} "
+                          "ORDER BY dt_job_submitted, request_id",
+                          columns=sql.SQL(", ").join(map(sql.Identifier, _REQUEST_COLUMNS)), condition=condition,
+                          one=sql.SQL(" AND request_id = %s" if request_id else ""))
+        rows = self._run(query, (JOB_ID, request_id) if request_id else (JOB_ID,), connection)
+        return [JobRequest(**{**row, "iteration": row["iteration"] or 0}) for row in rows]
 
-def claim(connection, table: str, request: JobRequest) -> bool:
-    """Moves a still-pending request to PROCESSING; False when another run holds or took it first."""
-    return bool(_run(connection, sql.SQL(
-        "UPDATE {table} SET status = %s WHERE (tag, request_id) IN (SELECT tag, request_id FROM {table} "
-        "WHERE tag = %s AND request_id = %s AND {pending} FOR UPDATE SKIP LOCKED) RETURNING request_id").format(
-        table=sql.Identifier(table), pending=_PENDING), (PROCESSING, request.tag, request.request_id)))
+    def pending(self, request_id: str | None = None) -> list[JobRequest]:
+        """SUBMITTED requests and FAILED ones still to retry (or the one `request_id` names), oldest first."""
+        return self._requests(_PENDING, request_id)
 
+    def _set(self, connection, request: JobRequest, assignments: str, values: tuple, **parts) -> bool:
+        """Sets `assignments` on a request still as this store claimed it (PROCESSING at its iteration);
+        False when it no longer is."""
+        statement = self._sql("UPDATE {table} SET {assignments} WHERE {claimed} RETURNING request_id",
+                              assignments=sql.SQL(assignments).format(**parts), claimed=_THIS_CLAIM)
+        return bool(self._run(statement, (*values, *_this_claim(request)), connection))
 
-def mark_success(connection, table: str, request: JobRequest, download_urls: list[str], file_created: datetime,
-                 completed: datetime, execution_ms: int) -> bool:
-    """False when the request is no longer this claim's (PROCESSING at the claimed iteration)."""
-    return bool(_run(connection, sql.SQL(
-        "UPDATE {table} SET status = %s, download_urls = %s, dt_file_created = %s, dt_job_completed = %s, "
-        "execution_time = %s, err_message = NULL WHERE tag = %s AND request_id = %s AND status = %s "
-        "AND coalesce(iteration, 0) = %s RETURNING request_id").format(table=sql.Identifier(table)),
-        (SUCCESS, download_urls, file_created, completed, execution_ms, request.tag, request.request_id,
-         PROCESSING, request.iteration)))
+    def reclaim_interrupted(self, request_id: str | None = None) -> list[JobRequest]:
+        """PROCESSING requests whose lease is free were left by a process that died: FAILED "interrupted",
+        iteration + 1, so they are pending again (or final at MAX_ITERATIONS). Returns them as they were."""
+        reclaimed = []
+        with postgres.session(self.dsn) as connection:
+            processing = sql.SQL("status = {}").format(sql.Literal(PROCESSING))
+            for request in self._requests(processing, request_id, connection):
+                with self.if_free(lease_key(request)) as dead:  # else its process is alive
+                    if dead and self._set(connection, request, "status = %s, err_message = %s, iteration = "
+                                          "coalesce(iteration, 0) + 1, dt_job_completed = %s",
+                                          (FAILED, INTERRUPTED, utcnow())):
+                        reclaimed.append(request)
+        return reclaimed
 
+    def claim(self, request: JobRequest) -> bool:
+        """Takes the request's lease and moves it, still pending, to PROCESSING; False (and no lease held)
+        when another live process holds it or took it first."""
+        key = lease_key(request)
+        if not self._leases.try_take(key):
+            return False  # another live process is producing it
+        claimed = False
+        try:
+            claimed = bool(self._run(self._sql(
+                "UPDATE {table} SET status = %s WHERE (tag, request_id) IN (SELECT tag, request_id FROM {table} "
+                "WHERE tag = %s AND request_id = %s AND {pending} FOR UPDATE SKIP LOCKED) RETURNING request_id",
+                pending=_PENDING), (PROCESSING, request.tag, request.request_id)))
+        finally:
+            if not claimed:  # also when the statement failed: the lease goes with the claim
+                self._leases.release(key)
+        return claimed
 
-def mark_failed(connection, table: str, request: JobRequest, message: str, completed: datetime,
-                execution_ms: int, final: bool = False) -> bool:
-    """FAILED with `iteration + 1` (retried by a later run below MAX_ITERATIONS), or with `final` straight
-    to MAX_ITERATIONS: a rejection that no retry can change. False as for mark_success."""
-    iteration = sql.SQL("greatest(coalesce(iteration, 0) + 1, {max})" if final else
-                        "coalesce(iteration, 0) + 1").format(max=sql.Literal(MAX_ITERATIONS))
-    return bool(_run(connection, sql.SQL(
-        "UPDATE {table} SET status = %s, err_message = %s, iteration = {iteration}, download_urls = NULL, "
-        "dt_job_completed = %s, execution_time = %s WHERE tag = %s AND request_id = %s AND status = %s "
-        "AND coalesce(iteration, 0) = %s RETURNING request_id").format(
-        table=sql.Identifier(table), iteration=iteration),
-        (FAILED, message, completed, execution_ms, request.tag, request.request_id, PROCESSING, request.iteration)))
+    def release(self, request: JobRequest) -> None:
+        """Releases the lease of a request claimed by this store."""
+        self._leases.release(lease_key(request))
 
+    def if_free(self, key: int) -> AbstractContextManager[bool]:
+        """Holds the lease `key` for a block when it is free (yields True: its owner, if any, is gone), else
+        yields False."""
+        return self._leases.if_free(key)
 
-def request_status(connection, table: str, request_id: str) -> list[dict]:
-    """The STATUS_COLUMNS of every row with this request id (one per tag)."""
-    return _run(connection, sql.SQL("SELECT {columns} FROM {table} WHERE request_id = %s ORDER BY tag").format(
-        columns=sql.SQL(", ").join(map(sql.Identifier, STATUS_COLUMNS)), table=sql.Identifier(table)),
-        (request_id,))
+    def holds_leases(self) -> bool:
+        """Whether the leases' session (and so every lease taken) is still alive."""
+        return self._leases.held()
+
+    def mark_success(self, requests: Iterable[JobRequest], *, download_urls: list[str], file_created: datetime,
+                     completed: datetime, execution_ms: int) -> int:
+        """Claimed requests -> SUCCESS; returns how many were still this store's claims."""
+        with postgres.session(self.dsn) as connection:
+            return sum(self._set(connection, request, "status = %s, download_urls = %s, dt_file_created = %s, "
+                                 "dt_job_completed = %s, execution_time = %s, err_message = NULL",
+                                 (SUCCESS, download_urls, file_created, completed, execution_ms))
+                       for request in requests)
+
+    def mark_failed(self, requests: Iterable[JobRequest], *, message: str, completed: datetime, execution_ms: int,
+                    final: bool = False) -> int:
+        """Claimed requests -> FAILED with `iteration + 1` (retried by a later run below MAX_ITERATIONS), or
+        with `final` straight to MAX_ITERATIONS: a rejection that no retry can change. Returns how many were
+        still this store's claims."""
+        iteration = sql.SQL("greatest(coalesce(iteration, 0) + 1, {max})" if final else
+                            "coalesce(iteration, 0) + 1").format(max=sql.Literal(MAX_ITERATIONS))
+        with postgres.session(self.dsn) as connection:
+            return sum(self._set(connection, request, "status = %s, err_message = %s, iteration = {iteration}, "
+                                 "download_urls = NULL, dt_job_completed = %s, execution_time = %s",
+                                 (FAILED, message, completed, execution_ms), iteration=iteration)
+                       for request in requests)
+
+    def close(self) -> None:
+        if self._leases is not None:
+            self._leases.close()  # ends the leases' session: PostgreSQL releases them
+
+    def __enter__(self) -> RequestStore:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

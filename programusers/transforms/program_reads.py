@@ -9,8 +9,8 @@ import apache_beam as beam
 
 from programusers.io.cassandra import CassandraConnection, CassandraLookupHandler, ReadAllFromCassandra, identifier
 from programusers.records import ENROLLMENT_COLUMNS
-from programusers.report import progress
 from programusers.schema import CONSENT_TABLE, ENROLLMENT_TABLE
+from programusers.transforms import tally
 
 
 def _enrollments(keyspace: str) -> str:
@@ -55,7 +55,7 @@ class ReadProgramEnrollments(beam.PTransform):
                  slices: int = 16):
         super().__init__()
         self._read = ReadAllFromCassandra(connection, fetch_size,
-                                          counter=progress.counter(ReadProgramEnrollments, "enrollments_read"))
+                                          counter=tally.counter(ReadProgramEnrollments, "enrollments_read"))
         self._queries = slice_queries(keyspace, program_id, slices)
 
     def expand(self, pbegin):

@@ -21,7 +21,7 @@ from programusers import records
 from programusers.crypto import PlatformCipher
 from programusers.io.lookups import LookupHandler
 from programusers.model_config import ReportConfig
-from programusers.report import progress
+from programusers.transforms import tally
 
 
 class _LookedUp(NamedTuple):
@@ -47,9 +47,9 @@ class _LookUpAndBuildFn(beam.DoFn):
         self._config, self._program_asks = config, program_asks
         self._handlers = (consent_handler, profile_handler)
         # A long report shows its progress in these.
-        self._records = progress.counter(self.__class__, "records")
-        self._consents_found = progress.counter(self.__class__, "consents_found")
-        self._profiles_found = progress.counter(self.__class__, "profiles_found")
+        self._records = tally.counter(self.__class__, "records")
+        self._consents_found = tally.counter(self.__class__, "consents_found")
+        self._profiles_found = tally.counter(self.__class__, "profiles_found")
 
     def setup(self):
         # The salt comes from the worker's environment, never through the pipeline graph.
@@ -64,7 +64,8 @@ class _LookUpAndBuildFn(beam.DoFn):
 
     def _keyed_line(self, enrollment, consent, profile) -> tuple[tuple[str, ...], str]:
         record, issues = records.build_record(self._config, {**enrollment, "pii_consent_required": self._program_asks},
-                                              consent, profile, self._cipher, self._config.tz)
+                                              consent=consent, profile=profile, cipher=self._cipher,
+                                              tz=self._config.tz)
         for issue in issues:
             Metrics.counter(self.__class__, issue).inc()
         self._records.inc()

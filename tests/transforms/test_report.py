@@ -1,21 +1,16 @@
-"""The exhaust's transforms on in-memory inputs (TestPipeline, in-process runner)."""
-import csv
-import io
-import json
+"""LookUpAndBuildRecords on in-memory inputs (TestPipeline, in-process runner): the report's records, its
+lookups asked only for whom they should be, and its counters."""
 from datetime import date, datetime
 
 import apache_beam as beam
 import pytest
-import pyzipper
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from programusers import records as report_records
 from programusers import runners
 from programusers.crypto import PlatformCipher
-from programusers.io import files
 from programusers.model_config import default_model_config
-from programusers.report import shards
 from programusers.transforms.report import LookUpAndBuildRecords
 
 CONFIG = default_model_config()
@@ -119,68 +114,3 @@ def test_records_count_their_issues():
     counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]}
     assert counters == {"records": 2, "consents_found": 2, "profiles_found": 1, "profile_missing": 1,
                         "email_undecryptable": 1}
-
-
-# --- sorted shards and their merge -------------------------------------------------------------
-
-COLUMNS = ["Id", "District", "Name"]
-
-
-def record(i):
-    # Several ids share a district; a few districts are empty (sorted first).
-    # Some names hold a line break: the merge counts records, not lines.
-    name = f'N "{i}"' + ("\r\nline 2" if i % 7 == 0 else "")
-    return {"Id": f"u{(i * 37) % 101:03d}", "District": ["", "B", "A", "C, D", "b"][i % 5], "Name": name}
-
-
-def sort_key(r):
-    return r["District"], r["Id"]
-
-
-def write_and_merge(records, tmp_path, rows_per_shard, **zip_args):
-    """Writes the records through WriteSortedShards (7 a list, as lookup batches come) and merges them;
-    returns (the manifest's shards, rows merged, the merged file)."""
-    staging_dir, destination = str(tmp_path / "temp"), str(tmp_path / "out" / "report")
-    keyed_lines = [(sort_key(r), report_records.csv_line(r[label] for label in COLUMNS)) for r in records]
-    batches = [keyed_lines[i:i + 7] for i in range(0, len(keyed_lines), 7)]
-    with pipeline() as p:
-        _ = p | beam.Create(batches) | shards.WriteSortedShards(staging_dir, COLUMNS, rows_per_shard)
-    manifest = tmp_path / "temp" / shards.MANIFEST
-    entries = json.loads(manifest.read_text())["shards"] if manifest.exists() else []
-    (tmp_path / "out").mkdir()
-    written = shards.merge_shards(staging_dir, destination, datetime(2024, 1, 1), **zip_args)
-    files.remove_dir(staging_dir)
-    assert not (tmp_path / "temp").exists()
-    return entries, written, destination
-
-
-@pytest.mark.parametrize("password", [None, "pass word"])
-def test_sorted_shards_merge_into_one_sorted_csv(tmp_path, password):
-    records = [record(i) for i in range(101)]
-    shards, written, destination = write_and_merge(records, tmp_path, rows_per_shard=10, password=password,
-                                                   member="report.csv")
-    assert written == 101 and len(shards) > 3 and max(rows for _, rows, _ in shards) == 10  # never more
-    if password:
-        with pyzipper.AESZipFile(destination) as archive:
-            archive.setpassword(password.encode())
-            text = archive.read("report.csv").decode("utf-8")
-    else:
-        with open(destination, newline="", encoding="utf-8") as f:
-            text = f.read()
-    rows = list(csv.reader(io.StringIO(text)))
-    assert rows[0] == COLUMNS
-    assert rows[1:] == [[r["Id"], r["District"], r["Name"]] for r in sorted(records, key=sort_key)]
-    assert text.count("\r\n") == 102 + 15 and text.endswith("\r\n")  # 15 names of two lines
-
-
-def test_no_records_no_file(tmp_path):
-    shards, written, destination = write_and_merge([], tmp_path, rows_per_shard=10)
-    assert shards == [] and written == 0 and not (tmp_path / "out" / "report").exists()
-
-
-@pytest.mark.parametrize("program_asks", [True, False])
-def test_the_header_names_the_cells_of_every_record_in_order(program_asks):
-    record, _ = report_records.build_record(CONFIG, row("u1", pii=program_asks), None, None, CIPHER, CONFIG.tz)
-    header = report_records.header(program_asks, CONFIG)
-    assert header == list(record)
-    assert len(header) == len(CONFIG.columns) - (0 if program_asks else 5)

@@ -8,7 +8,6 @@ import stat
 import subprocess
 import sys
 import time
-from datetime import datetime
 
 import pytest
 import redis
@@ -28,8 +27,8 @@ from exhaust_cases import (
 
 from programusers import cli, schema, settings
 from programusers.io import postgres
-from programusers.report import request_store
 from programusers.report.job_request import JOB_ID, JobRequest, new_request_id, tag_for
+from programusers.report.request_store import RequestStore
 
 pytestmark = pytest.mark.services
 
@@ -55,16 +54,11 @@ def flags(scenario, table):
 
 def submit_district(pg_dsn, table, scenario, key="k-district", by="manager-1") -> str:
     """A request for program a's district d-ana (distinct `by`: not a duplicate of another)."""
-    connection = postgres.connect(pg_dsn)
-    try:
-        request = JobRequest(tag=tag_for(scenario.a.id, "ch-1"), request_id=new_request_id(),
-                             request_data=enrollment(f("user_locations['district_id']", "=", "d-ana"),
-                                                     program=scenario.a),
-                             requested_by=by, requested_channel="ch-1", encryption_key=key)
-        request_store.insert_request(connection, table, request, JOB_ID, datetime.utcnow())
-        return request.request_id
-    finally:
-        connection.close()
+    request = JobRequest(tag=tag_for(scenario.a.id, "ch-1"), request_id=new_request_id(),
+                         request_data=enrollment(f("user_locations['district_id']", "=", "d-ana"), program=scenario.a),
+                         requested_by=by, requested_channel="ch-1", encryption_key=key)
+    RequestStore(pg_dsn, table).insert(request)
+    return request.request_id
 
 
 def exhaust_process(scenario, table, output, staging, *args) -> subprocess.Popen:
@@ -133,17 +127,12 @@ def test_a_run_killed_mid_request_leaves_nothing_published_and_the_next_run_prod
 
 def test_a_live_runs_request_is_not_reclaimed(scenario, pg_dsn, table, tmp_path):
     request_id = submit_district(pg_dsn, table, scenario)
-    leases = request_store.Leases(pg_dsn, JOB_ID)  # stands for a live exhaust holding the request
-    try:
-        connection = postgres.connect(pg_dsn)
-        (request,) = request_store.pending_requests(connection, table, JOB_ID, request_id)
-        assert leases.try_take(leases.key(request)) and request_store.claim(connection, table, request)
-        connection.close()
+    with RequestStore(pg_dsn, table, leases=True) as live:  # stands for a live exhaust holding the request
+        (request,) = live.pending(request_id)
+        assert live.claim(request)
         code, _ = exhaust_in_process(scenario, "--job-request-table", table, "--output", str(tmp_path))
         row = status_rows(pg_dsn, table, request_id)
         assert code == 0 and (row["status"], row["iteration"]) == ("PROCESSING", 0)
-    finally:
-        leases.close()
     code, _ = exhaust_in_process(scenario, "--job-request-table", table, "--output", str(tmp_path))
     assert (status_rows(pg_dsn, table, request_id)["status"], code) == ("SUCCESS", 0)
 

@@ -1,0 +1,55 @@
+"""`programusers exhaust` and `submit` on the command line: where the report reads from, and where the zip
+password comes from (tests of programusers/commands/report.py)."""
+import io
+
+from programusers import cli, commands
+from programusers.commands.report import ENCRYPTION_KEY_ENV, read_encryption_key, report_sources
+from programusers.model_config import default_model_config
+from programusers.pipelines.exhaust import ReportSources
+
+
+def resolved(*argv) -> ReportSources:
+    args, extra = cli.build_parser().parse_known_args(["exhaust", *argv])
+    args.pipeline_args = extra
+    return report_sources(args, commands.pipeline_options(args), default_model_config())
+
+
+def test_store_settings_flag_then_environment_then_local_stack(monkeypatch, tmp_path):
+    # The model config's endpoints (localhost, Redis port 6381) are the platform's Spark job's: not used.
+    for name in ("PROGRAMUSERS_REDIS_HOST", "PROGRAMUSERS_REDIS_PORT", "PROGRAMUSERS_REDIS_DB",
+                 "PROGRAMUSERS_CASSANDRA_HOSTS", "PROGRAMUSERS_CASSANDRA_PORT", "PROGRAMUSERS_PROGRAMS_KEYSPACE",
+                 "PROGRAMUSERS_CASSANDRA_USERNAME", "PROGRAMUSERS_CASSANDRA_TLS_CA", "PROGRAMUSERS_REDIS_TLS_CA"):
+        monkeypatch.delenv(name, raising=False)
+    sources = resolved()
+    assert (sources.redis.host, sources.redis.port, sources.redis.db) == ("127.0.0.1", 6379, 0)
+    assert (sources.cassandra.hosts, sources.cassandra.port, sources.programs_keyspace) == (
+        ("127.0.0.1",), 9042, "sunbird_programs")
+    assert sources.cassandra.protocol_version is None and sources.cassandra.username is None  # negotiated, open
+
+    monkeypatch.setenv("PROGRAMUSERS_REDIS_HOST", "redis-users")
+    monkeypatch.setenv("PROGRAMUSERS_REDIS_DB", "12")
+    monkeypatch.setenv("PROGRAMUSERS_CASSANDRA_HOSTS", "c1, c2")
+    monkeypatch.setenv("PROGRAMUSERS_CASSANDRA_USERNAME", "reporter")
+    monkeypatch.setenv("PROGRAMUSERS_CASSANDRA_TLS_CA", str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("PROGRAMUSERS_PROGRAMS_KEYSPACE", "ks-env")
+    sources = resolved()
+    assert (sources.redis.host, sources.redis.db, sources.cassandra.hosts) == ("redis-users", 12, ("c1", "c2"))
+    assert (sources.cassandra.username, sources.cassandra.tls_ca) == ("reporter", str(tmp_path / "ca.pem"))
+    assert sources.programs_keyspace == "ks-env"
+
+    sources = resolved("--redis-host", "h", "--redis-port", "1", "--redis-db", "11", "--programs-keyspace", "ks",
+                       "--cassandra-protocol-version", "4", "--cassandra-local-dc", "dc2")
+    assert (sources.redis.host, sources.redis.port, sources.redis.db, sources.programs_keyspace) == ("h", 1, 11, "ks")
+    assert (sources.cassandra.protocol_version, sources.cassandra.local_dc) == (4, "dc2")
+
+
+def test_the_zip_password_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENCRYPTION_KEY_ENV, raising=False)
+    assert read_encryption_key(None) is None
+    monkeypatch.setenv(ENCRYPTION_KEY_ENV, "from env")
+    assert read_encryption_key(None) == "from env"
+    key_file = tmp_path / "key"
+    key_file.write_text("pass word, with spaces\r\n")
+    assert read_encryption_key(str(key_file)) == "pass word, with spaces"  # a file wins; its line end is no part
+    monkeypatch.setattr("sys.stdin", io.StringIO("from stdin\n"))
+    assert read_encryption_key("-") == "from stdin"

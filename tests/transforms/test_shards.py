@@ -1,0 +1,30 @@
+"""WriteSortedShards: each worker's records as sorted shards of at most rows_per_shard, and a manifest
+naming them, read back as written."""
+import json
+
+import apache_beam as beam
+from apache_beam.testing import test_pipeline
+
+from programusers import runners
+from programusers.transforms import shards
+
+
+def test_bundles_become_sorted_shards_of_at_most_rows_per_shard_and_a_manifest(tmp_path):
+    keyed_lines = [[[f"k{(i * 7) % 23:02d}"], f"line {i}\r\n"] for i in range(23)]
+    with test_pipeline.TestPipeline(options=runners.pipeline_options("DirectRunner")) as p:
+        _ = (p | beam.Create([keyed_lines[i:i + 5] for i in range(0, 23, 5)])
+             | shards.WriteSortedShards(str(tmp_path), ["Header"], rows_per_shard=4))
+    manifest = json.loads((tmp_path / shards.MANIFEST).read_text())
+    assert manifest["header"] == ["Header"] and max(rows for _, rows, _ in manifest["shards"]) <= 4
+    written = []
+    for name, rows, size in manifest["shards"]:
+        shard = list(shards.read_shard(str(tmp_path / name), rows))
+        assert shard == sorted(shard) and (tmp_path / name).stat().st_size == size
+        written += shard
+    assert sorted(written) == sorted(keyed_lines)
+
+
+def test_no_records_no_manifest(tmp_path):
+    with test_pipeline.TestPipeline(options=runners.pipeline_options("DirectRunner")) as p:
+        _ = p | beam.Create([]) | shards.WriteSortedShards(str(tmp_path), ["Header"], rows_per_shard=4)
+    assert not (tmp_path / shards.MANIFEST).exists() and not list(tmp_path.glob("shard-*"))
