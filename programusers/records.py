@@ -77,6 +77,7 @@ def _cell(config: ReportConfig, label: str, value) -> str:
 def build_record(
     config: ReportConfig,
     enrollment: Mapping,
+    *,
     consent: Mapping | None,
     profile: Mapping | None,
     cipher: PlatformCipher,
