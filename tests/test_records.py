@@ -15,6 +15,7 @@ from programusers.records import (
     PROFILE_MISSING,
     build_record,
     csv_line,
+    header,
     sort_key,
 )
 
@@ -55,7 +56,7 @@ def consent(status="ACTIVE", when=UPDATED):
 
 
 def build(row, consent_row=None, profile=PROFILE):
-    return build_record(CONFIG, row, consent_row, profile, CIPHER, TZ)
+    return build_record(CONFIG, row, consent=consent_row, profile=profile, cipher=CIPHER, tz=TZ)
 
 
 def pii_cells(record):
@@ -98,7 +99,7 @@ def test_pii_program_with_active_consent(status):
 def test_consent_date_in_report_time_zone():
     aware = datetime(2023, 5, 31, 18, 29, tzinfo=UTC)  # 23:59 in Kolkata
     assert build(enrollment(), consent(when=aware))[0][WHEN] == "31/05/2023"
-    utc = build_record(CONFIG, enrollment(), consent(), PROFILE, CIPHER, UTC)[0]
+    utc = build_record(CONFIG, enrollment(), consent=consent(), profile=PROFILE, cipher=CIPHER, tz=UTC)[0]
     assert utc[WHEN] == "31/05/2023"
     assert build(enrollment(), consent(when=None))[0][WHEN] == ""
 
@@ -248,3 +249,10 @@ def test_pii_only_with_active_consent(scenario):
         assert all(MARK not in cell for cell in record.values())
         assert all(record.get(label, "") == "" for label in (NAME, PHONE, EMAIL))
         assert issues == ()
+
+
+@pytest.mark.parametrize("program_asks", [True, False])
+def test_the_header_names_the_cells_of_every_record_in_order(program_asks):
+    record, _ = build(enrollment(pii=program_asks), None, None)
+    assert header(program_asks, CONFIG) == list(record)
+    assert len(header(program_asks, CONFIG)) == len(CONFIG.columns) - (0 if program_asks else 5)

@@ -81,7 +81,7 @@ class CassandraWriteOptions(PipelineOptions):
                             help="a program's mutations go to Cassandra as UNLOGGED batches of at most this many "
                                  "bytes of values (keep it under Cassandra's batch_size_warn_threshold); 0: one "
                                  "statement a request")
-        parser.add_argument("--retry-backoff", type=float, default=0.5,
+        parser.add_argument("--retry-backoff", type=float, default=cassandra_sink.DEFAULT_BACKOFF_SECONDS,
                             help="seconds before a transiently failed write is tried again; doubled for each "
                                  f"next try, at most {cassandra_sink.MAX_BACKOFF_SECONDS:g} s. Transient failures "
                                  "are retried until they succeed, never dead-lettered")
