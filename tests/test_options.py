@@ -17,3 +17,8 @@ def test_the_defaults_are_the_local_stack_and_the_environment_wins(monkeypatch, 
     assert options.cassandra_connection().hosts == ("c1", "c2")
     assert options.redis_connection().password_file == str(secret)
     assert StoreOptions(["--cassandra-hosts=c3"]).cassandra_connection().hosts == ("c3",)  # a flag wins
+
+
+def test_no_secret_is_a_flag_or_an_option():
+    names = StoreOptions([]).get_all_options(current_only=True)
+    assert not [n for n in names if "password" in n and not n.endswith("password_file")]

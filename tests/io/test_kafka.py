@@ -116,3 +116,9 @@ def test_the_committed_offset_stops_at_the_first_record_not_done(unique):
 
     assert commit([0, 1, 2, 3, 5, 6, 7, 8, 9]) == [4]  # offset 4 holds a record, still on its way
     assert commit(range(4, 10)) == [10]  # a later run, from where the group stands
+
+
+def test_kafka_record_from_kafkaio_metadata_row():
+    row_ = beam.Row(topic="t", partition=1, offset=2, timestamp=3, key=None, value=b"v", headers=[],
+                    timestampTypeId=0, timestampTypeName="CreateTime")
+    assert KafkaRecord.from_row(row_) == KafkaRecord("t", 1, 2, 3, None, b"v")

@@ -65,12 +65,6 @@ def test_dead_letter_message_keeps_the_key_and_the_original_payload():
     assert (key, json.loads(value)["payload"]) == (b"t.raw/0/7", None)
 
 
-def test_kafka_record_from_kafkaio_metadata_row():
-    row_ = beam.Row(topic="t", partition=1, offset=2, timestamp=3, key=None, value=b"v", headers=[],
-                    timestampTypeId=0, timestampTypeName="CreateTime")
-    assert KafkaRecord.from_row(row_) == KafkaRecord("t", 1, 2, 3, None, b"v")
-
-
 # --- the pipeline over in-memory records ---
 
 @pytest.mark.services
