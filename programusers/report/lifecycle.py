@@ -21,6 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from programusers import filters, runners, store_errors
 from programusers.crypto import PlatformCipher
 from programusers.io import cassandra, redis
+from programusers.io.backoff import Backoff
 from programusers.metrics import counters
 from programusers.model_config import ReportConfig
 from programusers.pipelines import exhaust
@@ -43,6 +44,7 @@ class ReportFailure(Exception):
 
 NO_PROFILES = "the user cache has no profile for any consenting user"
 MAX_PIPELINE_ATTEMPTS = 3
+STORE_BACKOFF = Backoff(base=2.0, cap=15.0)  # waits of 1-2 s, 2-4 s, ... 7.5-15 s for a store to answer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,13 +74,14 @@ def _problem(sources: ReportSources, store: Store) -> StoreProblem | None:
 def _await_store(sources: ReportSources, store: Store, deadline: float, request_id: str) -> None:
     """Returns once `store` answers; raises ReportFailure naming it when it is still down at `deadline`,
     or at once when it refuses our login (waiting would not change that)."""
-    delay = 1.0
+    attempt = 0
     while problem := _problem(sources, store):
+        attempt += 1
+        delay = STORE_BACKOFF.seconds(attempt)
         if problem.kind is Kind.REFUSED or time.monotonic() + delay > deadline:
             raise ReportFailure(str(problem))
         _LOG.warning("request %s: %s; trying again in %.0fs", request_id, problem, delay)
         time.sleep(delay)
-        delay = min(delay * 2, 15.0)
 
 
 def _store_behind(sources: ReportSources, reads_cache: bool) -> Store | None:
