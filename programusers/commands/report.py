@@ -18,7 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from programusers import commands, filters, runners, settings
 from programusers.crypto import PlatformCipher
 from programusers.model_config import ModelConfigError, ReportConfig, default_model_config, load_model_config
-from programusers.options import StoreOptions, keyspace_flags
+from programusers.options import from_args, keyspace_flags, option_values
 from programusers.pipelines.exhaust import ExhaustOptions, ReportSources
 from programusers.report import job_request, lifecycle
 from programusers.report.job_request import JobRequest
@@ -29,24 +29,30 @@ from programusers.report.staging import Staging
 _LOG = logging.getLogger(__name__)
 
 
-def report_sources(args: argparse.Namespace, options: PipelineOptions, config: ReportConfig) -> ReportSources:
+def report_sources(args: argparse.Namespace, config: ReportConfig) -> ReportSources:
     """Where the report reads from: the stores' connections (flag > environment > local stack), the
     keyspaces (flag > environment > the programs keyspace's fallback, the model config's keyspace_name) and
     the user cache's db (flag > environment > the model config's sparkUserDbRedisIndex)."""
-    stores = options.view_as(StoreOptions)
+    stores = from_args(args)
     return ReportSources(cassandra=stores.cassandra_connection(),
                          programs_keyspace=args.programs_keyspace or config.keyspace,
                          consent_keyspace=args.consent_keyspace,
                          redis=stores.redis_connection(default_db=config.redis_db))
 
 
+def exhaust_options(args: argparse.Namespace) -> PipelineOptions:
+    """The report pipeline's options: its tuning and Beam's flags only. The store flags (a Kafka property
+    may be a SASL secret) stay in this process, which hands the pipeline its sources."""
+    return runners.pipeline_options(args.runner, args.pipeline_args, **option_values(args, ExhaustOptions))
+
+
 def _prepare(args: argparse.Namespace) -> ExhaustRun:
     config = load_model_config(args.config) if args.config else default_model_config()
     cipher = PlatformCipher.from_env()
-    options = commands.pipeline_options(args)
+    options = exhaust_options(args)
     FileSystems.set_options(options)
     staging = Staging.prepare(args.staging, args.output or config.output_path, options, file_mode=args.file_mode)
-    sources = report_sources(args, options, config)
+    sources = report_sources(args, config)
     # The model config's endpoints are the platform's Spark job's: say once that they are not ours.
     _LOG.info("the model config's Redis %s:%s and Cassandra %s are not used: the exhaust reads Cassandra at %s "
               "and Redis at %s (flags, environment, local stack)", config.redis_host, config.redis_port,

@@ -2,16 +2,27 @@
 password comes from (tests of programusers/commands/report.py)."""
 import io
 
-from programusers import cli, commands
-from programusers.commands.report import ENCRYPTION_KEY_ENV, read_encryption_key, report_sources
+from programusers import cli
+from programusers.commands.report import ENCRYPTION_KEY_ENV, exhaust_options, read_encryption_key, report_sources
 from programusers.model_config import default_model_config
 from programusers.pipelines.exhaust import ReportSources
 
 
-def resolved(*argv) -> ReportSources:
+def parsed(*argv):
     args, extra = cli.build_parser().parse_known_args(["exhaust", *argv])
     args.pipeline_args = extra
-    return report_sources(args, commands.pipeline_options(args), default_model_config())
+    return args
+
+
+def resolved(*argv) -> ReportSources:
+    return report_sources(parsed(*argv), default_model_config())
+
+
+def test_the_pipeline_gets_its_tuning_and_beam_flags_but_no_store_flag():
+    options = exhaust_options(parsed("--read-slices", "4", "--kafka-config", "sasl.jaas.config=secret",
+                                     "--cassandra-username", "reporter", "--job_name=x")).get_all_options()
+    assert (options["read_slices"], options["job_name"]) == (4, "x")
+    assert options["kafka_config"] == [] and options["cassandra_username"] is None
 
 
 def test_store_settings_flag_then_environment_then_local_stack(monkeypatch, tmp_path):
