@@ -22,3 +22,7 @@ class LookupHandler(Protocol):
 
     def __call__(self, keys: list) -> dict[Hashable, Any]:
         """The batch's keys that were found, each with what was found."""
+
+    def count_throttled(self) -> None:
+        """Adds the time its client waited to retry since the last call to a throttled-time counter; the
+        owning DoFn calls it on its bundle's thread, where Beam counters count (calls may run on another)."""

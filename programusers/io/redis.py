@@ -7,6 +7,7 @@ client is made, from `password_file` (a mounted Secret) or the environment.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import redis
@@ -27,16 +28,41 @@ PASSWORD_ENV = "PROGRAMUSERS_REDIS_PASSWORD"
 # goes up and the caller decides (the exhaust waits for the cache, bounded).
 READ_RETRIES = 5
 METRICS_NAMESPACE = "programusers.redis"
-# A Beam counter counts on a bundle's thread only: a client used on a thread of its own counts nothing.
 _THROTTLED = Metrics.counter(METRICS_NAMESPACE, "redis_throttled_ms")
 
 
-class _CountedBackoff(EqualJitterBackoff):
-    """redis-py's jittered backoff, each wait it gives (the client sleeps it next) counted as throttled."""
+class _WaitTotal:
+    """The seconds a client's retries waited, summed where they happen and taken where they are counted: a
+    Beam counter counts on a bundle's thread only, and a lookup may run on a thread of its own."""
+
+    def __init__(self):
+        self._lock, self._seconds = threading.Lock(), 0.0
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self._seconds += seconds
+
+    def take(self) -> float:
+        """The seconds waited since the last call."""
+        with self._lock:
+            seconds, self._seconds = self._seconds, 0.0
+        return seconds
+
+    def __deepcopy__(self, memo):
+        return self  # redis.Redis copies its Retry and backoff: the copy must add to this total
+
+
+class _SummedBackoff(EqualJitterBackoff):
+    """redis-py's jittered backoff, each wait it gives (the client sleeps it next) added to `total`."""
+
+    def __init__(self, total: _WaitTotal | None = None):
+        super().__init__(cap=4.0, base=0.25)
+        self._total = total
 
     def compute(self, failures: int) -> float:
         seconds = super().compute(failures)
-        count_wait(_THROTTLED, seconds)
+        if self._total is not None:
+            self._total.add(seconds)
         return seconds
 
 
@@ -52,13 +78,14 @@ class RedisConnection:
     tls_ca: str | None = None  # a CA file turns TLS on
     timeout: float = 10.0
 
-    def client(self, retries: int = READ_RETRIES, timeout: float | None = None) -> redis.Redis:
+    def client(self, retries: int = READ_RETRIES, timeout: float | None = None,
+               waits: _WaitTotal | None = None) -> redis.Redis:
         timeout = self.timeout if timeout is None else timeout
         return redis.Redis(host=self.host, port=self.port, db=self.db, username=self.username,
                            password=read_secret(self.password_file, PASSWORD_ENV),
                            ssl=self.tls or bool(self.tls_ca), ssl_ca_certs=self.tls_ca,
                            decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout,
-                           retry=Retry(_CountedBackoff(cap=4.0, base=0.25), retries),
+                           retry=Retry(_SummedBackoff(waits), retries),
                            retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
     def ping(self) -> None:
@@ -85,14 +112,20 @@ class RedisHashHandler(HasDisplayData):
 
     def __init__(self, connection: RedisConnection, key_prefix: str, fields: tuple[str, ...]):
         self._connection, self._key_prefix, self._fields = connection, key_prefix, tuple(fields)
-        self._client = None
+        self._client, self._waits = None, None
 
     def display_data(self):
         return {"redis": self._connection.describe(), "key_prefix": self._key_prefix, "fields": ",".join(self._fields)}
 
     def __enter__(self) -> RedisHashHandler:
-        self._client = self._connection.client()
+        self._waits = _WaitTotal()
+        self._client = self._connection.client(waits=self._waits)
         return self
+
+    def count_throttled(self) -> None:
+        """Adds the client's retry waits since the last call to redis_throttled_ms; call it on a bundle's
+        thread (a Beam counter counts only there)."""
+        count_wait(_THROTTLED, self._waits.take())
 
     def __call__(self, ids: list[str]) -> dict[str, dict]:
         pipe = self._client.pipeline(transaction=False)
@@ -108,4 +141,4 @@ class RedisHashHandler(HasDisplayData):
             self._client = None
 
     def __getstate__(self):
-        return {**self.__dict__, "_client": None}
+        return {**self.__dict__, "_client": None, "_waits": None}

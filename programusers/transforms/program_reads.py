@@ -122,3 +122,6 @@ class ConsentHandler:
 
     def __exit__(self, *exc_info) -> None:
         self._rows.__exit__(*exc_info)
+
+    def count_throttled(self) -> None:
+        self._rows.count_throttled()

@@ -81,6 +81,8 @@ class _LookUpAndBuildFn(beam.DoFn):
 
     def _built(self, batch: _LookedUp) -> WindowedValue:
         consents, profiles = batch.lookups.result()
+        self._consents.count_throttled()
+        self._profiles.count_throttled()
         self._consents_found.inc(len(consents))
         self._profiles_found.inc(len(profiles))
         return WindowedValue(self._keyed_lines(batch.rows, consents, profiles), batch.timestamp, [batch.window])
