@@ -256,10 +256,15 @@ class _Writer:
         self._retries = Metrics.counter(METRICS_NAMESPACE, "write_retries")
         self._prepared = {}  # statement key -> prepared statement
         self._counters = {}
+        self._order = itertools.count()  # tie-breaker: writes themselves do not compare
+        self.forget()
+
+    def forget(self) -> None:
+        """Drops every write not yet settled: a bundle that failed leaves them to its retry, and its
+        contexts must not come out of the next bundle."""
         self._in_flight: deque[_Write] = deque()
         self._backing_off: list[tuple[float, int, _Write]] = []  # heap by due time
         self._backing_off_since: float | None = None  # since when some write waits in the heap
-        self._order = itertools.count()  # tie-breaker: writes themselves do not compare
         self._gathering: dict[Hashable, tuple[list[_Item], int]] = {}  # partition -> (items, value bytes)
 
     def put(self, context, mutation) -> Iterator[_Outcome]:
@@ -392,6 +397,9 @@ class _WriteMutationsFn(SessionDoFn):
         self._writer = _Writer(self._session, self._statements, consistency=self._consistency,
                                concurrency=self._concurrency, backoff=self._backoff,
                                max_batch_bytes=self._max_batch_bytes, outage=outage, throttled=self._throttled)
+
+    def start_bundle(self):
+        self._writer.forget()
 
     def process(self, element, windowed=beam.DoFn.WindowedValueParam):
         context, mutation = element

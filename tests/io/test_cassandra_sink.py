@@ -340,6 +340,14 @@ def test_in_flight_writes_are_bounded_and_a_flush_ends_with_none_outstanding():
     assert (written, rejected) == (list(range(20)), [])  # each context once, when written
 
 
+def test_writes_a_failed_bundle_left_are_forgotten_by_the_next_bundle():
+    engine = writer(FlakySession(None, failures=0))
+    left = [outcome for i in range(3) for outcome in engine.put(i, upsert("p", f"u{i}", T0))]
+    assert left == []  # gathered into a batch, not yet sent: the bundle failed here
+    engine.forget()
+    assert run_writer(engine, [upsert("p", "u9", T0)]) == ([0], [])  # the next bundle's own write only
+
+
 def test_value_bytes_counts_text_and_maps_and_a_little_for_the_rest():
     assert cassandra_sink.value_bytes(["abc", b"de", {"k": "vv", "x": None}, 7, None]) == 3 + 2 + (1 + 2 + 1) + 8 + 8
 
