@@ -34,14 +34,15 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
 
 def wait_for(start, cassandra: CassandraConnection, outage_limit: float | None
              ) -> tuple[PipelineResult | None, str | None]:
-    """runners.run_and_wait for a job writing to `cassandra`: (its result, None) at its end or once Ctrl-C
-    or SIGTERM stopped it (None for the result when the job server stopped with it); (None, the reason)
-    when Cassandra stayed unreachable past `outage_limit`."""
+    """runners.run_and_wait for a job writing to `cassandra` (the ingest, the replay): (its result, None) at
+    its end or once Ctrl-C or SIGTERM stopped it (None for the result when the job server stopped with it);
+    (None, the reason for an operator) when Cassandra stayed unreachable past `outage_limit`."""
     try:
         return runners.run_and_wait(start), None
     except runners.Stopped as stopped:
         return stopped.result, None
     except Exception as error:
         if message := cassandra_sink.outage(error, cassandra, outage_limit):
-            return None, message
+            return None, (f"{message} (--max-write-outage); none dead-lettered, no offset committed past the "
+                          "writes held: re-run once it answers")
         raise

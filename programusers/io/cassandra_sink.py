@@ -71,11 +71,12 @@ _LOG = logging.getLogger(__name__)
 
 
 class CassandraUnreachable(RuntimeError):
-    """No write succeeded for longer than the run's outage limit (`--max-write-outage`)."""
+    """No write succeeded for longer than the transform's outage limit (`max_outage`)."""
 
 
 def outage(error: BaseException, connection: CassandraConnection, limit: float | None) -> str | None:
-    """Why a write job failed when Cassandra stayed unreachable past its outage `limit`, else None. The
+    """Why a write job failed when Cassandra stayed unreachable past its outage `limit` (counts and
+    addresses only), else None. The
     worker's CassandraUnreachable where the runner raises the worker's own error (in process); else (a
     portable runner passes it on as text only) found by asking Cassandra whether it answers now."""
     cause: BaseException | None = error
@@ -89,8 +90,7 @@ def outage(error: BaseException, connection: CassandraConnection, limit: float |
         connection.ping()
         return None
     except Unavailable:
-        return (f"Cassandra unreachable for more than --max-write-outage {limit:g} s at {connection.describe()}; "
-                "none dead-lettered, no offset committed past the writes held: re-run once it answers")
+        return f"Cassandra unreachable for more than the outage limit of {limit:g} s at {connection.describe()}"
 
 
 class Statements(Protocol):
@@ -179,8 +179,7 @@ class _Outage:
         if self._limit is not None and elapsed > self._limit:
             raise CassandraUnreachable(
                 f"Cassandra unreachable for {elapsed:.0f} s at {self._where} ({type(error).__name__}), more than "
-                f"--max-write-outage {self._limit:g} s; {held}, none dead-lettered, no offset committed past "
-                f"them: re-run once it answers")
+                f"the outage limit of {self._limit:g} s; {held}, none rejected")
         if self._throttle.ready(now):
             self._reported = True
             _LOG.warning("Cassandra unreachable for %.0f s at %s (%s); %s, retrying",

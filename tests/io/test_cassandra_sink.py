@@ -115,12 +115,12 @@ def test_an_outage_past_the_limit_fails_naming_cassandra(monkeypatch):
         outage.failed(OperationTimedOut(), waiting=3)
     down = CassandraConnection(("127.0.0.1",), 1)  # nothing listens on port 1
     assert cassandra_sink.outage(RuntimeError("job failed"), down, 30) == (
-        "Cassandra unreachable for more than --max-write-outage 30 s at 127.0.0.1:1; none dead-lettered, no offset "
-        "committed past the writes held: re-run once it answers")  # a portable runner's failure: Cassandra asked
+        "Cassandra unreachable for more than the outage limit of 30 s at 127.0.0.1:1")  # a portable runner's
+    # failure: Cassandra asked
     assert cassandra_sink.outage(RuntimeError("job failed"), down, None) is None  # no limit: no outage ends a job
     assert cassandra_sink.outage(raised.value, down, 30) == (  # the worker's own error, where the runner raises it
-        "Cassandra unreachable for 30 s at 10.0.0.1 (OperationTimedOut), more than --max-write-outage 30 s; "
-        "3 write(s) waiting here, none dead-lettered, no offset committed past them: re-run once it answers")
+        "Cassandra unreachable for 30 s at 10.0.0.1 (OperationTimedOut), more than the outage limit of 30 s; "
+        "3 write(s) waiting here, none rejected")
 
 
 def test_write_enrollments_rejects_a_nonsense_policy():
@@ -304,7 +304,7 @@ def test_an_outage_past_the_limit_fails_the_job_and_dead_letters_nothing(cassand
     mutations = [upsert(program, f"u{i}", T0) for i in range(5)]
     with pytest.raises(Exception) as raised:
         write(mutations, keyspace, fn=FlakyWriteFn(keyspace, failures=10**9, max_outage=1.0))
-    assert "more than --max-write-outage 1 s" in cassandra_sink.outage(raised.value, LOCAL_CASSANDRA, 1.0)
+    assert "more than the outage limit of 1 s" in cassandra_sink.outage(raised.value, LOCAL_CASSANDRA, 1.0)
     assert cassandra_sink.outage(RuntimeError("job failed"), LOCAL_CASSANDRA, 1.0) is None  # Cassandra answers
     assert rows(cassandra_session, keyspace, program) == {}
 
@@ -313,7 +313,7 @@ def test_a_worker_starting_while_cassandra_is_unreachable_waits_then_gives_up_at
     down = CassandraConnection(("127.0.0.1",), 1)  # nothing listens on port 1: refused at once
     throttled, started = Counted(), time.monotonic()
     with pytest.raises(cassandra_sink.CassandraUnreachable,
-                       match="more than --max-write-outage 1.5 s; connecting, no write sent yet"):
+                       match="more than the outage limit of 1.5 s; connecting, no write sent yet"):
         cassandra_sink._connect_waiting(lambda: down.connect()[1], cassandra_sink._Outage("127.0.0.1:1", 1.5),
                                         Backoff(0.1, 0.2), throttled)
     assert 1.5 <= time.monotonic() - started < 10

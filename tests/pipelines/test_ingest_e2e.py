@@ -118,4 +118,5 @@ def test_an_outage_past_max_write_outage_exits_non_zero_naming_cassandra(test_sc
     assert time.monotonic() - started < 120
     [message] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ingest stopped")]
     assert message.startswith("ingest stopped: Cassandra unreachable for ")
-    assert "more than --max-write-outage 3 s" in message and message.endswith("re-run once it answers")
+    assert "more than the outage limit of 3 s" in message and "(--max-write-outage); none dead-lettered" in message
+    assert message.endswith("re-run once it answers")
