@@ -1,9 +1,10 @@
 """The exhaust's request lifecycle (SPEC §3, §5), top to bottom: claim a pending request under a lease,
 produce its report (the pipeline, through store outages), publish it only complete, record the outcome.
 
-The modules it goes through, each once a request: request_store (claim), staging (the request's private
+The modules a request goes through, in this order: request_store (claim), staging (the request's private
 folder), pipelines/exhaust (the records as sorted shards), merge (one file, zipped by archive), staging
-(publish), request_store (the outcome).
+(publish, once request_store says the lease is still ours), request_store (the outcome). A pipeline that
+a store outage failed is run again in an emptied folder.
 """
 from __future__ import annotations
 
@@ -93,7 +94,7 @@ def _store_behind(sources: ReportSources, reads_cache: bool) -> Store | None:
 
 
 def _run_through_outages(request: JobRequest, report: filters.ReportRequest, job: ExhaustRun,
-                         folder: str) -> dict[str, int]:
+                         staging_dir: str) -> dict[str, int]:
     """Runs the pipeline to its end, waiting for a store that is down (up to --max-store-outage in all) and
     running it again after one failed it; returns its counters."""
     deadline, store, attempt = time.monotonic() + job.max_store_outage, Store.CASSANDRA, 1
@@ -103,10 +104,10 @@ def _run_through_outages(request: JobRequest, report: filters.ReportRequest, job
         try:
             if asks is None:
                 asks = exhaust.program_asks(report, job.sources, job.options)
-            with progress.shown(f"request {request.request_id}", job.progress_every, staging_dir=folder):
+            with progress.shown(f"request {request.request_id}", job.progress_every, staging_dir=staging_dir):
                 return counters(runners.run_and_wait(partial(
                     exhaust.run, job.options, request=report, config=job.config, sources=job.sources,
-                    staging_dir=folder, program_asks=asks)))
+                    staging_dir=staging_dir, program_asks=asks)))
         except Exception:
             store = _store_behind(job.sources, reads_cache=bool(asks))
             if store is None:
@@ -116,7 +117,7 @@ def _run_through_outages(request: JobRequest, report: filters.ReportRequest, job
                 raise ReportFailure(str(problem)) from None
         _LOG.warning("request %s: the pipeline failed while %s was unavailable; running it again once it answers",
                      request.request_id, store)
-        job.staging.empty(folder)
+        job.staging.empty(staging_dir)
         attempt += 1
 
 
@@ -140,16 +141,16 @@ def produce(request: JobRequest, job: ExhaustRun) -> str:
     now = datetime.now(UTC)
     name = job_request.report_name(request.request_id, now, job.config.tz) + (".zip" if password else ".csv")
     # Shards and the merged file hold decrypted PII: they stay in private staging until the file is whole.
-    with job.staging.folder(lease_key(request)) as folder:
-        totals = _run_through_outages(request, report, job, folder)
+    with job.staging.folder(lease_key(request)) as staging_dir:
+        totals = _run_through_outages(request, report, job, staging_dir)
         _LOG.info("request %s: %s", request.request_id, json.dumps(totals, sort_keys=True))
         records_built = totals.get("records", 0)
         if not records_built:
             raise ReportFailure(job_request.NO_DATA_FOUND)
         _check_profiles(totals, job.min_profile_share)
-        merged = FileSystems.join(folder, name)
+        merged = FileSystems.join(staging_dir, name)
         try:
-            rows = merge.merge_shards(folder, merged, when=now.astimezone(job.config.tz), password=password,
+            rows = merge.merge_shards(staging_dir, merged, when=now.astimezone(job.config.tz), password=password,
                                       member=name.rsplit(".", 1)[0] + ".csv", zip_crypto=job.zip_crypto)
         except IncompleteShard as exc:
             raise ReportFailure(f"report incomplete: shard {exc}; nothing published") from None

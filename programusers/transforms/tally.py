@@ -18,6 +18,8 @@ from collections import Counter
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from programusers.io import files
+
 __all__ = ["PUBLISHED", "Publisher", "count", "counter", "snapshot"]
 
 _LOG = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ class Publisher:
 
     def flush(self) -> None:
         self._last = time.monotonic()
-        if "://" not in self._staging_dir and not os.path.isdir(self._staging_dir):
+        if files.is_local(self._staging_dir) and not os.path.isdir(self._staging_dir):
             return  # the job's staging is gone (a straggler of a failed run): do not make it again
         with _LOCK:
             counts = {step: n - since for step, n in _TALLY.items() if n > (since := self._since.get(step, 0))}
