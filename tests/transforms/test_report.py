@@ -54,6 +54,9 @@ class FakeLookupHandler:
     def __exit__(self, *exc_info):
         self._open = False
 
+    def count_throttled(self):
+        assert self._open
+
 
 ENROLLMENTS = [row("u-active"), row("u-revoked"), row("u-none"), row("u-nocache"), row("u-open", pii=False)]
 CONSENTS = {"u-active": {"status": "Active", "last_updated_on": datetime(2023, 5, 31, 20)},
