@@ -1,9 +1,11 @@
 """`programusers exhaust` and `submit` on the command line: where the report reads from, and where the zip
 password comes from (tests of programusers/commands/report.py)."""
 import io
+import sys
 
 from programusers import cli
 from programusers.commands.report import ENCRYPTION_KEY_ENV, exhaust_options, read_encryption_key, report_sources
+from programusers.io import postgres
 from programusers.model_config import default_model_config
 from programusers.pipelines.exhaust import ReportSources
 
@@ -64,3 +66,28 @@ def test_the_zip_password_comes_from_a_file_or_the_environment(tmp_path, monkeyp
     assert read_encryption_key(str(key_file)) == "pass word, with spaces"  # a file wins; its line end is no part
     monkeypatch.setattr("sys.stdin", io.StringIO("from stdin\n"))
     assert read_encryption_key("-") == "from stdin"
+
+
+def test_submit_takes_the_zip_password_from_a_file_stdin_or_the_environment_never_argv(test_schema, pg_dsn, unique,
+                                                                                      tmp_path, monkeypatch, capsys):
+    table = test_schema["job_request_table"]
+    base = ["submit", "--program-id", f"p-{unique}", "--requested-by", "m", "--job-request-table", table]
+    monkeypatch.delenv("PROGRAMUSERS_ENCRYPTION_KEY", raising=False)
+    assert cli.main([*base, "--encryption-key", "on-argv"]) == 2
+    assert cli.main(base) == 2  # the packaged config requires a key
+    assert capsys.readouterr().out == ""
+
+    key_file = tmp_path / "key"
+    key_file.write_text("from-file\n")
+    monkeypatch.setattr(sys, "stdin", open(key_file))  # noqa: SIM115
+    assert cli.main([*base, "--encryption-key-file", "-"]) == 0
+    assert cli.main([*base, "--encryption-key-file", str(key_file)]) == 0
+    monkeypatch.setenv("PROGRAMUSERS_ENCRYPTION_KEY", "from-env")
+    assert cli.main(base) == 0
+    ids = capsys.readouterr().out.split()
+    connection = postgres.connect(pg_dsn)
+    with connection, connection.cursor() as cursor:
+        cursor.execute(f"SELECT encryption_key FROM {table} WHERE request_id = ANY(%s) ORDER BY dt_job_submitted",
+                       (ids,))
+        assert [r[0] for r in cursor.fetchall()] == ["from-file", "from-file", "from-env"]
+    connection.close()

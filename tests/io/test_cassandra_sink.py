@@ -26,31 +26,12 @@ from programusers.metrics import counters
 from programusers.transforms.enrollments import (
     EnrollmentStatements,
     WriteEnrollments,
-    delete_cql,
-    upsert_cql,
 )
 
 T0 = 1_673_505_056_829_000  # 2023-01-12T06:30:56.829Z in micros
 
 
 # --- pure helpers ---
-
-def test_upsert_cql_binds_key_then_columns_then_timestamp():
-    assert upsert_cql("ks", ["program_name", "user_locations"]) == (
-        "INSERT INTO ks.program_enrollment (program_id, user_id, program_name, user_locations) "
-        "VALUES (?, ?, ?, ?) USING TIMESTAMP ?")
-
-
-def test_delete_cql_is_stamped():
-    assert delete_cql("ks") == (
-        "DELETE FROM ks.program_enrollment USING TIMESTAMP ? WHERE program_id = ? AND user_id = ?")
-
-
-@pytest.mark.parametrize("keyspace,columns", [("ks; DROP", ["a"]), ("ks", ["a) VALUES (1"]), ("ks", ["1a"])])
-def test_cql_names_are_checked(keyspace, columns):
-    with pytest.raises(ValueError):
-        upsert_cql(keyspace, columns)
-
 
 @pytest.mark.parametrize("error,transient", [
     (WriteTimeout("timed out", write_type=WriteType.SIMPLE), True), (Unavailable("down"), True),
@@ -121,13 +102,6 @@ def test_an_outage_past_the_limit_fails_naming_cassandra(monkeypatch):
     assert cassandra_sink.outage(raised.value, down, 30) == (  # the worker's own error, where the runner raises it
         "Cassandra unreachable for 30 s at 10.0.0.1 (OperationTimedOut), more than the outage limit of 30 s; "
         "3 write(s) waiting here, none rejected")
-
-
-def test_write_enrollments_rejects_a_nonsense_policy():
-    with pytest.raises(ValueError):
-        WriteEnrollments(LOCAL_CASSANDRA, "ks", concurrency=0)
-    with pytest.raises(KeyError):
-        WriteEnrollments(LOCAL_CASSANDRA, "ks", consistency="MOSTLY")
 
 
 # --- against the real Cassandra ---

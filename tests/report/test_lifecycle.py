@@ -240,27 +240,3 @@ def test_a_runner_with_remote_workers_needs_shared_staging(scenario, table, capl
     code = cli.main(["exhaust", "--runner", "PrismRunner", *flags(scenario, table), "--environment_type=EXTERNAL",
                      "--environment_config=localhost:50000"])
     assert code == 2 and "pass --staging with a location they share" in caplog.text
-
-
-def test_submit_takes_the_zip_password_from_a_file_stdin_or_the_environment_never_argv(scenario, pg_dsn, table,
-                                                                                      tmp_path, monkeypatch, capsys):
-    base = ["submit", "--program-id", scenario.a.id, "--requested-by", "m", "--job-request-table", table]
-    monkeypatch.delenv("PROGRAMUSERS_ENCRYPTION_KEY", raising=False)
-    assert cli.main([*base, "--encryption-key", "on-argv"]) == 2
-    assert cli.main(base) == 2  # the packaged config requires a key
-    assert capsys.readouterr().out == ""
-
-    key_file = tmp_path / "key"
-    key_file.write_text("from-file\n")
-    monkeypatch.setattr(sys, "stdin", open(key_file))  # noqa: SIM115
-    assert cli.main([*base, "--encryption-key-file", "-"]) == 0
-    assert cli.main([*base, "--encryption-key-file", str(key_file)]) == 0
-    monkeypatch.setenv("PROGRAMUSERS_ENCRYPTION_KEY", "from-env")
-    assert cli.main(base) == 0
-    ids = capsys.readouterr().out.split()
-    connection = postgres.connect(pg_dsn)
-    with connection, connection.cursor() as cursor:
-        cursor.execute(f"SELECT encryption_key FROM {table} WHERE request_id = ANY(%s) ORDER BY dt_job_submitted",
-                       (ids,))
-        assert [r[0] for r in cursor.fetchall()] == ["from-file", "from-file", "from-env"]
-    connection.close()
