@@ -187,7 +187,7 @@ def load(session, client, size: int, seed: int) -> dict:
     session.execute(f"CREATE TABLE IF NOT EXISTS {space}.loaded (size int PRIMARY KEY, program_id text)")
     for table in (schema.ENROLLMENT_TABLE, schema.CONSENT_TABLE, "loaded"):
         session.execute(f"TRUNCATE {space}.{table}", timeout=120)
-    client.delete(_loaded_key(size))
+    client.delete(loaded_key(size))
     loader, timings = _Loader(session, client, space), {"generate_s": 0.0, "write_s": 0.0}
     for start in range(0, size, CHUNK):
         mutations, consents, profiles = [], [], {}
@@ -209,18 +209,18 @@ def load(session, client, size: int, seed: int) -> dict:
     timings = {k: round(v, 3) for k, v in timings.items()}
     timings["writes_retried"] = loader.retried
     session.execute(f"INSERT INTO {space}.loaded (size, program_id) VALUES (%s, %s)", (size, program["id"]))
-    client.set(_loaded_key(size), program["id"])
+    client.set(loaded_key(size), program["id"])
     return {"program": program, "consent_rows": consent_rows(size), "timings": timings}
 
 
-def _loaded_key(size: int | str) -> str:
+def loaded_key(size: int | str) -> str:
     return f"bench:loaded:{size}"
 
 
 def loaded_program(session, client, size: int, seed: int) -> dict | None:
     """The program of a size a previous --keep run loaded completely with this seed, else None."""
     program = program_of(size, seed)
-    if (client.get(_loaded_key(size)) or b"").decode() != program["id"]:
+    if (client.get(loaded_key(size)) or b"").decode() != program["id"]:
         return None
     try:
         row = session.execute(f"SELECT program_id FROM {keyspace(size)}.loaded WHERE size = %s", (size,)).one()
@@ -464,8 +464,8 @@ def main(argv=None) -> int:
         if not args.keep:
             for size in sizes:
                 session.execute(f"DROP KEYSPACE IF EXISTS {keyspace(size)}", timeout=120)
-                client.delete(_loaded_key(size))
-            if not client.keys(_loaded_key("*")):  # the profiles are shared by every size a --keep run kept
+                client.delete(loaded_key(size))
+            if not client.keys(loaded_key("*")):  # the profiles are shared by every size a --keep run kept
                 client.flushdb()
         cluster.shutdown()
 

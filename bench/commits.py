@@ -1,0 +1,116 @@
+"""The exhaust command at two or more commits, on the same loaded program: does a change keep its speed and
+its report's bytes?
+
+Each commit is checked out in a git worktree of its own and run as a user runs it: `programusers submit`,
+then `programusers exhaust --request-id` (DirectRunner, the default), from that worktree, on the program
+`bench/exhaust.py --keep` loaded for the size. Rounds alternate the commits, so a slow moment of the box
+falls on each alike. Per run: wall time of the exhaust command and the SHA-256 of the CSV in its zip.
+
+    .venv/bin/python bench/exhaust.py --sizes 100000 --runners "" --stage-sizes "" --keep --reuse   # load
+    .venv/bin/python bench/commits.py c2fe82c HEAD --rounds 3
+
+Results: bench/results/commits.json and a Markdown table (median seconds, ratio to the first commit).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyzipper
+import redis as redis_lib
+from exhaust import REDIS_DB, SALT, keyspace, loaded_key
+
+import common
+from programusers import settings
+from programusers.crypto import SALT_ENV_VAR
+
+REPO = Path(__file__).resolve().parents[1]
+ZIP_PASSWORD = "bench-commits"
+
+
+def worktree(commit: str, into: Path) -> Path:
+    path = into / commit.replace("/", "_")
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-f", str(path), commit], check=True,
+                   capture_output=True)
+    return path
+
+
+def command(tree: Path, *argv: str) -> subprocess.CompletedProcess:
+    """`programusers ARGV` with the code of `tree` (its own package first on the path)."""
+    env = {**os.environ, "PYTHONPATH": str(tree), SALT_ENV_VAR: SALT, "PROGRAMUSERS_ENCRYPTION_KEY": ZIP_PASSWORD}
+    return subprocess.run([sys.executable, "-m", "programusers", *argv], cwd=tree, env=env, capture_output=True,
+                          text=True)
+
+
+def run(tree: Path, program_id: str, size: int, output: Path) -> dict:
+    stores = ["--programs-keyspace", keyspace(size), "--consent-keyspace", keyspace(size),
+              "--job-request-table", "bench_commits_requests"]
+    for step in (["init", *stores], ["submit", "--program-id", program_id, "--requested-by", "bench", *stores]):
+        done = command(tree, *step)
+        if done.returncode:
+            raise SystemExit(f"{step[0]} failed at {tree.name}: {done.stderr[-2000:]}")
+    request_id = done.stdout.split()[-1]
+    started = time.perf_counter()
+    done = command(tree, "exhaust", "--request-id", request_id, "--output", f"{output}/", "--redis-db",
+                   str(REDIS_DB), *stores)
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        raise SystemExit(f"exhaust failed at {tree.name}: {done.stderr[-2000:]}")
+    [report] = [path for path in output.rglob("*") if path.is_file()]
+    with pyzipper.AESZipFile(report) as archive:
+        archive.setpassword(ZIP_PASSWORD.encode())
+        [member] = archive.namelist()
+        data = archive.read(member)
+    return {"seconds": round(seconds, 2), "csv_sha256": hashlib.sha256(data).hexdigest(),
+            "lines": data.count(b"\n")}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("commits", nargs="+", help="git revisions; the first is the reference")
+    parser.add_argument("--size", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    client = redis_lib.Redis(host=settings.REDIS_HOST, port=settings.REDIS_PORT, db=REDIS_DB)
+    program_id = (client.get(loaded_key(args.size)) or b"").decode()
+    if not program_id:
+        raise SystemExit(f"no program of {args.size:,} rows is loaded: run bench/exhaust.py --sizes {args.size} "
+                         "--keep first (see this file's docstring)")
+    revisions = {c: subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", c], check=True,
+                                   capture_output=True, text=True).stdout.strip() for c in args.commits}
+    runs: dict[str, list[dict]] = {c: [] for c in args.commits}
+    with tempfile.TemporaryDirectory(prefix="bench-commits-") as scratch:
+        trees = {c: worktree(revisions[c], Path(scratch)) for c in args.commits}
+        try:
+            for round_ in range(args.rounds):
+                for commit in args.commits:
+                    output = Path(scratch) / "out" / f"{revisions[commit]}-{round_}"
+                    runs[commit].append(run(trees[commit], program_id, args.size, output))
+                    print(f"{commit} ({revisions[commit]}) round {round_ + 1}: {runs[commit][-1]}", file=sys.stderr)
+        finally:
+            for tree in trees.values():
+                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
+                               capture_output=True)
+    reference = common.median([r["seconds"] for r in runs[args.commits[0]]])
+    hashes = {r["csv_sha256"] for commit_runs in runs.values() for r in commit_runs}
+    results = [{"commit": c, "revision": revisions[c], "runs": runs[c],
+                "median_s": common.median([r["seconds"] for r in runs[c]])} for c in args.commits]
+    path = common.write_json("commits.json", {"machine": common.machine(), "size": args.size,
+                                              "same_bytes": len(hashes) == 1, "results": results})
+    print(f"\n### The exhaust command at {args.size:,} rows, DirectRunner, {args.rounds} alternating rounds\n")
+    print(common.markdown_table(
+        ["commit", "median s", "each run s", "time / first", "same bytes"],
+        [[f"{r['commit']} ({r['revision']})", r["median_s"], ", ".join(str(x["seconds"]) for x in r["runs"]),
+          f"{r['median_s'] / reference:.2f}", "yes" if len(hashes) == 1 else "no"] for r in results]))
+    print(f"\nresults: {path}")
+    return 0 if len(hashes) == 1 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
