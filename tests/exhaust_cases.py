@@ -263,11 +263,13 @@ def requests(s: Scenario):
     }
 
 
-def submit(connection, table, program, data, key, channel) -> str:
-    """Submits a request to `table` of the PostgreSQL that `connection` is connected to."""
+def submit(dsn, table, case) -> str:
+    """Submits the request of `case` (program, request_data, encryption_key, channel, ...: see requests())
+    to `table` of the PostgreSQL at `dsn`."""
+    program, data, key, channel = case[:4]
     request = JobRequest(tag=tag_for(program.id, channel), request_id=new_request_id(), request_data=data,
                          requested_by="manager-1", requested_channel=channel, encryption_key=key)
-    RequestStore(connection.dsn, table).insert(request)
+    RequestStore(dsn, table).insert(request)
     return request.request_id
 
 

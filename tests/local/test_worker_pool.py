@@ -14,7 +14,7 @@ from exhaust_cases import (
     unzipped,
 )
 
-from programusers.io import files, postgres
+from programusers.io import files
 from programusers.local.worker_pool import WorkerPool
 from programusers.report import progress
 
@@ -40,9 +40,7 @@ def test_worker_pool_writes_the_bytes_direct_runner_writes(name, scenario, worke
     ids, logs = {}, {}
     for engine, runner, args in (("direct", "DirectRunner", []),
                                  ("pool", "PrismRunner", worker_pool.pipeline_args())):
-        connection = postgres.connect(pg_dsn)
-        ids[engine] = submit(connection, table, program, data, key, channel)
-        connection.close()
+        ids[engine] = submit(pg_dsn, table, (program, data, key, channel))
         code, logs[engine] = exhaust_in_process(scenario, "--runner", runner, "--request-id", ids[engine],
                                                 "--output", str(tmp_path / engine),
                                                 "--staging", str(tmp_path / f"{engine}-staging"), *args)

@@ -24,7 +24,6 @@ from exhaust_cases import (
 )
 
 from programusers import cli
-from programusers.io import postgres
 from programusers.report.job_request import JOB_ID
 
 pytestmark = pytest.mark.services
@@ -33,9 +32,7 @@ pytestmark = pytest.mark.services
 def direct(scenario, pg_dsn, test_schema, tmp_path_factory):
     table, output = test_schema["job_request_table"], tmp_path_factory.mktemp("reports")
     staging = tmp_path_factory.mktemp("staging")
-    connection = postgres.connect(pg_dsn)
-    ids = {name: submit(connection, table, *request[:4]) for name, request in requests(scenario).items()}
-    connection.close()
+    ids = {name: submit(pg_dsn, table, request) for name, request in requests(scenario).items()}
     code, logs = exhaust_in_process(scenario, "--output", str(output), "--staging", str(staging))
     return Run(code, ids, logs, output, staging)
 
@@ -81,9 +78,7 @@ def prism(scenario, direct, pg_dsn, test_schema, tmp_path_factory):
     """The district and organisation requests again, each through the CLI on PrismRunner."""
     table, output = test_schema["job_request_table"], tmp_path_factory.mktemp("prism")
     staging = tmp_path_factory.mktemp("prism-staging")
-    connection = postgres.connect(pg_dsn)
-    ids = {name: submit(connection, table, *requests(scenario)[name][:4]) for name in ("district", "organisation")}
-    connection.close()
+    ids = {name: submit(pg_dsn, table, requests(scenario)[name]) for name in ("district", "organisation")}
     outputs = []
     for request_id in ids.values():  # one run each: FAILED requests of the direct run are pending too
         done = subprocess.run(
@@ -149,9 +144,7 @@ def test_a_report_over_protocol_v4_as_cassandra_3_11_and_4_speak(scenario, direc
     assert cluster.protocol_version == 4
     cluster.shutdown()
     program, data, key, channel, users = requests(scenario)["district"]
-    connection = postgres.connect(pg_dsn)
-    request_id = submit(connection, test_schema["job_request_table"], program, data, key, channel)
-    connection.close()
+    request_id = submit(pg_dsn, test_schema["job_request_table"], (program, data, key, channel))
     code, _ = exhaust_in_process(scenario, "--request-id", request_id, "--output", str(tmp_path),
                                  "--cassandra-protocol-version", "4")
     row = status_rows(pg_dsn, test_schema["job_request_table"], request_id)

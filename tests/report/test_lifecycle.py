@@ -151,10 +151,7 @@ def test_a_request_interrupted_three_times_fails_for_good(scenario, pg_dsn, tabl
 
 
 def test_rejections_are_final_and_reports_are_private(scenario, pg_dsn, table, tmp_path):
-    connection = postgres.connect(pg_dsn)
-    rejected = submit(connection, table, scenario.a, enrollment(f("email", "=", "x@y"), program=scenario.a), "k",
-                      None)
-    connection.close()
+    rejected = submit(pg_dsn, table, (scenario.a, enrollment(f("email", "=", "x@y"), program=scenario.a), "k", None))
     produced = submit_district(pg_dsn, table, scenario)
     code, _ = exhaust_in_process(scenario, "--job-request-table", table, "--output", str(tmp_path))
     assert code == 0
