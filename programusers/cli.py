@@ -2,7 +2,7 @@
 import argparse
 import logging
 
-from programusers import schema, settings, store_errors
+from programusers import commands, schema, settings, store_errors
 from programusers.commands import ingest, replay, report
 from programusers.local import demo, sample_data
 from programusers.options import from_args, keyspace_flags, store_flags
@@ -39,24 +39,24 @@ def _add_store_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="programusers", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    subcommands = parser.add_subparsers(dest="command", required=True)
 
-    init = commands.add_parser("init", help="create the Cassandra and PostgreSQL schema (idempotent)")
+    init = subcommands.add_parser("init", help="create the Cassandra and PostgreSQL schema (idempotent)")
     _add_store_flags(init)
     init.add_argument("--replication", default=settings.REPLICATION, help="CQL replication map for new keyspaces")
     init.set_defaults(handler=_init)
 
-    doctor = commands.add_parser("doctor", help="run a tiny join and a Kafka read on each runner given")
+    doctor = subcommands.add_parser("doctor", help="run a tiny join and a Kafka read on each runner given")
     doctor.add_argument("--runner", action="append", choices=RUNNERS, required=True)
     store_flags(doctor)
     doctor.add_argument("--expansion-service", default=settings.EXPANSION_SERVICE)
     doctor.set_defaults(handler=_doctor)
 
-    sample_data.register(commands)
-    ingest.register(commands)
-    replay.register(commands)
-    report.register(commands)
-    demo.register(commands)
+    sample_data.register(subcommands)
+    ingest.register(subcommands)
+    replay.register(subcommands)
+    report.register(subcommands)
+    demo.register(subcommands)
     return parser
 
 
@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.addFilter(_without_driver_tracebacks)
     args, extra = build_parser().parse_known_args(argv)
+    if command := getattr(args, "command_parser", None):
+        commands.refuse_abbreviations(command, extra)
     args.pipeline_args = extra
     try:
         return args.handler(args)

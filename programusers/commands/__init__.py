@@ -22,8 +22,19 @@ def add_pipeline_command(commands, name: str, *, handler, option_classes: tuple[
     for options in option_classes:
         options._add_argparse_args(parser)
     store_flags(parser)
-    parser.set_defaults(handler=handler, option_classes=option_classes)
+    parser.set_defaults(handler=handler, option_classes=option_classes, command_parser=parser)
     return parser
+
+
+def refuse_abbreviations(parser: argparse.ArgumentParser, passed_on: list[str]) -> None:
+    """A pipeline command hands the flags it does not know to Beam, and Beam drops the ones it does not know
+    either: so a shortened flag of the command's own (`--request` for `--request-id`) would be ignored
+    without a word. Exits 2 naming it instead. (Abbreviations are off: one could swallow a Beam flag.)"""
+    own = [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
+    for arg in passed_on:
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("--") and flag not in own and (meant := [f for f in own if f.startswith(flag)]):
+            parser.error(f"{flag}: flags are not abbreviated; did you mean {' or '.join(meant)}?")
 
 
 def pipeline_options(args: argparse.Namespace) -> PipelineOptions:

@@ -10,7 +10,7 @@ free belongs to a process that died, and the next run reclaims it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 
@@ -111,10 +111,10 @@ class RequestStore:
                               assignments=sql.SQL(assignments).format(**parts), claimed=_THIS_CLAIM)
         return bool(self._run(statement, (*values, *_this_claim(request)), connection))
 
-    def reclaim_interrupted(self, request_id: str | None = None) -> list[JobRequest]:
+    def reclaim_interrupted(self, request_id: str | None = None) -> Iterator[JobRequest]:
         """PROCESSING requests whose lease is free were left by a process that died: FAILED "interrupted",
-        iteration + 1, so they are pending again (or final at MAX_ITERATIONS). Returns them as they were."""
-        reclaimed = []
+        iteration + 1, so they are pending again (or final at MAX_ITERATIONS). Yields each as it was, once
+        its row is updated (a caller logs it then, even if PostgreSQL fails on the next)."""
         with postgres.session(self.dsn) as connection:
             processing = sql.SQL("status = {}").format(sql.Literal(PROCESSING))
             for request in self._requests(processing, request_id, connection):
@@ -122,8 +122,7 @@ class RequestStore:
                     if dead and self._set(connection, request, "status = %s, err_message = %s, iteration = "
                                           "coalesce(iteration, 0) + 1, dt_job_completed = %s",
                                           (FAILED, INTERRUPTED, utcnow())):
-                        reclaimed.append(request)
-        return reclaimed
+                        yield request
 
     def claim(self, request: JobRequest) -> bool:
         """Takes the request's lease and moves it, still pending, to PROCESSING; False (and no lease held)

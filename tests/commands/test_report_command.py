@@ -3,6 +3,8 @@ password comes from (tests of programusers/commands/report.py)."""
 import io
 import sys
 
+import pytest
+
 from programusers import cli
 from programusers.commands.report import ENCRYPTION_KEY_ENV, exhaust_options, read_encryption_key, report_sources
 from programusers.io import postgres
@@ -91,3 +93,14 @@ def test_submit_takes_the_zip_password_from_a_file_stdin_or_the_environment_neve
                        (ids,))
         assert [r[0] for r in cursor.fetchall()] == ["from-file", "from-file", "from-env"]
     connection.close()
+
+
+@pytest.mark.parametrize("argv,meant", [
+    (["exhaust", "--request", "R1"], "--request-id"),
+    (["exhaust", "--max-store=5"], "--max-store-outage"),
+    (["ingest", "--max-rec", "5"], "--max-records"),
+])
+def test_a_shortened_flag_is_refused_not_handed_to_beam_to_be_dropped(argv, meant, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2 and meant in capsys.readouterr().err
