@@ -10,6 +10,9 @@ from apache_beam.testing.util import assert_that, equal_to
 from programusers import runners, settings
 from programusers.io.kafka import read_from_kafka
 
+# KafkaIO shares a record cap among its readers, and a reader whose partitions hold fewer records than its
+# share waits for more: the time limit bounds that wait, so the check ends even then.
+READ_TIME_LIMIT_S = 120
 JOIN_EXPECTED = [("u1", ["P1"], ["ACTIVE"]), ("u2", ["P1"], []), ("u3", ["P2"], ["REVOKED"]), ("u4", [], ["ACTIVE"])]
 
 _LOG = logging.getLogger(__name__)
@@ -35,7 +38,8 @@ def produce_numbers(client, topic: str, count: int) -> None:
 
 def read_numbers(pipeline, client, topic: str, count: int, expansion_service: str):
     return (pipeline
-            | read_from_kafka(client, [topic], expansion_service, max_records=count)
+            | read_from_kafka(client, [topic], expansion_service, max_records=count,
+                              max_read_time=READ_TIME_LIMIT_S)
             | beam.MapTuple(lambda key, value: (int(key), json.loads(value)["n"])))
 
 
