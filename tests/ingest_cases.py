@@ -7,7 +7,7 @@ import time
 import uuid
 from datetime import date
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from programusers import settings
@@ -112,9 +112,25 @@ def consume(topic: str, expected: int) -> list[tuple[bytes, dict]]:
     return found
 
 
+def record_count(topic: str) -> int:
+    """How many records `topic` holds; 0 when it does not exist (never produced to)."""
+    consumer = Consumer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "group.id": "check"})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        if metadata.error is not None and metadata.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            return 0
+        marks = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in metadata.partitions]
+        return sum(high - low for low, high in marks)
+    finally:
+        consumer.close()
+
+
 def create_topic(topic: str, partitions: int) -> None:
+    """Without time retention: tests stamp records years back, which Kafka's 7 days would let a retention
+    sweep delete between the test's produce and its read."""
     admin = AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP})
-    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(30)
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
+                                  config={"retention.ms": "-1"})])[topic].result(30)
 
 
 def _partitions(consumer, topic: str) -> list[TopicPartition]:

@@ -13,7 +13,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from cassandra import ConsistencyLevel, InvalidRequest, OperationTimedOut, Unavailable, WriteTimeout, WriteType
 from cassandra.cluster import NoHostAvailable
 from cassandra.protocol import OverloadedErrorMessage
-from conftest import LOCAL_CASSANDRA
+from conftest import LOCAL_CASSANDRA, outcomes
 from test_backoff import Counted
 
 from programusers import runners
@@ -152,7 +152,7 @@ def test_upserts_and_deletes_converge_to_the_newest_event(cassandra_session, tes
         upsert(program, "u4", T0 + 5, user_locations={"state_name": "S"}),  # partial: name untouched
     ]
     totals = write(mutations, keyspace)
-    assert totals == {"rows_written": 6, "rows_deleted": 2}
+    assert outcomes(totals) == {"rows_written": 6, "rows_deleted": 2}
     found = rows(cassandra_session, keyspace, program)
     assert set(found) == {"u1", "u4"}
     assert (found["u1"].program_name, found["u1"].user_locations, found["u1"].stamp) == ("new", {"district_name": "A"},
@@ -171,13 +171,13 @@ def test_real_permanent_failures_come_back_as_dead_letters(cassandra_session, te
     oversized_key = upsert(program, "u" * 70_000, T0, program_name="x")  # Cassandra: "Key length ... longer than"
     totals = write([upsert(program, "ok", T0), oversized_key, upsert(program, "ok2", T0)],
                    test_schema["programs_keyspace"], [(1, "write_failed", "InvalidRequest after 1 attempt(s)")])
-    assert totals == {"rows_written": 2}
+    assert outcomes(totals) == {"rows_written": 2}
     assert set(rows(cassandra_session, test_schema["programs_keyspace"], program)) == {"ok", "ok2"}
 
     totals = write([upsert(program, "u1", T0), EnrollmentDelete(program, "u1", T0)], f"no_such_ks_{unique}",
                    [(0, "write_failed", "InvalidRequest after 1 attempt(s)"),
                     (1, "write_failed", "InvalidRequest after 1 attempt(s)")])
-    assert totals == {}
+    assert outcomes(totals) == {}
 
 
 class _FailedFuture(concurrent.futures.Future):
@@ -267,8 +267,9 @@ def test_transient_failures_are_retried_until_they_land_never_dead_lettered(cass
     mutations = [upsert(program, f"u{i}", T0, program_name=f"n{i}") for i in range(10)]
     # 200 failures: each write fails ~20 times in a row, far past any fixed retry budget.
     totals = write(mutations, keyspace, fn=FlakyWriteFn(keyspace, failures=200, refused=3))
-    assert totals.pop("write_throttled_ms") > 0  # the retries' backoff
-    assert totals == {"rows_written": 10, "write_retries": 200}
+    # Every injected failure sent again (a real timeout on a loaded machine may add some), with backoff.
+    assert totals["write_retries"] >= 200 and totals["write_throttled_ms"] > 0
+    assert outcomes(totals) == {"rows_written": 10}
     assert len(rows(cassandra_session, keyspace, program)) == 10
 
 

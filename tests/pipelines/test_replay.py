@@ -5,7 +5,7 @@ import logging
 from datetime import UTC, datetime
 
 import pytest
-from ingest_cases import COLUMNS, encode, event, expected_row, produce, row
+from ingest_cases import COLUMNS, create_topic, encode, event, expected_row, produce, row
 
 from programusers import cli
 from programusers.events import DeadLetter, EnrollmentUpsert
@@ -142,6 +142,7 @@ def test_replay_since_a_time_takes_only_the_dead_letters_written_from_then_on(ca
     caplog.set_level(logging.INFO)
     keyspace, program, topic = test_schema["programs_keyspace"], f"p-{unique}", f"test.replay.{unique}.since"
     old, recent = event(program, "u-old"), event(program, "u-recent")
+    create_topic(topic, 1)
     produce(topic, [(b"a", dead_letter(encode(old), "write_failed")), (b"b", dead_letter(encode(recent), "write_failed"))],
             timestamps=[int(datetime(2024, 1, 1, tzinfo=UTC).timestamp() * 1000),
                         int(datetime(2025, 6, 1, tzinfo=UTC).timestamp() * 1000)])

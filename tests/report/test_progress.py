@@ -7,14 +7,25 @@ from programusers.report import progress
 from programusers.transforms.tally import Publisher, count, counter
 
 
+def lines_shown(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "programusers.report.progress"]
+
+
+def until_shown(caplog, line: str) -> None:
+    """Waits (5 s at most) for the progress thread to show `line`: a fixed pause may pass before it runs."""
+    deadline = time.monotonic() + 5
+    while line not in lines_shown(caplog) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_progress_shows_counts_only_in_the_steps_order(caplog):
     counter("ns", "records").inc(3)  # before the block: not this request's
     with caplog.at_level(logging.INFO, logger="programusers.report.progress"), progress.shown("request R", every=0.05):
         counter("ns", "enrollments_read").inc(1200)
         counter("ns", "records").inc(7)
         count("consent_rows_scanned", 5)  # not a step shown
-        time.sleep(0.3)
-    lines = [r.getMessage() for r in caplog.records if r.name == "programusers.report.progress"]
+        until_shown(caplog, "request R: 1,200 enrollment rows read, 7 report rows built")
+    lines = lines_shown(caplog)
     assert lines and lines[-1] == "request R: 1,200 enrollment rows read, 7 report rows built"
 
 
@@ -34,6 +45,6 @@ def test_progress_of_workers_elsewhere_is_what_they_published(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="programusers.report.progress"), \
             progress.shown("request R", every=0.05, staging_dir=staging):
         counter("ns", "records").inc(1000)  # this process's tally is not the job's: not shown
-        time.sleep(0.3)
-    lines = [r.getMessage() for r in caplog.records if r.name == "programusers.report.progress"]
+        until_shown(caplog, "request R: 142 enrollment rows read, 9 report rows built")
+    lines = lines_shown(caplog)
     assert lines and lines[-1] == "request R: 142 enrollment rows read, 9 report rows built"
