@@ -4,6 +4,7 @@ import logging
 
 from programusers import commands, schema, settings, store_errors
 from programusers.commands import ingest, replay, report
+from programusers.io import cassandra
 from programusers.local import demo, sample_data
 from programusers.options import from_args, keyspace_flags, store_flags
 from programusers.runners import RUNNERS
@@ -87,3 +88,5 @@ def main(argv: list[str] | None = None) -> int:
             _LOG.error("%s stopped: %s", args.command, problem)
             return 2
         raise
+    finally:
+        cassandra.close_shared_sessions()

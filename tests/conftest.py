@@ -10,7 +10,7 @@ from hypothesis import settings as hypothesis_settings
 
 from programusers import schema, settings
 from programusers.io import postgres
-from programusers.io.cassandra import CassandraConnection
+from programusers.io.cassandra import CassandraConnection, close_shared_sessions
 
 REPO = Path(__file__).resolve().parents[1]
 # No time limit per example: a quarter-second stall of a loaded CI machine is no failure of the code.
@@ -41,6 +41,10 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "stack" in item.fixturenames:
             item.add_marker(pytest.mark.services)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    close_shared_sessions()  # as a command does when its pipelines are done
 
 
 @pytest.fixture(scope="session")

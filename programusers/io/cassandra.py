@@ -43,7 +43,7 @@ from cassandra.util import Date
 from programusers.io.credentials import read_secret
 
 __all__ = ["CassandraConnection", "CassandraLookupHandler", "ReadAllFromCassandra", "SessionDoFn", "Unavailable",
-           "identifier", "pages", "plain_rows", "refused"]
+           "close_shared_sessions", "identifier", "pages", "plain_rows", "refused"]
 
 PASSWORD_ENV = "PROGRAMUSERS_CASSANDRA_PASSWORD"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,47}$")
@@ -150,12 +150,29 @@ def refused(error: BaseException) -> bool:
 
 class _SharedSession:
     """A Cluster and its Session, shared by the DoFns of one worker process that use one connection; shut
-    down once no DoFn holds it any more."""
+    down once nothing holds it. Beam keeps the last one acquired for the next DoFn, so that one lasts until
+    close_shared_sessions() or the process's end."""
 
     def __init__(self, connection: CassandraConnection):
         # Rows come back as plain tuples, read by position.
         self.cluster, self.session = connection.connect(row_factory=tuple_factory)
         weakref.finalize(self, self.cluster.shutdown)
+        _OPEN_SESSIONS.add(self)
+
+
+_OPEN_SESSIONS: weakref.WeakSet[_SharedSession] = weakref.WeakSet()
+_generation = 0  # Beam's tag for the shared sessions: a new one makes the next DoFn open a new session
+
+
+def close_shared_sessions() -> None:
+    """Shuts down this process's shared sessions, for a command whose pipelines are done (a DoFn set up
+    afterwards opens a new one). Left to the interpreter's exit, a session's scheduler thread may meet the
+    thread pools already stopped, and print a traceback."""
+    global _generation
+    with _HANDLES_LOCK:
+        _generation += 1
+    for shared_session in list(_OPEN_SESSIONS):
+        shared_session.cluster.shutdown()
 
 
 _HANDLES: dict[CassandraConnection, shared.Shared] = {}
@@ -171,7 +188,7 @@ def _handle(connection: CassandraConnection) -> shared.Shared:
 
 def _acquire(handle: shared.Shared, connection: CassandraConnection) -> _SharedSession:
     """The worker process's shared session for `connection`: hold what this returns while using it."""
-    return handle.acquire(lambda: _SharedSession(connection))
+    return handle.acquire(lambda: _SharedSession(connection), tag=_generation)
 
 
 class SessionDoFn(beam.DoFn):
