@@ -20,8 +20,9 @@ import pytest
 import pyzipper
 import redis
 
-from programusers import cli, settings
+from programusers import cli, schema, settings
 from programusers.crypto import PlatformCipher
+from programusers.io import postgres
 from programusers.report.job_request import JobRequest, new_request_id, tag_for
 from programusers.report.request_store import RequestStore
 
@@ -71,6 +72,7 @@ class Scenario:
     b: Program  # does not
     users: list[User]
     flags: list[str]
+    table: str = ""  # its job_request table
 
     def members(self, program, keep=lambda u: True):
         return [u for u in self.users if program in u.programs and keep(u)]
@@ -208,10 +210,15 @@ def load_cache(scenario):
 
 
 @pytest.fixture(scope="module")
-def scenario(test_schema, cassandra_session):
-    built = build_scenario(uuid.uuid4().hex[:8])
+def scenario(test_schema, cassandra_session, pg_dsn):
+    unique = uuid.uuid4().hex[:8]
+    built = build_scenario(unique)
     load(built, cassandra_session, test_schema)
-    built.flags = ["--job-request-table", test_schema["job_request_table"],
+    # A job_request table per module: an exhaust produces every pending request, so that no module's run
+    # meets a request another module left pending.
+    built.table, connection = f"job_request_{unique}", postgres.connect(pg_dsn)
+    schema.init_postgres(connection, built.table)
+    built.flags = ["--job-request-table", built.table,
                    "--cassandra-hosts", settings.CASSANDRA_HOSTS,
                    "--programs-keyspace", test_schema["programs_keyspace"],
                    "--consent-keyspace", test_schema["consent_keyspace"], "--redis-host", settings.REDIS_HOST,
@@ -221,6 +228,9 @@ def scenario(test_schema, cassandra_session):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SUNBIRD_ENCRYPTION_KEY", SALT)
         yield built
+    with connection, connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {built.table}")
+    connection.close()
 
 
 def enrollment(*table_filters, program):

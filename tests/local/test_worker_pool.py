@@ -29,9 +29,9 @@ def worker_pool(scenario, tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["district", "organisation"])
-def test_worker_pool_writes_the_bytes_direct_runner_writes(name, scenario, worker_pool, pg_dsn, test_schema,
+def test_worker_pool_writes_the_bytes_direct_runner_writes(name, scenario, worker_pool, pg_dsn,
                                                            tmp_path, monkeypatch):
-    table = test_schema["job_request_table"]
+    table = scenario.table
     # What the workers published as progress, read just before each request's staging is removed.
     published, remove_dir = [], files.remove_dir
     monkeypatch.setattr(files, "remove_dir", lambda path: (published.append(progress.published(path)),

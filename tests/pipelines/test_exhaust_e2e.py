@@ -29,8 +29,8 @@ from programusers.report.job_request import JOB_ID
 pytestmark = pytest.mark.services
 
 @pytest.fixture(scope="module")
-def direct(scenario, pg_dsn, test_schema, tmp_path_factory):
-    table, output = test_schema["job_request_table"], tmp_path_factory.mktemp("reports")
+def direct(scenario, pg_dsn, tmp_path_factory):
+    table, output = scenario.table, tmp_path_factory.mktemp("reports")
     staging = tmp_path_factory.mktemp("staging")
     ids = {name: submit(pg_dsn, table, request) for name, request in requests(scenario).items()}
     code, logs = exhaust_in_process(scenario, "--output", str(output), "--staging", str(staging))
@@ -43,10 +43,10 @@ def test_published_folder_holds_only_the_reports_and_the_staged_shards_are_gone(
     assert not list(direct.staging.iterdir())
 
 
-def test_every_request_ends_as_expected(scenario, direct, pg_dsn, test_schema):
+def test_every_request_ends_as_expected(scenario, direct, pg_dsn):
     assert direct.code == 0
     for name, (program, _, key, _, outcome) in requests(scenario).items():
-        row = status_rows(pg_dsn, test_schema["job_request_table"], direct.ids[name])
+        row = status_rows(pg_dsn, scenario.table, direct.ids[name])
         if isinstance(outcome, str):
             # A rejection is final (a retry cannot change it); "No Data Found" may change as data arrives.
             iteration = 1 if outcome == "No Data Found" else 3
@@ -60,8 +60,8 @@ def test_every_request_ends_as_expected(scenario, direct, pg_dsn, test_schema):
         assert len(outcome) > 10 and unzipped(url, key) == expected_csv(program, outcome), name
 
 
-def test_duplicates_are_produced_once_and_share_the_file(direct, pg_dsn, test_schema):
-    table = test_schema["job_request_table"]
+def test_duplicates_are_produced_once_and_share_the_file(scenario, direct, pg_dsn):
+    table = scenario.table
     urls = [status_rows(pg_dsn, table, direct.ids[name])["download_urls"] for name in ("duplicate_1", "duplicate_2")]
     assert urls[0] == urls[1] and direct.ids["duplicate_1"] in urls[0][0]
     produced = sorted(p.name.split("_")[0] for p in (direct.output / JOB_ID).iterdir())
@@ -74,9 +74,9 @@ def test_rows_and_issues_are_counted(scenario, direct):
 
 
 @pytest.fixture(scope="module")
-def prism(scenario, direct, pg_dsn, test_schema, tmp_path_factory):
+def prism(scenario, direct, pg_dsn, tmp_path_factory):
     """The district and organisation requests again, each through the CLI on PrismRunner."""
-    table, output = test_schema["job_request_table"], tmp_path_factory.mktemp("prism")
+    table, output = scenario.table, tmp_path_factory.mktemp("prism")
     staging = tmp_path_factory.mktemp("prism-staging")
     ids = {name: submit(pg_dsn, table, requests(scenario)[name]) for name in ("district", "organisation")}
     outputs = []
@@ -90,8 +90,8 @@ def prism(scenario, direct, pg_dsn, test_schema, tmp_path_factory):
     return Run(0, ids, outputs, output, staging)
 
 
-def test_prism_writes_the_same_bytes(scenario, direct, prism, pg_dsn, test_schema):
-    table = test_schema["job_request_table"]
+def test_prism_writes_the_same_bytes(scenario, direct, prism, pg_dsn):
+    table = scenario.table
     for name in ("district", "organisation"):
         rows = [status_rows(pg_dsn, table, run.ids[name]) for run in (direct, prism)]
         assert [r["status"] for r in rows] == ["SUCCESS", "SUCCESS"]
@@ -102,15 +102,15 @@ def test_prism_writes_the_same_bytes(scenario, direct, prism, pg_dsn, test_schem
 
 def test_no_pii_in_logs_or_status(scenario, direct, prism, capsys):
     for request_id in direct.ids.values():
-        assert cli.main(["status", request_id, "--job-request-table", scenario.flags[1]]) == 0
+        assert cli.main(["status", request_id, "--job-request-table", scenario.table]) == 0
     text = "\n".join(direct.logs + prism.logs) + capsys.readouterr().out
     assert "SUCCESS" in text and "FAILED" in text and "records" in text
     leaked = {value for value in scenario.pii_strings() if value in text}
     assert not leaked, f"{len(leaked)} PII values found in the logs"
 
 
-def test_submit_exhaust_status_through_the_command_line(scenario, direct, pg_dsn, test_schema, tmp_path, capsys):
-    table = ["--job-request-table", test_schema["job_request_table"]]
+def test_submit_exhaust_status_through_the_command_line(scenario, direct, tmp_path, capsys):
+    table = ["--job-request-table", scenario.table]
     key_file = tmp_path / "zip-password"
     key_file.write_text("k-cli\n")
     assert cli.main(["submit", "--program-id", "p1", "--filter", "email", "=", "x", "--requested-by", "m",
@@ -136,7 +136,7 @@ def test_status_of_an_unknown_request_says_so_in_one_line(test_schema, capsys):
     assert out == "" and err == f"no report request with id no-such-id in {test_schema['job_request_table']}\n"
 
 
-def test_a_report_over_protocol_v4_as_cassandra_3_11_and_4_speak(scenario, direct, pg_dsn, test_schema, tmp_path):
+def test_a_report_over_protocol_v4_as_cassandra_3_11_and_4_speak(scenario, direct, pg_dsn, tmp_path):
     """The platform's Cassandra 3.11/4.x speak native protocol v4: capped at 4, the same report."""
     from conftest import LOCAL_CASSANDRA
 
@@ -144,9 +144,9 @@ def test_a_report_over_protocol_v4_as_cassandra_3_11_and_4_speak(scenario, direc
     assert cluster.protocol_version == 4
     cluster.shutdown()
     program, data, key, channel, users = requests(scenario)["district"]
-    request_id = submit(pg_dsn, test_schema["job_request_table"], (program, data, key, channel))
+    request_id = submit(pg_dsn, scenario.table, (program, data, key, channel))
     code, _ = exhaust_in_process(scenario, "--request-id", request_id, "--output", str(tmp_path),
                                  "--cassandra-protocol-version", "4")
-    row = status_rows(pg_dsn, test_schema["job_request_table"], request_id)
+    row = status_rows(pg_dsn, scenario.table, request_id)
     assert code == 0 and row["status"] == "SUCCESS"
     assert unzipped(row["download_urls"][0], key) == expected_csv(program, users)
