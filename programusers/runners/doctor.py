@@ -10,8 +10,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from programusers import runners, settings
 from programusers.io.kafka import read_from_kafka
 
-# KafkaIO shares a record cap among its readers, and a reader whose partitions hold fewer records than its
-# share waits for more: the time limit bounds that wait, so the check ends even then.
+# KafkaIO's count-bounded read asks for more without end while it has fewer records than its cap (each
+# reader its share, for caps of 10,000 and more): the time limit bounds that wait, so the check ends.
 READ_TIME_LIMIT_S = 120
 JOIN_EXPECTED = [("u1", ["P1"], ["ACTIVE"]), ("u2", ["P1"], []), ("u3", ["P2"], ["REVOKED"]), ("u4", [], ["ACTIVE"])]
 
