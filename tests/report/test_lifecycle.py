@@ -207,7 +207,11 @@ def test_redis_back_within_the_outage_limit_the_request_succeeds_in_the_same_run
     lines = []
     try:
         run = exhaust_process(scenario, table, tmp_path / "out", tmp_path / "staging", "--max-store-outage", "120")
-        reader = threading.Thread(target=lambda: [lines.append(line) for line in run.stdout], daemon=True)
+        def read_output():
+            for line in run.stdout:
+                lines.append(line)
+
+        reader = threading.Thread(target=read_output, daemon=True)
         reader.start()
         # Redis comes back only once the run has met the outage and said it waits (a fixed pause was too
         # short on a slow machine: its first lookup came after Redis was back).
@@ -223,6 +227,7 @@ def test_redis_back_within_the_outage_limit_the_request_succeeds_in_the_same_run
     log = "".join(lines)
     row = status_rows(pg_dsn, table, request_id)
     assert run.returncode == 0 and (row["status"], row["iteration"]) == ("SUCCESS", 0), log[-3000:]
+    assert "the user cache (Redis) is unreachable" in log  # it waited, and said so
     assert unzipped(row["download_urls"][0], "k-district") == d_ana_report(scenario)
 
 
