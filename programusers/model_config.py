@@ -1,7 +1,10 @@
 """The exhaust job's model config: the design note's JSON, accepted as is and validated once.
 
 Optional ``modelParams`` keys of ours: ``encryptionKeyRequired`` (bool, default true) and
-``timeZone`` (IANA name, default ``Asia/Kolkata``).
+``timeZone`` (IANA name, default ``Asia/Kolkata``). Where reports are stored, as the platform's model
+configs spell it: ``store`` (local, azure, s3, gcloud; default local), ``container`` (the container or
+bucket; required unless local), ``storageKeyConfig`` / ``storageSecretConfig`` (the names of the
+environment variables holding the account and its key) and ``key`` (the reports' folder or prefix).
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ from programusers.schema import ENROLLMENT_TABLE
 # The five columns that exist only when the program asks for PII consent.
 PII_FIELDS = ("username", "phone", "email", "consentflag", "consentprovideddate")
 DEFAULT_TIME_ZONE = "Asia/Kolkata"
+STORES = ("local", "azure", "s3", "gcloud")
+# The platform's defaults for the variables that hold the store's account and key.
+DEFAULT_STORAGE_VARIABLES = {"azure": ("azure_storage_key", "azure_storage_secret"),
+                             "s3": ("aws_storage_key", "aws_storage_secret"), "gcloud": ("", ""), "local": ("", "")}
 
 
 class ModelConfigError(ValueError):
@@ -42,6 +49,10 @@ class ReportConfig:
     output_path: str
     requires_encryption_key: bool = True
     time_zone: str = DEFAULT_TIME_ZONE
+    store: str = "local"
+    container: str | None = None
+    storage_key_config: str = ""  # the environment variable holding the store's account (or access key id)
+    storage_secret_config: str = ""  # the one holding its key (or secret access key)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -144,7 +155,19 @@ def _parse(doc: Mapping) -> ReportConfig:
     except (ZoneInfoNotFoundError, ValueError):
         raise ModelConfigError(f"{where}.timeZone {time_zone!r} is not a known time zone") from None
 
+    store = _get(params, where, "store", "text", "local")
+    if store not in STORES:
+        raise ModelConfigError(f"{where}.store must be one of {', '.join(STORES)}, got {store!r}")
+    container = _get(params, where, "container", "text", None)
+    if store != "local" and container is None:
+        raise ModelConfigError(f"{where}.container is required for the {store} store")
+    key_variable, secret_variable = DEFAULT_STORAGE_VARIABLES[store]
+
     return ReportConfig(
+        store=store,
+        container=container,
+        storage_key_config=_get(params, where, "storageKeyConfig", "text", key_variable),
+        storage_secret_config=_get(params, where, "storageSecretConfig", "text", secret_variable),
         job_id=_get(params, where, "id", "text"),
         keyspace=_get(params, where, "keyspace_name", "text"),
         label_mapping=dict(label_mapping),

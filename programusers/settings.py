@@ -39,6 +39,8 @@ _SETTINGS = {
     "REDIS_USERNAME": ("PROGRAMUSERS_REDIS_USERNAME", None),
     "REDIS_PASSWORD_FILE": ("PROGRAMUSERS_REDIS_PASSWORD_FILE", None),
     "REDIS_TLS_CA": ("PROGRAMUSERS_REDIS_TLS_CA", None),
+    # The Azure blob service of the report store (Azurite locally); unset: the public cloud's.
+    "AZURE_BLOB_ENDPOINT": ("PROGRAMUSERS_AZURE_BLOB_ENDPOINT", None),
     # Beam's Java expansion service for cross-language Kafka IO (scripts/stack runs one locally whose
     # transforms execute in a Java SDK-harness worker pool).
     "EXPANSION_SERVICE": ("PROGRAMUSERS_EXPANSION_SERVICE", "127.0.0.1:8097"),

@@ -11,6 +11,7 @@ class Store(StrEnum):
     CASSANDRA = "Cassandra"
     REDIS = "the user cache (Redis)"
     POSTGRES = "PostgreSQL"
+    OBJECT_STORE = "the report store"
 
 
 class Kind(StrEnum):

@@ -1,14 +1,17 @@
-"""`programusers submit`, `status` and `exhaust`: report requests from the command line.
+"""`programusers submit`, `status`, `exhaust` and `link`: report requests from the command line.
 
 `submit` records a request, `exhaust` produces every pending one (a Beam batch pipeline per request,
-duplicates once; see lifecycle.py), `status` shows where a request stands (never PII).
+duplicates once; see lifecycle.py), `status` shows where a request stands (never PII), `link` prints a
+signed link to a finished report that expires.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import re
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg2
@@ -17,7 +20,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from programusers import commands, filters, runners, settings
 from programusers.crypto import PlatformCipher
-from programusers.model_config import ModelConfigError, ReportConfig, default_model_config, load_model_config
+from programusers.model_config import (
+    STORES,
+    ModelConfigError,
+    ReportConfig,
+    default_model_config,
+    load_model_config,
+)
 from programusers.options import from_args, keyspace_flags, option_values
 from programusers.pipelines.exhaust import ExhaustOptions, ReportSources
 from programusers.report import job_request, lifecycle
@@ -25,6 +34,7 @@ from programusers.report.job_request import JobRequest
 from programusers.report.lifecycle import ExhaustRun
 from programusers.report.request_store import RequestStore
 from programusers.report.staging import Staging
+from programusers.report.store import DEFAULT_LINK_EXPIRY, ReportStore, StoreConfigError
 
 _LOG = logging.getLogger(__name__)
 
@@ -46,12 +56,24 @@ def exhaust_options(args: argparse.Namespace) -> PipelineOptions:
     return runners.pipeline_options(args.runner, args.pipeline_args, **option_values(args, ExhaustOptions))
 
 
+def _config(args: argparse.Namespace) -> ReportConfig:
+    return load_model_config(args.config) if args.config else default_model_config()
+
+
+def report_store(args: argparse.Namespace, config: ReportConfig) -> ReportStore:
+    """Where reports go: the model config's store, overridden by --store, --container and --output."""
+    return ReportStore.resolve(config, store=args.store, container=args.container,
+                               output=getattr(args, "output", None), azure_endpoint=args.azure_blob_endpoint)
+
+
 def _prepare(args: argparse.Namespace) -> ExhaustRun:
-    config = load_model_config(args.config) if args.config else default_model_config()
+    config = _config(args)
     cipher = PlatformCipher.from_env()
+    store = report_store(args, config)
     options = exhaust_options(args)
+    store.set_pipeline_options(options)
     FileSystems.set_options(options)
-    staging = Staging.prepare(args.staging, args.output or config.output_path, options, file_mode=args.file_mode)
+    staging = Staging.prepare(args.staging, store, options, file_mode=args.file_mode)
     sources = report_sources(args, config)
     # The model config's endpoints are the platform's Spark job's: say once that they are not ours.
     _LOG.info("the model config's Redis %s:%s and Cassandra %s are not used: the exhaust reads Cassandra at %s "
@@ -69,7 +91,7 @@ def _exhaust(args) -> int:
     except (ModelConfigError, runners.RunnerUnavailable, RuntimeError, ValueError, OSError, psycopg2.Error) as exc:
         _LOG.error("exhaust cannot run: %s", exc)
         return 2
-    _LOG.info("exhaust on %s", args.runner)
+    _LOG.info("exhaust on %s, publishing to %s", args.runner, job.staging.store.describe())
     with job.request_store:
         try:
             lifecycle.produce_pending(job, args.request_id)
@@ -104,7 +126,7 @@ def _submit(args) -> int:
                    "history; pass --encryption-key-file PATH (- for standard input) or set %s", ENCRYPTION_KEY_ENV)
         return 2
     try:
-        config = load_model_config(args.config) if args.config else default_model_config()
+        config = _config(args)
         key = read_encryption_key(args.encryption_key_file)
     except (ModelConfigError, OSError) as exc:
         _LOG.error("not submitted: %s", exc)
@@ -149,6 +171,47 @@ def _status(args) -> int:
     return 0
 
 
+_DURATION = re.compile(r"(\d+)([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+MAX_LINK_EXPIRY = timedelta(days=7)  # the longest a service SAS signed with an account key should live
+
+
+def _expiry(text: str) -> timedelta:
+    if not (match := _DURATION.fullmatch(text.strip())) or not int(match[1]):
+        raise argparse.ArgumentTypeError("a duration such as 30m, 90s, 2h or 1d")
+    expiry = timedelta(**{_UNITS[match[2]]: int(match[1])})
+    if expiry > MAX_LINK_EXPIRY:
+        raise argparse.ArgumentTypeError("at most 7d")
+    return expiry
+
+
+def _link(args) -> int:
+    rows = [row for row in RequestStore(args.postgres_dsn, args.job_request_table).status(args.request_id)
+            if row["status"] == "SUCCESS" and row["download_urls"]]
+    if not rows:
+        print(f"no finished report for request {args.request_id} (see `programusers status`)", file=sys.stderr)
+        return 1
+    try:
+        store = report_store(args, _config(args))
+        for location in rows[0]["download_urls"]:
+            print(store.signed_link(location, args.expires))
+    except (ModelConfigError, StoreConfigError, ValueError) as exc:
+        print(f"no link: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def store_flags(parser: argparse.ArgumentParser) -> None:
+    """Where reports are stored: flags over the model config's store settings (secrets: environment only)."""
+    parser.add_argument("--config", help="model config JSON (default: the packaged one)")
+    parser.add_argument("--store", choices=STORES, help="where reports are published (default: the model config's "
+                                                        "store)")
+    parser.add_argument("--container", help="the container or bucket (default: the model config's)")
+    parser.add_argument("--azure-blob-endpoint", default=settings.AZURE_BLOB_ENDPOINT, metavar="URL",
+                        help="the Azure blob service, e.g. Azurite's (default: $"
+                             f"{settings.variable('AZURE_BLOB_ENDPOINT')}, else the public cloud's)")
+
+
 def job_request_flags(parser: argparse.ArgumentParser) -> None:
     """Where the report requests are: the PostgreSQL DSN and the job_request table (flag > environment)."""
     parser.add_argument("--postgres-dsn", default=settings.POSTGRES_DSN)
@@ -176,7 +239,7 @@ def register(subcommands) -> None:
                         help=f"file holding the zip password (plain, or encrypted with the platform salt); - reads "
                              f"standard input; default: ${ENCRYPTION_KEY_ENV}")
     submit.add_argument("--encryption-key", help=argparse.SUPPRESS)  # refused: see _submit
-    submit.add_argument("--config", help="model config JSON (default: the packaged one)")
+    submit.add_argument("--config", help="model config JSON (default: the packaged one)")  # its key rule
     job_request_flags(submit)
     submit.set_defaults(handler=_submit)
 
@@ -189,11 +252,12 @@ def register(subcommands) -> None:
         subcommands, "exhaust", handler=_exhaust, default_runner="DirectRunner", option_classes=(ExhaustOptions,),
         help="produce every pending report request (or one)")
     exhaust.add_argument("--request-id", help="only this request")
-    exhaust.add_argument("--config", help="model config JSON (default: the packaged one)")
-    exhaust.add_argument("--output", help="any Beam filesystem path (default: the model config's, ml_reports/)")
-    exhaust.add_argument("--staging", help="private Beam path where a report waits until it is whole (it holds "
-                                           "decrypted PII); required when the workers run elsewhere; default: a "
-                                           "folder only this user can read, on the output's filesystem")
+    store_flags(exhaust)
+    exhaust.add_argument("--output", help="where reports go, as a whole Beam path: a local folder or azfs://account/"
+                                          "container/prefix (default: from the store settings)")
+    exhaust.add_argument("--staging", help="Beam path where a report's sealed shards wait until it is whole; "
+                                           "required when the workers run elsewhere (e.g. azfs://...); default: "
+                                           "a folder only this user can read, on this machine")
     exhaust.add_argument("--file-mode", type=_file_mode, default=0o600,
                          help="octal mode of published local reports (default 600: the owner only)")
     exhaust.add_argument("--max-store-outage", type=float, default=120.0, metavar="SECONDS",
@@ -208,3 +272,11 @@ def register(subcommands) -> None:
                          help="encrypt zips with legacy ZipCrypto instead of AES-256, for old unzip tools")
     keyspace_flags(exhaust, programs_fallback="the model config's keyspace_name")
     job_request_flags(exhaust)
+
+    link = subcommands.add_parser("link", help="print a read-only link to a finished report that expires")
+    link.add_argument("request_id")
+    link.add_argument("--expires", type=_expiry, default=DEFAULT_LINK_EXPIRY, metavar="DURATION",
+                      help="how long the link opens the report, e.g. 30m (the default), 2h, 1d (at most 7d)")
+    store_flags(link)
+    job_request_flags(link)
+    link.set_defaults(handler=_link)

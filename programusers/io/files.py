@@ -6,11 +6,19 @@ import os
 
 from apache_beam.io.filesystems import FileSystems
 
-__all__ = ["is_local", "list_dirs", "make_private_dir", "publish", "remove_dir", "same_local_filesystem"]
+__all__ = ["exists", "is_local", "list_dirs", "make_private_dir", "publish", "remove_dir", "same_local_filesystem",
+           "upload"]
 
 
 def is_local(path: str) -> bool:
     return "://" not in path
+
+
+def exists(path: str) -> bool:
+    """Whether the file `path` exists. By listing: Beam 2.73's azfs `exists` raises for a missing blob."""
+    if is_local(path):
+        return os.path.exists(path)
+    return any(m.path == path for m in FileSystems.match([path])[0].metadata_list)
 
 
 def make_private_dir(path: str) -> None:
@@ -26,16 +34,20 @@ def same_local_filesystem(a: str, b: str) -> bool:
 
 
 def publish(staged: str, destination: str, file_mode: int) -> None:
-    """Moves a complete file from staging to its published path, where it appears whole or not at all.
+    """Moves a complete local file into place at the local path `destination`, where it appears whole or
+    not at all: it gets `file_mode`, then is renamed (the caller keeps both on one filesystem)."""
+    os.chmod(staged, file_mode)
+    os.replace(staged, destination)
 
-    Local: the file gets `file_mode`, then is renamed into place (the caller keeps staging on the output's
-    filesystem). Object stores: an object becomes visible only once fully written, so a copy is enough.
-    """
-    if is_local(staged) and is_local(destination):
-        os.chmod(staged, file_mode)
-        os.replace(staged, destination)
-    else:
-        FileSystems.copy([staged], [destination])
+
+def upload(local: str, destination: str) -> None:
+    """Copies a complete local file to `destination` on any Beam filesystem. Beam's object-store writers
+    send an object when it is closed, so a process killed before then leaves none; but they also send
+    what they hold when an error closes them, so a caller that needs all-or-nothing on every error uses
+    its store's own client (io/azure_blob.upload)."""
+    with open(local, "rb") as source, FileSystems.create(destination) as out:
+        while chunk := source.read(1 << 20):
+            out.write(chunk)
 
 
 def list_dirs(parent: str) -> list[str]:
@@ -52,5 +64,5 @@ def remove_dir(path: str) -> None:
     files = [m.path for m in FileSystems.match([FileSystems.join(path, "*")])[0].metadata_list]
     if files:
         FileSystems.delete(files)
-    if FileSystems.exists(path):
+    if is_local(path) and os.path.exists(path):
         FileSystems.delete([path])

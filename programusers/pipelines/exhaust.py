@@ -73,9 +73,9 @@ def program_asks(request: filters.ReportRequest, sources: ReportSources, options
 
 
 def build(pipeline: beam.Pipeline, *, request: filters.ReportRequest, config: ReportConfig, sources: ReportSources,
-          staging_dir: str, program_asks: bool) -> None:
+          staging_dir: str, program_asks: bool, shard_key: bytes) -> None:
     """The report pipeline: the request's records as sorted shards and their manifest under `staging_dir`
-    (see transforms/shards.py); `program_asks`: see program_asks()."""
+    (see transforms/shards.py), sealed for the public key `shard_key`; `program_asks`: see program_asks()."""
     tuning = pipeline.options.view_as(ExhaustOptions)
     consents = program_reads.ConsentHandler(sources.cassandra, sources.consent_keyspace, request.program_id,
                                             tuning.consent_users_per_query)
@@ -88,7 +88,7 @@ def build(pipeline: beam.Pipeline, *, request: filters.ReportRequest, config: Re
          | "LookUpAndBuildRecords" >> LookUpAndBuildRecords(
              config, program_asks, consents, profiles, tuning.lookup_batch_size)
          | "WriteSortedShards" >> WriteSortedShards(
-             staging_dir, records.header(program_asks, config), tuning.rows_per_shard))
+             staging_dir, records.header(program_asks, config), tuning.rows_per_shard, shard_key))
 
 
 def run(options: PipelineOptions, **inputs) -> PipelineResult:

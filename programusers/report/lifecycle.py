@@ -21,7 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from programusers import filters, runners, store_errors
 from programusers.crypto import PlatformCipher
-from programusers.io import cassandra, redis
+from programusers.io import azure_blob, cassandra, redis
 from programusers.io.backoff import Backoff
 from programusers.metrics import counters
 from programusers.model_config import ReportConfig
@@ -32,6 +32,7 @@ from programusers.report.archive import zip_password
 from programusers.report.job_request import JobRequest
 from programusers.report.request_store import RequestStore, lease_key, utcnow
 from programusers.report.staging import Staging
+from programusers.sealing import RunKey
 from programusers.store_errors import Kind, Store, StoreProblem
 from programusers.transforms.shards import IncompleteShard
 
@@ -85,6 +86,25 @@ def _await_store(sources: ReportSources, store: Store, deadline: float, request_
         time.sleep(delay)
 
 
+def _on_object_store(job: ExhaustRun, deadline: float, request_id: str, action, *args):
+    """action(*args) on the report store, retried while it is unreachable until `deadline`; raises
+    ReportFailure naming it after that, or at once when it refuses us or lacks the container."""
+    attempt = 0
+    while True:
+        try:
+            return action(*args)
+        except (azure_blob.Refused, azure_blob.ContainerMissing) as error:
+            raise ReportFailure(str(error)) from None
+        except azure_blob.Unavailable:
+            attempt += 1
+            delay = STORE_BACKOFF.seconds(attempt)
+            problem = f"{Store.OBJECT_STORE} ({job.staging.store.kind}) {Kind.UNREACHABLE}"
+            if time.monotonic() + delay > deadline:
+                raise ReportFailure(problem) from None
+            _LOG.warning("request %s: %s; trying again in %.0fs", request_id, problem, delay)
+            time.sleep(delay)
+
+
 def _store_behind(sources: ReportSources, reads_cache: bool) -> Store | None:
     """The store a failed pipeline could not use, if any. Redis is suspected only when the report reads
     the cache (a program without PII consent never does, so its outage is no excuse)."""
@@ -94,10 +114,10 @@ def _store_behind(sources: ReportSources, reads_cache: bool) -> Store | None:
 
 
 def _run_through_outages(request: JobRequest, report: filters.ReportRequest, job: ExhaustRun,
-                         staging_dir: str) -> dict[str, int]:
-    """Runs the pipeline to its end, waiting for a store that is down (up to --max-store-outage in all) and
-    running it again after one failed it; returns its counters."""
-    deadline, store, attempt = time.monotonic() + job.max_store_outage, Store.CASSANDRA, 1
+                         staging_dir: str, shard_key: bytes, deadline: float) -> dict[str, int]:
+    """Runs the pipeline to its end, waiting for a store that is down (until `deadline`) and running it
+    again after one failed it; returns its counters."""
+    store, attempt = Store.CASSANDRA, 1
     asks = None  # whether the program asks for consent, so the report reads the user cache
     while True:
         _await_store(job.sources, store, deadline, request.request_id)
@@ -107,7 +127,7 @@ def _run_through_outages(request: JobRequest, report: filters.ReportRequest, job
             with progress.shown(f"request {request.request_id}", job.progress_every, staging_dir=staging_dir):
                 return counters(runners.run_and_wait(partial(
                     exhaust.run, job.options, request=report, config=job.config, sources=job.sources,
-                    staging_dir=staging_dir, program_asks=asks)))
+                    staging_dir=staging_dir, program_asks=asks, shard_key=shard_key)))
         except Exception:
             store = _store_behind(job.sources, reads_cache=bool(asks))
             if store is None:
@@ -140,18 +160,24 @@ def produce(request: JobRequest, job: ExhaustRun) -> str:
     password = zip_password(request.encryption_key, job.cipher) if request.encryption_key else None
     now = datetime.now(UTC)
     name = job_request.report_name(request.request_id, now, job.config.tz) + (".zip" if password else ".csv")
-    # Shards and the merged file hold decrypted PII: they stay in private staging until the file is whole.
+    # Stores down count against one limit for the whole request (--max-store-outage).
+    deadline = time.monotonic() + job.max_store_outage
+    _on_object_store(job, deadline, request.request_id, job.staging.store.check)
+    # The shards are sealed for this request's key, which never leaves this process: only the merge below
+    # reads them, and the merged file stays in private staging on this machine until it is whole.
+    key = RunKey()
     with job.staging.folder(lease_key(request)) as staging_dir:
-        totals = _run_through_outages(request, report, job, staging_dir)
+        totals = _run_through_outages(request, report, job, staging_dir, key.public, deadline)
         _LOG.info("request %s: %s", request.request_id, json.dumps(totals, sort_keys=True))
         records_built = totals.get("records", 0)
         if not records_built:
             raise ReportFailure(job_request.NO_DATA_FOUND)
         _check_profiles(totals, job.min_profile_share)
-        merged = FileSystems.join(staging_dir, name)
+        merged = FileSystems.join(job.staging.merge_dir(staging_dir), name)
         try:
-            rows = merge.merge_shards(staging_dir, merged, when=now.astimezone(job.config.tz), password=password,
-                                      member=name.rsplit(".", 1)[0] + ".csv", zip_crypto=job.zip_crypto)
+            rows = merge.merge_shards(staging_dir, merged, key=key, when=now.astimezone(job.config.tz),
+                                      password=password, member=name.rsplit(".", 1)[0] + ".csv",
+                                      zip_crypto=job.zip_crypto)
         except IncompleteShard as exc:
             raise ReportFailure(f"report incomplete: shard {exc}; nothing published") from None
         if rows != records_built:
@@ -159,7 +185,7 @@ def produce(request: JobRequest, job: ExhaustRun) -> str:
                                 "(is --staging shared with the workers?); nothing published")
         if not job.request_store.holds_leases():  # another run may have reclaimed the request meanwhile
             raise ReportFailure("lost the request's lease (PostgreSQL session ended); nothing published")
-        return job.staging.publish(merged, name)
+        return _on_object_store(job, deadline, request.request_id, job.staging.publish, merged, name)
 
 
 def _outcome(leader: JobRequest, job: ExhaustRun) -> tuple[str | None, str | None, bool]:

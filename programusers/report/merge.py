@@ -17,9 +17,10 @@ from datetime import datetime
 
 from apache_beam.io.filesystems import FileSystems
 
-from programusers.io.files import is_local
+from programusers.io.files import exists, is_local
 from programusers.records import csv_line
 from programusers.report.archive import encrypted_member
+from programusers.sealing import RunKey
 from programusers.transforms.shards import MANIFEST, chunks, create, open_file, read_shard, shard_name, write_shard
 
 # The most shards merged at once (one open file each); more are first merged into larger shards. A
@@ -27,15 +28,15 @@ from programusers.transforms.shards import MANIFEST, chunks, create, open_file, 
 MAX_OPEN_SHARDS, MAX_OPEN_REMOTE_SHARDS = 200, 32
 
 
-def _merged(staging_dir: str, shards: list[tuple]) -> Iterator[list]:
+def _merged(staging_dir: str, shards: list[tuple], key: RunKey) -> Iterator[list]:
     with contextlib.ExitStack() as stack:
         # Each reader opens its file on first use and closes it at its end (or when the merge stops).
-        readers = [stack.enter_context(contextlib.closing(read_shard(FileSystems.join(staging_dir, name), rows)))
+        readers = [stack.enter_context(contextlib.closing(read_shard(FileSystems.join(staging_dir, name), rows, key)))
                    for name, rows, _ in shards]
         yield from heapq.merge(*readers)
 
 
-def _fewer_shards(staging_dir: str, shards: list[tuple]) -> list[tuple]:
+def _fewer_shards(staging_dir: str, shards: list[tuple], key: RunKey) -> list[tuple]:
     """Merges shards, `fan_in` at a time into a new one (its inputs deleted), until at most that many
     are left: each record is rewritten about log_fan_in(shards) - 1 times. On object stores, where a
     reader buffers megabytes, fewer are read at once."""
@@ -43,37 +44,39 @@ def _fewer_shards(staging_dir: str, shards: list[tuple]) -> list[tuple]:
     while len(shards) > fan_in:
         merging, shards = shards[:fan_in], shards[fan_in:]
         name = shard_name()
-        rows, size = write_shard(FileSystems.join(staging_dir, name), _merged(staging_dir, merging))
+        rows, size = write_shard(FileSystems.join(staging_dir, name), _merged(staging_dir, merging, key), key.public)
         FileSystems.delete([FileSystems.join(staging_dir, merged_name) for merged_name, _, _ in merging])
         shards.append((name, rows, size))
     return shards
 
 
-def _write_merged(staging_dir: str, manifest: dict, out) -> int:
+def _write_merged(staging_dir: str, manifest: dict, key: RunKey, out) -> int:
     """Writes the header and the shards' lines in sort order to `out`; returns the data rows written."""
     out.write(csv_line(manifest["header"]).encode("utf-8"))
     rows = 0
-    for chunk in chunks(_merged(staging_dir, _fewer_shards(staging_dir, [tuple(s) for s in manifest["shards"]]))):
+    shards = _fewer_shards(staging_dir, [tuple(s) for s in manifest["shards"]], key)
+    for chunk in chunks(_merged(staging_dir, shards, key)):
         out.write("".join(line for _, line in chunk).encode("utf-8"))
         rows += len(chunk)
     return rows
 
 
-def merge_shards(staging_dir: str, merged: str, *, when: datetime, password: str | None = None,
+def merge_shards(staging_dir: str, merged: str, *, key: RunKey, when: datetime, password: str | None = None,
                  member: str | None = None, zip_crypto: bool = False) -> int:
-    """Writes the shards of the manifest under `staging_dir`, merged in sort order, as `merged`: the CSV
-    itself, or with a `password` a zip holding it as `member`, dated `when`. Returns the data rows written
-    (0, and nothing written, without a manifest). Raises IncompleteShard when a shard lacks rows."""
+    """Writes the shards of the manifest under `staging_dir` (sealed for `key`), merged in sort order, as
+    `merged`: the CSV itself, or with a `password` a zip holding it as `member`, dated `when`; the records
+    are opened in memory only. Returns the data rows written (0, and nothing written, without a manifest).
+    Raises IncompleteShard when a shard lacks rows or does not open."""
     manifest_path = FileSystems.join(staging_dir, MANIFEST)
-    if not FileSystems.exists(manifest_path):
+    if not exists(manifest_path):
         return 0
     with open_file(manifest_path) as manifest_file:
         manifest = json.load(manifest_file)
     with create(merged) as raw:
         if password is None:
-            return _write_merged(staging_dir, manifest, raw)
-        # A CSV line is shorter than the JSON line holding it with its sort key.
+            return _write_merged(staging_dir, manifest, key, raw)
+        # A CSV line is shorter than the sealed JSON holding it with its sort key.
         upper_bound = len(csv_line(manifest["header"]).encode()) + sum(size for _, _, size in manifest["shards"])
         with encrypted_member(raw, member, password=password, when=when, size=upper_bound,
                               zip_crypto=zip_crypto) as out:
-            return _write_merged(staging_dir, manifest, out)
+            return _write_merged(staging_dir, manifest, key, out)

@@ -1,11 +1,12 @@
-"""Sorted shards on any Beam filesystem (local, gs://, s3://, hdfs://): their format, and the transform
+"""Sorted shards on any Beam filesystem (local, azfs://, gs://, s3://): their format, and the transform
 that writes a pipeline's records as sorted shards with a manifest.
 
-A shard is a run of at most `rows_per_shard` records, sorted on its own, as JSON lines each holding a list
-of up to 4,096 [sort key, CSV line] records. The manifest names the shards that count: those of bundles
-the runner committed, not of attempts it retried. The workers each sort what their bundles bring, so no
-worker holds the whole report and nothing waits for all the records before writing;
-programusers/report/merge.py merges the shards into one file afterwards.
+A shard is a run of at most `rows_per_shard` records, sorted on its own, as a sealed file (sealing.py)
+whose frames are JSON lists of up to 4,096 [sort key, CSV line] records: the records hold decrypted PII,
+and only the process holding the run's key can read them back, wherever the shards rest. The manifest
+names the shards that count: those of bundles the runner committed, not of attempts it retried. The
+workers each sort what their bundles bring, so no worker holds the whole report and nothing waits for all
+the records before writing; programusers/report/merge.py merges the shards into one file afterwards.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
+from programusers.sealing import RunKey, SealedFileError, SealedWriter, open_sealed
 from programusers.transforms import tally
 
 __all__ = ["MANIFEST", "IncompleteShard", "WriteSortedShards", "chunks", "create", "open_file", "read_shard",
@@ -52,33 +54,35 @@ def chunks(items: Iterable, size: int = _WRITE_LINES) -> Iterator[list]:
 
 
 def shard_name() -> str:
-    return f"shard-{uuid.uuid4().hex}.jsonl"
+    return f"shard-{uuid.uuid4().hex}.sealed"
 
 
-def write_shard(path: str, keyed_lines: Iterable) -> tuple[int, int]:
-    """Writes [sort key, line] records, a JSON line per 4,096 of them; returns (rows, bytes) written.
-    A JSON line per record cost three times as much to write and read back (0.6 s per 100k records)."""
-    rows = size = 0
+def write_shard(path: str, keyed_lines: Iterable, public_key: bytes) -> tuple[int, int]:
+    """Writes [sort key, line] records sealed for the run whose public key is `public_key`, a frame per
+    4,096 of them; returns (rows, bytes) written. (A frame per record cost three times as much to write
+    and read back.)"""
+    rows = 0
     with create(path) as out:  # a retried bundle writes new files; the manifest names the committed ones
+        sealed = SealedWriter(out, public_key)
         for chunk in chunks(keyed_lines):
-            data = (json.dumps(chunk, ensure_ascii=False) + "\n").encode()
-            out.write(data)
-            rows, size = rows + len(chunk), size + len(data)
-    return rows, size
+            sealed.write(json.dumps(chunk, ensure_ascii=False).encode())
+            rows += len(chunk)
+    return rows, sealed.size
 
 
-def read_shard(path: str, rows: int) -> Iterator[list]:
+def read_shard(path: str, rows: int, key: RunKey) -> Iterator[list]:
     """A shard's [sort key, line] records; raises IncompleteShard at its end unless there were `rows`, or
     at records that do not read back (their text, which holds PII, stays out of the error)."""
     found, name = 0, path.rsplit("/", 1)[-1]
     with open_file(path) as shard:
-        for line in shard:
-            try:
-                chunk = json.loads(line)
-            except ValueError:
-                raise IncompleteShard(f"{name}: rows from {found + 1} unreadable") from None
-            found += len(chunk)
-            yield from chunk
+        try:
+            for frame in open_sealed(shard, key):
+                chunk = json.loads(frame)
+                found += len(chunk)
+                yield from chunk
+        except (SealedFileError, ValueError) as error:
+            reason = error if isinstance(error, SealedFileError) else "unreadable"
+            raise IncompleteShard(f"{name}: rows from {found + 1}: {reason}") from None
     if found != rows:
         raise IncompleteShard(f"{name}: {found} of {rows} rows")
 
@@ -87,8 +91,8 @@ class _WriteSortedShardsFn(beam.DoFn):
     """Lists of (sort key, CSV line) -> (shard name, rows, bytes) for each sorted shard written: one per
     `rows_per_shard` records of a bundle, one for the bundle's rest."""
 
-    def __init__(self, staging_dir: str, rows_per_shard: int):
-        self._staging_dir, self._rows_per_shard = staging_dir, rows_per_shard
+    def __init__(self, staging_dir: str, rows_per_shard: int, public_key: bytes):
+        self._staging_dir, self._rows_per_shard, self._public_key = staging_dir, rows_per_shard, public_key
         self._written = tally.counter(self.__class__, "rows_written")
         # The submitter shows the job's progress from what the workers publish beside the shards.
         self._progress = tally.Publisher(staging_dir)
@@ -104,7 +108,7 @@ class _WriteSortedShardsFn(beam.DoFn):
         # Ties on the sort key are broken by the whole line, so every runner writes the same bytes.
         shard, self._held = sorted(self._held[:count]), self._held[count:]
         name = shard_name()
-        rows, size = write_shard(FileSystems.join(self._staging_dir, name), shard)
+        rows, size = write_shard(FileSystems.join(self._staging_dir, name), shard, self._public_key)
         self._written.inc(rows)
         return name, rows, size
 
@@ -136,15 +140,18 @@ class WriteSortedShards(beam.PTransform):
             workers and the process that merges the shards must both reach it.
         header: the report's column labels, kept in the manifest for the merge.
         rows_per_shard: the most records a worker sorts in memory, so the most a shard holds.
+        public_key: the public half of the run's key (sealing.RunKey), which the shards are sealed for.
     """
 
-    def __init__(self, staging_dir: str, header: list[str], rows_per_shard: int):
+    def __init__(self, staging_dir: str, header: list[str], rows_per_shard: int, public_key: bytes):
         super().__init__()
         self._staging_dir, self._header, self._rows_per_shard = staging_dir, header, rows_per_shard
+        self._public_key = public_key
 
     def expand(self, keyed_line_lists):
         return (keyed_line_lists
-                | "SortAndWrite" >> beam.ParDo(_WriteSortedShardsFn(self._staging_dir, self._rows_per_shard))
+                | "SortAndWrite" >> beam.ParDo(_WriteSortedShardsFn(self._staging_dir, self._rows_per_shard,
+                                                                    self._public_key))
                 # Without defaults: no shard, no manifest (a default would need a side input).
                 | "ListShards" >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
                 | "WriteManifest" >> beam.Map(_write_manifest, self._staging_dir, self._header))

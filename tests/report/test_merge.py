@@ -17,7 +17,10 @@ from hypothesis import strategies as st
 from programusers import records, runners
 from programusers.io import files
 from programusers.report import merge
+from programusers.sealing import RunKey, SealedWriter
 from programusers.transforms.shards import MANIFEST, IncompleteShard, WriteSortedShards
+
+KEY = RunKey()
 
 HEADER = ["Name", "District"]
 
@@ -34,8 +37,13 @@ def stage_shards(tmp_path, runs, extra=()):
     staging_dir.mkdir()
     entries = []
     for n, run in enumerate([*runs, *extra]):
-        name = f"shard-{n:04d}.jsonl"
-        data = "".join(json.dumps(chunk, ensure_ascii=False) + "\n" for chunk in (sorted(run)[:2], sorted(run)[2:]) if chunk).encode()
+        name = f"shard-{n:04d}.sealed"
+        sealed = io.BytesIO()
+        writer = SealedWriter(sealed, KEY.public)
+        for chunk in (sorted(run)[:2], sorted(run)[2:]):
+            if chunk:
+                writer.write(json.dumps(chunk, ensure_ascii=False).encode())
+        data = sealed.getvalue()
         (staging_dir / name).write_bytes(data)
         if n < len(runs):
             entries.append([name, len(run), len(data)])
@@ -53,14 +61,14 @@ def test_shards_merge_into_the_sorted_report_whatever_the_runs(runs, retried, ma
     with tempfile.TemporaryDirectory() as tmp, patch.object(merge, "MAX_OPEN_SHARDS", max_open):
         staging_dir = stage_shards(Path(tmp), runs, retried)
         merged = Path(tmp) / "report.csv"
-        rows = merge.merge_shards(str(staging_dir), str(merged), when=WHEN)
+        rows = merge.merge_shards(str(staging_dir), str(merged), key=KEY, when=WHEN)
         every = sorted(line for run in runs for line in run)
         assert rows == len(every)
         assert merged.read_bytes().decode() == "Name,District\r\n" + "".join(line for _, line in every)
 
 
 @pytest.mark.parametrize("declared,cut,error", [(3, False, "2 of 3 rows"), (1, False, "2 of 1 rows"),
-                                                 (2, True, "rows from 1 unreadable")])
+                                                 (2, True, "rows from 1: frame 1 cut short")])
 def test_a_shard_unlike_its_manifest_entry_fails_the_merge(tmp_path, declared, cut, error):
     staging_dir = stage_shards(tmp_path, [[keyed_line("A", "secret name"), keyed_line("B", "other name")]])
     manifest = json.loads((staging_dir / MANIFEST).read_text())
@@ -70,12 +78,12 @@ def test_a_shard_unlike_its_manifest_entry_fails_the_merge(tmp_path, declared, c
         shard = staging_dir / manifest["shards"][0][0]
         shard.write_bytes(shard.read_bytes()[:-9])
     with pytest.raises(IncompleteShard, match=error) as failure:
-        merge.merge_shards(str(staging_dir), str(tmp_path / "report.csv"), when=WHEN)
+        merge.merge_shards(str(staging_dir), str(tmp_path / "report.csv"), key=KEY, when=WHEN)
     assert "name" not in str(failure.value)  # the records' text stays out of the error
 
 
 def test_no_manifest_no_report(tmp_path):
-    assert merge.merge_shards(str(tmp_path), str(tmp_path / "report.csv"), when=WHEN) == 0
+    assert merge.merge_shards(str(tmp_path), str(tmp_path / "report.csv"), key=KEY, when=WHEN) == 0
     assert not (tmp_path / "report.csv").exists()
 
 
@@ -102,11 +110,11 @@ def write_and_merge(rows, tmp_path, rows_per_shard, **zip_args):
     keyed_lines = [(sort_key(r), records.csv_line(r[label] for label in COLUMNS)) for r in rows]
     batches = [keyed_lines[i:i + 7] for i in range(0, len(keyed_lines), 7)]
     with test_pipeline.TestPipeline(options=runners.pipeline_options("DirectRunner")) as p:
-        _ = p | beam.Create(batches) | WriteSortedShards(staging_dir, COLUMNS, rows_per_shard)
+        _ = p | beam.Create(batches) | WriteSortedShards(staging_dir, COLUMNS, rows_per_shard, KEY.public)
     manifest = tmp_path / "temp" / MANIFEST
     entries = json.loads(manifest.read_text())["shards"] if manifest.exists() else []
     (tmp_path / "out").mkdir()
-    written = merge.merge_shards(staging_dir, destination, when=WHEN, **zip_args)
+    written = merge.merge_shards(staging_dir, destination, key=KEY, when=WHEN, **zip_args)
     files.remove_dir(staging_dir)
     assert not (tmp_path / "temp").exists()
     return entries, written, destination

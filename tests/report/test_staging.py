@@ -11,6 +11,11 @@ from programusers import runners
 from programusers.report.job_request import JOB_ID, JobRequest
 from programusers.report.request_store import lease_key
 from programusers.report.staging import Staging, folder_name, lease_of_folder
+from programusers.report.store import ReportStore
+
+
+def local(path) -> ReportStore:
+    return ReportStore("local", str(path))
 
 
 @given(st.text(min_size=1, max_size=60), st.text(min_size=1, max_size=40))
@@ -27,7 +32,7 @@ def test_other_folders_in_staging_are_not_taken_for_request_folders(name):
 
 
 def test_a_report_waits_in_a_private_folder_and_is_published_whole(tmp_path):
-    staging = Staging.prepare(str(tmp_path / "staging"), str(tmp_path / "out"), runners.pipeline_options("DirectRunner"),
+    staging = Staging.prepare(str(tmp_path / "staging"), local(tmp_path / "out"), runners.pipeline_options("DirectRunner"),
                               file_mode=0o640)
     assert stat.S_IMODE(os.stat(staging.location).st_mode) == 0o700
     with staging.folder(lease_key(JobRequest(tag="t", request_id="R", request_data=None))) as folder:
@@ -39,7 +44,7 @@ def test_a_report_waits_in_a_private_folder_and_is_published_whole(tmp_path):
 
 
 def test_the_folders_of_dead_runs_are_removed_and_the_others_kept(tmp_path):
-    staging = Staging.prepare(str(tmp_path), str(tmp_path / "out"), runners.pipeline_options("DirectRunner"),
+    staging = Staging.prepare(str(tmp_path), local(tmp_path / "out"), runners.pipeline_options("DirectRunner"),
                               file_mode=0o600)
     dead, alive = folder_name(1), folder_name(-2)
     for name in (dead, alive, "not-a-request"):
@@ -55,6 +60,7 @@ def test_the_folders_of_dead_runs_are_removed_and_the_others_kept(tmp_path):
 def test_workers_elsewhere_need_a_staging_they_share(tmp_path):
     options = runners.pipeline_options("PrismRunner", ["--environment_type=EXTERNAL", "--prism_location=/bin/true"])
     with pytest.raises(ValueError, match="pass --staging with a location they share"):
-        Staging.prepare(None, str(tmp_path), options, file_mode=0o600)
-    assert Staging.prepare("gs://bucket/staging", "gs://bucket/out", options, file_mode=0o600).location == \
-        "gs://bucket/staging"
+        Staging.prepare(None, local(tmp_path), options, file_mode=0o600)
+    shared = "azfs://devstoreaccount1/reports/staging"
+    assert Staging.prepare(shared, ReportStore("azure", "azfs://devstoreaccount1/reports/out"), options,
+                           file_mode=0o600).location == shared
