@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     # from WARNING up, else it drowns the job's lines.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("programusers").setLevel(logging.INFO)
+    logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every HTTP request at INFO
     for handler in logging.getLogger().handlers:
         handler.addFilter(_without_driver_tracebacks)
     args, extra = build_parser().parse_known_args(argv)

@@ -23,9 +23,9 @@ from programusers.schema import ENROLLMENT_TABLE
 PII_FIELDS = ("username", "phone", "email", "consentflag", "consentprovideddate")
 DEFAULT_TIME_ZONE = "Asia/Kolkata"
 STORES = ("local", "azure", "s3", "gcloud")
-# The platform's defaults for the variables that hold the store's account and key.
+# The platform's defaults for the variables that hold a store's account and key.
 DEFAULT_STORAGE_VARIABLES = {"azure": ("azure_storage_key", "azure_storage_secret"),
-                             "s3": ("aws_storage_key", "aws_storage_secret"), "gcloud": ("", ""), "local": ("", "")}
+                             "s3": ("aws_storage_key", "aws_storage_secret")}
 
 
 class ModelConfigError(ValueError):
@@ -51,8 +51,8 @@ class ReportConfig:
     time_zone: str = DEFAULT_TIME_ZONE
     store: str = "local"
     container: str | None = None
-    storage_key_config: str = ""  # the environment variable holding the store's account (or access key id)
-    storage_secret_config: str = ""  # the one holding its key (or secret access key)
+    storage_key_config: str | None = None  # the environment variable holding the account (None: the default)
+    storage_secret_config: str | None = None  # the one holding its key
 
     @property
     def tz(self) -> ZoneInfo:
@@ -161,13 +161,12 @@ def _parse(doc: Mapping) -> ReportConfig:
     container = _get(params, where, "container", "text", None)
     if store != "local" and container is None:
         raise ModelConfigError(f"{where}.container is required for the {store} store")
-    key_variable, secret_variable = DEFAULT_STORAGE_VARIABLES[store]
 
     return ReportConfig(
         store=store,
         container=container,
-        storage_key_config=_get(params, where, "storageKeyConfig", "text", key_variable),
-        storage_secret_config=_get(params, where, "storageSecretConfig", "text", secret_variable),
+        storage_key_config=_get(params, where, "storageKeyConfig", "text", None),
+        storage_secret_config=_get(params, where, "storageSecretConfig", "text", None),
         job_id=_get(params, where, "id", "text"),
         keyspace=_get(params, where, "keyspace_name", "text"),
         label_mapping=dict(label_mapping),

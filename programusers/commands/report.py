@@ -34,7 +34,7 @@ from programusers.report.job_request import JobRequest
 from programusers.report.lifecycle import ExhaustRun
 from programusers.report.request_store import RequestStore
 from programusers.report.staging import Staging
-from programusers.report.store import DEFAULT_LINK_EXPIRY, ReportStore, StoreConfigError
+from programusers.report.store import DEFAULT_LINK_EXPIRY, ReportStore, StoreConfigError, signed_link
 
 _LOG = logging.getLogger(__name__)
 
@@ -192,24 +192,28 @@ def _link(args) -> int:
         print(f"no finished report for request {args.request_id} (see `programusers status`)", file=sys.stderr)
         return 1
     try:
-        store = report_store(args, _config(args))
+        config = _config(args)
         for location in rows[0]["download_urls"]:
-            print(store.signed_link(location, args.expires))
+            print(signed_link(location, config, expires_in=args.expires, azure_endpoint=args.azure_blob_endpoint))
     except (ModelConfigError, StoreConfigError, ValueError) as exc:
         print(f"no link: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-def store_flags(parser: argparse.ArgumentParser) -> None:
-    """Where reports are stored: flags over the model config's store settings (secrets: environment only)."""
+def _azure_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="model config JSON (default: the packaged one)")
-    parser.add_argument("--store", choices=STORES, help="where reports are published (default: the model config's "
-                                                        "store)")
-    parser.add_argument("--container", help="the container or bucket (default: the model config's)")
     parser.add_argument("--azure-blob-endpoint", default=settings.AZURE_BLOB_ENDPOINT, metavar="URL",
                         help="the Azure blob service, e.g. Azurite's (default: $"
                              f"{settings.variable('AZURE_BLOB_ENDPOINT')}, else the public cloud's)")
+
+
+def store_flags(parser: argparse.ArgumentParser) -> None:
+    """Where reports are stored: flags over the model config's store settings (secrets: environment only)."""
+    _azure_flags(parser)
+    parser.add_argument("--store", choices=STORES, help="where reports are published (default: the model config's "
+                                                        "store)")
+    parser.add_argument("--container", help="the container or bucket (default: the model config's)")
 
 
 def job_request_flags(parser: argparse.ArgumentParser) -> None:
@@ -277,6 +281,6 @@ def register(subcommands) -> None:
     link.add_argument("request_id")
     link.add_argument("--expires", type=_expiry, default=DEFAULT_LINK_EXPIRY, metavar="DURATION",
                       help="how long the link opens the report, e.g. 30m (the default), 2h, 1d (at most 7d)")
-    store_flags(link)
+    _azure_flags(link)
     job_request_flags(link)
     link.set_defaults(handler=_link)

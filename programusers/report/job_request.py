@@ -11,11 +11,13 @@ Conventions of ours where the platform leaves a choice:
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
+from programusers.filters import RequestError
 from programusers.schema import CONSENT_TABLE as CONSENT
 from programusers.schema import ENROLLMENT_TABLE as ENROLLMENT
 
@@ -87,8 +89,15 @@ def request_data(program_id: str, filters: Iterable[tuple[str, str, str]] = ()) 
     return {"filters": [{"table_name": table, "table_filters": items} for table, items in tables.items()]}
 
 
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,50}")
+
+
 def report_name(request_id: str, when: datetime, tz: tzinfo) -> str:
-    """The report's file name without extension: ``<request_id>_<yyyyMMdd>`` in the report time zone."""
+    """The report's file name without extension: ``<request_id>_<yyyyMMdd>`` in the report time zone.
+    Raises RequestError for an id that could leave the reports' folder or prefix (`/`, `..`, `%`): ids
+    are ours, but job_request is the platform's table."""
+    if not _SAFE_ID.fullmatch(request_id):
+        raise RequestError("request_id may hold only letters, digits, '_' and '-'")
     return f"{request_id}_{when.astimezone(tz):%Y%m%d}"
 
 

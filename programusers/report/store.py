@@ -16,7 +16,7 @@ from apache_beam.options.pipeline_options import AzureOptions, PipelineOptions
 
 from programusers.io import azure_blob, files
 from programusers.io.azure_blob import AzureBlobAccount
-from programusers.model_config import ReportConfig
+from programusers.model_config import DEFAULT_STORAGE_VARIABLES, ReportConfig
 
 # channel.data_exhaust.expiryMins on the platform.
 DEFAULT_LINK_EXPIRY = timedelta(minutes=30)
@@ -62,7 +62,9 @@ class ReportStore:
         if kind != "azure":
             raise StoreConfigError(f"the {kind} store is not available in this build: its uploads and signed "
                                    "links were never run against a server here (see the README); use azure or local")
-        account_variable, key_variable = config.storage_key_config, config.storage_secret_config
+        defaults = DEFAULT_STORAGE_VARIABLES[kind]
+        account_variable = config.storage_key_config or defaults[0]
+        key_variable = config.storage_secret_config or defaults[1]
         name, key = environ.get(account_variable), environ.get(key_variable)
         if not (name and key):
             raise StoreConfigError(f"the azure store needs the storage account's name in ${account_variable} and "
@@ -100,15 +102,17 @@ class ReportStore:
         else:
             files.upload(local, destination)
 
-    def signed_link(self, location: str, expires_in: timedelta = DEFAULT_LINK_EXPIRY) -> str:
-        """A read-only link to the report at `location` that expires after `expires_in`; a local report's
-        link is its path. Signed now, never stored."""
-        kind = store_of(location)
-        if kind == "local":
-            return location
-        if kind != "azure" or not self.account:
-            raise StoreConfigError(f"{location} is on the {kind} store, and this run signs for the {self.kind} one")
-        return self.account.read_url(location, expires_in)
-
     def describe(self) -> str:
         return self.output if not self.account else f"{self.output} (endpoint {self.account.blob_endpoint})"
+
+
+def signed_link(location: str, config: ReportConfig, *, expires_in: timedelta = DEFAULT_LINK_EXPIRY,
+                azure_endpoint: str | None = None, environ: Mapping[str, str] = os.environ) -> str:
+    """A read-only link to the report at `location` (as download_urls holds it) that expires after
+    `expires_in`, signed now and never stored: an Azure SAS with read permission only, signed with the
+    account key that the model config's storage variables hold. A local report's link is its path."""
+    kind = store_of(location)
+    if kind == "local":
+        return location
+    store = ReportStore.resolve(config, store=kind, output=location, azure_endpoint=azure_endpoint, environ=environ)
+    return store.account.read_url(location, expires_in)

@@ -73,7 +73,7 @@ class Publisher:
             joined = _JOINED.get(self._staging_dir)
             # One baseline and file per process and job, whatever the DoFn instances; a job run again in
             # the same staging (after a store outage: its files were removed) starts from its own counts.
-            if joined is None or (joined[1] in _FLUSHED and not FileSystems.exists(joined[1])):
+            if joined is None or (joined[1] in _FLUSHED and not files.exists(joined[1])):
                 path = FileSystems.join(self._staging_dir, PUBLISHED.replace("*", uuid.uuid4().hex))
                 joined = _JOINED[self._staging_dir] = (dict(_TALLY), path)
             self._since, self._path = joined
@@ -88,11 +88,13 @@ class Publisher:
             return  # the job's staging is gone (a straggler of a failed run): do not make it again
         with _LOCK:
             counts = {step: n - since for step, n in _TALLY.items() if n > (since := self._since.get(step, 0))}
-            staged = self._path + ".tmp"
+            # A local file is replaced whole by a rename; an object store's object is whole when written.
+            staged = self._path + ".tmp" if files.is_local(self._path) else self._path
             try:
                 with FileSystems.create(staged) as out:
                     out.write(json.dumps(counts).encode())
-                FileSystems.rename([staged], [self._path])
+                if staged != self._path:
+                    FileSystems.rename([staged], [self._path])
                 _FLUSHED.add(self._path)
-            except OSError as error:  # progress is worth no failed bundle
+            except Exception as error:  # progress is worth no failed bundle (object stores raise their own)
                 _LOG.debug("progress not published: %s", type(error).__name__)

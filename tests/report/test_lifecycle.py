@@ -20,46 +20,21 @@ from exhaust_cases import (
     exhaust_in_process,
     expected_csv,
     f,
+    flags,
     load_cache,
     status_rows,
     submit,
+    submit_district,
     unzipped,
 )
 
-from programusers import cli, schema, settings
+from programusers import cli, settings
 from programusers.io import postgres
-from programusers.report.job_request import JOB_ID, JobRequest, new_request_id, tag_for
+from programusers.report.job_request import JOB_ID
 from programusers.report.request_store import RequestStore
 
 pytestmark = pytest.mark.services
 
-
-
-@pytest.fixture
-def table(pg_dsn, unique):
-    name = f"ops_job_request_{unique}"
-    connection = postgres.connect(pg_dsn)
-    schema.init_postgres(connection, name)
-    yield name
-    with connection, connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {name}")
-    connection.close()
-
-
-def flags(scenario, table):
-    """The scenario's exhaust flags on this test's job_request table."""
-    given = list(scenario.flags)
-    given[given.index("--job-request-table") + 1] = table
-    return given
-
-
-def submit_district(pg_dsn, table, scenario, key="k-district", by="manager-1") -> str:
-    """A request for program a's district d-ana (distinct `by`: not a duplicate of another)."""
-    request = JobRequest(tag=tag_for(scenario.a.id, "ch-1"), request_id=new_request_id(),
-                         request_data=enrollment(f("user_locations['district_id']", "=", "d-ana"), program=scenario.a),
-                         requested_by=by, requested_channel="ch-1", encryption_key=key)
-    RequestStore(pg_dsn, table).insert(request)
-    return request.request_id
 
 
 def exhaust_process(scenario, table, output, staging, *args) -> subprocess.Popen:
