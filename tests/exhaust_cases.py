@@ -23,8 +23,10 @@ import redis
 from programusers import cli, schema, settings
 from programusers.crypto import PlatformCipher
 from programusers.io import postgres
+from programusers.local import azurite
 from programusers.report.job_request import JobRequest, new_request_id, tag_for
 from programusers.report.request_store import RequestStore
+from programusers.report.store import BEAM_AZURE_VARIABLE
 
 SALT = "e2e-salt"
 CIPHER = PlatformCipher(SALT)
@@ -259,6 +261,23 @@ def submit_district(pg_dsn, table, scenario, key="k-district", by="manager-1") -
                          requested_by=by, requested_channel="ch-1", encryption_key=key)
     RequestStore(pg_dsn, table).insert(request)
     return request.request_id
+
+
+@pytest.fixture
+def azure_container(stack, monkeypatch):
+    """A container of the test's own on the stack's Azurite, with the development account's name and key in
+    the variables the model config's storage settings name by default."""
+    name = f"reports-{uuid.uuid4().hex[:12]}"
+    azurite.DEVELOPMENT_ACCOUNT.create_container(name)
+    for variable, value in azurite.environment().items():
+        monkeypatch.setenv(variable, value)
+    monkeypatch.setenv(BEAM_AZURE_VARIABLE, "")  # the exhaust exports the account there: unset again after
+    yield name
+    azurite.DEVELOPMENT_ACCOUNT.client().delete_container(name)
+
+
+def blob_names(container) -> list[str]:
+    return sorted(b.name for b in azurite.DEVELOPMENT_ACCOUNT.client().get_container_client(container).list_blobs())
 
 
 def enrollment(*table_filters, program):

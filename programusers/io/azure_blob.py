@@ -66,7 +66,7 @@ class AzureBlobAccount:
         return (self.endpoint or f"https://{self.name}.blob.core.windows.net").rstrip("/")
 
     def connection_string(self) -> str:
-        """For Beam's `--azure_connection_string` (it holds the key: pipeline options only, never argv)."""
+        """For Beam's azfs (it holds the key: never argv, never a log)."""
         return (f"AccountName={self.name};AccountKey={self.key};BlobEndpoint={self.blob_endpoint};"
                 f"DefaultEndpointsProtocol={self.blob_endpoint.split(':', 1)[0]}")
 

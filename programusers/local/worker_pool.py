@@ -5,10 +5,11 @@ mode), here as a local process: Beam's `worker_pool_main` serves the EXTERNAL en
 runner (Prism) asks it to start an SDK worker process per environment of a job and hands that worker every
 bundle. The submitter then only submits, waits and reads the metrics, as it does against a cluster.
 
-The pool starts each worker as `python -c ...SdkHarness...`, with the first `python` on its PATH: this
-interpreter's directory goes first, so the workers import this project and its dependencies. They inherit
-the pool's environment, the salt (SUNBIRD_ENCRYPTION_KEY) included, and write under a `--staging` that
-the submitter shares (on this machine: any local folder).
+The pool starts each worker through worker_boot.py (what Beam's `boot` does in the image: the job's
+pipeline options from the runner's provision service), with this interpreter, so the workers import this
+project and its dependencies. They inherit the pool's environment, the salt (SUNBIRD_ENCRYPTION_KEY) and
+the report store's credentials (AZURE_STORAGE_CONNECTION_STRING) included, and write under a `--staging`
+that the submitter shares (on this machine: any local folder; else a container).
 """
 from __future__ import annotations
 
@@ -50,11 +51,15 @@ class WorkerPool:
         return ["--environment_type=EXTERNAL", f"--environment_config=localhost:{self.port}"]
 
     def start(self) -> WorkerPool:
-        env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+        # The pool runs one executable, with boot's flags: a script that runs worker_boot with this interpreter.
+        boot = self.log_path.with_name(f"worker-boot-{self.port}")
+        boot.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m programusers.local.worker_boot "$@"\n')
+        boot.chmod(0o700)
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={self.port}"],
-                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={self.port}",
+                 f"--container_executable={boot}"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + self._start_timeout
         while not _answers(self.port):
             if self._process.poll() is not None or time.monotonic() > deadline:

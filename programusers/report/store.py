@@ -8,11 +8,9 @@ path; secrets come from the environment only. A store the run cannot use is refu
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import timedelta
-
-from apache_beam.options.pipeline_options import AzureOptions, PipelineOptions
 
 from programusers.io import azure_blob, files
 from programusers.io.azure_blob import AzureBlobAccount
@@ -21,6 +19,7 @@ from programusers.model_config import DEFAULT_STORAGE_VARIABLES, ReportConfig
 # channel.data_exhaust.expiryMins on the platform.
 DEFAULT_LINK_EXPIRY = timedelta(minutes=30)
 _SCHEMES = {"azfs": "azure", "s3": "s3", "gs": "gcloud"}
+BEAM_AZURE_VARIABLE = "AZURE_STORAGE_CONNECTION_STRING"  # read by Beam's azfs when its options name no account
 
 
 class StoreConfigError(ValueError):
@@ -83,11 +82,13 @@ class ReportStore:
             output = f"azfs://{name}/{container}/{config.output_path.strip('/')}".rstrip("/")
         return cls("azure", output, account, container)
 
-    def set_pipeline_options(self, options: PipelineOptions) -> None:
-        """The credentials Beam's filesystem needs to reach the store (the workers write shards to it when
-        --staging is there): in the options' memory only, never on a command line."""
+    def export_credentials(self, environ: MutableMapping[str, str] = os.environ) -> None:
+        """Hands Beam's azfs the account, for this process and the workers it starts (its staging): through
+        the environment variable Beam reads when its options name none. Never a pipeline option: a
+        worker logs its options, and they travel to the runner; never argv. Workers elsewhere get it from
+        their own environment, as they get the platform salt."""
         if self.account:
-            options.view_as(AzureOptions).azure_connection_string = self.account.connection_string()
+            environ[BEAM_AZURE_VARIABLE] = self.account.connection_string()
 
     def check(self) -> None:
         """Returns when the store takes reports; raises azure_blob's Refused, ContainerMissing or

@@ -3,7 +3,9 @@ to a Python SDK worker pool over the EXTERNAL environment (deploy/'s SDK-harness
 to a `--staging` both sides share, the submitter only merges, counts and publishes. Its reports must be
 the bytes DirectRunner writes, and its counters the same."""
 import pytest
+from apache_beam.io.filesystems import FileSystems
 from exhaust_cases import (
+    blob_names,
     exhaust_in_process,
     expected_counters,
     expected_csv,
@@ -15,16 +17,22 @@ from exhaust_cases import (
 )
 
 from programusers.io import files
+from programusers.local import azurite
 from programusers.local.worker_pool import WorkerPool
 from programusers.report import progress
+from programusers.report.store import BEAM_AZURE_VARIABLE
 
 pytestmark = pytest.mark.services
 
 
 @pytest.fixture(scope="module")
 def worker_pool(scenario, tmp_path_factory):
-    # Started once the scenario fixture has set the salt: the workers inherit it, as a sidecar would.
-    with WorkerPool(tmp_path_factory.mktemp("pool") / "worker-pool.log") as pool:
+    # Started once the scenario fixture has set the salt: the workers inherit it, and the report store's
+    # account, as a sidecar would.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(BEAM_AZURE_VARIABLE, azurite.DEVELOPMENT_ACCOUNT.connection_string())
+        pool = WorkerPool(tmp_path_factory.mktemp("pool") / "worker-pool.log").start()
+    with pool:
         yield pool
 
 
@@ -60,3 +68,26 @@ def test_worker_pool_writes_the_bytes_direct_runner_writes(name, scenario, worke
     steps = [step for step, _ in progress.STEPS]
     assert {step: n for step, n in published[-1].items() if step in steps} == {
         step: n for step, n in counted["pool"].items() if step in steps}
+
+
+def test_workers_elsewhere_stage_sealed_shards_on_azurite_and_the_report_is_the_same(
+        scenario, worker_pool, pg_dsn, table, azure_container, tmp_path):
+    """Production's shape on the platform's store: workers that do not share this disk write their sealed
+    shards to a container, the submitter merges them from there and publishes the report beside them."""
+    program, data, key, channel, users = requests(scenario)["district"]
+    request_id = submit(pg_dsn, table, (program, data, key, channel))
+    staging = f"azfs://{azurite.ACCOUNT}/{azure_container}/staging"
+    code, logs = exhaust_in_process(scenario, "--job-request-table", table, "--runner", "PrismRunner",
+                                    *worker_pool.pipeline_args(), "--store", "azure", "--container", azure_container,
+                                    "--azure-blob-endpoint", azurite.ENDPOINT, "--staging", staging)
+    assert code == 0, logs[-5:]
+    row = status_rows(pg_dsn, table, request_id)
+    (location,) = row["download_urls"]
+    assert row["status"] == "SUCCESS" and location.startswith(f"azfs://{azurite.ACCOUNT}/{azure_container}/")
+    report = tmp_path / location.rsplit("/", 1)[1]
+    with FileSystems.open(location) as published:
+        report.write_bytes(published.read())
+    assert unzipped(report, key) == expected_csv(program, users)
+    assert logged_counters(logs, request_id) == expected_counters(scenario)
+    # Only the report is left in the container: the staged shards went with the request.
+    assert blob_names(azure_container) == [location.split(f"/{azure_container}/", 1)[1]]

@@ -9,13 +9,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
 from apache_beam.io.filesystems import FileSystems
 from exhaust_cases import (
     SALT,
+    blob_names,
     district,
     enrollment,
     exhaust_in_process,
@@ -34,20 +34,6 @@ from programusers.report.request_store import RequestStore
 
 pytestmark = pytest.mark.services
 ACCOUNT = azurite.DEVELOPMENT_ACCOUNT
-
-
-@pytest.fixture
-def container(stack, monkeypatch):
-    name = f"reports-{uuid.uuid4().hex[:12]}"
-    ACCOUNT.create_container(name)
-    for variable, value in azurite.environment().items():
-        monkeypatch.setenv(variable, value)
-    yield name
-    ACCOUNT.client().delete_container(name)
-
-
-def blobs(container) -> list[str]:
-    return sorted(b.name for b in ACCOUNT.client().get_container_client(container).list_blobs())
 
 
 def store_flags(container, endpoint=azurite.ENDPOINT):
@@ -79,7 +65,7 @@ def d_ana(scenario) -> bytes:
 
 
 def test_a_report_on_azure_is_the_local_report_and_its_link_opens_read_only_then_expires(
-        scenario, pg_dsn, table, container, tmp_path, monkeypatch):
+        scenario, pg_dsn, table, azure_container, tmp_path, monkeypatch):
     local_id, azure_id = (submit_district(pg_dsn, table, scenario, by=by) for by in ("manager-1", "manager-2"))
     # Everything staged for the request, read just before it is removed: sealed shards only.
     staged, remove_dir = [], files.remove_dir
@@ -94,17 +80,17 @@ def test_a_report_on_azure_is_the_local_report_and_its_link_opens_read_only_then
     code, _ = exhaust_in_process(scenario, "--job-request-table", table, "--request-id", local_id,
                                  "--output", str(tmp_path / "local"))
     assert code == 0
-    staging = f"azfs://{azurite.ACCOUNT}/{container}/staging"
+    staging = f"azfs://{azurite.ACCOUNT}/{azure_container}/staging"
     code, logs = exhaust_in_process(scenario, "--job-request-table", table, "--request-id", azure_id,
-                                    *store_flags(container), "--staging", staging)
+                                    *store_flags(azure_container), "--staging", staging)
     assert code == 0, logs[-5:]
 
     row = status_rows(pg_dsn, table, azure_id)
     (location,) = row["download_urls"]
     assert row["status"] == "SUCCESS" and re.fullmatch(
-        rf"azfs://{azurite.ACCOUNT}/{container}/ml_reports/{JOB_ID}/{azure_id}_\d{{8}}\.zip", location)
+        rf"azfs://{azurite.ACCOUNT}/{azure_container}/ml_reports/{JOB_ID}/{azure_id}_\d{{8}}\.zip", location)
     # The only object the request leaves is its report.
-    assert blobs(container) == [location.split(f"/{container}/", 1)[1]]
+    assert blob_names(azure_container) == [location.split(f"/{azure_container}/", 1)[1]]
     # No decrypted PII rested in staging, in the shards or anywhere else.
     assert any("/shard-" in path for path, _ in staged) and any(path.startswith(staging) for path, _ in staged)
     pii = [value.encode() for value in scenario.pii_strings()]
@@ -122,18 +108,18 @@ def test_a_report_on_azure_is_the_local_report_and_its_link_opens_read_only_then
     query = parse_qs(urlsplit(url).query)
     widened = urlunsplit(urlsplit(url)._replace(query=urlencode({**query, "sp": "rw"}, doseq=True)))
     assert refused(widened) == 403
-    assert refused(f"{azurite.ENDPOINT}/{container}?restype=container&comp=list&{urlsplit(url).query}") == 403
+    assert refused(f"{azurite.ENDPOINT}/{azure_container}?restype=container&comp=list&{urlsplit(url).query}") == 403
     time.sleep(5)
     assert refused(url) == 403  # expired
 
 
-def test_status_shows_the_store_location_never_a_signed_link(scenario, pg_dsn, table, container, capsys):
+def test_status_shows_the_store_location_never_a_signed_link(scenario, pg_dsn, table, azure_container, capsys):
     request_id = submit_district(pg_dsn, table, scenario)
-    assert exhaust_in_process(scenario, "--job-request-table", table, *store_flags(container))[0] == 0
+    assert exhaust_in_process(scenario, "--job-request-table", table, *store_flags(azure_container))[0] == 0
     capsys.readouterr()
     assert cli.main(["status", request_id, "--job-request-table", table]) == 0
     shown = capsys.readouterr().out
-    assert f"azfs://{azurite.ACCOUNT}/{container}/" in shown and "sig=" not in shown and "?" not in shown
+    assert f"azfs://{azurite.ACCOUNT}/{azure_container}/" in shown and "sig=" not in shown and "?" not in shown
 
 
 @pytest.mark.parametrize("case,message", [
@@ -142,61 +128,61 @@ def test_status_shows_the_store_location_never_a_signed_link(scenario, pg_dsn, t
     ("store down", "the report store (azure) is unreachable"),
 ])
 def test_a_store_that_cannot_take_the_report_fails_the_request_for_a_later_run(
-        case, message, scenario, pg_dsn, table, container, monkeypatch):
+        case, message, scenario, pg_dsn, table, azure_container, monkeypatch):
     request_id = submit_district(pg_dsn, table, scenario)
-    store = store_flags(container)
+    store = store_flags(azure_container)
     if case == "wrong key":
         monkeypatch.setenv("azure_storage_secret", "d3Jvbmcga2V5IGZvciB0aGUgZGV2ZWxvcG1lbnQgYWNjb3VudA==")
     elif case == "no container":
-        store = store_flags(f"{container}-gone")
+        store = store_flags(f"{azure_container}-gone")
     else:  # nothing listens on port 1
-        store = store_flags(container, endpoint=f"http://127.0.0.1:1/{azurite.ACCOUNT}")
+        store = store_flags(azure_container, endpoint=f"http://127.0.0.1:1/{azurite.ACCOUNT}")
     code, logs = exhaust_in_process(scenario, "--job-request-table", table, *store, "--max-store-outage", "3")
     row = status_rows(pg_dsn, table, request_id)
     assert code == 0 and (row["status"], row["iteration"]) == ("FAILED", 1)
-    assert row["err_message"] == message.format(container=container)
-    assert blobs(container) == []
+    assert row["err_message"] == message.format(container=azure_container)
+    assert blob_names(azure_container) == []
     assert not [line for line in logs if azurite.KEY in line or "AccountKey" in line]
 
 
 def test_a_killed_exhaust_leaves_no_partial_report_and_the_next_run_removes_what_it_staged(
-        scenario, pg_dsn, table, container, tmp_path):
+        scenario, pg_dsn, table, azure_container, tmp_path):
     request_id = submit_district(pg_dsn, table, scenario)
-    staging = f"azfs://{azurite.ACCOUNT}/{container}/staging"
+    staging = f"azfs://{azurite.ACCOUNT}/{azure_container}/staging"
     run = subprocess.Popen(
-        [sys.executable, "-m", "programusers", "exhaust", "--runner", "DirectRunner", *store_flags(container),
+        [sys.executable, "-m", "programusers", "exhaust", "--runner", "DirectRunner", *store_flags(azure_container),
          "--staging", staging, *flags(scenario, table)],
         env={**os.environ, "SUNBIRD_ENCRYPTION_KEY": SALT}, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     # Killed once the pipeline has staged something: its shards or its progress.
-    while not [name for name in blobs(container) if name.startswith("staging/")]:
+    while not [name for name in blob_names(azure_container) if name.startswith("staging/")]:
         assert run.poll() is None and time.monotonic() < deadline, "the exhaust ended before it could be killed"
         time.sleep(0.05)
     run.send_signal(signal.SIGKILL)
     run.communicate(timeout=60)
-    assert [name for name in blobs(container) if not name.startswith("staging/")] == []  # no report, whole or not
+    assert [name for name in blob_names(azure_container) if not name.startswith("staging/")] == []  # no report, whole or not
 
-    code, logs = exhaust_in_process(scenario, "--job-request-table", table, *store_flags(container),
+    code, logs = exhaust_in_process(scenario, "--job-request-table", table, *store_flags(azure_container),
                                     "--staging", staging)
     row = status_rows(pg_dsn, table, request_id)
     assert code == 0 and (row["status"], row["iteration"]) == ("SUCCESS", 1)
-    assert blobs(container) == [row["download_urls"][0].split(f"/{container}/", 1)[1]]
+    assert blob_names(azure_container) == [row["download_urls"][0].split(f"/{azure_container}/", 1)[1]]
     assert any("removed the staging of 1 report(s) whose exhaust died" in line for line in logs)
 
 
 @pytest.mark.parametrize("request_id", ["../../escaped", "a/b", "%2e%2e", "x" * 51])
 def test_a_request_id_that_could_leave_the_reports_prefix_is_refused(
-        request_id, scenario, pg_dsn, table, container):
-    hostile = JobRequest(tag=tag_for(scenario.a.id, "../../../" + container), request_id=request_id[:50],
+        request_id, scenario, pg_dsn, table, azure_container):
+    hostile = JobRequest(tag=tag_for(scenario.a.id, "../../../" + azure_container), request_id=request_id[:50],
                          request_data=enrollment(program=scenario.a), requested_by="m", encryption_key="k")
     RequestStore(pg_dsn, table).insert(hostile)
-    assert exhaust_in_process(scenario, "--job-request-table", table, *store_flags(container))[0] == 0
+    assert exhaust_in_process(scenario, "--job-request-table", table, *store_flags(azure_container))[0] == 0
     row = status_rows(pg_dsn, table, hostile.request_id)
     if request_id == "x" * 51:  # cut to 50 by the column: a plain id, produced as usual
         assert row["status"] == "SUCCESS"
-        assert blobs(container) == [row["download_urls"][0].split(f"/{container}/", 1)[1]]
-        assert blobs(container)[0].startswith(f"ml_reports/{JOB_ID}/")
+        assert blob_names(azure_container) == [row["download_urls"][0].split(f"/{azure_container}/", 1)[1]]
+        assert blob_names(azure_container)[0].startswith(f"ml_reports/{JOB_ID}/")
         return
     assert (row["status"], row["err_message"]) == ("FAILED", "request_id may hold only letters, digits, '_' and '-'")
-    assert blobs(container) == []
+    assert blob_names(azure_container) == []
