@@ -71,7 +71,10 @@ class ReportStore:
                                    "storageSecretConfig)")
         account = AzureBlobAccount(name, key, azure_endpoint)
         if output:
-            found_account, container, _ = azure_blob.parse_path(output.rstrip("/") + "/x")
+            try:
+                found_account, container, _ = azure_blob.parse_path(output.rstrip("/") + "/x")
+            except ValueError as error:
+                raise StoreConfigError(f"--output {output}: {error}") from None
             if found_account != name:
                 raise StoreConfigError(f"--output names the storage account {found_account}, but "
                                        f"${account_variable} holds the key of {name}")
