@@ -55,7 +55,7 @@ def test_flags_override_the_config():
     (dict(AZURE, store="s3", container="bucket"), {}, "the s3 store is not available in this build"),
     (dict(AZURE, store="gcloud", container="bucket"), {}, "the gcloud store is not available in this build"),
     ({}, {"output": "hdfs://nn/reports"}, "hdfs:// is not a report store"),
-    (AZURE, {"output": "azfs://someoneelse/c/x"}, "names the storage account someoneelse, but $azure_storage_key"),
+    (AZURE, {"output": "azfs://someoneelse/cont/x"}, "names the storage account someoneelse, but $azure_storage_key"),
     (AZURE, {"output": "azfs://acct1/../x"}, "an Azure Blob path is azfs://<account>/<container>/<blob>"),
     ({}, {"store": "azure"}, "the azure store needs a container"),
 ])
