@@ -2,27 +2,35 @@
 
 init -> generate a sample -> produce its events to Kafka -> ingest them (bounded) -> submit two report
 requests -> exhaust -> show where each report is and its first lines. Every stage is idempotent (same
-seed, upserts, a fresh demo topic), so the demo is safe to run again.
+seed, upserts, a fresh demo topic), so the demo is safe to run again. With `--store azure` the reports go
+to the stack's Azurite, and each is fetched through the signed link `programusers link` prints, with a
+plain HTTP client, as a program manager's browser would.
 """
 import csv
 import io
 import os
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pyzipper
 
 from programusers import records, schema, settings
 from programusers.crypto import PlatformCipher
+from programusers.io.azure_blob import AzureBlobAccount
 from programusers.io.kafka import KafkaClientConfig
-from programusers.local import sample_data
+from programusers.local import azurite, sample_data
+from programusers.model_config import DEFAULT_STORAGE_VARIABLES
 from programusers.options import StoreOptions
 
 DEMO_SALT = "demo-salt-not-for-production"
 SECURE_ENV = settings.stack_dir() / "secure" / "env"
 DEMO_PASSWORD = "Demo-Zip-Pass-1"
+DEMO_CONTAINER = "demo-reports"
 # The demo shows a report's first lines; personal columns are masked so no terminal or CI log holds them.
 MASKED_COLUMNS = ("User Name(On user consent)", "Mobile number(On user consent)", "Email ID(On user consent)")
 
@@ -87,6 +95,25 @@ def read_report(path: Path, password: str | None) -> list[list[str]]:
     return list(csv.reader(io.StringIO(text)))
 
 
+def azure_account() -> AzureBlobAccount:
+    """The stack's Azurite account: the secure profile's (its variables loaded), else the development one,
+    whose name and key go where the model config's storage settings look for them by default."""
+    if "PROGRAMUSERS_AZURE_BLOB_ENDPOINT" not in os.environ:
+        os.environ.update({**azurite.environment(), "PROGRAMUSERS_AZURE_BLOB_ENDPOINT": azurite.ENDPOINT})
+    account_variable, key_variable = DEFAULT_STORAGE_VARIABLES["azure"]
+    return AzureBlobAccount(os.environ[account_variable], os.environ[key_variable],
+                            os.environ["PROGRAMUSERS_AZURE_BLOB_ENDPOINT"])
+
+
+def download(url: str, folder: str) -> Path:
+    """Fetches a signed link with a plain HTTP client (the secure profile's CA trusted, as the SDK's)."""
+    context = ssl.create_default_context(cafile=os.environ.get("REQUESTS_CA_BUNDLE"))
+    path = Path(folder) / url.split("?", 1)[0].rsplit("/", 1)[1]
+    with urllib.request.urlopen(url, timeout=60, context=context) as answer:
+        path.write_bytes(answer.read())
+    return path
+
+
 def load_env_file(path: Path) -> None:
     """KEY=VALUE lines (values optionally double-quoted) into this process's environment, for the
     commands the demo runs; the values are file paths and endpoints, the secrets stay in their files."""
@@ -103,6 +130,10 @@ def run(args) -> int:
     cipher = PlatformCipher.from_env()
     topic = f"{args.env}.ml.programUsers.raw"
     stages = Stages(total=6)
+    store_flags = []
+    if args.store == "azure":  # the demo's container is made here; the exhaust refuses a missing one
+        azure_account().create_container(DEMO_CONTAINER)
+        store_flags = ["--store", "azure", "--container", DEMO_CONTAINER]
     sample = sample_data.generate(args.users, args.seed, cipher)
     pii, open_ = sample.programs
 
@@ -143,8 +174,12 @@ def run(args) -> int:
         return ", ".join(f"{program}: request {rid}" for program, (rid, _) in requests.items())
     stages.run("submit two report requests (PII program, open program)", submit)
 
-    stages.run(f"exhaust on {args.runner} (job_request -> Beam join -> sorted CSV -> zip)", lambda: programusers(
-        "exhaust", "--runner", args.runner, "--output", args.output, "--redis-db", str(args.redis_db)) or "done")
+    output = ["--output", args.output] if args.store == "local" else store_flags
+    stages.run(f"exhaust on {args.runner} (job_request -> Beam join -> sealed sorted shards -> zip -> "
+               f"{args.store} store)", lambda: programusers(
+        "exhaust", "--runner", args.runner, *output, "--redis-db", str(args.redis_db)) or "done")
+
+    downloads = tempfile.mkdtemp(prefix="programusers-demo-")
 
     def summarise():
         lines = []
@@ -154,9 +189,15 @@ def run(args) -> int:
             if status.get("status") != "SUCCESS":
                 raise SystemExit(f"demo stopped: request {request_id} ended {status.get('status')}: "
                                  f"{status.get('err_message')}")
-            path = Path(status["download_urls"])
+            location = status["download_urls"]
+            lines.append(f"{program}: {location}")
+            path = Path(location)
+            if args.store != "local":
+                link = programusers("link", request_id, capture=True).strip()
+                path = download(link, downloads)
+                lines += [f"  signed link (read-only, 30 minutes): {link}", f"  downloaded through it to {path}"]
             rows = read_report(path, password)
-            lines += [f"{program}: {path}", f"  {len(rows) - 1} rows, {len(rows[0])} columns; open with: "
+            lines += [f"  {len(rows) - 1} rows, {len(rows[0])} columns; open with: "
                       f"7z x -p{password} {path}   (AES-256 zip)", "  first lines:"]
             masked = [i for i, label in enumerate(rows[0]) if label in MASKED_COLUMNS]
             shown = [rows[0]] + [["[filled]" if i in masked and cell else cell for i, cell in enumerate(row)]
@@ -175,7 +216,9 @@ def register(commands) -> None:
     parser.add_argument("--runner", default="PrismRunner")
     parser.add_argument("--env", default="demo", help="topic prefix: {env}.ml.programUsers.raw")
     parser.add_argument("--redis-db", type=int, default=0)
-    parser.add_argument("--output", default="ml_reports")
+    parser.add_argument("--output", default="ml_reports", help="where local reports go (--store local)")
+    parser.add_argument("--store", choices=("local", "azure"), default="local",
+                        help=f"where reports go: this folder, or the stack's Azurite (container {DEMO_CONTAINER})")
     parser.add_argument("--secure", action="store_true",
                         help=f"use the stack's secure profile (scripts/stack up --secure): the settings of "
                              f"{SECURE_ENV}")
