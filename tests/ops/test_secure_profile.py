@@ -71,6 +71,26 @@ def test_the_demo_runs_end_to_end_on_the_secure_profile(secure_env, tmp_path):
     assert not [secret for secret in secrets() if secret in output]
 
 
+def test_the_secure_profiles_reports_go_to_azurite_over_https_and_open_through_their_links(secure_env):
+    """The report store of the secure profile: Azurite over HTTPS (the stack's CA) with an account and key of
+    its own; the demo fetches each report through the read-only link it signs."""
+    done = programusers(secure_env, "demo", "--users", "80", "--env", f"secure{uuid.uuid4().hex[:6]}",
+                        "--store", "azure", "--redis-db", "3")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    locations = re.findall(r"^\s+PGM-\S+: (\S+)$", done.stdout, re.M)
+    links = re.findall(r"signed link \(read-only, 30 minutes\): (\S+)", done.stdout)
+    downloaded = re.findall(r"downloaded through it to (\S+\.zip)", done.stdout)
+    assert len(locations) == len(links) == len(downloaded) == 2
+    assert all(location.startswith("azfs://programusers/demo-reports/ml_reports/") for location in locations)
+    assert all(link.startswith("https://127.0.0.1:10100/programusers/") and "sp=r&spr=https&" in link for link in links)
+    with pyzipper.AESZipFile(downloaded[0]) as archive:
+        rows = list(csv.reader(io.StringIO(archive.read(archive.namelist()[0], pwd=DEMO_PASSWORD.encode()).decode())))
+    assert rows[0][0] == "User UUID" and len(rows) > 1
+    output = done.stdout + done.stderr
+    assert secure_env["azure_storage_secret"] not in output
+    assert not [secret for secret in secrets() if secret in output]
+
+
 def with_wrong(env, variable, tmp_path):
     wrong = tmp_path / "wrong-password"
     wrong.write_text("not-the-password\n")
