@@ -9,7 +9,13 @@ falls on each alike. Per run: wall time of the exhaust command and the SHA-256 o
     .venv/bin/python bench/exhaust.py --sizes 100000 --runners "" --stage-sizes "" --keep --reuse   # load
     .venv/bin/python bench/commits.py c2fe82c HEAD --rounds 3
 
-Results: bench/results/commits.json and a Markdown table (median seconds, ratio to the first commit).
+`--stores local,azure` runs each commit once per report store, rounds alternating over both: `azure`
+publishes to the stack's Azurite (a container made for the run) and reads the report back from there. So
+the cost of the object store, paired with local output on the same program:
+
+    .venv/bin/python bench/commits.py HEAD --stores local,azure --rounds 3
+
+Results: bench/results/commits.json and a Markdown table (median seconds, ratio to the first run).
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from exhaust import REDIS_DB, SALT, keyspace, loaded_key
 import common
 from programusers import settings
 from programusers.crypto import SALT_ENV_VAR
+from programusers.local import azurite
 
 REPO = Path(__file__).resolve().parents[1]
 ZIP_PASSWORD = "bench-commits"
@@ -43,12 +50,15 @@ def worktree(commit: str, into: Path) -> Path:
 
 def command(tree: Path, *argv: str) -> subprocess.CompletedProcess:
     """`programusers ARGV` with the code of `tree` (its own package first on the path)."""
-    env = {**os.environ, "PYTHONPATH": str(tree), SALT_ENV_VAR: SALT, "PROGRAMUSERS_ENCRYPTION_KEY": ZIP_PASSWORD}
+    env = {**os.environ, "PYTHONPATH": str(tree), SALT_ENV_VAR: SALT, "PROGRAMUSERS_ENCRYPTION_KEY": ZIP_PASSWORD,
+           **azurite.environment()}
     return subprocess.run([sys.executable, "-m", "programusers", *argv], cwd=tree, env=env, capture_output=True,
                           text=True)
 
 
-def run(tree: Path, program_id: str, size: int, output: Path) -> dict:
+def run(tree: Path, program_id: str, size: int, output: Path, container: str | None = None) -> dict:
+    """One exhaust of the program; its report in `output`, or under `output`'s name in `container` (Azurite),
+    then fetched into `output`."""
     stores = ["--programs-keyspace", keyspace(size), "--consent-keyspace", keyspace(size),
               "--job-request-table", "bench_commits_requests"]
     for step in (["init", *stores], ["submit", "--program-id", program_id, "--requested-by", "bench", *stores]):
@@ -57,11 +67,18 @@ def run(tree: Path, program_id: str, size: int, output: Path) -> dict:
             raise SystemExit(f"{step[0]} failed at {tree.name}: {done.stderr[-2000:]}")
     request_id = done.stdout.split()[-1]
     started = time.perf_counter()
-    done = command(tree, "exhaust", "--request-id", request_id, "--output", f"{output}/", "--redis-db",
-                   str(REDIS_DB), *stores)
+    prefix = f"azfs://{azurite.ACCOUNT}/{container}/{output.name}"
+    where = ["--output", f"{output}/"] if container is None else [
+        "--store", "azure", "--output", prefix, "--azure-blob-endpoint", azurite.ENDPOINT]
+    done = command(tree, "exhaust", "--request-id", request_id, *where, "--redis-db", str(REDIS_DB), *stores)
     seconds = time.perf_counter() - started
     if done.returncode:
         raise SystemExit(f"exhaust failed at {tree.name}: {done.stderr[-2000:]}")
+    if container is not None:
+        blobs = azurite.DEVELOPMENT_ACCOUNT.client().get_container_client(container)
+        [blob] = list(blobs.list_blobs(name_starts_with=f"{output.name}/"))
+        output.mkdir(parents=True)
+        (output / "report.zip").write_bytes(blobs.download_blob(blob.name).readall())
     [report] = [path for path in output.rglob("*") if path.is_file()]
     with pyzipper.AESZipFile(report) as archive:
         archive.setpassword(ZIP_PASSWORD.encode())
@@ -76,7 +93,9 @@ def main(argv=None) -> int:
     parser.add_argument("commits", nargs="+", help="git revisions; the first is the reference")
     parser.add_argument("--size", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--stores", default="local", help="report stores each commit runs with: local, azure")
     args = parser.parse_args(argv)
+    stores = args.stores.split(",")
     client = redis_lib.Redis(host=settings.REDIS_HOST, port=settings.REDIS_PORT, db=REDIS_DB)
     program_id = (client.get(loaded_key(args.size)) or b"").decode()
     if not program_id:
@@ -84,30 +103,39 @@ def main(argv=None) -> int:
                          "--keep first (see this file's docstring)")
     revisions = {c: subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", c], check=True,
                                    capture_output=True, text=True).stdout.strip() for c in args.commits}
-    runs: dict[str, list[dict]] = {c: [] for c in args.commits}
+    variants = [(c, store) for c in args.commits for store in stores]
+    runs: dict[tuple, list[dict]] = {v: [] for v in variants}
+    container = f"bench-{os.getpid()}"
+    if "azure" in stores:
+        azurite.DEVELOPMENT_ACCOUNT.create_container(container)
     with tempfile.TemporaryDirectory(prefix="bench-commits-") as scratch:
         trees = {c: worktree(revisions[c], Path(scratch)) for c in args.commits}
         try:
             for round_ in range(args.rounds):
-                for commit in args.commits:
-                    output = Path(scratch) / "out" / f"{revisions[commit]}-{round_}"
-                    runs[commit].append(run(trees[commit], program_id, args.size, output))
-                    print(f"{commit} ({revisions[commit]}) round {round_ + 1}: {runs[commit][-1]}", file=sys.stderr)
+                for commit, store in variants:
+                    output = Path(scratch) / "out" / f"{revisions[commit]}-{store}-{round_}"
+                    runs[commit, store].append(run(trees[commit], program_id, args.size, output,
+                                                   container if store == "azure" else None))
+                    print(f"{commit} ({revisions[commit]}) {store} round {round_ + 1}: {runs[commit, store][-1]}",
+                          file=sys.stderr)
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
                                capture_output=True)
-    reference = common.median([r["seconds"] for r in runs[args.commits[0]]])
-    hashes = {r["csv_sha256"] for commit_runs in runs.values() for r in commit_runs}
-    results = [{"commit": c, "revision": revisions[c], "runs": runs[c],
-                "median_s": common.median([r["seconds"] for r in runs[c]])} for c in args.commits]
+            if "azure" in stores:
+                azurite.DEVELOPMENT_ACCOUNT.client().delete_container(container)
+    reference = common.median([r["seconds"] for r in runs[variants[0]]])
+    hashes = {r["csv_sha256"] for variant_runs in runs.values() for r in variant_runs}
+    results = [{"commit": c, "revision": revisions[c], "store": store, "runs": runs[c, store],
+                "median_s": common.median([r["seconds"] for r in runs[c, store]])} for c, store in variants]
     path = common.write_json("commits.json", {"machine": common.machine(), "size": args.size,
                                               "same_bytes": len(hashes) == 1, "results": results})
     print(f"\n### The exhaust command at {args.size:,} rows, DirectRunner, {args.rounds} alternating rounds\n")
     print(common.markdown_table(
-        ["commit", "median s", "each run s", "time / first", "same bytes"],
-        [[f"{r['commit']} ({r['revision']})", r["median_s"], ", ".join(str(x["seconds"]) for x in r["runs"]),
-          f"{r['median_s'] / reference:.2f}", "yes" if len(hashes) == 1 else "no"] for r in results]))
+        ["commit", "store", "median s", "each run s", "time / first", "same bytes"],
+        [[f"{r['commit']} ({r['revision']})", r["store"], r["median_s"],
+          ", ".join(str(x["seconds"]) for x in r["runs"]), f"{r['median_s'] / reference:.2f}",
+          "yes" if len(hashes) == 1 else "no"] for r in results]))
     print(f"\nresults: {path}")
     return 0 if len(hashes) == 1 else 1
 

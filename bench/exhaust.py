@@ -70,6 +70,7 @@ from programusers.local.worker_pool import WorkerPool
 from programusers.model_config import default_model_config
 from programusers.pipelines import exhaust
 from programusers.report import job_request, merge
+from programusers.sealing import RunKey
 from programusers.transforms import enrollments, program_reads, shards
 
 KEYSPACE_PREFIX, REDIS_DB = "bench_exhaust", 13
@@ -251,7 +252,7 @@ def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -
     options = runners.pipeline_options(runner, extra)
     staging_dir = os.path.join(out_dir, f"shards-{label.replace(' ', '_')}-{size}")
     result = {"runner": label}
-    now = datetime.now(UTC)
+    now, key = datetime.now(UTC), RunKey()
     with common.PeakRss() as rss, contextlib.ExitStack() as pool:  # in a fresh process: this one is the submitter
         if label == POOL:  # its processes are children of this one: sampled as "python sdk worker"s
             options = runners.pipeline_options(runner, extra + pool.enter_context(
@@ -259,12 +260,13 @@ def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -
         with common.timed(result, "pipeline_s"):
             asks = exhaust.program_asks(request, sources(size), options)
             outcome = runners.run_and_wait(partial(exhaust.run, options, request=request, config=config,
-                                                   sources=sources(size), staging_dir=staging_dir, program_asks=asks))
+                                                   sources=sources(size), staging_dir=staging_dir, program_asks=asks,
+                                                   shard_key=key.public))
         with common.timed(result, "merge_csv_s"):
-            merge.merge_shards(staging_dir, os.path.join(out_dir, "report.csv"), when=now)
+            merge.merge_shards(staging_dir, os.path.join(out_dir, "report.csv"), key=key, when=now)
         with common.timed(result, "merge_zip_s"):
-            merge.merge_shards(staging_dir, os.path.join(out_dir, "report.zip"), when=now, password="bench-password",
-                               member="report.csv")
+            merge.merge_shards(staging_dir, os.path.join(out_dir, "report.zip"), key=key, when=now,
+                               password="bench-password", member="report.csv")
     files.remove_dir(staging_dir)
     result["total_s"] = round(result["pipeline_s"] + result["merge_zip_s"], 3)
     result["rows_per_s"] = round(size / result["total_s"])
@@ -402,7 +404,8 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
         # As _LookUpAndBuildFn's output and _WriteSortedShardsFn, rows_per_shard records a shard.
         keyed_lines = [(records.sort_key(config, r), records.csv_line(r.values())) for r in built]
         for start in range(0, len(keyed_lines), ROWS_PER_SHARD):
-            shards.write_shard(os.path.join(shard_dir, "shard"), sorted(keyed_lines[start:start + ROWS_PER_SHARD]))
+            shards.write_shard(os.path.join(shard_dir, "shard"), sorted(keyed_lines[start:start + ROWS_PER_SHARD]),
+                               RunKey().public)
     return timings
 
 

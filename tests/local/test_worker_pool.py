@@ -32,8 +32,10 @@ def worker_pool(scenario, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(BEAM_AZURE_VARIABLE, azurite.DEVELOPMENT_ACCOUNT.connection_string())
         pool = WorkerPool(tmp_path_factory.mktemp("pool") / "worker-pool.log").start()
-    with pool:
+    try:
         yield pool
+    finally:
+        pool.stop()
 
 
 @pytest.mark.parametrize("name", ["district", "organisation"])
