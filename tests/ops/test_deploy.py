@@ -8,6 +8,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from programusers.cli import build_parser
 from programusers.model_config import load_model_config
+from programusers.report.store import ReportStore
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DOCUMENTS = [(path.name, doc) for path in sorted(DEPLOY.glob("*.yaml"))
@@ -48,3 +49,12 @@ def test_config_map_holds_a_valid_model_config_and_no_secret():
     secret = next(doc for _, doc in DOCUMENTS if doc["kind"] == "Secret")
     assert not set(secret["stringData"]) & set(config_map["data"])
     assert all(v == "<set-out-of-band>" for v in secret["stringData"].values())
+
+
+def test_the_exhaust_publishes_to_the_azure_container_its_config_and_secret_name():
+    config_map = next(doc for _, doc in DOCUMENTS if doc["kind"] == "ConfigMap")
+    secret = next(doc for _, doc in DOCUMENTS if doc["kind"] == "Secret")
+    config = load_model_config(yaml.safe_load(config_map["data"]["model-config.json"]))
+    assert {config.storage_key_config, config.storage_secret_config} <= set(secret["stringData"])
+    environ = {config.storage_key_config: "sunbirdreports", config.storage_secret_config: "a2V5"}
+    assert ReportStore.resolve(config, environ=environ).output == "azfs://sunbirdreports/reports/ml_reports"
