@@ -3,7 +3,7 @@ import argparse
 import logging
 
 from programusers import commands, schema, settings, store_errors
-from programusers.commands import ingest, replay, report
+from programusers.commands import api, ingest, replay, report
 from programusers.io import cassandra
 from programusers.local import demo, sample_data
 from programusers.options import from_args, keyspace_flags, store_flags
@@ -18,7 +18,7 @@ def _init(args) -> int:
     with from_args(args).cassandra_connection().session() as session:
         schema.init_cassandra(session, args.programs_keyspace, args.consent_keyspace, args.replication)
     with postgres.session(args.postgres_dsn) as connection:
-        schema.init_postgres(connection, args.job_request_table)
+        schema.init_postgres(connection, args.job_request_table, settings.LINK_AUDIT_TABLE)
     _LOG.info("schema ready: Cassandra %s.%s, %s.%s; PostgreSQL %s", args.programs_keyspace,
               schema.ENROLLMENT_TABLE, args.consent_keyspace, schema.CONSENT_TABLE, args.job_request_table)
     return 0
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.register(subcommands)
     replay.register(subcommands)
     report.register(subcommands)
+    api.register(subcommands)
     demo.register(subcommands)
     return parser
 

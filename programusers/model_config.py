@@ -53,6 +53,7 @@ class ReportConfig:
     container: str | None = None
     storage_key_config: str | None = None  # the environment variable holding the account (None: the default)
     storage_secret_config: str | None = None  # the one holding its key
+    authorized_roles: tuple[str, ...] = ("PROGRAM_MANAGER",)  # the roles that may submit a request (the API)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -165,6 +166,7 @@ def _parse(doc: Mapping) -> ReportConfig:
     return ReportConfig(
         store=store,
         container=container,
+        authorized_roles=tuple(_get(params, where, "authorizedRoles", "texts", ["PROGRAM_MANAGER"])),
         storage_key_config=_get(params, where, "storageKeyConfig", "text", None),
         storage_secret_config=_get(params, where, "storageSecretConfig", "text", None),
         job_id=_get(params, where, "id", "text"),

@@ -47,6 +47,21 @@ CREATE TABLE IF NOT EXISTS {table} (
 """
 
 
+# The request API's list reads a tag's jobs of one requester, newest first.
+_JOB_REQUEST_INDEX = "CREATE INDEX IF NOT EXISTS {index} ON {table} (tag, requested_by, dt_job_submitted DESC)"
+
+# Every signed link the request API hands out: who, which request, which channel, when, from where, until
+# when; never the link or the key.
+LINK_AUDIT_TABLE = "report_link_audit"
+_LINK_AUDIT_DDL = """
+CREATE TABLE IF NOT EXISTS {table} (
+  id bigserial PRIMARY KEY, handed_at timestamptz NOT NULL, user_id varchar(100) NOT NULL,
+  request_id varchar(50) NOT NULL, tag varchar(100) NOT NULL, channel varchar(50) NOT NULL,
+  client_address varchar(64), expires_at timestamptz NOT NULL)
+"""
+_LINK_AUDIT_INDEX = "CREATE INDEX IF NOT EXISTS {index} ON {table} (request_id, handed_at)"
+
+
 def cassandra_statements(programs_keyspace: str, consent_keyspace: str, replication: str) -> list[str]:
     from programusers.io.cassandra import identifier  # the names above stay importable without the driver
 
@@ -62,8 +77,10 @@ def init_cassandra(session, programs_keyspace: str, consent_keyspace: str, repli
         session.execute(statement, timeout=120)
 
 
-def init_postgres(connection, table: str) -> None:
+def init_postgres(connection, table: str, audit_table: str = LINK_AUDIT_TABLE) -> None:
     from psycopg2 import sql
 
     with connection, connection.cursor() as cursor:
-        cursor.execute(sql.SQL(_JOB_REQUEST_DDL).format(table=sql.Identifier(table)))
+        for ddl, name in ((_JOB_REQUEST_DDL, table), (_JOB_REQUEST_INDEX, table), (_LINK_AUDIT_DDL, audit_table),
+                          (_LINK_AUDIT_INDEX, audit_table)):
+            cursor.execute(sql.SQL(ddl).format(table=sql.Identifier(name), index=sql.Identifier(f"{name}_lookup")))

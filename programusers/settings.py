@@ -41,6 +41,10 @@ _SETTINGS = {
     "REDIS_TLS_CA": ("PROGRAMUSERS_REDIS_TLS_CA", None),
     # The Azure blob service of the report store (Azurite locally); unset: the public cloud's.
     "AZURE_BLOB_ENDPOINT": ("PROGRAMUSERS_AZURE_BLOB_ENDPOINT", None),
+    # The request API: the folder of the token keys (<kid>.pem), the tokens' issuer, the links' audit table.
+    "TOKEN_KEYS": ("PROGRAMUSERS_TOKEN_KEYS", None),
+    "TOKEN_ISSUER": ("PROGRAMUSERS_TOKEN_ISSUER", None),
+    "LINK_AUDIT_TABLE": ("PROGRAMUSERS_LINK_AUDIT_TABLE", schema.LINK_AUDIT_TABLE),
     # Beam's Java expansion service for cross-language Kafka IO (scripts/stack runs one locally whose
     # transforms execute in a Java SDK-harness worker pool).
     "EXPANSION_SERVICE": ("PROGRAMUSERS_EXPANSION_SERVICE", "127.0.0.1:8097"),

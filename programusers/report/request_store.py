@@ -37,6 +37,11 @@ _THIS_CLAIM = sql.SQL("tag = %s AND request_id = %s AND status = %s AND coalesce
 STATUS_COLUMNS = ("tag", "request_id", "job_id", "status", "err_message", "download_urls", "iteration",
                   "dt_job_submitted", "dt_job_completed", "dt_file_created", "execution_time")
 INTERRUPTED = "interrupted"
+# What the request API shows of a job: every column but the encryption key and the batch bookkeeping.
+JOB_COLUMNS = ("tag", "request_id", "job_id", "status", "request_data", "requested_by", "requested_channel",
+               "dt_job_submitted", "download_urls", "dt_file_created", "dt_job_completed", "execution_time",
+               "err_message", "iteration")
+_JOB_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, JOB_COLUMNS))
 
 
 def utcnow() -> datetime:
@@ -84,6 +89,42 @@ class RequestStore:
             "encryption_key, iteration, dt_job_submitted) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"),
             (request.tag, request.request_id, JOB_ID, SUBMITTED, Json(request.request_data), request.requested_by,
              request.requested_channel, request.encryption_key, request.iteration, utcnow()))
+
+    def submit(self, request: JobRequest) -> tuple[dict, str]:
+        """The platform API's submit: records a new request as SUBMITTED; a FAILED one with the same (tag,
+        request_id) goes back to SUBMITTED with a new dt_job_submitted, its iteration kept; any other is
+        left as it is. Returns the row (JOB_COLUMNS) and what happened: created, resubmitted or existing."""
+        with postgres.session(self.dsn) as connection:
+            if self._run(self._sql(
+                    "INSERT INTO {table} (tag, request_id, job_id, status, request_data, requested_by, "
+                    "requested_channel, encryption_key, iteration, dt_job_submitted) VALUES "
+                    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (tag, request_id) DO NOTHING "
+                    "RETURNING request_id"),
+                    (request.tag, request.request_id, JOB_ID, SUBMITTED, Json(request.request_data),
+                     request.requested_by, request.requested_channel, request.encryption_key, 0, utcnow()),
+                    connection):
+                outcome = "created"
+            elif self._run(self._sql("UPDATE {table} SET status = %s, dt_job_submitted = %s WHERE tag = %s AND "
+                                     "request_id = %s AND job_id = %s AND status = %s RETURNING request_id"),
+                           (SUBMITTED, utcnow(), request.tag, request.request_id, JOB_ID, FAILED), connection):
+                outcome = "resubmitted"
+            else:
+                outcome = "existing"
+            return self.job(request.tag, request.request_id, connection), outcome
+
+    def job(self, tag: str, request_id: str, connection=None) -> dict | None:
+        """The JOB_COLUMNS of one request, None when there is none."""
+        rows = self._run(self._sql("SELECT {columns} FROM {table} WHERE tag = %s AND request_id = %s AND job_id = %s",
+                                   columns=_JOB_COLUMNS), (tag, request_id, JOB_ID), connection)
+        return rows[0] if rows else None
+
+    def jobs(self, tag: str, requested_by: str | None, limit: int) -> list[dict]:
+        """The JOB_COLUMNS of a tag's requests, newest first; only `requested_by`'s unless None."""
+        by = sql.SQL(" AND requested_by = %s" if requested_by is not None else "")
+        params = (tag, JOB_ID, *((requested_by,) if requested_by is not None else ()), limit)
+        return self._run(self._sql("SELECT {columns} FROM {table} WHERE tag = %s AND job_id = %s{by} "
+                                   "ORDER BY dt_job_submitted DESC, request_id LIMIT %s", columns=_JOB_COLUMNS, by=by),
+                         params)
 
     def status(self, request_id: str) -> list[dict]:
         """The STATUS_COLUMNS of every row with this request id (one per tag)."""
