@@ -1,27 +1,21 @@
 """The request API (SPEC §6) served by a real uvicorn on a loopback port, called with a plain HTTP client:
 the platform's contract (routes, envelope, ids, dedup, resubmit) and every refusal, tried as an attacker
 would (forged, expired and unsigned tokens, other users, other channels, no role, hostile input)."""
-import base64
 import hashlib
-import hmac
 import json
 import re
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
-import jwt
 import pytest
-import uvicorn
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from exhaust_cases import enrollment
+from http_api import STRANGER, call, hs256_with_the_public_key, serve, token, unsigned_token
 
 from programusers import cli, schema
-from programusers.api.app import ApiSettings, create_app
+from programusers.api.app import ApiSettings
 from programusers.api.audit import LinkAudit
 from programusers.api.contract import request_id
 from programusers.api.tokens import TokenVerifier
@@ -31,45 +25,6 @@ from programusers.report.request_store import RequestStore
 
 pytestmark = pytest.mark.services
 DATASET = "program-user-exhaust"
-
-
-def new_key():
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def public_pem(key) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-SIGNING, STRANGER = new_key(), new_key()
-
-
-def token(user="u-manager", *, roles=(("PROGRAM_MANAGER", "ch-1"),), key=SIGNING, kid="k1", expires_in=600,
-          **claims) -> str:
-    payload = {"sub": f"f:federation-1:{user}", "iat": int(time.time()),
-               "roles": [{"role": role, "scope": [{"organisationId": org}]} for role, org in roles], **claims}
-    if expires_in is not None:
-        payload["exp"] = int(time.time()) + expires_in
-    return jwt.encode(payload, key, algorithm="RS256", headers={"kid": kid} if kid else None)
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def unsigned_token(user="u-manager") -> str:
-    header, payload = {"alg": "none", "typ": "JWT"}, {"sub": user, "exp": int(time.time()) + 600}
-    return f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}."
-
-
-def hs256_with_the_public_key(user="u-manager") -> str:
-    """The classic key-confusion forgery: HS256 'signed' with the RSA public key as the HMAC secret."""
-    header = {"alg": "HS256", "typ": "JWT", "kid": "k1"}
-    payload = {"sub": user, "exp": int(time.time()) + 600,
-               "roles": [{"role": "PROGRAM_MANAGER", "scope": [{"organisationId": "ch-1"}]}]}
-    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
-    mac = hmac.new(public_pem(SIGNING), signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{b64(mac)}"
 
 
 @pytest.fixture(scope="module")
@@ -86,27 +41,6 @@ def api_tables(pg_dsn):
 
 
 @pytest.fixture(scope="module")
-def keys_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("token-keys")
-    (folder / "k1.pem").write_bytes(public_pem(SIGNING))
-    return folder
-
-
-def serve(settings: ApiSettings):
-    """A real uvicorn on a port the system picks; yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_config=None,
-                                           access_log=False, lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    return server, thread, f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture(scope="module")
 def api(pg_dsn, api_tables, keys_dir):
     table, audit = api_tables
     settings = ApiSettings(verifier=TokenVerifier(keys_dir), requests=RequestStore(pg_dsn, table),
@@ -115,23 +49,6 @@ def api(pg_dsn, api_tables, keys_dir):
     yield url
     server.should_exit = True
     thread.join(timeout=30)
-
-
-def call(url, method="GET", body=None, *, user_token=None, channel="ch-1", user=None, raw=None):
-    headers = {"Content-Type": "application/json"}
-    if user_token:
-        headers["x-authenticated-user-token"] = user_token
-    if channel:
-        headers["X-Channel-ID"] = channel
-    if user:
-        headers["X-Authenticated-Userid"] = user
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def submit_body(program="p-1", *, tag="tag-1", key="Zip-Pass-1", msgid="m-1", **request):
