@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from azure.core.exceptions import (
-    AzureError,
     ClientAuthenticationError,
     HttpResponseError,
     ResourceExistsError,
@@ -129,6 +128,3 @@ class AzureBlobAccount:
     def display_data(self) -> dict:
         return {"account": self.name, "endpoint": self.blob_endpoint}
 
-
-def is_azure_error(error: BaseException) -> bool:
-    return isinstance(error, AzureError | Refused | ContainerMissing)
