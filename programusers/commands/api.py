@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import socket
 from datetime import timedelta
 
 from programusers import settings
@@ -54,17 +55,20 @@ def _serve(args) -> int:
 
     try:
         app = create_app(api_settings(args))
+        # Bound here, so that --port 0 (the system picks) can say which port it got.
+        listening = socket.create_server((args.host, args.port))
     except (ValueError, OSError) as exc:
         _LOG.error("serve cannot start: %s", exc)
         return 2
-    _LOG.info("the request API on http://%s:%d (%d worker(s))", args.host, args.port, args.workers)
-    if args.workers == 1:
-        uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None)
-    else:  # workers are processes: each builds the app from the same flags
+    host, port = listening.getsockname()[:2]
+    _LOG.info("the request API listens on http://%s:%d (%d worker(s))", host, port, args.workers)
+    if args.workers > 1:  # worker processes: each builds the app from the same settings
         os.environ[_ARGS_VARIABLE] = json.dumps({**{name: getattr(args, name) for name in _SHARED},
                                                  "expiry_s": args.link_expiry.total_seconds()})
-        uvicorn.run(f"{__name__}:app_from_environment", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, access_log=False, log_config=None)
+        uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=args.workers, fd=listening.fileno(),
+                    access_log=False, log_config=None)
+    else:
+        uvicorn.Server(uvicorn.Config(app, access_log=False, log_config=None)).run(sockets=[listening])
     return 0
 
 

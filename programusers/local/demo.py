@@ -6,6 +6,7 @@ seed, upserts, a fresh demo topic), so the demo is safe to run again. With `--st
 to the stack's Azurite, and each is fetched through the signed link `programusers link` prints, with a
 plain HTTP client, as a program manager's browser would.
 """
+import contextlib
 import csv
 import io
 import os
@@ -23,14 +24,17 @@ from programusers import records, schema, settings
 from programusers.crypto import PlatformCipher
 from programusers.io.azure_blob import AzureBlobAccount
 from programusers.io.kafka import KafkaClientConfig
-from programusers.local import azurite, sample_data
+from programusers.local import azurite, demo_api, sample_data
 from programusers.model_config import DEFAULT_STORAGE_VARIABLES
 from programusers.options import StoreOptions
+from programusers.report import job_request
+from programusers.report.job_request import JOB_ID
 
 DEMO_SALT = "demo-salt-not-for-production"
 SECURE_ENV = settings.stack_dir() / "secure" / "env"
 DEMO_PASSWORD = "Demo-Zip-Pass-1"
 DEMO_CONTAINER = "demo-reports"
+CHANNEL = "demo"
 # The demo shows a report's first lines; personal columns are masked so no terminal or CI log holds them.
 MASKED_COLUMNS = ("User Name(On user consent)", "Mobile number(On user consent)", "Email ID(On user consent)")
 
@@ -124,6 +128,11 @@ def load_env_file(path: Path) -> None:
 
 
 def run(args) -> int:
+    with contextlib.ExitStack() as stack:
+        return _run(args, stack)
+
+
+def _run(args, stack: contextlib.ExitStack) -> int:
     if args.secure:
         load_env_file(SECURE_ENV)
     os.environ.setdefault("SUNBIRD_ENCRYPTION_KEY", DEMO_SALT)
@@ -161,18 +170,24 @@ def run(args) -> int:
         return f"{schema.ENROLLMENT_TABLE} rows: " + ", ".join(f"{k} {v}" for k, v in rows.items())
     stages.run(f"ingest the events on {args.runner} (Kafka -> Beam -> Cassandra)", ingest)
 
-    requests = {}
+    requests = {}  # program -> its request id, and whether it went through the API
+    api = stack.enter_context(demo_api.DemoApi())
+    token = demo_api.manager_token("demo-manager", CHANNEL)
 
     def submit():
+        # The PII program's request as the dashboard sends it, over HTTP; the open program's from the command line.
+        body = {"params": {"msgid": "demo-1"}, "request": {
+            "tag": pii["id"], "dataset": JOB_ID, "encryptionKey": DEMO_PASSWORD,
+            "datasetConfig": {"type": JOB_ID, "title": "Program users", "params": job_request.request_data(pii["id"])}}}
+        answer = demo_api.call(f"{api.url}/request/submit", token, CHANNEL, body)
+        requests[pii["externalId"]] = (answer["result"]["requestId"], True)
         os.environ["PROGRAMUSERS_ENCRYPTION_KEY"] = DEMO_PASSWORD  # the zip password: never on a command line
-        requests[pii["externalId"]] = (programusers(
-            "submit", "--program-id", pii["id"], "--requested-by", "demo-manager", "--channel", "demo",
-            capture=True).strip(), DEMO_PASSWORD)
         requests[open_["externalId"]] = (programusers(
-            "submit", "--program-id", open_["id"], "--requested-by", "demo-manager", "--channel", "demo",
-            "--filter", "updated_at", ">=", "2023-01-01", capture=True).strip(), DEMO_PASSWORD)
+            "submit", "--program-id", open_["id"], "--requested-by", "demo-manager", "--channel", CHANNEL,
+            "--filter", "updated_at", ">=", "2023-01-01", capture=True).strip(), False)
         return ", ".join(f"{program}: request {rid}" for program, (rid, _) in requests.items())
-    stages.run("submit two report requests (PII program, open program)", submit)
+    stages.run(f"submit two report requests (PII program through the request API at {api.url}, open program "
+               "with `programusers submit`)", submit)
 
     output = ["--output", args.output] if args.store == "local" else store_flags
     stages.run(f"exhaust on {args.runner} (job_request -> Beam join -> sealed sorted shards -> zip -> "
@@ -181,30 +196,43 @@ def run(args) -> int:
 
     downloads = tempfile.mkdtemp(prefix="programusers-demo-")
 
-    def summarise():
-        lines = []
-        for program, (request_id, password) in requests.items():
+    def fetch(request_id: str, through_api: bool) -> tuple[str, Path, str | None]:
+        """(where the report is, a local path to it, the link it came through)."""
+        if through_api:  # as the dashboard reads it: the job, with its link signed now
+            job = demo_api.call(f"{api.url}/request/read/{pii['id']}?requestId={request_id}", token, CHANNEL)
+            if job["result"]["status"] != "SUCCESS":
+                raise SystemExit(f"demo stopped: request {request_id} ended {job['result']['status']}: "
+                                 f"{job['result'].get('statusMessage')}")
+            link = job["result"]["downloadUrls"][0]
+            location = link.split("?", 1)[0]
+        else:
             status = dict(line.split(": ", 1) for line in programusers("status", request_id, capture=True).splitlines()
                           if ": " in line)
             if status.get("status") != "SUCCESS":
                 raise SystemExit(f"demo stopped: request {request_id} ended {status.get('status')}: "
                                  f"{status.get('err_message')}")
             location = status["download_urls"]
+            link = programusers("link", request_id, capture=True).strip() if args.store != "local" else None
+        if args.store == "local":
+            return location, Path(location), None
+        return location, download(link, downloads), link
+
+    def summarise():
+        lines = []
+        for program, (request_id, through_api) in requests.items():
+            location, path, link = fetch(request_id, through_api)
             lines.append(f"{program}: {location}")
-            path = Path(location)
-            if args.store != "local":
-                link = programusers("link", request_id, capture=True).strip()
-                path = download(link, downloads)
+            if link:
                 lines += [f"  signed link (read-only, 30 minutes): {link}", f"  downloaded through it to {path}"]
-            rows = read_report(path, password)
+            rows = read_report(path, DEMO_PASSWORD)
             lines += [f"  {len(rows) - 1} rows, {len(rows[0])} columns; open with: "
-                      f"7z x -p{password} {path}   (AES-256 zip)", "  first lines:"]
+                      f"7z x -p{DEMO_PASSWORD} {path}   (AES-256 zip)", "  first lines:"]
             masked = [i for i, label in enumerate(rows[0]) if label in MASKED_COLUMNS]
             shown = [rows[0]] + [["[filled]" if i in masked and cell else cell for i, cell in enumerate(row)]
                                  for row in rows[1:4]]
             lines += ["    " + records.csv_line(row).rstrip() for row in shown]
         return "\n      ".join(lines)
-    stages.run("reports", summarise)
+    stages.run("reports (the PII program's read through the request API)", summarise)
     print(f"demo finished in {stages.elapsed():.0f}s")
     return 0
 

@@ -26,7 +26,7 @@ COMMANDS = [(f"{name}:{c['name']}", (c.get("command") or [])[1:] + c.get("args",
 
 
 def test_the_manifests_run_every_job():
-    assert {argv[0] for _, argv in COMMANDS} == {"ingest", "exhaust", "init"}
+    assert {argv[0] for _, argv in COMMANDS} == {"ingest", "exhaust", "init", "serve"}
 
 
 @pytest.mark.parametrize("where,argv", COMMANDS, ids=[w for w, _ in COMMANDS])
