@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pyzipper
@@ -173,11 +174,14 @@ def _run(args, stack: contextlib.ExitStack) -> int:
     requests = {}  # program -> its request id, and whether it went through the API
     api = stack.enter_context(demo_api.DemoApi())
     token = demo_api.manager_token("demo-manager", CHANNEL)
+    # The platform's request id is the same all day for the same tag and user: a tag of this run's own
+    # makes each demo produce a fresh report.
+    tag = f"{pii['id']}-{uuid.uuid4().hex[:8]}"
 
     def submit():
         # The PII program's request as the dashboard sends it, over HTTP; the open program's from the command line.
         body = {"params": {"msgid": "demo-1"}, "request": {
-            "tag": pii["id"], "dataset": JOB_ID, "encryptionKey": DEMO_PASSWORD,
+            "tag": tag, "dataset": JOB_ID, "encryptionKey": DEMO_PASSWORD,
             "datasetConfig": {"type": JOB_ID, "title": "Program users", "params": job_request.request_data(pii["id"])}}}
         answer = demo_api.call(f"{api.url}/request/submit", token, CHANNEL, body)
         requests[pii["externalId"]] = (answer["result"]["requestId"], True)
@@ -199,7 +203,7 @@ def _run(args, stack: contextlib.ExitStack) -> int:
     def fetch(request_id: str, through_api: bool) -> tuple[str, Path, str | None]:
         """(where the report is, a local path to it, the link it came through)."""
         if through_api:  # as the dashboard reads it: the job, with its link signed now
-            job = demo_api.call(f"{api.url}/request/read/{pii['id']}?requestId={request_id}", token, CHANNEL)
+            job = demo_api.call(f"{api.url}/request/read/{tag}?requestId={request_id}", token, CHANNEL)
             if job["result"]["status"] != "SUCCESS":
                 raise SystemExit(f"demo stopped: request {request_id} ended {job['result']['status']}: "
                                  f"{job['result'].get('statusMessage')}")
