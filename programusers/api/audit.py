@@ -26,10 +26,14 @@ class LinkHandout:
 
 
 class LinkAudit:
-    """The audit table `table` at the PostgreSQL `dsn` (created by `programusers init`)."""
+    """The audit table `table` at the PostgreSQL `dsn` (created by `programusers init`), through `pool`
+    when given."""
 
-    def __init__(self, dsn: str, table: str):
-        self.dsn, self.table = dsn, table
+    def __init__(self, dsn: str, table: str, pool: postgres.ConnectionPool | None = None):
+        self.dsn, self.table, self._pool = dsn, table, pool
+
+    def _session(self):
+        return self._pool.session() if self._pool else postgres.session(self.dsn)
 
     def record(self, handouts: Iterable[LinkHandout]) -> None:
         rows = [tuple(getattr(h, c) for c in COLUMNS) for h in handouts]
@@ -38,7 +42,7 @@ class LinkAudit:
         statement = sql.SQL("INSERT INTO {table} ({columns}) VALUES ({values})").format(
             table=sql.Identifier(self.table), columns=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
             values=sql.SQL(", ").join(sql.Placeholder() * len(COLUMNS)))
-        with postgres.session(self.dsn) as connection, connection, connection.cursor() as cursor:
+        with self._session() as connection, connection, connection.cursor() as cursor:
             cursor.executemany(statement, rows)
 
     def entries(self, *, request_id: str | None = None, user_id: str | None = None, limit: int = 1000) -> list[dict]:
@@ -51,5 +55,5 @@ class LinkAudit:
         where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
         statement = sql.SQL("SELECT {columns} FROM {table}{where} ORDER BY handed_at DESC, id DESC LIMIT %s").format(
             columns=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), table=sql.Identifier(self.table), where=where)
-        with postgres.session(self.dsn) as connection:
+        with self._session() as connection:
             return postgres.query(connection, statement, (*params, limit))

@@ -14,6 +14,7 @@ from programusers.api.app import ApiSettings, create_app
 from programusers.api.audit import LinkAudit
 from programusers.api.tokens import TokenVerifier
 from programusers.commands.report import _azure_flags, _config, _expiry, job_request_flags, report_store
+from programusers.io import postgres
 from programusers.report.request_store import RequestStore
 from programusers.report.store import DEFAULT_LINK_EXPIRY
 
@@ -32,9 +33,10 @@ def api_settings(args: argparse.Namespace) -> ApiSettings:
         raise ValueError(f"the token keys are needed: --token-keys DIR or ${settings.variable('TOKEN_KEYS')}")
     config = _config(args)
     args.store = args.container = None  # the model config's store, as the exhaust publishes to it
+    pool = postgres.ConnectionPool(args.postgres_dsn)  # a worker's requests share its connections
     return ApiSettings(verifier=TokenVerifier(args.token_keys, args.token_issuer),
-                       requests=RequestStore(args.postgres_dsn, args.job_request_table),
-                       audit=LinkAudit(args.postgres_dsn, args.audit_table), config=config,
+                       requests=RequestStore(args.postgres_dsn, args.job_request_table, pool=pool),
+                       audit=LinkAudit(args.postgres_dsn, args.audit_table, pool), config=config,
                        store=report_store(args, config), link_expiry=args.link_expiry,
                        azure_endpoint=args.azure_blob_endpoint)
 

@@ -6,11 +6,12 @@ Nothing here knows about report requests (programusers/report/request_store.py d
 import contextlib
 import os
 import socket
+import threading
 
 import psycopg2
 from psycopg2.extras import RealDictCursor
 
-__all__ = ["AdvisoryLocks", "LoginRefused", "connect", "query", "session"]
+__all__ = ["AdvisoryLocks", "ConnectionPool", "LoginRefused", "connect", "query", "session"]
 
 # A lease's connection idles while a report runs for hours: TCP keepalives notice a dead peer (and keep
 # middleboxes from dropping the connection), so a lost lease is seen rather than assumed held.
@@ -62,6 +63,44 @@ def session(dsn: str):
         yield connection
     finally:
         connection.close()
+
+
+class ConnectionPool:
+    """Connections kept open for many short sessions, as a server's requests make: a new PostgreSQL
+    connection is a new server process, which costs more than most queries. At most `size` are open; a
+    session waits for one. A connection whose session failed is closed rather than handed out again.
+
+    Args:
+      dsn: a libpq connection string.
+      size: the most connections open at once.
+    """
+
+    def __init__(self, dsn: str, size: int = 8):
+        self.dsn, self._size = dsn, size
+        self._idle: list = []
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(size)
+
+    @contextlib.contextmanager
+    def session(self):
+        with self._slots:
+            with self._lock:
+                connection = self._idle.pop() if self._idle else None
+            if connection is None or connection.closed:
+                connection = connect(self.dsn)
+            try:
+                yield connection
+            except BaseException:
+                connection.close()
+                raise
+            with self._lock:
+                self._idle.append(connection)
+
+    def close(self) -> None:
+        with self._lock:
+            for connection in self._idle:
+                connection.close()
+            self._idle.clear()
 
 
 def query(connection, statement, params=()) -> list[dict]:

@@ -67,14 +67,18 @@ class RequestStore:
     it claims (connected now; closed with the store, which releases them): the exhaust's store.
     """
 
-    def __init__(self, dsn: str, table: str, *, leases: bool = False):
-        self.dsn, self.table = dsn, table
+    def __init__(self, dsn: str, table: str, *, leases: bool = False, pool: postgres.ConnectionPool | None = None):
+        self.dsn, self.table, self._pool = dsn, table, pool
         self._leases = postgres.AdvisoryLocks(dsn) if leases else None
+
+    def _session(self):
+        """A connection for a few statements: the pool's when there is one (a server), else a new one."""
+        return self._pool.session() if self._pool else postgres.session(self.dsn)
 
     def _run(self, statement: sql.Composable, params: tuple = (), connection=None) -> list[dict]:
         if connection is not None:
             return postgres.query(connection, statement, params)
-        with postgres.session(self.dsn) as connection:
+        with self._session() as connection:
             return postgres.query(connection, statement, params)
 
     def _sql(self, text: str, **parts) -> sql.Composed:
@@ -94,7 +98,7 @@ class RequestStore:
         """The platform API's submit: records a new request as SUBMITTED; a FAILED one with the same (tag,
         request_id) goes back to SUBMITTED with a new dt_job_submitted, its iteration kept; any other is
         left as it is. Returns the row (JOB_COLUMNS) and what happened: created, resubmitted or existing."""
-        with postgres.session(self.dsn) as connection:
+        with self._session() as connection:
             if self._run(self._sql(
                     "INSERT INTO {table} (tag, request_id, job_id, status, request_data, requested_by, "
                     "requested_channel, encryption_key, iteration, dt_job_submitted) VALUES "
@@ -156,7 +160,7 @@ class RequestStore:
         """PROCESSING requests whose lease is free were left by a process that died: FAILED "interrupted",
         iteration + 1, so they are pending again (or final at MAX_ITERATIONS). Yields each as it was, once
         its row is updated (a caller logs it then, even if PostgreSQL fails on the next)."""
-        with postgres.session(self.dsn) as connection:
+        with self._session() as connection:
             processing = sql.SQL("status = {}").format(sql.Literal(PROCESSING))
             for request in self._requests(processing, request_id, connection):
                 with self.if_free(lease_key(request)) as dead:  # else its process is alive
@@ -198,7 +202,7 @@ class RequestStore:
     def mark_success(self, requests: Iterable[JobRequest], *, download_urls: list[str], file_created: datetime,
                      completed: datetime, execution_ms: int) -> int:
         """Claimed requests -> SUCCESS; returns how many were still this store's claims."""
-        with postgres.session(self.dsn) as connection:
+        with self._session() as connection:
             return sum(self._set(connection, request, "status = %s, download_urls = %s, dt_file_created = %s, "
                                  "dt_job_completed = %s, execution_time = %s, err_message = NULL",
                                  (SUCCESS, download_urls, file_created, completed, execution_ms))
@@ -211,7 +215,7 @@ class RequestStore:
         still this store's claims."""
         iteration = sql.SQL("greatest(coalesce(iteration, 0) + 1, {max})" if final else
                             "coalesce(iteration, 0) + 1").format(max=sql.Literal(MAX_ITERATIONS))
-        with postgres.session(self.dsn) as connection:
+        with self._session() as connection:
             return sum(self._set(connection, request, "status = %s, err_message = %s, iteration = {iteration}, "
                                  "download_urls = NULL, dt_job_completed = %s, execution_time = %s",
                                  (FAILED, message, completed, execution_ms), iteration=iteration)
