@@ -16,8 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 # No time limit per example: a quarter-second stall of a loaded CI machine is no failure of the code.
 hypothesis_settings.register_profile("programusers", deadline=None)
 hypothesis_settings.load_profile("programusers")
-# The exhaust's end-to-end scenario fixture, for the tests in every folder that run it.
-pytest_plugins = ["exhaust_cases"]
+# Shared fixtures: the exhaust's end-to-end scenario, the request API's token keys.
+pytest_plugins = ["exhaust_cases", "api_client"]
 LOCAL_CASSANDRA = CassandraConnection(tuple(settings.cassandra_hosts(settings.CASSANDRA_HOSTS)),
                                       settings.CASSANDRA_PORT)
 # Per test session, so two sessions sharing the stack never drop each other's data.

@@ -5,8 +5,8 @@ import json
 import urllib.request
 
 import pytest
+from api_client import call, serve, token
 from exhaust_cases import district, enrollment, exhaust_in_process, expected_csv, f, unzipped
-from http_api import call, serve, token
 from test_model_config import raw
 
 from programusers import schema

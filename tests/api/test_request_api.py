@@ -11,8 +11,8 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from api_client import STRANGER, call, hs256_with_the_public_key, serve, token, unsigned_token
 from exhaust_cases import enrollment
-from http_api import STRANGER, call, hs256_with_the_public_key, serve, token, unsigned_token
 
 from programusers import cli, schema
 from programusers.api.app import ApiSettings

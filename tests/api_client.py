@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 
 import jwt
+import pytest
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -85,5 +86,13 @@ def call(url, method="GET", body=None, *, user_token=None, channel="ch-1", user=
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory):
+    """The folder of token keys the served API trusts."""
+    folder = tmp_path_factory.mktemp("token-keys")
+    (folder / "k1.pem").write_bytes(public_pem(SIGNING))
+    return folder
 
 
