@@ -274,3 +274,32 @@ def test_health_and_the_openapi_document(api):
     with urllib.request.urlopen(f"{api}/openapi.json", timeout=30) as answer:
         document = json.loads(answer.read())
     assert {"/request/submit", "/request/read/{tag}", "/request/list/{tag}"} <= set(document["paths"])
+
+
+def test_the_access_log_holds_no_token_key_or_body(api, caplog):
+    secret_key = "Zip-Pass-Never-Logged"
+    user_token = token()
+    with caplog.at_level("INFO", logger="programusers.api.access"):
+        submit(api, submit_body(f"p-{uuid.uuid4().hex[:6]}", key=secret_key), user_token=user_token)
+        call(f"{api}/request/list/t", user_token=user_token)
+    lines = [record.getMessage() for record in caplog.records if record.name == "programusers.api.access"]
+    entries = [json.loads(line) for line in lines]
+    assert [(e["method"], e["path"], e["status"]) for e in entries] == [
+        ("POST", "/request/submit", 200), ("GET", "/request/list/t", 200)]
+    assert all(e["client"] == "127.0.0.1" and e["ms"] >= 0 for e in entries)
+    assert not [line for line in lines if user_token in line or secret_key in line or "u-manager" in line]
+
+
+def test_with_an_issuer_set_a_token_from_another_issuer_is_refused(pg_dsn, api_tables, keys_dir):
+    issuer = "https://keycloak.example/auth/realms/sunbird"
+    table, audit = api_tables
+    settings = ApiSettings(verifier=TokenVerifier(keys_dir, issuer), requests=RequestStore(pg_dsn, table),
+                           audit=LinkAudit(pg_dsn, audit), config=default_model_config())
+    server, thread, url = serve(settings)
+    try:
+        for claims, expected in (({"iss": issuer}, 200), ({"iss": "https://elsewhere.example"}, 401), ({}, 401)):
+            status, answer = call(f"{url}/request/list/t", user_token=token(**claims))
+            assert status == expected, (claims, answer)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
