@@ -41,6 +41,8 @@ _SETTINGS = {
     "REDIS_TLS_CA": ("PROGRAMUSERS_REDIS_TLS_CA", None),
     # The Azure blob service of the report store (Azurite locally); unset: the public cloud's.
     "AZURE_BLOB_ENDPOINT": ("PROGRAMUSERS_AZURE_BLOB_ENDPOINT", None),
+    # The S3 API of the report store when it is not AWS's (the stack's SeaweedFS locally).
+    "S3_ENDPOINT": ("PROGRAMUSERS_S3_ENDPOINT", None),
     # The request API: the folder of the token keys (<kid>.pem), the tokens' issuer, the links' audit table.
     "TOKEN_KEYS": ("PROGRAMUSERS_TOKEN_KEYS", None),
     "TOKEN_ISSUER": ("PROGRAMUSERS_TOKEN_ISSUER", None),

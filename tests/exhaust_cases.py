@@ -11,6 +11,10 @@ import io
 import json
 import logging
 import random
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -386,3 +390,29 @@ def expected_counters(scenario) -> dict:
             "consents_found": sum(1 for u in users if latest_consent(u, a)),
             "profiles_found": sum(1 for u in consented if u.profile),
             "profile_missing": sum(1 for u in consented if not u.profile), "email_undecryptable": 1}
+
+
+def d_ana_report(scenario) -> bytes:
+    """The expected report of submit_district's request."""
+    return expected_csv(scenario.a, scenario.members(scenario.a, district("d-ana")))
+
+
+def link(table, request_id, *args) -> str:
+    """What `programusers link` prints for a request of `table` (the stack's Azurite as the Azure endpoint)."""
+    done = subprocess.run([sys.executable, "-m", "programusers", "link", request_id, "--job-request-table", table,
+                           "--azure-blob-endpoint", azurite.ENDPOINT, *args], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def refused(url, method="GET") -> int:
+    """The HTTP status with which a store refuses a (signed) URL."""
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(urllib.request.Request(url, data=b"x" if method == "PUT" else None, method=method,
+                                                      headers={"x-ms-blob-type": "BlockBlob"}), timeout=30)
+    return error.value.code
+
+
+def d_ana(scenario) -> bytes:
+    return expected_csv(scenario.a, scenario.members(scenario.a, district("d-ana")))

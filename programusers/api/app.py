@@ -24,11 +24,11 @@ from programusers.api import contract, openapi
 from programusers.api.audit import LinkAudit, LinkHandout
 from programusers.api.contract import CLIENT_ERROR, FORBIDDEN, SERVER_ERROR, TOO_LARGE, UNAUTHORIZED, Rejected
 from programusers.api.tokens import Caller, InvalidToken, TokenVerifier
-from programusers.io import azure_blob, postgres
+from programusers.io import postgres
 from programusers.model_config import ReportConfig
 from programusers.report.job_request import SUCCESS
 from programusers.report.request_store import RequestStore
-from programusers.report.store import ReportStore, signed_link
+from programusers.report.store import UNAVAILABLE, ReportStore, StoreMissing, StoreRefused, signed_link
 
 _LOG = logging.getLogger(__name__)
 _ACCESS = logging.getLogger("programusers.api.access")
@@ -49,6 +49,7 @@ class ApiSettings:
     store: ReportStore | None = None  # checked by /health when it is an object store
     link_expiry: timedelta = timedelta(minutes=30)
     azure_endpoint: str | None = None
+    s3_endpoint: str | None = None
 
 
 def _respond(api_id: str, code: str = contract.OK, *, result=None, msgid=None, errmsg=None) -> JSONResponse:
@@ -96,7 +97,8 @@ def _signed(settings: ApiSettings, rows: list[dict], caller: Caller, channel: st
             jobs.append(contract.job_result(row))
             continue
         links = [signed_link(location, settings.config, expires_in=settings.link_expiry,
-                             azure_endpoint=settings.azure_endpoint) for location in row["download_urls"]]
+                             azure_endpoint=settings.azure_endpoint, s3_endpoint=settings.s3_endpoint)
+                 for location in row["download_urls"]]
         jobs.append(contract.job_result(row, download_urls=links, expires_at=expires))
         handouts.append(LinkHandout(now, caller.user_id, row["request_id"], row["tag"], channel, client, expires))
     settings.audit.record(handouts)
@@ -118,7 +120,7 @@ def _handler(api_id: str, work):
             return await work(settings, request, caller, channel)
         except Rejected as rejected:
             return _respond(api_id, rejected.code, errmsg=rejected.message)
-        except (psycopg2.Error, *azure_blob.Unavailable):
+        except (psycopg2.Error, *UNAVAILABLE):
             _LOG.error("%s: a store is unavailable", api_id)
             return _respond(api_id, SERVER_ERROR, errmsg="a store the service needs is unavailable; try again")
         except Exception as error:
@@ -176,7 +178,7 @@ def _check_stores(settings: ApiSettings) -> dict[str, str]:
         try:
             settings.store.check()
             checks["store"] = "ok"
-        except (*azure_blob.Unavailable, azure_blob.Refused, azure_blob.ContainerMissing):
+        except (*UNAVAILABLE, StoreRefused, StoreMissing):
             checks["store"] = "unavailable"
     return checks
 

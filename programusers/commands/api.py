@@ -38,11 +38,11 @@ def api_settings(args: argparse.Namespace) -> ApiSettings:
                        requests=RequestStore(args.postgres_dsn, args.job_request_table, pool=pool),
                        audit=LinkAudit(args.postgres_dsn, args.audit_table, pool), config=config,
                        store=report_store(args, config), link_expiry=args.link_expiry,
-                       azure_endpoint=args.azure_blob_endpoint)
+                       azure_endpoint=args.azure_blob_endpoint, s3_endpoint=args.s3_endpoint)
 
 
-_SHARED = ("token_keys", "token_issuer", "config", "azure_blob_endpoint", "postgres_dsn", "job_request_table",
-           "audit_table")
+_SHARED = ("token_keys", "token_issuer", "config", "azure_blob_endpoint", "s3_endpoint", "postgres_dsn",
+           "job_request_table", "audit_table")
 
 
 def app_from_environment():

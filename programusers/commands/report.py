@@ -63,7 +63,8 @@ def _config(args: argparse.Namespace) -> ReportConfig:
 def report_store(args: argparse.Namespace, config: ReportConfig) -> ReportStore:
     """Where reports go: the model config's store, overridden by --store, --container and --output."""
     return ReportStore.resolve(config, store=args.store, container=args.container,
-                               output=getattr(args, "output", None), azure_endpoint=args.azure_blob_endpoint)
+                               output=getattr(args, "output", None), azure_endpoint=args.azure_blob_endpoint,
+                               s3_endpoint=args.s3_endpoint)
 
 
 def _prepare(args: argparse.Namespace) -> ExhaustRun:
@@ -194,7 +195,8 @@ def _link(args) -> int:
     try:
         config = _config(args)
         for location in rows[0]["download_urls"]:
-            print(signed_link(location, config, expires_in=args.expires, azure_endpoint=args.azure_blob_endpoint))
+            print(signed_link(location, config, expires_in=args.expires, azure_endpoint=args.azure_blob_endpoint,
+                              s3_endpoint=args.s3_endpoint))
     except (ModelConfigError, StoreConfigError, ValueError) as exc:
         print(f"no link: {exc}", file=sys.stderr)
         return 2
@@ -206,6 +208,9 @@ def _azure_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--azure-blob-endpoint", default=settings.AZURE_BLOB_ENDPOINT, metavar="URL",
                         help="the Azure blob service, e.g. Azurite's (default: $"
                              f"{settings.variable('AZURE_BLOB_ENDPOINT')}, else the public cloud's)")
+    parser.add_argument("--s3-endpoint", default=settings.S3_ENDPOINT, metavar="URL",
+                        help=f"an S3-compatible store's API, e.g. http://127.0.0.1:8333 (default: "
+                             f"${settings.variable('S3_ENDPOINT')}, else AWS's)")
 
 
 def store_flags(parser: argparse.ArgumentParser) -> None:

@@ -21,7 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from programusers import filters, runners, store_errors
 from programusers.crypto import PlatformCipher
-from programusers.io import azure_blob, cassandra, redis
+from programusers.io import cassandra, redis
 from programusers.io.backoff import Backoff
 from programusers.metrics import counters
 from programusers.model_config import ReportConfig
@@ -32,6 +32,7 @@ from programusers.report.archive import zip_password
 from programusers.report.job_request import JobRequest
 from programusers.report.request_store import RequestStore, lease_key, utcnow
 from programusers.report.staging import Staging
+from programusers.report.store import UNAVAILABLE, StoreMissing, StoreRefused
 from programusers.sealing import RunKey
 from programusers.store_errors import Kind, Store, StoreProblem
 from programusers.transforms.shards import IncompleteShard
@@ -93,9 +94,9 @@ def _on_object_store(job: ExhaustRun, deadline: float, request_id: str, action, 
     while True:
         try:
             return action(*args)
-        except (azure_blob.Refused, azure_blob.ContainerMissing) as error:
+        except (StoreRefused, StoreMissing) as error:
             raise ReportFailure(str(error)) from None
-        except azure_blob.Unavailable:
+        except UNAVAILABLE:
             attempt += 1
             delay = STORE_BACKOFF.seconds(attempt)
             problem = f"{Store.OBJECT_STORE} ({job.staging.store.kind}) {Kind.UNREACHABLE}"

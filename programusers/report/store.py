@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
-from programusers.io import azure_blob, files
+from programusers.io import azure_blob, files, s3
 from programusers.io.azure_blob import AzureBlobAccount
+from programusers.io.s3 import S3Account
 from programusers.model_config import DEFAULT_STORAGE_VARIABLES, ReportConfig
 
 # channel.data_exhaust.expiryMins on the platform.
@@ -32,22 +34,46 @@ def store_of(path: str) -> str:
         return "local"
     scheme = path.split("://", 1)[0]
     if scheme not in _SCHEMES:
-        raise StoreConfigError(f"{scheme}:// is not a report store: use a local path or azfs://")
+        raise StoreConfigError(f"{scheme}:// is not a report store: use a local path, azfs:// or s3://")
     return _SCHEMES[scheme]
+
+
+class StoreRefused(Exception):
+    """The store refused our credentials; the message names the store, never the key."""
+
+
+class StoreMissing(Exception):
+    """The container or bucket does not exist."""
+
+
+# A store that does not answer: worth a wait and another try.
+UNAVAILABLE = (*azure_blob.Unavailable, *s3.Unavailable)
+
+
+def _credentials(config: ReportConfig, kind: str, environ: Mapping[str, str]) -> tuple[str, str]:
+    """The store's account (or access key id) and key, from the variables the model config names."""
+    defaults = DEFAULT_STORAGE_VARIABLES[kind]
+    account_variable = config.storage_key_config or defaults[0]
+    key_variable = config.storage_secret_config or defaults[1]
+    account, key = environ.get(account_variable), environ.get(key_variable)
+    if not (account and key):
+        raise StoreConfigError(f"the {kind} store needs its account in ${account_variable} and its key in "
+                               f"${key_variable} (the model config's storageKeyConfig and storageSecretConfig)")
+    return account, key
 
 
 @dataclass(frozen=True)
 class ReportStore:
-    """Where one run publishes its reports: `output` (a Beam path) on the store `kind`, and for Azure the
-    `account` that uploads and signs."""
+    """Where one run publishes its reports: `output` (a Beam path) on the store `kind`, and for an object
+    store the `account` that uploads and signs and the `container` (or bucket)."""
     kind: str
     output: str
-    account: AzureBlobAccount | None = None
+    account: AzureBlobAccount | S3Account | None = None
     container: str | None = None
 
     @classmethod
     def resolve(cls, config: ReportConfig, *, store: str | None = None, container: str | None = None,
-                output: str | None = None, azure_endpoint: str | None = None,
+                output: str | None = None, azure_endpoint: str | None = None, s3_endpoint: str | None = None,
                 environ: Mapping[str, str] = os.environ) -> ReportStore:
         """The store of `config`, overridden by the flags given (`store`, `container`, `output`: a whole
         Beam path); raises StoreConfigError when they disagree or the store's credentials are missing."""
@@ -58,65 +84,80 @@ class ReportStore:
                                    f"pass --store {found} to publish there")
         if kind == "local":
             return cls("local", output or config.output_path)
-        if kind != "azure":
-            raise StoreConfigError(f"the {kind} store is not available in this build: its uploads and signed "
-                                   "links were never run against a server here (see the README); use azure or local")
-        defaults = DEFAULT_STORAGE_VARIABLES[kind]
-        account_variable = config.storage_key_config or defaults[0]
-        key_variable = config.storage_secret_config or defaults[1]
-        name, key = environ.get(account_variable), environ.get(key_variable)
-        if not (name and key):
-            raise StoreConfigError(f"the azure store needs the storage account's name in ${account_variable} and "
-                                   f"its key in ${key_variable} (the model config's storageKeyConfig and "
-                                   "storageSecretConfig)")
-        account = AzureBlobAccount(name, key, azure_endpoint)
+        if kind == "gcloud":
+            raise StoreConfigError("the gcloud store is not available in this build: its uploads and signed links "
+                                   "were never run against a server here (see the README); use azure, s3 or local")
+        name, key = _credentials(config, kind, environ)
+        account = AzureBlobAccount(name, key, azure_endpoint) if kind == "azure" else S3Account(name, key, s3_endpoint)
+        prefix = config.output_path.strip("/")
         if output:
             try:
-                found_account, container, _ = azure_blob.parse_path(output.rstrip("/") + "/x")
+                if kind == "azure":
+                    found_account, container, _ = azure_blob.parse_path(output.rstrip("/") + "/x")
+                    if found_account != name:
+                        raise StoreConfigError(f"--output names the storage account {found_account}, but the "
+                                               f"model config's storage variables hold the key of {name}")
+                else:
+                    container, _ = s3.parse_path(output.rstrip("/") + "/x")
             except ValueError as error:
                 raise StoreConfigError(f"--output {output}: {error}") from None
-            if found_account != name:
-                raise StoreConfigError(f"--output names the storage account {found_account}, but "
-                                       f"${account_variable} holds the key of {name}")
         else:
             container = container or config.container
             if not container:
-                raise StoreConfigError("the azure store needs a container: --container or the model config's")
-            output = f"azfs://{name}/{container}/{config.output_path.strip('/')}".rstrip("/")
-        return cls("azure", output, account, container)
+                raise StoreConfigError(f"the {kind} store needs a container: --container or the model config's")
+            output = (f"azfs://{name}/{container}/{prefix}" if kind == "azure" else f"s3://{container}/{prefix}")
+            output = output.rstrip("/")
+        return cls(kind, output, account, container)
 
     def export_credentials(self, environ: MutableMapping[str, str] = os.environ) -> None:
-        """Hands Beam's azfs the account, for this process and the workers it starts (its staging): through
-        the environment variable Beam reads when its options name none. Never a pipeline option: a
-        worker logs its options, and they travel to the runner; never argv. Workers elsewhere get it from
-        their own environment, as they get the platform salt."""
-        if self.account:
+        """Hands Beam's filesystem the account, for this process and the workers it starts (its staging):
+        through the environment variables Beam's azfs and s3 read when their options name none. Never a
+        pipeline option: a worker logs its options, and they travel to the runner; never argv. Workers
+        elsewhere get them from their own environment, as they get the platform salt."""
+        if isinstance(self.account, AzureBlobAccount):
             environ[BEAM_AZURE_VARIABLE] = self.account.connection_string()
+        elif isinstance(self.account, S3Account):
+            self.account.export(environ)
+
+    @contextmanager
+    def _answers(self):
+        try:
+            yield
+        except (azure_blob.Refused, s3.Refused) as error:
+            raise StoreRefused(str(error)) from None
+        except (azure_blob.ContainerMissing, s3.BucketMissing) as error:
+            raise StoreMissing(str(error)) from None
 
     def check(self) -> None:
-        """Returns when the store takes reports; raises azure_blob's Refused, ContainerMissing or
-        Unavailable errors for Azure."""
-        if self.account:
-            self.account.check_container(self.container)
+        """Returns when the store takes reports; raises StoreRefused, StoreMissing or one of UNAVAILABLE."""
+        with self._answers():
+            if isinstance(self.account, AzureBlobAccount):
+                self.account.check_container(self.container)
+            elif isinstance(self.account, S3Account):
+                self.account.check_bucket(self.container)
 
     def upload(self, local: str, destination: str) -> None:
         """Puts a finished local file at `destination`, whole or not at all."""
-        if self.account:
-            self.account.upload(local, destination)
-        else:
-            files.upload(local, destination)
+        with self._answers():
+            if self.account:
+                self.account.upload(local, destination)
+            else:
+                files.upload(local, destination)
 
     def describe(self) -> str:
-        return self.output if not self.account else f"{self.output} (endpoint {self.account.blob_endpoint})"
+        endpoint = getattr(self.account, "blob_endpoint", None) or getattr(self.account, "endpoint", None)
+        return f"{self.output} (endpoint {endpoint})" if endpoint else self.output
 
 
 def signed_link(location: str, config: ReportConfig, *, expires_in: timedelta = DEFAULT_LINK_EXPIRY,
-                azure_endpoint: str | None = None, environ: Mapping[str, str] = os.environ) -> str:
+                azure_endpoint: str | None = None, s3_endpoint: str | None = None,
+                environ: Mapping[str, str] = os.environ) -> str:
     """A read-only link to the report at `location` (as download_urls holds it) that expires after
-    `expires_in`, signed now and never stored: an Azure SAS with read permission only, signed with the
-    account key that the model config's storage variables hold. A local report's link is its path."""
+    `expires_in`, signed now and never stored, with the key that the model config's storage variables hold:
+    an Azure SAS with read permission only, or an S3 presigned GET. A local report's link is its path."""
     kind = store_of(location)
     if kind == "local":
         return location
-    store = ReportStore.resolve(config, store=kind, output=location, azure_endpoint=azure_endpoint, environ=environ)
+    store = ReportStore.resolve(config, store=kind, output=location, azure_endpoint=azure_endpoint,
+                                s3_endpoint=s3_endpoint, environ=environ)
     return store.account.read_url(location, expires_in)

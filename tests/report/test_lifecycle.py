@@ -15,10 +15,9 @@ import redis
 from conftest import REPO
 from exhaust_cases import (
     SALT,
-    district,
+    d_ana_report,
     enrollment,
     exhaust_in_process,
-    expected_csv,
     f,
     flags,
     load_cache,
@@ -48,10 +47,6 @@ def exhaust_process(scenario, table, output, staging, *args) -> subprocess.Popen
 def published(output) -> list[str]:
     folder = output / JOB_ID
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
-
-
-def d_ana_report(scenario) -> bytes:
-    return expected_csv(scenario.a, scenario.members(scenario.a, district("d-ana")))
 
 
 def test_two_overlapping_runs_produce_each_request_once(scenario, pg_dsn, table, tmp_path):

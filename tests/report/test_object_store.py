@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
@@ -16,11 +17,12 @@ from apache_beam.io.filesystems import FileSystems
 from exhaust_cases import (
     SALT,
     blob_names,
-    district,
+    d_ana_report,
     enrollment,
     exhaust_in_process,
-    expected_csv,
     flags,
+    link,
+    refused,
     status_rows,
     submit_district,
     unzipped,
@@ -40,28 +42,9 @@ def store_flags(container, endpoint=azurite.ENDPOINT):
     return ["--store", "azure", "--container", container, "--azure-blob-endpoint", endpoint]
 
 
-def link(table, request_id, *args) -> str:
-    done = subprocess.run([sys.executable, "-m", "programusers", "link", request_id, "--job-request-table", table,
-                           "--azure-blob-endpoint", azurite.ENDPOINT, *args], capture_output=True, text=True,
-                          check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
 def http_get(url):
     with urllib.request.urlopen(url, timeout=30) as answer:
         return answer.status, answer.read()
-
-
-def refused(url, method="GET") -> int:
-    with pytest.raises(urllib.error.HTTPError) as error:
-        urllib.request.urlopen(urllib.request.Request(url, data=b"x" if method == "PUT" else None, method=method,
-                                                      headers={"x-ms-blob-type": "BlockBlob"}), timeout=30)
-    return error.value.code
-
-
-def d_ana(scenario) -> bytes:
-    return expected_csv(scenario.a, scenario.members(scenario.a, district("d-ana")))
 
 
 def test_a_report_on_azure_is_the_local_report_and_its_link_opens_read_only_then_expires(
@@ -96,20 +79,21 @@ def test_a_report_on_azure_is_the_local_report_and_its_link_opens_read_only_then
     pii = [value.encode() for value in scenario.pii_strings()]
     assert not [path for path, data in staged if any(value in data for value in pii)]
 
-    url = link(table, azure_id, "--expires", "4s")
+    url = link(table, azure_id, "--expires", "20s")
     assert url.startswith(azurite.ENDPOINT) and parse_qs(urlsplit(url).query)["sp"] == ["r"]
     status, body = http_get(url)
     report = tmp_path / location.rsplit("/", 1)[1]
     report.write_bytes(body)
     local = status_rows(pg_dsn, table, local_id)["download_urls"][0]
-    assert status == 200 and unzipped(report, "k-district") == unzipped(local, "k-district") == d_ana(scenario)
+    assert status == 200 and unzipped(report, "k-district") == unzipped(local, "k-district") == d_ana_report(scenario)
     # The link reads, and nothing else: not a write, not the container's listing, not with its rights widened.
     assert refused(url, "PUT") == 403
     query = parse_qs(urlsplit(url).query)
     widened = urlunsplit(urlsplit(url)._replace(query=urlencode({**query, "sp": "rw"}, doseq=True)))
     assert refused(widened) == 403
     assert refused(f"{azurite.ENDPOINT}/{azure_container}?restype=container&comp=list&{urlsplit(url).query}") == 403
-    time.sleep(5)
+    expiry = datetime.fromisoformat(parse_qs(urlsplit(url).query)["se"][0].replace("Z", "+00:00"))
+    time.sleep(max(0.0, (expiry - datetime.now(UTC)).total_seconds()) + 2)
     assert refused(url) == 403  # expired
 
 

@@ -13,7 +13,8 @@ from programusers.model_config import ModelConfigError, load_model_config
 from programusers.report.store import ReportStore, StoreConfigError, signed_link
 
 KEY = "a2V5IG9mIHRoZSB0ZXN0IGFjY291bnQ="
-ENV = {"azure_storage_key": "acct1", "azure_storage_secret": KEY}
+ENV = {"azure_storage_key": "acct1", "azure_storage_secret": KEY, "aws_storage_key": "AKIDEXAMPLE",
+       "aws_storage_secret": KEY}
 
 
 def config(**params):
@@ -52,18 +53,31 @@ def test_flags_override_the_config():
                                         "'azure' is azure: pass --store local"),
     ({}, {"output": "azfs://acct1/c/x"}, "is on the azure store but the model config's store 'local' is local"),
     ({}, {"store": "azure", "output": "/srv"}, "--output /srv is on the local store but --store azure is azure"),
-    (dict(AZURE, store="s3", container="bucket"), {}, "the s3 store is not available in this build"),
     (dict(AZURE, store="gcloud", container="bucket"), {}, "the gcloud store is not available in this build"),
     ({}, {"output": "hdfs://nn/reports"}, "hdfs:// is not a report store"),
-    (AZURE, {"output": "azfs://someoneelse/cont/x"}, "names the storage account someoneelse, but $azure_storage_key"),
+    (AZURE, {"output": "azfs://someoneelse/cont/x"}, "names the storage account someoneelse, but the model config's storage variables hold the key of acct1"),
     (AZURE, {"output": "azfs://acct1/../x"}, "an Azure Blob path is azfs://<account>/<container>/<blob>"),
     ({}, {"store": "azure"}, "the azure store needs a container"),
+    (dict(AZURE, store="s3", container="bucket", storageKeyConfig="unset_variable"), {},
+     "the s3 store needs its account in $unset_variable and its key in $aws_storage_secret"),
+    (dict(AZURE, store="s3", container="bucket"), {"output": "s3://x/y"}, "--output s3://x/y: an S3 path is "),
 ])
 def test_a_store_the_run_cannot_use_is_refused_never_ignored(settings, flags, message):
     with pytest.raises(StoreConfigError) as refusal:
         ReportStore.resolve(config(**settings), environ=ENV, **flags)
-    assert message in str(refusal.value)
+    assert message in str(refusal.value), str(refusal.value)
     assert KEY not in str(refusal.value)
+
+
+def test_the_s3_store_publishes_under_its_bucket_and_key_with_the_platforms_variables():
+    environ = {"aws_storage_key": "AKIDEXAMPLE", "aws_storage_secret": "secret-of-the-test"}
+    store = ReportStore.resolve(config(store="s3", container="reports-bucket", key="ml_reports/"), environ=environ,
+                                s3_endpoint="http://127.0.0.1:8333")
+    assert (store.kind, store.output, store.container) == ("s3", "s3://reports-bucket/ml_reports", "reports-bucket")
+    url = signed_link("s3://reports-bucket/ml_reports/program-user-exhaust/R.zip", config(store="s3", container="b"),
+                      expires_in=timedelta(minutes=30), environ=environ, s3_endpoint="http://127.0.0.1:8333")
+    assert url.startswith("http://127.0.0.1:8333/reports-bucket/ml_reports/program-user-exhaust/R.zip?")
+    assert "X-Amz-Expires=1800" in url and "X-Amz-Signature=" in url and "secret-of-the-test" not in url
 
 
 @pytest.mark.parametrize("params,message", [
