@@ -25,7 +25,7 @@ from programusers import records, schema, settings
 from programusers.crypto import PlatformCipher
 from programusers.io.azure_blob import AzureBlobAccount
 from programusers.io.kafka import KafkaClientConfig
-from programusers.local import azurite, demo_api, sample_data
+from programusers.local import azurite, demo_api, sample_data, seaweedfs
 from programusers.model_config import DEFAULT_STORAGE_VARIABLES
 from programusers.options import StoreOptions
 from programusers.report import job_request
@@ -143,7 +143,11 @@ def _run(args, stack: contextlib.ExitStack) -> int:
     store_flags = []
     if args.store == "azure":  # the demo's container is made here; the exhaust refuses a missing one
         azure_account().create_container(DEMO_CONTAINER)
-        store_flags = ["--store", "azure", "--container", DEMO_CONTAINER]
+    elif args.store == "s3":  # the stack's S3 server, with its development identity
+        os.environ.update({**seaweedfs.environment(), "PROGRAMUSERS_S3_ENDPOINT": seaweedfs.ENDPOINT})
+        seaweedfs.DEVELOPMENT_ACCOUNT.create_bucket(DEMO_CONTAINER)
+    if args.store != "local":
+        store_flags = ["--store", args.store, "--container", DEMO_CONTAINER]
     sample = sample_data.generate(args.users, args.seed, cipher)
     pii, open_ = sample.programs
 
@@ -249,8 +253,9 @@ def register(commands) -> None:
     parser.add_argument("--env", default="demo", help="topic prefix: {env}.ml.programUsers.raw")
     parser.add_argument("--redis-db", type=int, default=0)
     parser.add_argument("--output", default="ml_reports", help="where local reports go (--store local)")
-    parser.add_argument("--store", choices=("local", "azure"), default="local",
-                        help=f"where reports go: this folder, or the stack's Azurite (container {DEMO_CONTAINER})")
+    parser.add_argument("--store", choices=("local", "azure", "s3"), default="local",
+                        help=f"where reports go: this folder, or the stack's Azurite or S3 server (container or bucket "
+                             f"{DEMO_CONTAINER})")
     parser.add_argument("--secure", action="store_true",
                         help=f"use the stack's secure profile (scripts/stack up --secure): the settings of "
                              f"{SECURE_ENV}")
