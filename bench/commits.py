@@ -9,11 +9,12 @@ falls on each alike. Per run: wall time of the exhaust command and the SHA-256 o
     .venv/bin/python bench/exhaust.py --sizes 100000 --runners "" --stage-sizes "" --keep --reuse   # load
     .venv/bin/python bench/commits.py c2fe82c HEAD --rounds 3
 
-`--stores local,azure` runs each commit once per report store, rounds alternating over both: `azure`
-publishes to the stack's Azurite (a container made for the run) and reads the report back from there. So
-the cost of the object store, paired with local output on the same program:
+`--stores local,azure,s3` runs each commit once per report store, rounds alternating over them: `azure`
+and `s3` publish to the stack's Azurite and S3 server (a container or bucket made for the run) and the
+report is read back from there. So the cost of an object store, paired with local output on the same
+program:
 
-    .venv/bin/python bench/commits.py HEAD --stores local,azure --rounds 3
+    .venv/bin/python bench/commits.py HEAD --stores local,azure,s3 --rounds 3
 
 Results: bench/results/commits.json and a Markdown table (median seconds, ratio to the first run).
 """
@@ -35,7 +36,7 @@ from exhaust import REDIS_DB, SALT, keyspace, loaded_key
 import common
 from programusers import settings
 from programusers.crypto import SALT_ENV_VAR
-from programusers.local import azurite
+from programusers.local import azurite, seaweedfs
 
 REPO = Path(__file__).resolve().parents[1]
 ZIP_PASSWORD = "bench-commits"
@@ -51,14 +52,14 @@ def worktree(commit: str, into: Path) -> Path:
 def command(tree: Path, *argv: str) -> subprocess.CompletedProcess:
     """`programusers ARGV` with the code of `tree` (its own package first on the path)."""
     env = {**os.environ, "PYTHONPATH": str(tree), SALT_ENV_VAR: SALT, "PROGRAMUSERS_ENCRYPTION_KEY": ZIP_PASSWORD,
-           **azurite.environment()}
+           **azurite.environment(), **seaweedfs.environment()}
     return subprocess.run([sys.executable, "-m", "programusers", *argv], cwd=tree, env=env, capture_output=True,
                           text=True)
 
 
-def run(tree: Path, program_id: str, size: int, output: Path, container: str | None = None) -> dict:
-    """One exhaust of the program; its report in `output`, or under `output`'s name in `container` (Azurite),
-    then fetched into `output`."""
+def run(tree: Path, program_id: str, size: int, output: Path, store: str = "local", container: str = "") -> dict:
+    """One exhaust of the program; its report in `output`, or for an object store (the stack's Azurite or
+    S3 server) under `output`'s name in `container`, then fetched into `output`."""
     stores = ["--programs-keyspace", keyspace(size), "--consent-keyspace", keyspace(size),
               "--job-request-table", "bench_commits_requests"]
     for step in (["init", *stores], ["submit", "--program-id", program_id, "--requested-by", "bench", *stores]):
@@ -67,18 +68,25 @@ def run(tree: Path, program_id: str, size: int, output: Path, container: str | N
             raise SystemExit(f"{step[0]} failed at {tree.name}: {done.stderr[-2000:]}")
     request_id = done.stdout.split()[-1]
     started = time.perf_counter()
-    prefix = f"azfs://{azurite.ACCOUNT}/{container}/{output.name}"
-    where = ["--output", f"{output}/"] if container is None else [
-        "--store", "azure", "--output", prefix, "--azure-blob-endpoint", azurite.ENDPOINT]
+    where = {"local": ["--output", f"{output}/"],
+             "azure": ["--store", "azure", "--output", f"azfs://{azurite.ACCOUNT}/{container}/{output.name}",
+                       "--azure-blob-endpoint", azurite.ENDPOINT],
+             "s3": ["--store", "s3", "--output", f"s3://{container}/{output.name}", "--s3-endpoint",
+                    seaweedfs.ENDPOINT]}[store]
     done = command(tree, "exhaust", "--request-id", request_id, *where, "--redis-db", str(REDIS_DB), *stores)
     seconds = time.perf_counter() - started
     if done.returncode:
         raise SystemExit(f"exhaust failed at {tree.name}: {done.stderr[-2000:]}")
-    if container is not None:
+    if store == "azure":
         blobs = azurite.DEVELOPMENT_ACCOUNT.client().get_container_client(container)
         [blob] = list(blobs.list_blobs(name_starts_with=f"{output.name}/"))
         output.mkdir(parents=True)
         (output / "report.zip").write_bytes(blobs.download_blob(blob.name).readall())
+    elif store == "s3":
+        client = seaweedfs.DEVELOPMENT_ACCOUNT.client()
+        [found] = client.list_objects_v2(Bucket=container, Prefix=f"{output.name}/")["Contents"]
+        output.mkdir(parents=True)
+        client.download_file(container, found["Key"], str(output / "report.zip"))
     [report] = [path for path in output.rglob("*") if path.is_file()]
     with pyzipper.AESZipFile(report) as archive:
         archive.setpassword(ZIP_PASSWORD.encode())
@@ -93,7 +101,7 @@ def main(argv=None) -> int:
     parser.add_argument("commits", nargs="+", help="git revisions; the first is the reference")
     parser.add_argument("--size", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--stores", default="local", help="report stores each commit runs with: local, azure")
+    parser.add_argument("--stores", default="local", help="report stores each commit runs with: local, azure, s3")
     args = parser.parse_args(argv)
     stores = args.stores.split(",")
     client = redis_lib.Redis(host=settings.REDIS_HOST, port=settings.REDIS_PORT, db=REDIS_DB)
@@ -108,14 +116,15 @@ def main(argv=None) -> int:
     container = f"bench-{os.getpid()}"
     if "azure" in stores:
         azurite.DEVELOPMENT_ACCOUNT.create_container(container)
+    if "s3" in stores:
+        seaweedfs.DEVELOPMENT_ACCOUNT.create_bucket(container)
     with tempfile.TemporaryDirectory(prefix="bench-commits-") as scratch:
         trees = {c: worktree(revisions[c], Path(scratch)) for c in args.commits}
         try:
             for round_ in range(args.rounds):
                 for commit, store in variants:
                     output = Path(scratch) / "out" / f"{revisions[commit]}-{store}-{round_}"
-                    runs[commit, store].append(run(trees[commit], program_id, args.size, output,
-                                                   container if store == "azure" else None))
+                    runs[commit, store].append(run(trees[commit], program_id, args.size, output, store, container))
                     print(f"{commit} ({revisions[commit]}) {store} round {round_ + 1}: {runs[commit, store][-1]}",
                           file=sys.stderr)
         finally:
@@ -124,6 +133,11 @@ def main(argv=None) -> int:
                                capture_output=True)
             if "azure" in stores:
                 azurite.DEVELOPMENT_ACCOUNT.client().delete_container(container)
+            if "s3" in stores:  # what it holds goes first
+                client = seaweedfs.DEVELOPMENT_ACCOUNT.client()
+                for found in client.list_objects_v2(Bucket=container).get("Contents", []):
+                    client.delete_object(Bucket=container, Key=found["Key"])
+                client.delete_bucket(Bucket=container)
     reference = common.median([r["seconds"] for r in runs[variants[0]]])
     hashes = {r["csv_sha256"] for variant_runs in runs.values() for r in variant_runs}
     results = [{"commit": c, "revision": revisions[c], "store": store, "runs": runs[c, store],
