@@ -6,8 +6,7 @@ import os
 
 from apache_beam.io.filesystems import FileSystems
 
-__all__ = ["exists", "is_local", "list_dirs", "make_private_dir", "publish", "remove_dir", "same_local_filesystem",
-           "upload"]
+__all__ = ["exists", "is_local", "list_dirs", "make_private_dir", "publish", "remove_dir", "same_local_filesystem"]
 
 
 def is_local(path: str) -> bool:
@@ -38,16 +37,6 @@ def publish(staged: str, destination: str, file_mode: int) -> None:
     not at all: it gets `file_mode`, then is renamed (the caller keeps both on one filesystem)."""
     os.chmod(staged, file_mode)
     os.replace(staged, destination)
-
-
-def upload(local: str, destination: str) -> None:
-    """Copies a complete local file to `destination` on any Beam filesystem. Beam's object-store writers
-    send an object when it is closed, so a process killed before then leaves none; but they also send
-    what they hold when an error closes them, so a caller that needs all-or-nothing on every error uses
-    its store's own client (io/azure_blob.upload)."""
-    with open(local, "rb") as source, FileSystems.create(destination) as out:
-        while chunk := source.read(1 << 20):
-            out.write(chunk)
 
 
 def list_dirs(parent: str) -> list[str]:

@@ -137,12 +137,9 @@ class ReportStore:
                 self.account.check_bucket(self.container)
 
     def upload(self, local: str, destination: str) -> None:
-        """Puts a finished local file at `destination`, whole or not at all."""
+        """Puts a finished local file at `destination` on this object store, whole or not at all."""
         with self._answers():
-            if self.account:
-                self.account.upload(local, destination)
-            else:
-                files.upload(local, destination)
+            self.account.upload(local, destination)
 
     def describe(self) -> str:
         endpoint = getattr(self.account, "blob_endpoint", None) or getattr(self.account, "endpoint", None)
