@@ -23,11 +23,12 @@ from pathlib import Path
 import pytest
 import pyzipper
 import redis
+from apache_beam.io.filesystems import FileSystems
 
 from programusers import cli, schema, settings
 from programusers.crypto import PlatformCipher
-from programusers.io import postgres
-from programusers.local import azurite
+from programusers.io import files, postgres
+from programusers.local import azurite, seaweedfs
 from programusers.report.job_request import JobRequest, new_request_id, tag_for
 from programusers.report.request_store import RequestStore
 from programusers.report.store import BEAM_AZURE_VARIABLE
@@ -280,8 +281,52 @@ def azure_container(stack, monkeypatch):
     azurite.DEVELOPMENT_ACCOUNT.client().delete_container(name)
 
 
+@pytest.fixture
+def staged(monkeypatch):
+    """Every file staged for a request, as (path, bytes), read just before its staging folder is removed."""
+    found_files, remove_dir = [], files.remove_dir
+
+    def keep_and_remove(path):
+        for found in FileSystems.match([FileSystems.join(path, "*")])[0].metadata_list:
+            with FileSystems.open(found.path) as staged_file:
+                found_files.append((found.path, staged_file.read()))
+        remove_dir(path)
+    monkeypatch.setattr(files, "remove_dir", keep_and_remove)
+    return found_files
+
+
+def clear_text_pii(staged_files, scenario) -> list[str]:
+    """The staged files that hold any of the scenario's names, emails or phones."""
+    pii = [value.encode() for value in scenario.pii_strings()]
+    return [path for path, data in staged_files if any(value in data for value in pii)]
+
+
 def blob_names(container) -> list[str]:
     return sorted(b.name for b in azurite.DEVELOPMENT_ACCOUNT.client().get_container_client(container).list_blobs())
+
+
+BEAM_S3_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3")
+
+
+@pytest.fixture
+def s3_bucket(stack, monkeypatch):
+    """A bucket of the test's own on the stack's S3 server, with the development identity in the variables
+    the model config's storage settings name by default for s3."""
+    name = f"reports-{uuid.uuid4().hex[:12]}"
+    seaweedfs.DEVELOPMENT_ACCOUNT.create_bucket(name)
+    for variable, value in seaweedfs.environment().items():
+        monkeypatch.setenv(variable, value)
+    for variable in BEAM_S3_VARIABLES:  # the exhaust exports the identity there: unset again after
+        monkeypatch.setenv(variable, "")
+    yield name
+    client = seaweedfs.DEVELOPMENT_ACCOUNT.client()
+    for found in client.list_objects_v2(Bucket=name).get("Contents", []):
+        client.delete_object(Bucket=name, Key=found["Key"])
+    client.delete_bucket(Bucket=name)
+
+
+def object_keys(bucket) -> list[str]:
+    return sorted(found["Key"] for found in seaweedfs.DEVELOPMENT_ACCOUNT.client().list_objects_v2(Bucket=bucket).get("Contents", []))
 
 
 def enrollment(*table_filters, program):
