@@ -1,7 +1,9 @@
 """The request API (SPEC §6) served by a real uvicorn on a loopback port, called with a plain HTTP client:
 the platform's contract (routes, envelope, ids, dedup, resubmit) and every refusal, tried as an attacker
 would (forged, expired and unsigned tokens, other users, other channels, no role, hostile input)."""
+import contextlib
 import hashlib
+import http.client
 import json
 import re
 import time
@@ -9,6 +11,7 @@ import urllib.error
 import urllib.request
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from urllib.parse import urlsplit
 
 import pytest
 from api_client import STRANGER, call, hs256_with_the_public_key, serve, token, unsigned_token
@@ -236,8 +239,30 @@ def test_hostile_tags_get_a_clear_400_or_no_job_never_a_500(api, tag):
             assert job["tag"] == f"{tag}:ch-1"
 
 
+def post_raw(api, headers: dict, chunks) -> tuple[int, dict]:
+    """A POST whose body the server may refuse before it is all sent (then the pipe breaks on our side,
+    and its answer is read all the same)."""
+    url = urlsplit(api)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    connection.putrequest("POST", "/request/submit")
+    for name, value in {"x-authenticated-user-token": token(), "X-Channel-ID": "ch-1", **headers}.items():
+        connection.putheader(name, value)
+    connection.endheaders()
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        for chunk in chunks:
+            connection.send(chunk)
+    answer = connection.getresponse()
+    return answer.status, json.loads(answer.read())
+
+
 def test_bodies_too_large_or_not_json_are_refused(api):
-    assert submit(api, raw=b"{" + b" " * (1 << 20) + b"}")[0] == 413
+    # Refused on the length it declares, before it is read; and, sent in chunks, once it passes 1 MiB.
+    status, answer = post_raw(api, {"Content-Length": str((1 << 20) + 1)}, [b"{"])
+    assert (status, answer["responseCode"]) == (413, "REQUEST_TOO_LARGE")
+    piece = b" " * 65536
+    chunked = [b"%x\r\n%s\r\n" % (len(piece), piece)] * 17 + [b"0\r\n\r\n"]
+    status, answer = post_raw(api, {"Transfer-Encoding": "chunked"}, chunked)
+    assert (status, answer["params"]["errmsg"]) == (413, "the request body is over 1 MiB")
     status, answer = submit(api, raw=b"{not json")
     assert (status, answer["params"]["errmsg"]) == (400, "the request body is not JSON")
 
@@ -279,13 +304,19 @@ def test_health_and_the_openapi_document(api):
 def test_the_access_log_holds_no_token_key_or_body(api, caplog):
     secret_key = "Zip-Pass-Never-Logged"
     user_token = token()
+    tag = f"log-{uuid.uuid4().hex[:8]}"
     with caplog.at_level("INFO", logger="programusers.api.access"):
         submit(api, submit_body(f"p-{uuid.uuid4().hex[:6]}", key=secret_key), user_token=user_token)
-        call(f"{api}/request/list/t", user_token=user_token)
+        call(f"{api}/request/list/{tag}", user_token=user_token)
+        # The server logs a request once its answer is sent: the last line may come a moment after it.
+        deadline = time.monotonic() + 10
+        while f"/request/list/{tag}" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
     lines = [record.getMessage() for record in caplog.records if record.name == "programusers.api.access"]
     entries = [json.loads(line) for line in lines]
-    assert [(e["method"], e["path"], e["status"]) for e in entries] == [
-        ("POST", "/request/submit", 200), ("GET", "/request/list/t", 200)]
+    assert [(e["method"], e["path"], e["status"]) for e in entries if e["path"] in (
+        "/request/submit", f"/request/list/{tag}")] == [("POST", "/request/submit", 200),
+                                                         ("GET", f"/request/list/{tag}", 200)]
     assert all(e["client"] == "127.0.0.1" and e["ms"] >= 0 for e in entries)
     assert not [line for line in lines if user_token in line or secret_key in line or "u-manager" in line]
 
