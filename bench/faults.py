@@ -250,7 +250,8 @@ def run_fault(name: str, session, good: list[dict], bad: list[tuple[bytes, str]]
     log.unlink(missing_ok=True)  # this run's lines only (a recovery's restart appends)
     dead = DeadLetters(failed)
     record = {"fault": name, "what": what, "events": len(good) + bad_total, "expected_rows": expected,
-              "expected_dead_letters": dict(expected_bad), "log": str(log)}
+              "expected_dead_letters": dict(expected_bad),
+              "log": str(log.relative_to(REPO)) if log.is_relative_to(REPO) else log.name}
     timeline = []
     started = time.monotonic()
 
