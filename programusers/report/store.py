@@ -1,6 +1,6 @@
 """Where reports are published (SPEC §6), and the links that hand them out.
 
-The model config says where, as the platform's model configs do: `store` (local, azure, s3, gcloud),
+The model config says where, as the platform's model configs do: `store` (local, azure, s3; gcloud refused),
 `container`, `storageKeyConfig` / `storageSecretConfig` (the environment variables holding the account and
 its key) and `key` (the reports' prefix). Flags override the store, the container and the whole output
 path; secrets come from the environment only. A store the run cannot use is refused, never ignored.
