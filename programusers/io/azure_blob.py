@@ -8,6 +8,7 @@ TLS: the SDK (requests) trusts the CA bundle named by REQUESTS_CA_BUNDLE, as Bea
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 from contextlib import contextmanager, suppress
@@ -37,6 +38,14 @@ class Refused(Exception):
 
 class ContainerMissing(Exception):
     """The container does not exist in the account."""
+
+
+@functools.lru_cache(maxsize=8)
+def _client(account: AzureBlobAccount) -> BlobServiceClient:
+    # Fail fast: the caller's own retries (with the store's outage limit) decide how long to wait.
+    return BlobServiceClient(account.blob_endpoint, credential={"account_name": account.name,
+                                                                "account_key": account.key},
+                             retry_total=2, connection_timeout=10, read_timeout=120)
 
 
 def parse_path(path: str) -> tuple[str, str, str]:
@@ -70,9 +79,8 @@ class AzureBlobAccount:
                 f"DefaultEndpointsProtocol={self.blob_endpoint.split(':', 1)[0]}")
 
     def client(self) -> BlobServiceClient:
-        # Fail fast: the caller's own retries (with the store's outage limit) decide how long to wait.
-        return BlobServiceClient(self.blob_endpoint, credential={"account_name": self.name, "account_key": self.key},
-                                 retry_total=2, connection_timeout=10, read_timeout=120)
+        """This account's client, made once (it keeps its connections; it is thread-safe)."""
+        return _client(self)
 
     def _blob(self, path: str):
         account, container, blob = parse_path(path)

@@ -3,6 +3,7 @@ environment Beam's `s3://` filesystem reads its credentials and endpoint from. N
 reports."""
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import MutableMapping
@@ -30,6 +31,17 @@ class BucketMissing(Exception):
     """The bucket does not exist."""
 
 
+@functools.lru_cache(maxsize=8)
+def _client(account: S3Account):
+    # Path-style addressing: a compatible store on an address has no bucket host names. Few retries: the
+    # caller's own waits (the store's outage limit) decide how long to try.
+    return boto3.session.Session().client(
+        "s3", aws_access_key_id=account.access_key, aws_secret_access_key=account.secret_key,
+        endpoint_url=account.endpoint, region_name=account.region,
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 2},
+                      connect_timeout=10))
+
+
 def parse_path(path: str) -> tuple[str, str]:
     """(bucket, key) of `s3://bucket/key`; ValueError for any other path."""
     if not (match := _PATH.fullmatch(path)):
@@ -53,12 +65,8 @@ class S3Account:
     region: str = "us-east-1"
 
     def client(self):
-        # Path-style addressing: a compatible store on an address has no bucket host names. Few retries:
-        # the caller's own waits (the store's outage limit) decide how long to try.
-        return boto3.session.Session().client(
-            "s3", aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key, endpoint_url=self.endpoint,
-            region_name=self.region, config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
-                                                   retries={"max_attempts": 2}, connect_timeout=10))
+        """This account's boto3 client, made once (making one takes about 0.1 s; a client is thread-safe)."""
+        return _client(self)
 
     @contextmanager
     def _answers(self, bucket: str):

@@ -74,17 +74,25 @@ def _problem(sources: ReportSources, store: Store) -> StoreProblem | None:
         return store_errors.classify(error) or StoreProblem(store, Kind.UNREACHABLE)
 
 
+def _wait_before_retry(attempt: int, deadline: float, request_id: str, problem: str) -> None:
+    """Waits the backoff of failed attempt `attempt` before another try, saying why; raises ReportFailure
+    with `problem` when the wait would pass `deadline`."""
+    delay = STORE_BACKOFF.seconds(attempt)
+    if time.monotonic() + delay > deadline:
+        raise ReportFailure(problem)
+    _LOG.warning("request %s: %s; trying again in %.0fs", request_id, problem, delay)
+    time.sleep(delay)
+
+
 def _await_store(sources: ReportSources, store: Store, deadline: float, request_id: str) -> None:
     """Returns once `store` answers; raises ReportFailure naming it when it is still down at `deadline`,
     or at once when it refuses our login (waiting would not change that)."""
     attempt = 0
     while problem := _problem(sources, store):
-        attempt += 1
-        delay = STORE_BACKOFF.seconds(attempt)
-        if problem.kind is Kind.REFUSED or time.monotonic() + delay > deadline:
+        if problem.kind is Kind.REFUSED:
             raise ReportFailure(str(problem))
-        _LOG.warning("request %s: %s; trying again in %.0fs", request_id, problem, delay)
-        time.sleep(delay)
+        attempt += 1
+        _wait_before_retry(attempt, deadline, request_id, str(problem))
 
 
 def _on_object_store(job: ExhaustRun, deadline: float, request_id: str, action, *args):
@@ -98,12 +106,8 @@ def _on_object_store(job: ExhaustRun, deadline: float, request_id: str, action, 
             raise ReportFailure(str(error)) from None
         except UNAVAILABLE:
             attempt += 1
-            delay = STORE_BACKOFF.seconds(attempt)
-            problem = f"{Store.OBJECT_STORE} ({job.staging.store.kind}) {Kind.UNREACHABLE}"
-            if time.monotonic() + delay > deadline:
-                raise ReportFailure(problem) from None
-            _LOG.warning("request %s: %s; trying again in %.0fs", request_id, problem, delay)
-            time.sleep(delay)
+            _wait_before_retry(attempt, deadline, request_id,
+                               f"{Store.OBJECT_STORE} ({job.staging.store.kind}) {Kind.UNREACHABLE}")
 
 
 def _store_behind(sources: ReportSources, reads_cache: bool) -> Store | None:
