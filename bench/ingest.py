@@ -1,169 +1,235 @@
-"""Ingest benchmark: Kafka -> Beam ingest -> Cassandra, against a plain cassandra-driver baseline.
+"""Ingest benchmark: `programusers ingest` as a backfill, against a tuned hand-written script and a raw per-row loop.
 
 How to run (local stack up: `scripts/stack up`):
 
-    .venv/bin/python bench/ingest.py                      # 100,000 events, 3 runs, PrismRunner and DirectRunner
-    .venv/bin/python bench/ingest.py --events 20000 --runs 1 --runners PrismRunner
+    .venv/bin/python bench/ingest.py --baseline --rounds 3          # 100,000 events, the issue 27 comparison
+    .venv/bin/python bench/ingest.py --events 20000 --rounds 1 --no-per-row
 
-It generates the sample (programusers.sample_data) and produces its events to a fresh single-partition
-topic. Each run, per runner, side by side:
-  1. a read-only pipeline (the backfill's reader, kafka.ReadOffsetRanges -> count): the time to read,
-     startup included;
-  2. `programusers.pipelines.ingest.run` as a backfill of the events: end-to-end events/s and its counters;
-  3. the baseline: the mapper's mutations (events.parse_event) written by execute_concurrent_with_args with
-     the sink's prepared statements (enrollments.upsert_cql) and its concurrency, into another keyspace.
-Medians over the runs go to bench/results/ingest.json and a Markdown table on stdout. The bench keyspaces
-and topics are dropped at the end (--keep keeps them). Flink and Spark are reported as not measurable here.
+It generates random events (the sample generator's enrollments, then updates of some of them, a later
+updatedAt, a new profile, some without their locations, and deletes, some of them enrolled again later),
+shuffled, and produces them to a new topic of the stack's default 2 partitions. Each round:
+  1. the ingest: `programusers ingest --runner R --max-records N` in a process of its own, the ingest's
+     default flags otherwise (a fresh consumer group, its own keyspace and dead-letter topic);
+  2. with --baseline, bench/ingest_script.py in a process of its own, into another keyspace; rounds
+     alternate which of the two goes first;
+  3. in the first round only (it takes minutes: the stack's Cassandra applies about 530 mutations a
+     second), the raw per-row loop: the mapper's mutations (events.parse_event) with the sink's prepared
+     statements (enrollments.upsert_cql) and execute_concurrent_with_args at 32 in flight, one request a
+     statement, into a third keyspace.
+Both processes are timed whole, start to exit (interpreter, imports and, for the ingest, planning and
+the pipeline's start included), and events/s is events over that time; the in-process time each reports is
+kept too. Every table is then read back and checked cell by cell against the ingest's (and its row keys
+against the rows the events leave). Medians over the rounds, ratios taken within a round, go to
+bench/results/ingest.json and a Markdown table on stdout. The bench keyspaces and topics are dropped at the
+end (--keep keeps them). Flink and Spark are reported as not measurable here.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
+import os
+import random
+import re
+import subprocess
 import sys
 import time
 import uuid
+from datetime import timedelta
 
-import apache_beam as beam
-from apache_beam.metrics import Metrics
-from apache_beam.runners.runner import PipelineState
 from cassandra import ConsistencyLevel
 from cassandra.concurrent import execute_concurrent_with_args
 
 import common
-from programusers import events, metrics, runners, schema, settings
+from programusers import events, schema, settings
 from programusers.crypto import PlatformCipher
-from programusers.io import cassandra_sink, kafka
-from programusers.local.sample_data import generate, produce_events
-from programusers.pipelines import ingest
+from programusers.io import kafka
+from programusers.local.sample_data import ORGS, enrollment_event, generate, produce_events
 from programusers.transforms import enrollments
 
-BEAM_KEYSPACE, BASELINE_KEYSPACE = "bench_ingest", "bench_ingest_baseline"
+INGEST_KEYSPACE, SCRIPT_KEYSPACE, PER_ROW_KEYSPACE = "bench_ingest", "bench_ingest_script", "bench_ingest_per_row"
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ingest_script.py")
+PROGRAMUSERS = os.path.join(os.path.dirname(sys.executable), "programusers")
 EVENTS_PER_USER = 1.2  # the sample's mix: half join one program, 30 % the other, 20 % both
+CREATES, UPDATES = 0.75, 0.15  # of the events; the rest are deletes
+_DONE = re.compile(r"ingest (\S+) after ([\d.]+)s, [\d.]+ events/s: (.*)$", re.MULTILINE)
 
 
-def stored_rows(session, keyspace: str, programs: list[str]) -> int:
-    return sum(session.execute(f"SELECT count(*) FROM {keyspace}.{schema.ENROLLMENT_TABLE} WHERE program_id = %s",
-                               [p], timeout=120).one()[0] for p in programs)
+def bench_events(count: int, seed: int) -> tuple[list[dict], list[str]]:
+    """`count` shuffled events and their programs: enrollments, updates of them and deletes."""
+    rng = random.Random(seed)
+    creates = math.ceil(count * CREATES)
+    # The profiles' salt is irrelevant to the ingest; events carry no encrypted field.
+    sample = generate(math.ceil(creates / EVENTS_PER_USER) + 100, seed, PlatformCipher("bench"))
+    programs = {p["id"]: p for p in sample.programs}
+    made = sample.events[:creates]
+    while len(made) < count:
+        base = rng.choice(made[:creates])
+        later = events.parse_timestamp(base["updatedAt"]) + timedelta(minutes=rng.randint(1, 90 * 24 * 60))
+        stamp = later.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        if len(made) < creates + (count - creates) * UPDATES / (1 - CREATES):
+            update = enrollment_event(rng, programs[base["programId"]], base["userId"], rng.choice(ORGS))
+            update.update(createdAt=base["createdAt"], updatedAt=stamp)
+            if rng.random() < 0.3:  # a partial upsert: the stored locations stay
+                update["userProfile"].pop("userLocations", None)
+            made.append(update)
+        else:
+            made.append({"programId": base["programId"], "userId": base["userId"], "deleted": True,
+                         "updatedAt": stamp})
+            if rng.random() < 0.2 and len(made) < count:  # enrolled again after leaving
+                again = copy.deepcopy(base)
+                again["updatedAt"] = (later + timedelta(minutes=rng.randint(1, 60))).strftime(
+                    "%Y-%m-%dT%H:%M:%S.000Z")
+                made.append(again)
+    rng.shuffle(made)
+    return made, sorted(programs)
 
 
-def read_only(runner: str, topic: str, count: int, max_read_time: int) -> dict:
-    """The backfill's reader alone, over the same records: what reading costs, pipeline startup included."""
-    options = runners.pipeline_options(runner)
-    read = Metrics.counter("bench", "records_read")
-    client = kafka.KafkaClientConfig(settings.KAFKA_BOOTSTRAP)
-    started = time.perf_counter()
-    pipeline = beam.Pipeline(options=options)
-    _ = (pipeline
-         | kafka.ReadOffsetRanges(client, kafka.plan_offset_ranges(client, topic, max_records=count),
-                                  deadline=time.time() + max_read_time)
-         | beam.Map(lambda _: read.inc()))
-    result = pipeline.run()
-    state = result.wait_until_finish()
-    seconds = time.perf_counter() - started
-    counted = sum(c.committed or c.attempted or 0 for c in result.metrics().query()["counters"]
-                  if c.key.metric.name == "records_read")
-    return {"state": str(state), "seconds": round(seconds, 2), "records": counted}
-
-
-def run_ingest(runner: str, topic: str, *, dead_letters: str, count: int, max_read_time: int, batch_bytes: int
-               ) -> dict:
-    options = runners.pipeline_options(
-        runner, [], input_topic=topic, dead_letter_topic=dead_letters,
-        consumer_group=f"bench-ingest-{uuid.uuid4().hex[:8]}", programs_keyspace=BEAM_KEYSPACE,
-        max_records=count, max_read_time=max_read_time, write_batch_bytes=batch_bytes)
-    with common.PeakRss() as rss:
-        started = time.perf_counter()
-        result = ingest.run(options)
-        state = result.wait_until_finish()
-        seconds = time.perf_counter() - started
-    return {"state": str(state), "seconds": round(seconds, 2), "events_per_s": round(count / seconds),
-            "counters": metrics.counters(result), "peak_rss_mib": rss.summary()}
-
-
-def baseline(session, mutations: list, concurrency: int) -> dict:
-    """The sink's statements and concurrency, without Beam or Kafka: upserts grouped by column set."""
-    groups: dict[tuple, list] = {}
+def live_keys(mutations: list) -> set[tuple[str, str]]:
+    """(program_id, user_id) of the rows the mutations leave: an upsert newer than every delete of its row
+    (a delete wins a tie, as in Cassandra)."""
+    newest_upsert, newest_delete = {}, {}
     for m in mutations:
-        columns = tuple(sorted(m.columns))
-        groups.setdefault(columns, []).append([m.program_id, m.user_id, *(m.columns[c] for c in columns),
-                                               m.timestamp_micros])
+        into = newest_delete if isinstance(m, events.EnrollmentDelete) else newest_upsert
+        key = (m.program_id, m.user_id)
+        into[key] = max(into.get(key, -1), m.timestamp_micros)
+    return {key for key, t in newest_upsert.items() if t > newest_delete.get(key, -1)}
+
+
+def table_rows(session, keyspace: str, programs: list[str]) -> dict[tuple[str, str], dict]:
+    rows = {}
+    for program in programs:
+        for row in session.execute(f"SELECT * FROM {keyspace}.{schema.ENROLLMENT_TABLE} WHERE program_id = %s",
+                                   [program], timeout=120):
+            rows[(row.program_id, row.user_id)] = row._asdict()
+    return rows
+
+
+def compare(reference: dict, other: dict) -> dict:
+    """Rows missing from `other`, rows it has in addition, and cells that differ in rows both have."""
+    both = reference.keys() & other.keys()
+    return {"rows": len(other), "missing_rows": len(reference.keys() - other.keys()),
+            "extra_rows": len(other.keys() - reference.keys()),
+            "wrong_cells": sum(other[key].get(column) != value for key in both
+                               for column, value in reference[key].items()),
+            "cells_checked": sum(len(reference[key]) for key in both)}
+
+
+def timed_process(argv: list[str]) -> tuple[float, subprocess.CompletedProcess, dict]:
+    """Runs `argv` to its end: (wall seconds, the completed process, the peak RSS of it and its children)."""
+    with common.PeakRss(parent=False) as rss:
+        started = time.perf_counter()
+        done = subprocess.run(argv, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(argv[:3])} exited {done.returncode}: {done.stderr[-3000:]}")
+    peaks = rss.summary()
+    return seconds, done, {"processes_mib": round(sum(v for k, v in peaks.items() if not k.startswith("store:")
+                                                      and "sum of peaks" not in k), 1), "each": peaks}
+
+
+def run_ingest(runner: str, topic: str, dead_letters: str, count: int, extra: list[str]) -> dict:
+    seconds, done, rss = timed_process(
+        [PROGRAMUSERS, "ingest", "--runner", runner, "--max-records", str(count), "--input-topic", topic,
+         "--dead-letter-topic", dead_letters, "--consumer-group", f"bench-ingest-{uuid.uuid4().hex[:8]}",
+         "--programs-keyspace", INGEST_KEYSPACE, *extra])
+    state, pipeline_seconds, counters = _DONE.search(done.stderr).groups()
+    return {"runner": f"programusers ingest --runner {runner}", "state": state, "wall_s": round(seconds, 2),
+            "events_per_s": round(count / seconds), "command_s": float(pipeline_seconds),
+            "counters": dict(c.split("=") for c in counters.split(", ")), "peak_rss_mib": rss}
+
+
+def run_script(topic: str, count: int) -> dict:
+    seconds, done, rss = timed_process([sys.executable, SCRIPT, "--topic", topic, "--keyspace", SCRIPT_KEYSPACE])
+    report = json.loads(done.stdout)
+    if report["events"] != count:
+        raise RuntimeError(f"the script read {report['events']} of {count} events")
+    return {**report, "in_process_s": report.pop("wall_s"), "wall_s": round(seconds, 2),
+            "events_per_s": round(count / seconds), "peak_rss_mib": rss}
+
+
+def per_row_loop(session, mutations: list, concurrency: int) -> dict:
+    """The sink's statements and concurrency, one request a statement, without Beam or Kafka."""
+    groups: dict = {}
+    for m in mutations:
+        if isinstance(m, events.EnrollmentDelete):
+            groups.setdefault(None, []).append([m.timestamp_micros, m.program_id, m.user_id])
+        else:
+            columns = tuple(sorted(m.columns))
+            groups.setdefault(columns, []).append([m.program_id, m.user_id, *(m.columns[c] for c in columns),
+                                                   m.timestamp_micros])
     statements = {}
     for columns in groups:
-        statements[columns] = statement = session.prepare(enrollments.upsert_cql(BASELINE_KEYSPACE, columns))
+        statements[columns] = statement = session.prepare(
+            enrollments.delete_cql(PER_ROW_KEYSPACE) if columns is None
+            else enrollments.upsert_cql(PER_ROW_KEYSPACE, columns))
         statement.consistency_level = ConsistencyLevel.LOCAL_QUORUM
-        statement.is_idempotent = True
     started = time.perf_counter()
     for columns, params in groups.items():
         execute_concurrent_with_args(session, statements[columns], params, concurrency=concurrency,
                                      raise_on_first_error=True)
     seconds = time.perf_counter() - started
-    return {"seconds": round(seconds, 2), "events_per_s": round(len(mutations) / seconds)}
+    return {"runner": "raw per-row loop (in the bench process, no Kafka)", "wall_s": round(seconds, 2),
+            "events_per_s": round(len(mutations) / seconds)}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--runners", default="PrismRunner,DirectRunner")
-    parser.add_argument("--max-read-time", type=int, default=900, help="seconds; a guard against a stuck read")
-    parser.add_argument("--write-concurrency", type=int, default=32, help="the ingest's default")
-    parser.add_argument("--write-batch-bytes", type=int, default=cassandra_sink.MAX_BATCH_BYTES,
-                        help="the ingest's --write-batch-bytes (0: a request per statement, as the baseline)")
-    parser.add_argument("--unbatched", action="store_true",
-                        help="each run also runs the ingest with --write-batch-bytes 0, for comparison")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--runner", default="PrismRunner", help="the ingest's --runner")
+    parser.add_argument("--ingest-args", default="", help="more flags for the ingest, e.g. '--write-batch-bytes 0'")
+    parser.add_argument("--baseline", action="store_true", help="run bench/ingest_script.py beside the ingest")
+    parser.add_argument("--no-per-row", dest="per_row", action="store_false", help="skip the raw per-row loop")
+    parser.add_argument("--partitions", type=int, default=2, help="the topic's (the stack's default: 2)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--keep", action="store_true", help="keep the bench keyspaces and topics")
     args = parser.parse_args(argv)
-    chosen = args.runners.split(",")
 
     cluster, session = common.LOCAL_CASSANDRA.connect()
     facts = common.machine(session)
     run_id = uuid.uuid4().hex[:8]
     topic, dead_letters = f"bench.programusers.{run_id}.raw", f"bench.programusers.{run_id}.failed"
+    keyspaces = (INGEST_KEYSPACE, SCRIPT_KEYSPACE, PER_ROW_KEYSPACE)
+    rounds = []
     try:
-        for keyspace in (BEAM_KEYSPACE, BASELINE_KEYSPACE):
+        for keyspace in keyspaces:
             schema.init_cassandra(session, keyspace, keyspace, settings.REPLICATION)
-        # The profiles' salt is irrelevant to the ingest; events carry no encrypted field.
-        sample = generate(math.ceil(args.events / EVENTS_PER_USER) + 100, args.seed, PlatformCipher("bench"))
-        sample_events = sample.events[:args.events]
-        programs = sorted({e["programId"] for e in sample_events})
-        common.create_topics([topic, dead_letters])
-        produced = time.perf_counter()
-        produce_events(sample_events, kafka.KafkaClientConfig(settings.KAFKA_BOOTSTRAP), topic)
-        produce_seconds = time.perf_counter() - produced
-        payloads = [json.dumps(e).encode() for e in sample_events]
-        parsing = time.perf_counter()
-        mutations = [events.parse_event(p, 0) for p in payloads]
-        parse_seconds = time.perf_counter() - parsing
-        print(f"{len(payloads)} events produced in {produce_seconds:.1f}s; parse_event {parse_seconds:.2f}s",
+        made, programs = bench_events(args.events, args.seed)
+        mutations = [events.event_to_mutation(e, 0) for e in made]
+        expected = live_keys(mutations)
+        common.create_topics([topic], partitions=args.partitions)
+        common.create_topics([dead_letters])
+        produce_events(made, kafka.KafkaClientConfig(settings.KAFKA_BOOTSTRAP), topic)
+        print(f"{len(made)} events on {topic} ({args.partitions} partitions): "
+              f"{sum(isinstance(m, events.EnrollmentDelete) for m in mutations)} deletes, {len(expected)} rows left",
               file=sys.stderr)
 
-        runs = {runner: [] for runner in chosen}
-        for n in range(args.runs):
-            for runner in chosen:
-                record = {"run": n + 1}
-                record["read_only"] = read_only(runner, topic, args.events, args.max_read_time)
-                session.execute(f"TRUNCATE {BEAM_KEYSPACE}.{schema.ENROLLMENT_TABLE}", timeout=120)
-                record["ingest"] = run_ingest(runner, topic, dead_letters=dead_letters, count=args.events,
-                                              max_read_time=args.max_read_time, batch_bytes=args.write_batch_bytes)
-                record["ingest"]["rows_stored"] = stored_rows(session, BEAM_KEYSPACE, programs)
-                if args.unbatched:
-                    session.execute(f"TRUNCATE {BEAM_KEYSPACE}.{schema.ENROLLMENT_TABLE}", timeout=120)
-                    record["unbatched"] = run_ingest(runner, topic, dead_letters=dead_letters, count=args.events,
-                                                     max_read_time=args.max_read_time, batch_bytes=0)
-                session.execute(f"TRUNCATE {BASELINE_KEYSPACE}.{schema.ENROLLMENT_TABLE}", timeout=120)
-                record["baseline"] = baseline(session, mutations, args.write_concurrency)
-                record["baseline"]["rows_stored"] = stored_rows(session, BASELINE_KEYSPACE, programs)
-                record["ratio"] = round(record["ingest"]["events_per_s"] / record["baseline"]["events_per_s"], 3)
-                if args.unbatched:
-                    record["ratio_unbatched"] = round(
-                        record["unbatched"]["events_per_s"] / record["baseline"]["events_per_s"], 3)
-                runs[runner].append(record)
-                print(json.dumps({runner: record}), file=sys.stderr)
+        for number in range(1, args.rounds + 1):
+            round_ = {"round": number}
+            order = ["ingest", "script"] if args.baseline else ["ingest"]
+            for name in order if number % 2 else order[::-1]:
+                keyspace = INGEST_KEYSPACE if name == "ingest" else SCRIPT_KEYSPACE
+                session.execute(f"TRUNCATE {keyspace}.{schema.ENROLLMENT_TABLE}", timeout=120)
+                round_[name] = (run_ingest(args.runner, topic, dead_letters, args.events, args.ingest_args.split())
+                                if name == "ingest" else run_script(topic, args.events))
+            if args.per_row and number == 1:
+                session.execute(f"TRUNCATE {PER_ROW_KEYSPACE}.{schema.ENROLLMENT_TABLE}", timeout=120)
+                round_["per_row"] = per_row_loop(session, mutations, concurrency=32)
+            reference = table_rows(session, INGEST_KEYSPACE, programs)
+            round_["ingest"]["table"] = {"rows": len(reference), "keys_as_the_events_leave_them":
+                                         set(reference) == expected}
+            for name, keyspace in (("script", SCRIPT_KEYSPACE), ("per_row", PER_ROW_KEYSPACE)):
+                if name in round_:
+                    round_[name]["table"] = compare(reference, table_rows(session, keyspace, programs))
+                    round_[name]["ratio_ingest_to_it"] = round(
+                        round_["ingest"]["events_per_s"] / round_[name]["events_per_s"], 3)
+            rounds.append(round_)
+            print(json.dumps(round_), file=sys.stderr)
     finally:
         if not args.keep:
-            for keyspace in (BEAM_KEYSPACE, BASELINE_KEYSPACE):
+            for keyspace in keyspaces:
                 session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
             try:
                 common.delete_topics([topic, dead_letters])
@@ -171,40 +237,42 @@ def main(argv=None) -> int:
                 print(f"topic cleanup: {exc}", file=sys.stderr)
         cluster.shutdown()
 
-    summary = {}
-    for runner, records in runs.items():
-        summary[runner] = {
-            "ingest_seconds": common.median(r["ingest"]["seconds"] for r in records),
-            "ingest_events_per_s": common.median(r["ingest"]["events_per_s"] for r in records),
-            "read_only_seconds": common.median(r["read_only"]["seconds"] for r in records),
-            "baseline_seconds": common.median(r["baseline"]["seconds"] for r in records),
-            "baseline_events_per_s": common.median(r["baseline"]["events_per_s"] for r in records),
-            "ratio": common.median(r["ratio"] for r in records),
-            **({"unbatched_events_per_s": common.median(r["unbatched"]["events_per_s"] for r in records),
-                "ratio_unbatched": common.median(r["ratio_unbatched"] for r in records)} if args.unbatched else {}),
-            "all_done": all(r["ingest"]["state"] == PipelineState.DONE for r in records),
-            "counters": records[-1]["ingest"]["counters"],
-            "peak_rss_mib": records[-1]["ingest"]["peak_rss_mib"]}
-    payload = {"machine": facts, "events": args.events, "runs": args.runs, "write_concurrency": args.write_concurrency,
-               "write_batch_bytes": args.write_batch_bytes,
-               "parse_event_seconds": round(parse_seconds, 2), "summary": summary, "details": runs,
+    def summary(name: str) -> dict | None:
+        runs = [r[name] for r in rounds if name in r]
+        if not runs:
+            return None
+        return {"runner": runs[0]["runner"], "rounds": len(runs),
+                "wall_s": common.median(r["wall_s"] for r in runs),
+                "each_wall_s": [r["wall_s"] for r in runs],
+                "events_per_s": common.median(r["events_per_s"] for r in runs),
+                "ratio_ingest_to_it": common.median(r.get("ratio_ingest_to_it") for r in runs),
+                "each_ratio": [r.get("ratio_ingest_to_it") for r in runs],
+                "peak_rss_mib": common.median(r["peak_rss_mib"]["processes_mib"] for r in runs
+                                              if "peak_rss_mib" in r),
+                "table": runs[-1]["table"]}
+
+    summaries = {name: s for name in ("ingest", "script", "per_row") if (s := summary(name))}
+    payload = {"machine": facts, "events": args.events, "partitions": args.partitions, "rounds": args.rounds,
+               "ingest_args": args.ingest_args, "summary": summaries, "details": rounds,
                "not_measured": {r: common.UNAVAILABLE[r] for r in ("FlinkRunner", "SparkRunner")}}
     path = common.write_json("ingest.json", payload)
 
-    rows = []
-    for runner, s in summary.items():
-        rows.append([runner, f"{s['ingest_seconds']:.1f}", f"{s['ingest_events_per_s']:,}",
-                     f"{s['read_only_seconds']:.1f}",
-                     f"{s['baseline_events_per_s']:,}", f"{s['ratio']:.2f}",
-                     f"{s['ratio_unbatched']:.2f}" if args.unbatched else "—",
-                     ", ".join(f"{k}={v}" for k, v in sorted(s["counters"].items()))])
-    for runner, why in payload["not_measured"].items():
-        rows.append([runner, "—", "—", "—", "—", "—", "—", why])
-    print(f"\n### Ingest, {args.events:,} events (median of {args.runs})\n\n{common.machine_line(facts)}\n")
-    print(common.markdown_table(
-        ["runner", "ingest s", "events/s end to end", "read-only pipeline s", "baseline events/s (driver)",
-         "ratio ingest/baseline", "ratio unbatched/baseline", "counters"], rows))
-    print(f"\nparse_event alone: {parse_seconds:.2f}s for {args.events:,} events; results: {path}")
+    def cells(s: dict) -> str:
+        table = s["table"]
+        if "wrong_cells" not in table:
+            return f"{table['rows']:,} rows, keys as the events leave them: {table['keys_as_the_events_leave_them']}"
+        return (f"{table['rows']:,} rows, {table['missing_rows'] + table['extra_rows']} rows and "
+                f"{table['wrong_cells']} of {table['cells_checked']:,} cells unlike the ingest's")
+
+    rows = [[s["runner"], s["rounds"], f"{s['wall_s']:.1f}", ", ".join(f"{w:.1f}" for w in s["each_wall_s"]),
+             f"{s['events_per_s']:,}", s["peak_rss_mib"] or "—",
+             "" if s["ratio_ingest_to_it"] is None else f"**{s['ratio_ingest_to_it']:.2f}** "
+             f"({', '.join(f'{r:.2f}' for r in s['each_ratio'])})", cells(s)] for s in summaries.values()]
+    print(f"\n### Ingest, {args.events:,} events on {args.partitions} partitions (median of {args.rounds})\n\n"
+          f"{common.machine_line(facts)}\n")
+    print(common.markdown_table(["", "rounds", "wall s", "each round", "events/s", "peak RSS MiB",
+                                 "ingest events/s ÷ its", "table"], rows))
+    print(f"\nresults: {path}")
     return 0
 
 
