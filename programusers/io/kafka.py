@@ -39,6 +39,7 @@ from programusers.io.backoff import Backoff, count_wait
 
 METRICS_NAMESPACE = "programusers.kafka"
 IDLE_LIMIT_SECONDS = 60.0  # a range that gives nothing for this long below its end fails its read
+FETCH_MESSAGES = 1000  # the most messages one consume() call of a range's reader returns
 PROBE_SECONDS = 10.0
 REPORT_EVERY_SECONDS = 60.0
 COORDINATOR_WAIT_SECONDS = 60.0  # how long a group's coordinator may be busy before asking it fails
@@ -328,21 +329,21 @@ class _ReadRangeFn(beam.DoFn):
         try:
             position, idle_since = span.start, time.monotonic()
             while position < span.end and (self._deadline is None or time.time() < self._deadline):
-                message = self._consumer.poll(1.0)
-                if message is not None and not message.error():
-                    idle_since, position = time.monotonic(), message.offset() + 1
-                    if message.offset() < span.end:
-                        yield KafkaRecord(span.topic, span.partition, message.offset(), message.timestamp()[1],
-                                          message.key(), message.value())
-                    continue
-                if message is not None and message.error().code() == KafkaError._PARTITION_EOF:
-                    position = max(position, message.offset())  # what follows is no record (e.g. a marker)
-                elif message is not None and message.error().code() == KafkaError._AUTO_OFFSET_RESET:
-                    raise RuntimeError(f"offsets of {span.topic}[{span.partition}] from {position} are gone from "
-                                       f"Kafka (retention) before they were read; range end {span.end}")
-                elif message is not None:
-                    _LOG.warning("reading %s[%d]: %s", span.topic, span.partition, message.error().name())
-                if time.monotonic() - idle_since > IDLE_LIMIT_SECONDS:
+                # Many messages a call: a call per message cost more than the rest of the read.
+                for message in self._consumer.consume(FETCH_MESSAGES, 1.0):
+                    if not message.error():
+                        idle_since, position = time.monotonic(), message.offset() + 1
+                        if message.offset() < span.end:
+                            yield KafkaRecord(span.topic, span.partition, message.offset(), message.timestamp()[1],
+                                              message.key(), message.value())
+                    elif message.error().code() == KafkaError._PARTITION_EOF:
+                        position = max(position, message.offset())  # what follows is no record (e.g. a marker)
+                    elif message.error().code() == KafkaError._AUTO_OFFSET_RESET:
+                        raise RuntimeError(f"offsets of {span.topic}[{span.partition}] from {position} are gone "
+                                           f"from Kafka (retention) before they were read; range end {span.end}")
+                    else:
+                        _LOG.warning("reading %s[%d]: %s", span.topic, span.partition, message.error().name())
+                if position < span.end and time.monotonic() - idle_since > IDLE_LIMIT_SECONDS:
                     raise RuntimeError(f"Kafka gave no record of {span.topic}[{span.partition}] for "
                                        f"{IDLE_LIMIT_SECONDS:.0f} s at offset {position} (range end {span.end})")
             if position < span.end:  # the deadline came first
@@ -660,7 +661,7 @@ class CommitOffsets(beam.PTransform):
     Offsets that hold no record (compacted away, transaction markers) do not hold it: Kafka is asked.
 
     Input: the `KafkaRecord`s (or anything with topic, partition and offset) the pipeline is done with,
-    in any order.
+    in any order: a PCollection, or a tuple of them.
 
     Args:
       client: the brokers and client properties.
@@ -682,12 +683,15 @@ class CommitOffsets(beam.PTransform):
         self._streaming = streaming
 
     def expand(self, done):
+        # The runs of each input are taken where its records are made, so only a bundle's few runs go on to
+        # the committer's stage, never the records (a runner's Flatten may hand every element over).
+        branches = done if isinstance(done, tuple) else (done,)
         # Every planned partition gets a key, so its lag is reported even when it receives nothing.
-        planned = done.pipeline | "Partitions" >> beam.Create([(key, (start, start))
-                                                               for key, start in sorted(self._starts.items())])
-        runs = done | "AsRuns" >> beam.ParDo(_RunsFn())
+        planned = branches[0].pipeline | "Partitions" >> beam.Create([(key, (start, start))
+                                                                      for key, start in sorted(self._starts.items())])
+        runs = [branch | f"AsRuns{index or ''}" >> beam.ParDo(_RunsFn()) for index, branch in enumerate(branches)]
         keyed_runs = tuple[tuple[str, int], tuple[int, int]]  # a deterministic key coder for the state
-        return ((planned, runs)
+        return ((planned, *runs)
                 | "Merge" >> beam.Flatten().with_output_types(keyed_runs)
                 | "Commit" >> beam.ParDo(self._fn).with_input_types(keyed_runs))
 

@@ -79,8 +79,9 @@ class CassandraWriteOptions(PipelineOptions):
                             help="Cassandra writes in flight per worker thread")
         parser.add_argument("--write-batch-bytes", type=int, default=cassandra_sink.MAX_BATCH_BYTES,
                             help="a program's mutations go to Cassandra as UNLOGGED batches of at most this many "
-                                 "bytes of values (keep it under Cassandra's batch_size_warn_threshold); 0: one "
-                                 "statement a request")
+                                 "bytes of values, each one partition's: one mutation, which Cassandra applies at "
+                                 "once and does not hold to batch_size_warn_threshold (that counts batches across "
+                                 "partitions); 0: one statement a request")
         parser.add_argument("--retry-backoff", type=float, default=cassandra_sink.DEFAULT_BACKOFF_SECONDS,
                             help="seconds before a transiently failed write is tried again; doubled for each "
                                  f"next try, at most {cassandra_sink.MAX_BACKOFF_SECONDS:g} s. Transient failures "
@@ -211,7 +212,9 @@ def _count_dead_lettered(acknowledged: tuple) -> KafkaRecord:
 class IngestEvents(beam.PTransform):
     """KafkaRecords -> enrollment rows written by `write_enrollments` (see WriteEnrollments), dead letters
     of bad events and rejected writes written by `write_dead_letters` (see kafka.WriteAcknowledged).
-    Returns every record that is done: its row written, or its dead letter acknowledged."""
+    Returns every record that is done, as two PCollections: those whose row is written, those whose dead
+    letter is acknowledged (not flattened here: a runner's Flatten may hand every record over to another
+    stage, and kafka.CommitOffsets takes both)."""
 
     def __init__(self, write_enrollments: beam.PTransform, write_dead_letters: beam.PTransform):
         super().__init__()
@@ -225,7 +228,7 @@ class IngestEvents(beam.PTransform):
                          | "FormatDeadLetters" >> beam.Map(_format_dead_letter)
                          | "WriteDeadLetters" >> self._write_dead_letters
                          | "CountDeadLettered" >> beam.Map(_count_dead_lettered))
-        return (written, dead_lettered) | "Done" >> beam.Flatten()
+        return written, dead_lettered
 
 
 def plan(options: PipelineOptions) -> list[OffsetRange]:
