@@ -32,12 +32,16 @@ import math
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import psutil
 from cassandra import ConsistencyLevel
 from cassandra.concurrent import execute_concurrent_with_args
 
@@ -174,6 +178,125 @@ def per_row_loop(session, mutations: list, concurrency: int) -> dict:
             "events_per_s": round(len(mutations) / seconds)}
 
 
+class GroupProgress:
+    """The topic's end offsets and the consumer group's committed offsets, summed over the partitions."""
+
+    def __init__(self, topic: str, group: str, partitions: int):
+        from confluent_kafka import Consumer, TopicPartition
+
+        self._consumer = Consumer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "group.id": group})
+        self._partitions = [TopicPartition(topic, p) for p in range(partitions)]
+
+    def ends_and_committed(self) -> tuple[int, int | None]:
+        """(records on the topic, records committed); committed is None until every partition has a commit."""
+        ends = sum(self._consumer.get_watermark_offsets(tp, timeout=30)[1] for tp in self._partitions)
+        committed = [tp.offset for tp in self._consumer.committed(self._partitions, timeout=30)]
+        return ends, sum(committed) if all(o >= 0 for o in committed) else None
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes and their children so far."""
+    total = 0.0
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            for each in [process, *process.children(recursive=True)]:
+                times = each.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
+
+
+def paced(producer, topic: str, messages: list[tuple[bytes, bytes]], rate: int, seconds: float, start: int) -> int:
+    """Produces `rate` messages a second for `seconds`, cycling through `messages` from index `start`;
+    returns how many it produced."""
+    began, sent = time.monotonic(), 0
+    while (elapsed := time.monotonic() - began) < seconds:
+        for _ in range(int(elapsed * rate) - sent):
+            key, value = messages[(start + sent) % len(messages)]
+            producer.produce(topic, key=key, value=value)
+            sent += 1
+        producer.poll(0)
+        time.sleep(0.01)
+    producer.flush(60)
+    return sent
+
+
+def streaming(args, messages: list[tuple[bytes, bytes]], topic: str, dead_letters: str, logs: str) -> dict:
+    """A streaming ingest (default flags) catching up a backlog of every message, then fed live at each rate."""
+    from confluent_kafka import Producer
+
+    group = f"bench-streaming-{uuid.uuid4().hex[:8]}"
+    producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "linger.ms": 5})
+    progress = GroupProgress(topic, group, args.partitions)
+    java_workers = [pid for name, pid in common.store_processes().items() if name == "java-sdk-worker-pool"]
+    result = {"group": group, "log": logs, "rates": []}
+    with open(logs, "w") as log:
+        ingest = subprocess.Popen([PROGRAMUSERS, "ingest", "--runner", args.runner, "--input-topic", topic,
+                                   "--dead-letter-topic", dead_letters, "--consumer-group", group,
+                                   "--programs-keyspace", INGEST_KEYSPACE], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        launched = time.monotonic()
+        while progress.ends_and_committed()[1] is None:  # its committer is up once the start offsets are in
+            if ingest.poll() is not None or time.monotonic() - launched > 240:
+                raise RuntimeError(f"the streaming ingest did not start; see {logs}")
+            time.sleep(0.2)
+        result["start_s"] = round(time.monotonic() - launched, 1)
+        # The backlog: every message, produced at once while the job waits for records.
+        ends, committed = progress.ends_and_committed()
+        cpu_before = {"ingest": cpu_seconds([ingest.pid]), "java": cpu_seconds(java_workers)}
+        for key, value in messages:
+            producer.produce(topic, key=key, value=value)
+            producer.poll(0)
+        producer.flush(60)
+        began = time.monotonic()
+        while (now := progress.ends_and_committed())[1] < now[0]:
+            if ingest.poll() is not None:
+                raise RuntimeError(f"the streaming ingest ended; see {logs}")
+            time.sleep(0.2)
+        seconds = time.monotonic() - began
+        backlog = len(messages)
+        result["catch_up"] = {
+            "records": backlog, "seconds": round(seconds, 1), "records_per_s": round(backlog / seconds),
+            "cpu_us_per_record": {name: round((cpu_seconds(pids) - cpu_before[name]) / backlog * 1e6)
+                                  for name, pids in (("ingest", [ingest.pid]), ("java", java_workers))}}
+        print(json.dumps({"catch_up": result["catch_up"]}), file=sys.stderr)
+        sent_so_far = 0
+        for rate in args.rates:
+            ends, committed = progress.ends_and_committed()
+            began, samples = time.monotonic(), []
+            with ThreadPoolExecutor(1) as pool:  # the producer paced on its own thread, the lag sampled here
+                step = pool.submit(paced, producer, topic, messages, rate, args.step_seconds, sent_so_far)
+                while not step.done():
+                    time.sleep(1.0)
+                    now_ends, now_committed = progress.ends_and_committed()
+                    samples.append((time.monotonic() - began, now_ends - ends, now_committed - committed))
+                produced = step.result()
+            sent_so_far += produced
+            half = [s for s in samples if s[0] >= args.step_seconds / 2]
+            drained = time.monotonic()
+            while (now := progress.ends_and_committed())[1] < now[0] and time.monotonic() - drained < 300:
+                time.sleep(0.5)
+            step_result = {
+                "rate": rate, "produced_per_s": round(produced / args.step_seconds),
+                "committed_per_s_second_half": round((half[-1][2] - half[0][2]) / (half[-1][0] - half[0][0])),
+                "lag_second_half": [s[1] - s[2] for s in half],
+                "drain_s_after": round(time.monotonic() - drained, 1)}
+            step_result["keeps_up"] = (step_result["drain_s_after"] < 15 and step_result["committed_per_s_second_half"]
+                                       >= 0.95 * step_result["produced_per_s"])
+            result["rates"].append(step_result)
+            print(json.dumps(step_result), file=sys.stderr)
+    finally:
+        ingest.send_signal(signal.SIGTERM)
+        ingest.wait(120)
+        progress.close()
+    return result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -183,6 +306,12 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline", action="store_true", help="run bench/ingest_script.py beside the ingest")
     parser.add_argument("--no-per-row", dest="per_row", action="store_false", help="skip the raw per-row loop")
     parser.add_argument("--partitions", type=int, default=2, help="the topic's (the stack's default: 2)")
+    parser.add_argument("--streaming", action="store_true",
+                        help="instead: a streaming ingest catching up a backlog of --events, then fed live at each "
+                             "of --rates; into ingest.json's `streaming`")
+    parser.add_argument("--rates", type=lambda text: [int(r) for r in text.split(",")], default=[1000, 2000, 4000],
+                        help="events/s of live traffic, one step each")
+    parser.add_argument("--step-seconds", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--keep", action="store_true", help="keep the bench keyspaces and topics")
     args = parser.parse_args(argv)
@@ -201,6 +330,16 @@ def main(argv=None) -> int:
         expected = live_keys(mutations)
         common.create_topics([topic], partitions=args.partitions)
         common.create_topics([dead_letters])
+        if args.streaming:
+            session.execute(f"TRUNCATE {INGEST_KEYSPACE}.{schema.ENROLLMENT_TABLE}", timeout=120)
+            messages = [(e["userId"].encode(), json.dumps(e).encode()) for e in made]
+            logs = os.path.join(tempfile.gettempdir(), f"bench-ingest-streaming-{run_id}.log")
+            result = streaming(args, messages, topic, dead_letters, logs)
+            payload = json.loads(common.RESULTS.joinpath("ingest.json").read_text())
+            payload["streaming"] = {"machine": facts, "partitions": args.partitions, "backlog": args.events,
+                                    "step_seconds": args.step_seconds, **result}
+            print(f"results: {common.write_json('ingest.json', payload)}", file=sys.stderr)
+            return 0
         produce_events(made, kafka.KafkaClientConfig(settings.KAFKA_BOOTSTRAP), topic)
         print(f"{len(made)} events on {topic} ({args.partitions} partitions): "
               f"{sum(isinstance(m, events.EnrollmentDelete) for m in mutations)} deletes, {len(expected)} rows left",
@@ -255,6 +394,9 @@ def main(argv=None) -> int:
     payload = {"machine": facts, "events": args.events, "partitions": args.partitions, "rounds": args.rounds,
                "ingest_args": args.ingest_args, "summary": summaries, "details": rounds,
                "not_measured": {r: common.UNAVAILABLE[r] for r in ("FlinkRunner", "SparkRunner")}}
+    earlier = common.RESULTS / "ingest.json"
+    if earlier.exists() and "streaming" in (kept := json.loads(earlier.read_text())):
+        payload["streaming"] = kept["streaming"]
     path = common.write_json("ingest.json", payload)
 
     def cells(s: dict) -> str:

@@ -196,9 +196,11 @@ class _Outage:
 
 @dataclass(frozen=True)
 class _Item:
-    """One mutation, with the context to answer with."""
+    """One mutation, with the context to answer with, and its statement key and bind values (worked out once)."""
     context: Any
     mutation: Any
+    key: Hashable
+    values: Sequence
 
 
 @dataclass
@@ -270,12 +272,13 @@ class _Writer:
         self._gathering: dict[Hashable, tuple[list[_Item], int]] = {}  # partition -> (items, value bytes)
 
     def put(self, context, mutation) -> Iterator[_Outcome]:
-        partition, size = self._statements.partition(mutation), value_bytes(self._statements.values(mutation))
+        item = _Item(context, mutation, self._statements.key(mutation), self._statements.values(mutation))
+        partition, size = self._statements.partition(mutation), value_bytes(item.values)
         items, gathered = self._gathering.pop(partition, ([], 0))
         if items and gathered + size > self._max_batch_bytes:  # it would not fit: the batch goes without it
             self._send(_Write(items))
             items, gathered = [], 0
-        items.append(_Item(context, mutation))
+        items.append(item)
         if gathered + size >= self._max_batch_bytes:  # full
             self._send(_Write(items))
         else:
@@ -301,15 +304,15 @@ class _Writer:
 
     def _request(self, items: list[_Item]):
         if len(items) == 1:
-            return self._bind(items[0].mutation)
+            return self._bind(items[0])
         batch = BatchStatement(BatchType.UNLOGGED, consistency_level=self._consistency)
         batch.is_idempotent = True  # every statement is stamped
         for item in items:
-            batch.add(self._bind(item.mutation))
+            batch.add(self._bind(item))
         return batch
 
-    def _bind(self, mutation):
-        return self._statement(self._statements.key(mutation)).bind(self._statements.values(mutation))
+    def _bind(self, item: _Item):
+        return self._statement(item.key).bind(item.values)
 
     def _statement(self, key: Hashable):
         if key not in self._prepared:
