@@ -86,7 +86,8 @@ RUNNER_SETUPS = {  # label -> (runner, extra pipeline args)
 }
 # The stages alone use the pipeline's defaults.
 _TUNING = exhaust.ExhaustOptions([])
-BATCH, USERS_PER_QUERY = _TUNING.lookup_batch_size, _TUNING.consent_users_per_query
+USERS_PER_QUERY = _TUNING.consent_users_per_query
+# A page read is the pipeline's lookup batch too.
 FETCH, ROWS_PER_SHARD = _TUNING.cassandra_fetch_size, _TUNING.rows_per_shard
 # What the pipeline does, timed alone; build_records includes decrypt.
 PIPELINE_STAGES = ("read_s", "consent_lookup_s", "user_cache_s", "build_records_s", "sort_write_s")
@@ -363,11 +364,11 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
         query = session.prepare(cql)
         query.fetch_size = FETCH
         plain = cassandra.plain_rows([column[3] for column in query.result_metadata])
-        rows = [program_reads.enrollment_row(plain(row)) for page in cassandra.pages(session, query, values)
-                for row in page]
+        rows = [row for page in cassandra.pages(session, query, values)
+                for row in program_reads.enrollment_rows(list(map(plain, page)))]
     cluster.shutdown()
     user_ids = [row["user_id"] for row in rows]
-    batches = [user_ids[i:i + BATCH] for i in range(0, len(user_ids), BATCH)]
+    batches = [user_ids[i:i + FETCH] for i in range(0, len(user_ids), FETCH)]
 
     with (program_reads.ConsentHandler(connection, space, program_id, USERS_PER_QUERY) as lookup,
           common.timed(timings, "consent_lookup_s")):
@@ -377,8 +378,8 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
     with (redis.RedisHashHandler(redis.RedisConnection(settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB),
                                  exhaust.USER_KEY_PREFIX, records.PROFILE_FIELDS) as hashes,
           common.timed(timings, "user_cache_s")):
-        profiles = {id_: found for i in range(0, len(active), BATCH)
-                    for id_, found in hashes(active[i:i + BATCH]).items()}
+        profiles = {id_: found for i in range(0, len(active), FETCH)
+                    for id_, found in hashes(active[i:i + FETCH]).items()}
 
     cipher = PlatformCipher(SALT)
     secrets = [p[f] for p in profiles.values() for f in ("email", "phone") if p.get(f)]

@@ -230,8 +230,8 @@ def scenario(test_schema, cassandra_session, pg_dsn):
                    "--programs-keyspace", test_schema["programs_keyspace"],
                    "--consent-keyspace", test_schema["consent_keyspace"], "--redis-host", settings.REDIS_HOST,
                    "--redis-port", str(settings.REDIS_PORT), "--redis-db", str(REDIS_DB),
-                   # Small pages, batches and shards, so paging, batching and the shard merge are exercised.
-                   "--cassandra-fetch-size", "50", "--lookup-batch-size", "16", "--rows-per-shard", "20"]
+                   # Small pages (each a lookup batch) and shards, so paging and the shard merge are exercised.
+                   "--cassandra-fetch-size", "16", "--rows-per-shard", "20"]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SUNBIRD_ENCRYPTION_KEY", SALT)
         yield built

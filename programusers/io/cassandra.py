@@ -10,8 +10,8 @@ transforms/program_reads.py and transforms/enrollments.py); io/cassandra_sink.py
   cluster is made, from `password_file` (a mounted Secret) or $PROGRAMUSERS_CASSANDRA_PASSWORD.
 - `SessionDoFn`s using one connection share one Cluster per worker process (Beam's utils.shared).
 - `ReadAllFromCassandra` runs one prepared query per input element (e.g. a slice of a partition) and pages
-  through its rows (`pages`, a page read ahead); `CassandraLookupHandler` (io/lookups.py's shape) reads
-  the partitions of a batch of keys, many keys a query, queries concurrently.
+  through its rows (`pages`, a page read ahead), handing on rows or whole pages; `CassandraLookupHandler`
+  (io/lookups.py's shape) reads the partitions of a batch of keys, many keys a query, queries concurrently.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import ssl
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from datetime import date
 
 import apache_beam as beam
 from apache_beam.transforms.display import HasDisplayData
@@ -38,8 +39,9 @@ from cassandra.policies import (
     TokenAwarePolicy,
 )
 from cassandra.query import named_tuple_factory, tuple_factory
-from cassandra.util import Date
+from cassandra.util import Date, OrderedMap
 
+from programusers.coders import Page
 from programusers.io.credentials import read_secret
 
 __all__ = ["CassandraConnection", "CassandraLookupHandler", "ReadAllFromCassandra", "SessionDoFn", "Unavailable",
@@ -218,9 +220,23 @@ class SessionDoFn(beam.DoFn):
         self._holder = self._session = None  # the last DoFn to let go shuts the cluster down
 
 
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def _plain_date(value: Date) -> date:
+    # Date.date() goes through a datetime and a timedelta: five times slower than this.
+    return date.fromordinal(_EPOCH_ORDINAL + value.days_from_epoch)
+
+
+def _plain_map(value: OrderedMap) -> dict:
+    # dict(value) looks each key up, and the driver's map serializes the key for every lookup (seven
+    # times slower); its (key, value) pairs are its _items (cassandra-driver is pinned in pyproject.toml).
+    return dict(value._items)
+
+
 # Driver values to plain Python ones (Beam pickles the elements), chosen per column from the result's types:
 # calling a converter on every value took 1.5 s of a 100k-row report's 16 s (py-spy).
-_TO_PLAIN = {"date": Date.date, "map": dict}
+_TO_PLAIN = {"date": _plain_date, "map": _plain_map}
 
 
 def plain_rows(column_types: Sequence) -> Callable[[Sequence], tuple]:
@@ -256,9 +272,9 @@ def pages(session, statement, values: Sequence = ()) -> Iterator[list]:
 class _QueryFn(SessionDoFn):
     """(cql, bind values) -> the rows of the query, each statement prepared once per DoFn instance."""
 
-    def __init__(self, connection: CassandraConnection, fetch_size: int, counter):
+    def __init__(self, connection: CassandraConnection, fetch_size: int, counter, by_page: bool):
         super().__init__(connection)
-        self._fetch_size, self._rows = fetch_size, counter
+        self._fetch_size, self._rows, self._by_page = fetch_size, counter, by_page
 
     def setup(self):
         super().setup()
@@ -278,8 +294,11 @@ class _QueryFn(SessionDoFn):
         for page in pages(self._session, statement, values):
             if self._rows:  # a page at a time: a long read shows progress
                 self._rows.inc(len(page))
-            for row in page:
-                yield plain(row)
+            if self._by_page:
+                if page:  # the last page of a partition can be empty
+                    yield Page(map(plain, page))
+            else:
+                yield from map(plain, page)
 
 
 class ReadAllFromCassandra(beam.PTransform):
@@ -292,18 +311,21 @@ class ReadAllFromCassandra(beam.PTransform):
       fetch_size: rows a page.
       counter: counts the rows read as they come, a page at a time (anything with ``inc(n)``, e.g. a
         Beam counter); None counts nothing.
+      by_page: hand on each page as one element, a list of its rows (a programusers.coders.Page), so the
+        steps after the read pay Beam's per-element cost once a page instead of once a row.
     """
 
-    def __init__(self, connection: CassandraConnection, fetch_size: int = 1000, counter=None):
+    def __init__(self, connection: CassandraConnection, fetch_size: int = 1000, counter=None, by_page: bool = False):
         super().__init__()
-        self._connection, self._fetch_size = connection, fetch_size
-        self._fn = _QueryFn(connection, fetch_size, counter)
+        self._connection, self._fetch_size, self._by_page = connection, fetch_size, by_page
+        self._fn = _QueryFn(connection, fetch_size, counter, by_page)
 
     def expand(self, queries):
-        return queries | "Query" >> beam.ParDo(self._fn)
+        read = beam.ParDo(self._fn)
+        return queries | "Query" >> (read.with_output_types(Page) if self._by_page else read)
 
     def display_data(self):
-        return {"cassandra": self._connection.describe(), "fetch_size": self._fetch_size}
+        return {"cassandra": self._connection.describe(), "fetch_size": self._fetch_size, "by_page": self._by_page}
 
 
 class CassandraLookupHandler(HasDisplayData):

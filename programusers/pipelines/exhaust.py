@@ -5,6 +5,7 @@ lifecycle around it (programusers/report/lifecycle.py) waits for it, merges and 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -12,6 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
 from programusers import filters, records
+from programusers.coders import Page
 from programusers.io import redis
 from programusers.io.cassandra import CassandraConnection
 from programusers.io.redis import RedisConnection
@@ -42,13 +44,9 @@ class ExhaustOptions(PipelineOptions):
         # Cassandra's tombstone warning threshold (1,000 a page) where events had explicit nulls: a
         # warning per page in every log.
         parser.add_argument("--cassandra-fetch-size", type=_in_range(1), default=1000,
-                            help="program_enrollment rows per page")
+                            help="program_enrollment rows per page, which is a batch of lookups too")
         parser.add_argument("--read-slices", type=_in_range(1, program_reads.MAX_SLICES), default=16,
                             help="ranges of user ids the program's partition is read in, spread over the workers")
-        # 800 = 16 consent queries of 50 users, as many as go out at once: at 500 (10 queries) a 100k
-        # report took 16.2 s against 14.9 s (DirectRunner, median of 3 alternating runs, 2026-11-30).
-        parser.add_argument("--lookup-batch-size", type=_in_range(1), default=800,
-                            help="users per batch of consent queries and of Redis reads")
         parser.add_argument("--consent-users-per-query", type=_in_range(1), default=50,
                             help="users whose consent one query reads (user_id IN ...); 1: a query per user")
         parser.add_argument("--rows-per-shard", type=_in_range(1), default=100_000,
@@ -63,6 +61,12 @@ class ReportSources:
     programs_keyspace: str
     consent_keyspace: str
     redis: RedisConnection
+
+
+def requested_rows(rows: list[dict], request: filters.ReportRequest) -> Iterator[Page]:
+    """The rows of a page that the request asks for, as one page (none: nothing)."""
+    if kept := Page(row for row in rows if request.matches(row)):
+        yield kept
 
 
 def program_asks(request: filters.ReportRequest, sources: ReportSources, options: PipelineOptions) -> bool:
@@ -84,9 +88,8 @@ def build(pipeline: beam.Pipeline, *, request: filters.ReportRequest, config: Re
          | "ReadEnrollments" >> program_reads.ReadProgramEnrollments(
              sources.cassandra, sources.programs_keyspace, request.program_id, tuning.cassandra_fetch_size,
              tuning.read_slices)
-         | "KeepRequestedRows" >> beam.Filter(request.matches)
-         | "LookUpAndBuildRecords" >> LookUpAndBuildRecords(
-             config, program_asks, consents, profiles, tuning.lookup_batch_size)
+         | "KeepRequestedRows" >> beam.FlatMap(requested_rows, request).with_output_types(Page)
+         | "LookUpAndBuildRecords" >> LookUpAndBuildRecords(config, program_asks, consents, profiles)
          | "WriteSortedShards" >> WriteSortedShards(
              staging_dir, records.header(program_asks, config), tuning.rows_per_shard, shard_key))
 

@@ -68,7 +68,6 @@ class _LookUpAndBuildFn(beam.DoFn):
                                               tz=self._config.tz)
         for issue in issues:
             Metrics.counter(self.__class__, issue).inc()
-        self._records.inc()
         return records.sort_key(self._config, record), records.csv_line(record.values())
 
     def _look_up(self, rows: list[dict]) -> tuple[dict, dict]:
@@ -77,7 +76,9 @@ class _LookUpAndBuildFn(beam.DoFn):
                                          if records.consent_active(consent)])
 
     def _keyed_lines(self, rows: list[dict], consents: dict, profiles: dict) -> list:
-        return [self._keyed_line(row, consents.get(row["user_id"]), profiles.get(row["user_id"])) for row in rows]
+        lines = [self._keyed_line(row, consents.get(row["user_id"]), profiles.get(row["user_id"])) for row in rows]
+        self._records.inc(len(lines))
+        return lines
 
     def _built(self, batch: _LookedUp) -> WindowedValue:
         consents, profiles = batch.lookups.result()
@@ -87,7 +88,9 @@ class _LookUpAndBuildFn(beam.DoFn):
         self._profiles_found.inc(len(profiles))
         return WindowedValue(self._keyed_lines(batch.rows, consents, profiles), batch.timestamp, [batch.window])
 
-    def process(self, rows: list[dict], window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+    def process(self, rows, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+        # `rows`: a list of dicts, a programusers.coders.Page in the report (not annotated: Beam's type
+        # check would take a Page for another type than list).
         if not self._program_asks:
             yield self._keyed_lines(rows, {}, {})
             return
@@ -107,17 +110,14 @@ class _LookUpAndBuildFn(beam.DoFn):
 
 
 class LookUpAndBuildRecords(beam.PTransform):
-    """Requested enrollment rows -> lists of (sort key, CSV line), `batch_size` rows a list, so the runner
-    moves a few thousand lists, not a million rows. The handlers look up a batch's consents and its
-    consenting users' profiles (read only when `program_asks`)."""
+    """Lists of requested enrollment rows (a page read each) -> a list of (sort key, CSV line) per list, so
+    the runner moves a few thousand lists, not a million rows. Each list is a batch of lookups: the handlers
+    look up its consents and its consenting users' profiles (read only when `program_asks`)."""
 
     def __init__(self, config: ReportConfig, program_asks: bool, consent_handler: LookupHandler,
-                 profile_handler: LookupHandler, batch_size: int):
+                 profile_handler: LookupHandler):
         super().__init__()
         self._fn = _LookUpAndBuildFn(config, program_asks, consent_handler, profile_handler)
-        self._batch_size = batch_size
 
-    def expand(self, rows):
-        return (rows
-                | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
-                | "LookUpAndBuild" >> beam.ParDo(self._fn))
+    def expand(self, row_lists):
+        return row_lists | "LookUpAndBuild" >> beam.ParDo(self._fn)

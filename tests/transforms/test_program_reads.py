@@ -42,10 +42,33 @@ def test_the_partition_is_read_whole_and_once_in_slices(cassandra_session, test_
     _insert(cassandra_session, keyspace, program, ODD_IDS, [False] * len(ODD_IDS))
     _insert(cassandra_session, keyspace, f"other-{unique}", ODD_IDS[:3], [True] * 3)  # another program's rows
     with test_pipeline.TestPipeline(options=runners.pipeline_options("DirectRunner")) as pipeline:
-        rows = pipeline | program_reads.ReadProgramEnrollments(LOCAL_CASSANDRA, keyspace, program, fetch_size=4,
-                                                               slices=slices)
-        assert_that(rows | beam.Map(lambda row: (row["program_id"], row["user_id"])),
+        pages = pipeline | program_reads.ReadProgramEnrollments(LOCAL_CASSANDRA, keyspace, program, fetch_size=4,
+                                                                slices=slices)
+        assert_that(pages | beam.FlatMap(lambda page: [(row["program_id"], row["user_id"]) for row in page]),
                     equal_to([(program, user_id) for user_id in ODD_IDS]))
+        assert_that(pages | beam.Map(lambda page: 1 <= len(page) <= 4), equal_to([True] * len(pages_of(slices))),
+                    label="PagesOfAtMostFetchSize")
+
+
+def pages_of(slices):
+    """How many pages of 4 the odd ids make, read in these slices."""
+    return [page for low, high in program_reads.user_id_slices(slices)
+            for page in range(0, sum(low <= u and (high is None or u < high) for u in ODD_IDS), 4)]
+
+
+@pytest.mark.services
+def test_locations_read_as_they_were_written(cassandra_session, test_schema, unique):
+    keyspace, program = test_schema["programs_keyspace"], f"prog-{unique}"
+    locations = {"state_name": "Karnātaka \"North\"", "district_name": "Mysuru, \\ 'old'", "school_code": "0029"}
+    insert = cassandra_session.prepare(f"INSERT INTO {keyspace}.program_enrollment (program_id, user_id, "
+                                       "user_locations) VALUES (?, ?, ?)")
+    cassandra_session.execute(insert, (program, "u-with", locations))
+    cassandra_session.execute(insert, (program, "u-empty", {}))  # Cassandra stores an empty map as null
+    cassandra_session.execute(insert, (program, "u-without", None))
+    with test_pipeline.TestPipeline(options=runners.pipeline_options("DirectRunner")) as pipeline:
+        pages = pipeline | program_reads.ReadProgramEnrollments(LOCAL_CASSANDRA, keyspace, program)
+        assert_that(pages | beam.FlatMap(lambda page: [(row["user_id"], row["user_locations"]) for row in page]),
+                    equal_to([("u-with", locations), ("u-empty", None), ("u-without", None)]))
 
 
 @pytest.mark.services

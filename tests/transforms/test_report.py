@@ -82,12 +82,17 @@ def expected(user_id, pii=("", "", "", "No", "")):
             report_records.csv_line(cells[label] for label in header))
 
 
+def pages(rows, size=2):
+    """The rows as the read hands them on, a list per page."""
+    return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
 def build(program_asks, consents_asked, profiles_asked, expected_records):
     with pipeline() as p:
         record_lists = (p
-                        | beam.Create(ENROLLMENTS)
+                        | beam.Create(pages(ENROLLMENTS))
                         | LookUpAndBuildRecords(CONFIG, program_asks, FakeLookupHandler(CONSENTS, consents_asked),
-                                                FakeLookupHandler(PROFILES, profiles_asked), batch_size=2))
+                                                FakeLookupHandler(PROFILES, profiles_asked)))
         assert_that(record_lists | beam.FlatMap(list), equal_to(expected_records))
 
 
@@ -110,8 +115,8 @@ def test_records_count_their_issues():
     consents = {u: {"status": "active", "last_updated_on": None} for u in ("u1", "u2")}
     profiles = {"u2": {"firstname": "A", "email": "not-a-ciphertext"}}
     p = pipeline()
-    _ = (p | beam.Create(rows) | LookUpAndBuildRecords(CONFIG, True, FakeLookupHandler(consents, ["u1", "u2"]),
-                                                       FakeLookupHandler(profiles, ["u1", "u2"]), batch_size=2))
+    _ = (p | beam.Create([rows]) | LookUpAndBuildRecords(CONFIG, True, FakeLookupHandler(consents, ["u1", "u2"]),
+                                                         FakeLookupHandler(profiles, ["u1", "u2"])))
     result = p.run()
     result.wait_until_finish()
     counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]}
