@@ -110,16 +110,21 @@ def test_the_committed_offset_stops_at_the_first_record_not_done(unique):
     produce(topic, [(b"k", b"v")] * 10)
     client = KafkaClientConfig(settings.KAFKA_BOOTSTRAP)
 
-    def commit(done_offsets):
+    def commit(*done_offsets):
+        """Each argument: the offsets of one PCollection of done records."""
         pipeline = beam.Pipeline(options=runners.pipeline_options("DirectRunner"))
-        _ = (pipeline
-             | beam.Create([KafkaRecord(topic, 0, offset, 0, None, b"v") for offset in done_offsets])
-             | CommitOffsets(client, group, {(topic, 0): 0}, streaming=False))
+        done = tuple(pipeline | f"Done{i}" >> beam.Create([KafkaRecord(topic, 0, offset, 0, None, b"v")
+                                                          for offset in offsets])
+                     for i, offsets in enumerate(done_offsets))
+        _ = (done if len(done) > 1 else done[0]) | CommitOffsets(client, group, {(topic, 0): 0}, streaming=False)
         pipeline.run().wait_until_finish()
         return committed_offsets(topic, group)
 
     assert commit([0, 1, 2, 3, 5, 6, 7, 8, 9]) == [4]  # offset 4 holds a record, still on its way
     assert commit(range(4, 10)) == [10]  # a later run, from where the group stands
+    # Done records in several PCollections (rows written, dead letters acknowledged) make one watermark.
+    produce(topic, [(b"k", b"v")] * 4)
+    assert commit([10, 12], [11]) == [13]
 
 
 def test_kafka_record_from_kafkaio_metadata_row():
