@@ -77,7 +77,8 @@ KEYSPACE_PREFIX, REDIS_DB = "bench_exhaust", 13
 SALT = "bench-salt"
 POOL = "PrismRunner + SDK worker pool"
 RUNNER_SETUPS = {  # label -> (runner, extra pipeline args)
-    "DirectRunner": ("DirectRunner", []),
+    "DirectRunner": ("DirectRunner", []),  # the default: worker processes chosen by the program's size
+    "DirectRunner, 1 process": ("DirectRunner", ["--worker-processes=1"]),
     "DirectRunner x2 processes": ("DirectRunner", ["--direct_num_workers=2",
                                                    "--direct_running_mode=multi_processing"]),
     "PrismRunner": ("PrismRunner", []),
@@ -259,10 +260,12 @@ def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -
             options = runners.pipeline_options(runner, extra + pool.enter_context(
                 WorkerPool(os.path.join(out_dir, "worker-pool.log"))).pipeline_args())
         with common.timed(result, "pipeline_s"):
-            asks = exhaust.program_asks(request, sources(size), options)
+            facts = exhaust.program_facts(request, sources(size), options)  # as the exhaust command does
+            result["worker_processes"] = exhaust.worker_processes(options, facts)
+            options = runners.with_worker_processes(options, result["worker_processes"])
             outcome = runners.run_and_wait(partial(exhaust.run, options, request=request, config=config,
-                                                   sources=sources(size), staging_dir=staging_dir, program_asks=asks,
-                                                   shard_key=key.public))
+                                                   sources=sources(size), staging_dir=staging_dir,
+                                                   program_asks=facts.asks_for_consent, shard_key=key.public))
         with common.timed(result, "merge_csv_s"):
             merge.merge_shards(staging_dir, os.path.join(out_dir, "report.csv"), key=key, when=now)
         with common.timed(result, "merge_zip_s"):

@@ -5,6 +5,7 @@ lifecycle around it (programusers/report/lifecycle.py) waits for it, merges and 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -24,6 +25,9 @@ from programusers.transforms.report import LookUpAndBuildRecords
 from programusers.transforms.shards import WriteSortedShards
 
 USER_KEY_PREFIX = "user:"  # the platform's user cache: one hash per user at user:<userid>
+# From this many rows the report is faster on DirectRunner with a worker process per core; below it the
+# processes' memory (each imports Beam, ~140 MiB) outweighs their speed (bench/exhaust.py, 2026-12-07).
+ROWS_FOR_WORKER_PROCESSES = 300_000
 
 
 def _in_range(low: int, high: int | None = None):
@@ -51,6 +55,9 @@ class ExhaustOptions(PipelineOptions):
                             help="users whose consent one query reads (user_id IN ...); 1: a query per user")
         parser.add_argument("--rows-per-shard", type=_in_range(1), default=100_000,
                             help="report rows one worker sorts in memory (the most a shard holds)")
+        parser.add_argument("--worker-processes", type=_in_range(1), default=None,
+                            help="DirectRunner's worker processes (default: one per core for a program of "
+                                 f"{ROWS_FOR_WORKER_PROCESSES:,} rows or more, else the submitting process)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,17 +76,36 @@ def requested_rows(rows: list[dict], request: filters.ReportRequest) -> Iterator
         yield kept
 
 
-def program_asks(request: filters.ReportRequest, sources: ReportSources, options: PipelineOptions) -> bool:
-    """Whether the request's program asks for PII consent. Program-wide and decided before the pipeline: it
-    chooses the columns and whether consent and the user cache are read at all."""
-    return program_reads.program_asks_for_consent(sources.cassandra, sources.programs_keyspace, request.program_id,
-                                                  options.view_as(ExhaustOptions).cassandra_fetch_size)
+@dataclass(frozen=True)
+class ProgramFacts:
+    """What the report decides of the request's program before its pipeline, in one Cassandra session."""
+    # Program-wide: it chooses the columns and whether consent and the user cache are read at all.
+    asks_for_consent: bool
+    # How many enrollment rows the program has, roughly: it chooses how the in-process runner runs the
+    # pipeline (runners.sized_for).
+    estimated_rows: int
+
+
+def program_facts(request: filters.ReportRequest, sources: ReportSources, options: PipelineOptions) -> ProgramFacts:
+    with sources.cassandra.session() as session:
+        asks = program_reads.program_asks_for_consent(session, sources.programs_keyspace, request.program_id,
+                                                      options.view_as(ExhaustOptions).cassandra_fetch_size)
+        return ProgramFacts(asks, program_reads.estimated_rows(session, sources.programs_keyspace,
+                                                               request.program_id))
+
+
+def worker_processes(options: PipelineOptions, facts: ProgramFacts) -> int:
+    """How many worker processes DirectRunner runs the program's report on (runners.with_worker_processes)."""
+    chosen = options.view_as(ExhaustOptions).worker_processes
+    if chosen:
+        return chosen
+    return (os.cpu_count() or 1) if facts.estimated_rows >= ROWS_FOR_WORKER_PROCESSES else 1
 
 
 def build(pipeline: beam.Pipeline, *, request: filters.ReportRequest, config: ReportConfig, sources: ReportSources,
           staging_dir: str, program_asks: bool, shard_key: bytes) -> None:
     """The report pipeline: the request's records as sorted shards and their manifest under `staging_dir`
-    (see transforms/shards.py), sealed for the public key `shard_key`; `program_asks`: see program_asks()."""
+    (see transforms/shards.py), sealed for the public key `shard_key`; `program_asks`: see ProgramFacts."""
     tuning = pipeline.options.view_as(ExhaustOptions)
     consents = program_reads.ConsentHandler(sources.cassandra, sources.consent_keyspace, request.program_id,
                                             tuning.consent_users_per_query)

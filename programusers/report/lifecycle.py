@@ -123,18 +123,23 @@ def _run_through_outages(request: JobRequest, report: filters.ReportRequest, job
     """Runs the pipeline to its end, waiting for a store that is down (until `deadline`) and running it
     again after one failed it; returns its counters."""
     store, attempt = Store.CASSANDRA, 1
-    asks = None  # whether the program asks for consent, so the report reads the user cache
+    facts = None  # whether the program asks for consent (so the report reads the user cache), and its size
     while True:
         _await_store(job.sources, store, deadline, request.request_id)
         try:
-            if asks is None:
-                asks = exhaust.program_asks(report, job.sources, job.options)
+            if facts is None:
+                facts = exhaust.program_facts(report, job.sources, job.options)
+            processes = exhaust.worker_processes(job.options, facts)
+            options = runners.with_worker_processes(job.options, processes)
+            if options is not job.options:
+                _LOG.info("request %s: about %d rows, run on %d worker processes", request.request_id,
+                          facts.estimated_rows, processes)
             with progress.shown(f"request {request.request_id}", job.progress_every, staging_dir=staging_dir):
                 return counters(runners.run_and_wait(partial(
-                    exhaust.run, job.options, request=report, config=job.config, sources=job.sources,
-                    staging_dir=staging_dir, program_asks=asks, shard_key=shard_key)))
+                    exhaust.run, options, request=report, config=job.config, sources=job.sources,
+                    staging_dir=staging_dir, program_asks=facts.asks_for_consent, shard_key=shard_key)))
         except Exception:
-            store = _store_behind(job.sources, reads_cache=bool(asks))
+            store = _store_behind(job.sources, reads_cache=bool(facts and facts.asks_for_consent))
             if store is None:
                 raise
             if attempt == MAX_PIPELINE_ATTEMPTS:

@@ -100,6 +100,20 @@ def pipeline_options(runner: str, args: list[str] | None = None, **overrides) ->
     return PipelineOptions(runner_args(runner, args), **overrides)
 
 
+_IN_PROCESS = runner_args("DirectRunner")[0].split("=", 1)[1]
+
+
+def with_worker_processes(options: PipelineOptions, processes: int) -> PipelineOptions:
+    """A copy of DirectRunner `options` running the bundles on `processes` worker processes (1: in this
+    process). Other runners' options, and options that already say how DirectRunner runs
+    (--direct_num_workers, --direct_running_mode), are returned as they are."""
+    chosen = options.get_all_options(drop_default=True)
+    if processes < 2 or chosen.get("runner") != _IN_PROCESS or chosen.keys() & {"direct_num_workers",
+                                                                               "direct_running_mode"}:
+        return options
+    return PipelineOptions(**chosen, direct_num_workers=processes, direct_running_mode="multi_processing")
+
+
 class Stopped(KeyboardInterrupt):
     """Ctrl-C or SIGTERM (Kubernetes' stop) ended a job: it was cancelled. `result` is its PipelineResult,
     None when Ctrl-C stopped its job server with it (no result is left to read)."""

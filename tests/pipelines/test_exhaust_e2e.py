@@ -73,6 +73,18 @@ def test_rows_and_issues_are_counted(scenario, direct):
     assert counters == expected_counters(scenario) and counters["profile_missing"] > 0
 
 
+def test_worker_processes_write_the_same_bytes(scenario, direct, pg_dsn, tmp_path):
+    """On two DirectRunner worker processes (what a large program gets by default) the report is the same."""
+    request_id = submit(pg_dsn, scenario.table, requests(scenario)["district"])
+    code, logs = exhaust_in_process(scenario, "--request-id", request_id, "--worker-processes", "2",
+                                    "--output", str(tmp_path / "reports"), "--staging", str(tmp_path / "staging"))
+    assert code == 0 and any("2 worker processes" in line for line in logs)
+    rows = [status_rows(pg_dsn, scenario.table, run_id) for run_id in (direct.ids["district"], request_id)]
+    assert [r["status"] for r in rows] == ["SUCCESS", "SUCCESS"]
+    key = requests(scenario)["district"][2]
+    assert unzipped(rows[0]["download_urls"][0], key) == unzipped(rows[1]["download_urls"][0], key)
+
+
 @pytest.fixture(scope="module")
 def prism(scenario, direct, pg_dsn, tmp_path_factory):
     """The district and organisation requests again, each through the CLI on PrismRunner."""

@@ -40,3 +40,15 @@ def test_job_server_runners_take_the_jar_by_path_and_never_download(runner, flag
     args = runners.runner_args(runner)
     assert f"{flag}={jar}" in args and "--environment_type=LOOPBACK" in args
     assert not any(a.startswith(flag) and "://" in a for a in args)
+
+
+def test_worker_processes_are_wired_for_directrunner_only_and_never_over_the_users_choice():
+    ours = runners.pipeline_options("DirectRunner", ["--read-slices=8"])
+    wired = runners.with_worker_processes(ours, 2).get_all_options()
+    assert (wired["direct_num_workers"], wired["direct_running_mode"], wired["read_slices"]) == (
+        2, "multi_processing", 8)
+    assert runners.with_worker_processes(ours, 1) is ours
+    prism = runners.pipeline_options("PrismRunner")
+    assert runners.with_worker_processes(prism, 2) is prism
+    threads = runners.pipeline_options("DirectRunner", ["--direct_running_mode=multi_threading"])
+    assert runners.with_worker_processes(threads, 2) is threads

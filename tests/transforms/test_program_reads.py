@@ -77,7 +77,17 @@ def test_the_program_asks_when_any_of_its_rows_asks(cassandra_session, test_sche
     keyspace, program = test_schema["programs_keyspace"], f"prog-{unique}"
     _insert(cassandra_session, keyspace, program, [f"u{n}" for n in range(len(flags))], flags)
     _insert(cassandra_session, keyspace, f"other-{unique}", ["u0"], [True])
-    assert program_reads.program_asks_for_consent(LOCAL_CASSANDRA, keyspace, program) is asks
+    assert program_reads.program_asks_for_consent(cassandra_session, keyspace, program) is asks
+
+
+@pytest.mark.services
+def test_a_program_is_sized_from_a_slice_of_its_user_ids(cassandra_session, test_schema, unique):
+    keyspace, program = test_schema["programs_keyspace"], f"prog-{unique}"
+    # Ids evenly spread over their first two hex digits, as UUIDs are: 3 of each.
+    _insert(cassandra_session, keyspace, program, [f"{n % 256:02x}-{n}" for n in range(768)], [False] * 768)
+    _insert(cassandra_session, keyspace, f"other-{unique}", ["00-other"] * 5, [False] * 5)
+    assert program_reads.estimated_rows(cassandra_session, keyspace, program) == 768
+    assert program_reads.estimated_rows(cassandra_session, keyspace, f"none-{unique}") == 0
 
 
 def _consent(user_id, consumer, object_id, status, day):
