@@ -78,7 +78,7 @@ SALT = "bench-salt"
 POOL = "PrismRunner + SDK worker pool"
 RUNNER_SETUPS = {  # label -> (runner, extra pipeline args)
     "DirectRunner": ("DirectRunner", []),  # the default: worker processes chosen by the program's size
-    "DirectRunner, 1 process": ("DirectRunner", ["--worker-processes=1"]),
+    "DirectRunner in 1 process": ("DirectRunner", ["--worker-processes=1"]),
     "DirectRunner x2 processes": ("DirectRunner", ["--direct_num_workers=2",
                                                    "--direct_running_mode=multi_processing"]),
     "PrismRunner": ("PrismRunner", []),
@@ -97,6 +97,7 @@ CHUNK = 10_000
 # Writes in flight. The stack's Cassandra applies at most concurrent_writes / 15 ms mutations a second
 # (its commit log syncs in groups), about 530/s with its 8 threads: loading 1M needs more (see README).
 WRITE_CONCURRENCY = 256
+WRITE_SLICE = WRITE_CONCURRENCY
 MAX_WRITE_BACKOFF_S = 30.0
 BASELINE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "exhaust_script.py")
 
@@ -112,7 +113,11 @@ def _write(session, writes: list[tuple], backoff: float = 0.5) -> int:
     Returns how many writes were retried."""
     retried = 0
     while writes:
-        results = execute_concurrent(session, writes, concurrency=WRITE_CONCURRENCY, raise_on_first_error=False)
+        # In slices: when the driver has marked the host down (a busy box misses a heartbeat), each write
+        # fails at once and starts the next one from its callback, and a long run of them overflows the
+        # stack inside execute_concurrent.
+        results = [result for start in range(0, len(writes), WRITE_SLICE) for result in execute_concurrent(
+            session, writes[start:start + WRITE_SLICE], concurrency=WRITE_CONCURRENCY, raise_on_first_error=False)]
         failed = []
         for write, (ok, outcome) in zip(writes, results):
             if not ok:

@@ -21,7 +21,16 @@ from programusers.io.files import exists, is_local
 from programusers.records import csv_line
 from programusers.report.archive import encrypted_member
 from programusers.sealing import RunKey
-from programusers.transforms.shards import MANIFEST, chunks, create, open_file, read_shard, shard_name, write_shard
+from programusers.transforms.shards import (
+    MANIFEST,
+    chunks,
+    create,
+    open_file,
+    read_shard,
+    read_shard_lines,
+    shard_name,
+    write_shard,
+)
 
 # The most shards merged at once (one open file each); more are first merged into larger shards. A
 # reader of gs:// or s3:// buffers 16 MiB: 32 of them stay within half a GiB.
@@ -53,8 +62,13 @@ def _fewer_shards(staging_dir: str, shards: list[tuple], key: RunKey) -> list[tu
 def _write_merged(staging_dir: str, manifest: dict, key: RunKey, out) -> int:
     """Writes the header and the shards' lines in sort order to `out`; returns the data rows written."""
     out.write(csv_line(manifest["header"]).encode("utf-8"))
-    rows = 0
     shards = _fewer_shards(staging_dir, [tuple(s) for s in manifest["shards"]], key)
+    if len(shards) == 1:  # sorted already: copied as it is
+        (name, rows, _), = shards
+        for lines in read_shard_lines(FileSystems.join(staging_dir, name), rows, key):
+            out.write(lines)
+        return rows
+    rows = 0
     for chunk in chunks(_merged(staging_dir, shards, key)):
         out.write("".join(line for _, line in chunk).encode("utf-8"))
         rows += len(chunk)

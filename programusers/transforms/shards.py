@@ -2,7 +2,7 @@
 that writes a pipeline's records as sorted shards with a manifest.
 
 A shard is a run of at most `rows_per_shard` records, sorted on its own, as a sealed file (sealing.py)
-whose frames are JSON lists of up to 4,096 [sort key, CSV line] records: the records hold decrypted PII,
+of chunks of up to 4,096 (sort key, CSV line) records (see write_shard): the records hold decrypted PII,
 and only the process holding the run's key can read them back, wherever the shards rest. The manifest
 names the shards that count: those of bundles the runner committed, not of attempts it retried. The
 workers each sort what their bundles bring, so no worker holds the whole report and nothing waits for all
@@ -23,7 +23,7 @@ from programusers.sealing import RunKey, SealedFileError, SealedWriter, open_sea
 from programusers.transforms import tally
 
 __all__ = ["MANIFEST", "IncompleteShard", "WriteSortedShards", "chunks", "create", "open_file", "read_shard",
-           "shard_name", "write_shard"]
+           "read_shard_lines", "shard_name", "write_shard"]
 
 MANIFEST = "manifest.json"
 _WRITE_LINES = 4096  # records a JSON line, and merged lines written at a time
@@ -58,33 +58,58 @@ def shard_name() -> str:
 
 
 def write_shard(path: str, keyed_lines: Iterable, public_key: bytes) -> tuple[int, int]:
-    """Writes [sort key, line] records sealed for the run whose public key is `public_key`, a frame per
-    4,096 of them; returns (rows, bytes) written. (A frame per record cost three times as much to write
-    and read back.)"""
+    """Writes (sort key, line) records sealed for the run whose public key is `public_key`; returns (rows,
+    bytes) written. Per 4,096 records, three frames: the lines' lengths and their sort keys (JSON), then
+    the lines themselves (UTF-8): a shard that is the whole report is copied out without decoding its keys,
+    and no line is escaped. (A frame per record cost three times as much to write and read back.)"""
     rows = 0
     with create(path) as out:  # a retried bundle writes new files; the manifest names the committed ones
         sealed = SealedWriter(out, public_key)
         for chunk in chunks(keyed_lines):
-            sealed.write(json.dumps(chunk, ensure_ascii=False).encode())
+            sealed.write(json.dumps([len(line) for _, line in chunk]).encode())
+            sealed.write(json.dumps([sort_key for sort_key, _ in chunk], ensure_ascii=False).encode())
+            sealed.write("".join(line for _, line in chunk).encode())
             rows += len(chunk)
     return rows, sealed.size
 
 
-def read_shard(path: str, rows: int, key: RunKey) -> Iterator[list]:
-    """A shard's [sort key, line] records; raises IncompleteShard at its end unless there were `rows`, or
-    at records that do not read back (their text, which holds PII, stays out of the error)."""
+def _frames(path: str, rows: int, key: RunKey) -> Iterator[tuple[list[int], bytes, bytes]]:
+    """A shard's chunks as (line lengths, sort keys' JSON, lines' UTF-8); raises IncompleteShard at its end
+    unless there were `rows`, or at frames that do not read back (their text, which holds PII, stays out
+    of the error)."""
     found, name = 0, path.rsplit("/", 1)[-1]
     with open_file(path) as shard:
+        frames = open_sealed(shard, key)
         try:
-            for frame in open_sealed(shard, key):
-                chunk = json.loads(frame)
-                found += len(chunk)
-                yield from chunk
-        except (SealedFileError, ValueError) as error:
+            for lengths in frames:
+                lengths = json.loads(lengths)
+                sort_keys, lines = next(frames), next(frames)
+                yield lengths, sort_keys, lines
+                found += len(lengths)
+        except (SealedFileError, ValueError, StopIteration) as error:
             reason = error if isinstance(error, SealedFileError) else "unreadable"
             raise IncompleteShard(f"{name}: rows from {found + 1}: {reason}") from None
     if found != rows:
         raise IncompleteShard(f"{name}: {found} of {rows} rows")
+
+
+def read_shard(path: str, rows: int, key: RunKey) -> Iterator[tuple]:
+    """A shard's (sort key, line) records, in its order (sorted); raises IncompleteShard as _frames does."""
+    for lengths, sort_keys, lines in _frames(path, rows, key):
+        text, start = lines.decode(), 0
+        sort_keys = json.loads(sort_keys)
+        if len(sort_keys) != len(lengths) or sum(lengths) != len(text):
+            raise IncompleteShard(f"{path.rsplit('/', 1)[-1]}: a chunk's keys, lengths and lines disagree")
+        for sort_key, length in zip(sort_keys, lengths):
+            yield tuple(sort_key), text[start:start + length]
+            start += length
+
+
+def read_shard_lines(path: str, rows: int, key: RunKey) -> Iterator[bytes]:
+    """A shard's lines in its order, as UTF-8 blocks of up to 4,096 lines, without their sort keys; raises
+    IncompleteShard as _frames does."""
+    for _, _, lines in _frames(path, rows, key):
+        yield lines
 
 
 class _WriteSortedShardsFn(beam.DoFn):

@@ -40,9 +40,11 @@ def stage_shards(tmp_path, runs, extra=()):
         name = f"shard-{n:04d}.sealed"
         sealed = io.BytesIO()
         writer = SealedWriter(sealed, KEY.public)
-        for chunk in (sorted(run)[:2], sorted(run)[2:]):
+        for chunk in (sorted(run)[:2], sorted(run)[2:]):  # two chunks of frames: lengths, keys, lines
             if chunk:
-                writer.write(json.dumps(chunk, ensure_ascii=False).encode())
+                writer.write(json.dumps([len(line) for _, line in chunk]).encode())
+                writer.write(json.dumps([key for key, _ in chunk], ensure_ascii=False).encode())
+                writer.write("".join(line for _, line in chunk).encode())
         data = sealed.getvalue()
         (staging_dir / name).write_bytes(data)
         if n < len(runs):
@@ -68,7 +70,7 @@ def test_shards_merge_into_the_sorted_report_whatever_the_runs(runs, retried, ma
 
 
 @pytest.mark.parametrize("declared,cut,error", [(3, False, "2 of 3 rows"), (1, False, "2 of 1 rows"),
-                                                 (2, True, "rows from 1: frame 1 cut short")])
+                                                 (2, True, "rows from 1: frame 3 cut short")])
 def test_a_shard_unlike_its_manifest_entry_fails_the_merge(tmp_path, declared, cut, error):
     staging_dir = stage_shards(tmp_path, [[keyed_line("A", "secret name"), keyed_line("B", "other name")]])
     manifest = json.loads((staging_dir / MANIFEST).read_text())

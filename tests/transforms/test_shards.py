@@ -7,14 +7,14 @@ import pytest
 from apache_beam.testing import test_pipeline
 
 from programusers import runners
-from programusers.sealing import RunKey
+from programusers.sealing import RunKey, SealedWriter
 from programusers.transforms import shards
 
 KEY = RunKey()
 
 
 def test_bundles_become_sorted_shards_of_at_most_rows_per_shard_and_a_manifest(tmp_path):
-    keyed_lines = [[[f"k{(i * 7) % 23:02d}"], f"line {i}\r\n"] for i in range(23)]
+    keyed_lines = [((f"k{(i * 7) % 23:02d}",), f"line {i}\r\n") for i in range(23)]
     with test_pipeline.TestPipeline(options=runners.pipeline_options("DirectRunner")) as p:
         _ = (p | beam.Create([keyed_lines[i:i + 5] for i in range(0, 23, 5)])
              | shards.WriteSortedShards(str(tmp_path), ["Header"], rows_per_shard=4, public_key=KEY.public))
@@ -37,11 +37,20 @@ def test_no_records_no_manifest(tmp_path):
 
 def test_shards_hold_no_clear_text_and_open_only_with_the_runs_key(tmp_path):
     secret = "teacher.one@pii.example"
-    rows, size = shards.write_shard(str(tmp_path / "shard"), [[["k"], f"{secret},9876543210\r\n"]], KEY.public)
+    rows, size = shards.write_shard(str(tmp_path / "shard"), [(("k",), f"{secret},9876543210\r\n")], KEY.public)
     data = (tmp_path / "shard").read_bytes()
     assert (rows, size) == (1, len(data))
     assert secret.encode() not in data and b"9876543210" not in data and b"pii.example" not in data
-    assert list(shards.read_shard(str(tmp_path / "shard"), 1, KEY)) == [[["k"], f"{secret},9876543210\r\n"]]
+    assert list(shards.read_shard(str(tmp_path / "shard"), 1, KEY)) == [(("k",), f"{secret},9876543210\r\n")]
     with pytest.raises(shards.IncompleteShard, match="does not open with this run's key") as failure:
         list(shards.read_shard(str(tmp_path / "shard"), 1, RunKey()))
     assert secret not in str(failure.value)
+
+
+def test_a_chunk_whose_lengths_keys_and_lines_disagree_does_not_read_back(tmp_path):
+    with open(tmp_path / "shard", "wb") as out:
+        writer = SealedWriter(out, KEY.public)
+        for frame in (b"[3, 4]", b'[["a"], ["b"]]', b"one,two\r\n"):  # 7 characters are 9
+            writer.write(frame)
+    with pytest.raises(shards.IncompleteShard, match="disagree"):
+        list(shards.read_shard(str(tmp_path / "shard"), 2, KEY))
