@@ -8,8 +8,8 @@ How to run (local stack up: `scripts/stack up`):
 It generates random events (the sample generator's enrollments, then updates of some of them, a later
 updatedAt, a new profile, some without their locations, and deletes, some of them enrolled again later),
 shuffled, and produces them to a new topic of the stack's default 2 partitions. Each round:
-  1. the ingest: `programusers ingest --runner R --max-records N` in a process of its own, the ingest's
-     default flags otherwise (a fresh consumer group, its own keyspace and dead-letter topic);
+  1. the ingest: `programusers ingest --max-records N` (and `--runner R` given --runner) in a process of its
+     own, the ingest's default flags otherwise (a fresh consumer group, its own keyspace and dead-letter topic);
   2. with --baseline, bench/ingest_script.py in a process of its own, into another keyspace; rounds
      alternate which of the two goes first;
   3. in the first round only (it takes minutes: the stack's Cassandra applies about 530 mutations a
@@ -133,13 +133,18 @@ def timed_process(argv: list[str]) -> tuple[float, subprocess.CompletedProcess, 
                                                       and "sum of peaks" not in k), 1), "each": peaks}
 
 
-def run_ingest(runner: str, topic: str, dead_letters: str, count: int, extra: list[str]) -> dict:
+def runner_flags(runner: str | None) -> list[str]:
+    return ["--runner", runner] if runner else []
+
+
+def run_ingest(runner: str | None, topic: str, dead_letters: str, count: int, extra: list[str]) -> dict:
     seconds, done, rss = timed_process(
-        [PROGRAMUSERS, "ingest", "--runner", runner, "--max-records", str(count), "--input-topic", topic,
+        [PROGRAMUSERS, "ingest", *runner_flags(runner), "--max-records", str(count), "--input-topic", topic,
          "--dead-letter-topic", dead_letters, "--consumer-group", f"bench-ingest-{uuid.uuid4().hex[:8]}",
          "--programs-keyspace", INGEST_KEYSPACE, *extra])
     state, pipeline_seconds, counters = _DONE.search(done.stderr).groups()
-    return {"runner": f"programusers ingest --runner {runner}", "state": state, "wall_s": round(seconds, 2),
+    label = f"programusers ingest {' '.join(runner_flags(runner)) or '(its default runner)'}"
+    return {"runner": label, "state": state, "wall_s": round(seconds, 2),
             "events_per_s": round(count / seconds), "command_s": float(pipeline_seconds),
             "counters": dict(c.split("=") for c in counters.split(", ")), "peak_rss_mib": rss}
 
@@ -236,7 +241,7 @@ def streaming(args, messages: list[tuple[bytes, bytes]], topic: str, dead_letter
     java_workers = [pid for name, pid in common.store_processes().items() if name == "java-sdk-worker-pool"]
     result = {"group": group, "log": logs, "rates": []}
     with open(logs, "w") as log:
-        ingest = subprocess.Popen([PROGRAMUSERS, "ingest", "--runner", args.runner, "--input-topic", topic,
+        ingest = subprocess.Popen([PROGRAMUSERS, "ingest", *runner_flags(args.runner), "--input-topic", topic,
                                    "--dead-letter-topic", dead_letters, "--consumer-group", group,
                                    "--programs-keyspace", INGEST_KEYSPACE], stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -301,7 +306,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--runner", default="PrismRunner", help="the ingest's --runner")
+    parser.add_argument("--runner", help="the ingest's --runner; default: none given (a backfill runs in process, "
+                                         "a streaming ingest on PrismRunner)")
     parser.add_argument("--ingest-args", default="", help="more flags for the ingest, e.g. '--write-batch-bytes 0'")
     parser.add_argument("--baseline", action="store_true", help="run bench/ingest_script.py beside the ingest")
     parser.add_argument("--no-per-row", dest="per_row", action="store_false", help="skip the raw per-row loop")

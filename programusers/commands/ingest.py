@@ -7,7 +7,7 @@ import time
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
-from programusers import commands
+from programusers import commands, runners
 from programusers.metrics import counters
 from programusers.options import StoreOptions
 from programusers.pipelines.ingest import (
@@ -22,7 +22,14 @@ _LOG = logging.getLogger(__name__)
 
 
 def pipeline_options(args) -> PipelineOptions:
-    """The `ingest` command's flags as pipeline options, refusing runs the runner cannot do."""
+    """The `ingest` command's flags as pipeline options, refusing runs the runner cannot do. Without --runner, a
+    backfill runs in this process (DirectRunner: it reads with a plain Kafka consumer, so it needs no Java and
+    no job server, whose start and stop cost a short backfill more than its work) and a streaming run on
+    PrismRunner (KafkaIO)."""
+    if args.runner is None:
+        args.runner = "PrismRunner"
+        if commands.pipeline_options(args).view_as(IngestOptions).bounded:
+            args.runner = "DirectRunner"
     options = commands.pipeline_options(args)
     ingest = options.view_as(IngestOptions)
     try:
@@ -40,9 +47,10 @@ def _command(args) -> int:
     ranges = plan(options)
     planned = sum(r.size for r in ranges)
     if ingest.bounded:
-        _LOG.info("ingest: a backfill of %d record(s) of %s (%s)%s", planned, ingest.input_topic,
-                  ", ".join(f"[{r.partition}] {r.start}..{r.end}" for r in ranges),
+        _LOG.info("ingest: a backfill of %d record(s) of %s (%s) on %s%s", planned, ingest.input_topic,
+                  ", ".join(f"[{r.partition}] {r.start}..{r.end}" for r in ranges), args.runner,
                   "" if ingest.commits else "; it commits no offset")
+    runners.collect_less()
     started = time.monotonic()
     result, outage = commands.wait_for(lambda: run(options, ranges),
                                        options.view_as(StoreOptions).cassandra_connection(), ingest.write_outage_limit)
@@ -68,7 +76,7 @@ def _command(args) -> int:
 
 def register(subcommands) -> None:
     commands.add_pipeline_command(
-        subcommands, "ingest", handler=_command, default_runner="PrismRunner",
+        subcommands, "ingest", handler=_command, default_runner=None,  # chosen by pipeline_options
         option_classes=(IngestOptions, DeadLetterOptions, CassandraWriteOptions),
         help="stream program-user events from Kafka into Cassandra",
         description="Kafka program-user events -> Cassandra program_enrollment; bad events -> the dead-letter "

@@ -329,8 +329,9 @@ class _ReadRangeFn(beam.DoFn):
         try:
             position, idle_since = span.start, time.monotonic()
             while position < span.end and (self._deadline is None or time.time() < self._deadline):
-                # Many messages a call: a call per message cost more than the rest of the read.
-                for message in self._consumer.consume(FETCH_MESSAGES, 1.0):
+                # Many messages a call (a call per message cost more than the rest of the read), but no more
+                # than the range still holds: consume() waits out its timeout for a count it cannot reach.
+                for message in self._consumer.consume(min(FETCH_MESSAGES, span.end - position), 1.0):
                     if not message.error():
                         idle_since, position = time.monotonic(), message.offset() + 1
                         if message.offset() < span.end:

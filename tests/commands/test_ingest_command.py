@@ -56,3 +56,12 @@ def test_a_streaming_run_on_prism_commits_offsets_and_any_bounding_flag_makes_a_
 def test_every_options_class_of_the_cli_parses_together():
     # Beam parses all PipelineOptions subclasses with one parser: a flag defined twice breaks every job.
     assert "input_topic" in runners.pipeline_options("DirectRunner").get_all_options()
+
+
+def test_without_a_runner_a_backfill_runs_in_this_process_and_a_streaming_run_on_prism():
+    in_process = runners.pipeline_options("DirectRunner").get_all_options()["runner"]
+    for flags in (["--backfill"], ["--max-records", "5"], ["--until", "2026-11-30"]):
+        assert ingest_command.pipeline_options(parse(*flags)).get_all_options()["runner"] == in_process, flags
+    assert ingest_command.pipeline_options(parse()).get_all_options()["runner"] == "PrismRunner"
+    chosen = ingest_command.pipeline_options(parse("--runner", "PrismRunner", "--backfill"))
+    assert chosen.get_all_options()["runner"] == "PrismRunner"

@@ -131,3 +131,52 @@ def test_kafka_record_from_kafkaio_metadata_row():
     row_ = beam.Row(topic="t", partition=1, offset=2, timestamp=3, key=None, value=b"v", headers=[],
                     timestampTypeId=0, timestampTypeName="CreateTime")
     assert KafkaRecord.from_row(row_) == KafkaRecord("t", 1, 2, 3, None, b"v")
+
+
+class _Message:
+    def __init__(self, offset: int):
+        self._offset = offset
+
+    def error(self):
+        return None
+
+    def offset(self):
+        return self._offset
+
+    def timestamp(self):
+        return 0, 1_700_000_000_000
+
+    def key(self):
+        return None
+
+    def value(self):
+        return b"v"
+
+
+class _PartitionConsumer:
+    """One partition of `count` records, handed out as consume() asks; keeps how many each call asked for."""
+
+    def __init__(self, count: int):
+        self.count, self.asked, self.position = count, [], 0
+
+    def assign(self, partitions):
+        self.position = partitions[0].offset
+
+    def unassign(self):
+        pass
+
+    def consume(self, num, timeout):
+        self.asked.append(num)
+        taken = [_Message(offset) for offset in range(self.position, min(self.position + num, self.count))]
+        self.position += len(taken)
+        return taken
+
+
+def test_a_range_is_read_asking_kafka_for_no_more_than_it_still_holds():
+    # consume() waits out its timeout for a count it cannot reach: asking past the range's end cost a
+    # second a range.
+    read = kafka._ReadRangeFn(KafkaClientConfig("k:9092"), deadline=None)
+    read._consumer = consumer = _PartitionConsumer(5000)
+    records = list(read.process(OffsetRange("t", 0, 0, 2500)))
+    assert [r.offset for r in records] == list(range(2500))
+    assert consumer.asked == [kafka.FETCH_MESSAGES, kafka.FETCH_MESSAGES, 2500 - 2 * kafka.FETCH_MESSAGES]

@@ -1,4 +1,6 @@
 """Each runner this box can run gives the same result; Kafka IO (cross-language) reads real records."""
+import gc
+
 import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
@@ -52,3 +54,13 @@ def test_worker_processes_are_wired_for_directrunner_only_and_never_over_the_use
     assert runners.with_worker_processes(prism, 2) is prism
     threads = runners.pipeline_options("DirectRunner", ["--direct_running_mode=multi_threading"])
     assert runners.with_worker_processes(threads, 2) is threads
+
+
+def test_collect_less_leaves_the_objects_made_so_far_out_of_the_collector():
+    threshold = gc.get_threshold()
+    try:
+        runners.collect_less()
+        assert gc.get_freeze_count() > 0 and gc.get_threshold() == (10_000, 10, 10)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
