@@ -264,7 +264,7 @@ def test_transaction_markers_do_not_hold_the_committed_offset(cassandra_session,
         for key, value in messages(good[first:first + 5]):
             producer.produce(raw, key=key, value=value)
         producer.commit_transaction(30)
-    argv = ["--runner", "DirectRunner", *flags(raw, failed, group, keyspace), "--backfill"]
+    argv = [*flags(raw, failed, group, keyspace), "--backfill"]  # no --runner: a backfill runs in this process
 
     code, log, _ = in_process(argv, caplog)
     assert (code, events_read(log)) == (0, 15)
@@ -298,7 +298,7 @@ def test_a_backfill_of_a_time_window_leaves_the_groups_offsets_where_they_were(c
     good = events_of(program, 6)
     hour = 3_600_000
     produce(raw, messages(good), timestamps=[1_700_000_000_000 + i * hour for i in range(6)])  # an hour apart
-    argv = ["--runner", "DirectRunner", *flags(raw, failed, group, keyspace)]
+    argv = flags(raw, failed, group, keyspace)  # no --runner: a backfill runs in this process
     code, log, _ = in_process([*argv, "--max-records=2"], caplog)
     assert (code, committed_offsets(raw, group)) == (0, [2])
     # Records 3 and 4 only (record 0 is stamped 2023-11-14T22:13:20Z): read, written, and nothing committed.
