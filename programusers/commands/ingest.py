@@ -80,5 +80,6 @@ def register(subcommands) -> None:
         option_classes=(IngestOptions, DeadLetterOptions, CassandraWriteOptions),
         help="stream program-user events from Kafka into Cassandra",
         description="Kafka program-user events -> Cassandra program_enrollment; bad events -> the dead-letter "
-                    "topic. Streaming until stopped (Ctrl-C, SIGTERM), or a backfill. Other flags go to Beam "
+                    "topic. Streaming until stopped (Ctrl-C, SIGTERM), or a backfill. Without --runner a backfill runs "
+                    "in this process (DirectRunner), a streaming ingest on PrismRunner. Other flags go to Beam "
                     "(e.g. --flink_master, --checkpointing_interval).")
