@@ -40,6 +40,7 @@ from programusers.io.backoff import Backoff, count_wait
 METRICS_NAMESPACE = "programusers.kafka"
 IDLE_LIMIT_SECONDS = 60.0  # a range that gives nothing for this long below its end fails its read
 FETCH_MESSAGES = 1000  # the most messages one consume() call of a range's reader returns
+FOLD_OFFSETS = 100_000  # a partition's done offsets kept one by one, at most, before they are folded into runs
 PROBE_SECONDS = 10.0
 REPORT_EVERY_SECONDS = 60.0
 COORDINATOR_WAIT_SECONDS = 60.0  # how long a group's coordinator may be busy before asking it fails
@@ -51,8 +52,8 @@ _GROUP_THROTTLED = Metrics.counter(METRICS_NAMESPACE, "kafka_group_throttled_ms"
 _PRODUCE_THROTTLED = Metrics.counter(METRICS_NAMESPACE, "kafka_produce_throttled_ms")  # a full producer queue
 
 __all__ = ["CommitOffsets", "KafkaClientConfig", "KafkaRecord", "OffsetRange", "ReadOffsetRanges", "ReadRecords",
-           "WriteAcknowledged", "advance", "ask_the_group", "plan_offset_ranges", "read_from_kafka", "read_properties",
-           "runs_of", "share_records"]
+           "WriteAcknowledged", "advance", "ask_the_group", "merged", "plan_offset_ranges", "read_from_kafka",
+           "read_properties", "runs_of", "share_records"]
 
 
 class KafkaRecord(NamedTuple):
@@ -480,13 +481,18 @@ def advance(position: int, runs: Iterable[Run], is_gap: Callable[[int, int], boo
         if start > position and not (is_gap and is_gap(position, start)):
             break
         position, index = max(position, end), index + 1
-    left: list[Run] = []
-    for start, end in pending[index:]:
-        if left and start <= left[-1][1]:  # touching or overlapping (bundles retried, split): one run
-            left[-1] = (left[-1][0], max(left[-1][1], end))
+    return position, merged(pending[index:])
+
+
+def merged(runs: Iterable[Run]) -> list[Run]:
+    """Runs in order, those touching or overlapping (bundles retried, split) made one. Pure."""
+    joined: list[Run] = []
+    for start, end in sorted(r for r in runs if r[1] > r[0]):
+        if joined and start <= joined[-1][1]:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], end))
         else:
-            left.append((start, end))
-    return position, left
+            joined.append((start, end))
+    return joined
 
 
 def runs_of(offsets: Iterable[int]) -> list[Run]:
@@ -501,17 +507,29 @@ def runs_of(offsets: Iterable[int]) -> list[Run]:
 
 
 class _RunsFn(beam.DoFn):
-    """Done records -> ((topic, partition), run) per bundle: a bundle's offsets mostly run on."""
+    """Done records -> ((topic, partition), run) per bundle: a bundle's offsets mostly run on. A partition's
+    offsets are folded into runs every FOLD_OFFSETS, so a bundle of millions of records (the in-process runner
+    reads a whole backfill in one) holds its runs, not its offsets."""
 
     def start_bundle(self):
         self._offsets: dict[tuple[str, int], list[int]] = defaultdict(list)
+        self._runs: dict[tuple[str, int], list[Run]] = defaultdict(list)
 
     def process(self, record):
-        self._offsets[(record.topic, record.partition)].append(record.offset)
+        key = (record.topic, record.partition)
+        offsets = self._offsets[key]
+        offsets.append(record.offset)
+        if len(offsets) >= FOLD_OFFSETS:
+            self._fold(key)
+
+    def _fold(self, key: tuple[str, int]) -> None:
+        self._runs[key] = merged([*self._runs[key], *runs_of(self._offsets.pop(key))])
 
     def finish_bundle(self):
-        for key, offsets in self._offsets.items():
-            for run in runs_of(offsets):
+        for key in list(self._offsets):
+            self._fold(key)
+        for key, runs in self._runs.items():
+            for run in runs:
                 yield GlobalWindows.windowed_value((key, run))
 
 

@@ -63,6 +63,22 @@ def test_a_record_cap_is_exact_and_shared_as_evenly_as_the_partitions_allow(boun
     assert not short or max(short) - min(short) <= 1 and min(short) >= max(c.size for c in cut) - 1
 
 
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 60)), max_size=200))
+def test_a_bundles_runs_are_its_offsets_folded_as_they_come(done):
+    # The in-process runner reads a whole backfill in one bundle: offsets are folded into runs as they come
+    # (every FOLD_OFFSETS, here 7), and the bundle ends with the same fewest runs as if kept one by one.
+    runs = kafka._RunsFn()
+    runs.start_bundle()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kafka, "FOLD_OFFSETS", 7)
+        for partition, offset in done:
+            runs.process(kafka.KafkaRecord("t", partition, offset, 0, None, b"v"))
+            assert all(len(offsets) < 7 for offsets in runs._offsets.values())
+    emitted = [w.value for w in runs.finish_bundle()]
+    assert sorted(emitted) == sorted((("t", p), run) for p in (0, 1)
+                                     for run in runs_of(o for q, o in done if q == p))
+
+
 def test_skewed_partitions_share_a_cap_with_the_short_ones_whole():
     ranges = [OffsetRange("t", 0, 0, 19_990), OffsetRange("t", 1, 0, 10), OffsetRange("t", 2, 0, 0)]
     assert [r.size for r in share_records(ranges, 500)] == [490, 10, 0]
