@@ -260,6 +260,7 @@ def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -
     staging_dir = os.path.join(out_dir, f"shards-{label.replace(' ', '_')}-{size}")
     result = {"runner": label}
     now, key = datetime.now(UTC), RunKey()
+    runners.collect_less()  # as the exhaust command does before its first request
     with common.PeakRss() as rss, contextlib.ExitStack() as pool:  # in a fresh process: this one is the submitter
         if label == POOL:  # its processes are children of this one: sampled as "python sdk worker"s
             options = runners.pipeline_options(runner, extra + pool.enter_context(

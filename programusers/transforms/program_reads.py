@@ -50,8 +50,10 @@ def slice_queries(keyspace: str, program_id: str, count: int) -> list[tuple[str,
 def enrollment_rows(page: list[tuple]) -> Page:
     """A page of the slice queries' rows as dicts keyed by SPEC's column names."""
     rows = Page(dict(zip(ENROLLMENT_COLUMNS, values)) for values in page)
-    for row in rows:
-        row["user_locations"] = json.loads(row["user_locations"])  # a null map is "null"
+    # One JSON array a page: half the cost of a json.loads a row. A null map is "null".
+    locations = json.loads(f"[{','.join(row['user_locations'] for row in rows)}]")
+    for row, located in zip(rows, locations):
+        row["user_locations"] = located
     return rows
 
 
