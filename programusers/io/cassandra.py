@@ -41,8 +41,8 @@ from cassandra.policies import (
 from cassandra.query import named_tuple_factory, tuple_factory
 from cassandra.util import Date, OrderedMap
 
-from programusers.coders import Page
 from programusers.io.credentials import read_secret
+from programusers.io.pages import Page
 
 __all__ = ["CassandraConnection", "CassandraLookupHandler", "ReadAllFromCassandra", "SessionDoFn", "Unavailable",
            "close_shared_sessions", "identifier", "pages", "plain_rows", "refused"]
@@ -311,7 +311,7 @@ class ReadAllFromCassandra(beam.PTransform):
       fetch_size: rows a page.
       counter: counts the rows read as they come, a page at a time (anything with ``inc(n)``, e.g. a
         Beam counter); None counts nothing.
-      by_page: hand on each page as one element, a list of its rows (a programusers.coders.Page), so the
+      by_page: hand on each page as one element, a list of its rows (a programusers.io.pages.Page), so the
         steps after the read pay Beam's per-element cost once a page instead of once a row.
     """
 

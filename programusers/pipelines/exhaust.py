@@ -14,9 +14,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
 from programusers import filters, records
-from programusers.coders import Page
 from programusers.io import redis
 from programusers.io.cassandra import CassandraConnection
+from programusers.io.pages import Page
 from programusers.io.redis import RedisConnection
 from programusers.model_config import ReportConfig
 from programusers.records import PROFILE_FIELDS

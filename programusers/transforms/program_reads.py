@@ -8,8 +8,8 @@ from datetime import datetime
 
 import apache_beam as beam
 
-from programusers.coders import Page
 from programusers.io.cassandra import CassandraConnection, CassandraLookupHandler, ReadAllFromCassandra, identifier
+from programusers.io.pages import Page
 from programusers.records import ENROLLMENT_COLUMNS
 from programusers.schema import CONSENT_TABLE, ENROLLMENT_TABLE
 from programusers.transforms import tally

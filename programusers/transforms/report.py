@@ -89,7 +89,7 @@ class _LookUpAndBuildFn(beam.DoFn):
         return WindowedValue(self._keyed_lines(batch.rows, consents, profiles), batch.timestamp, [batch.window])
 
     def process(self, rows, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
-        # `rows`: a list of dicts, a programusers.coders.Page in the report (not annotated: Beam's type
+        # `rows`: a list of dicts, a programusers.io.pages.Page in the report (not annotated: Beam's type
         # check would take a Page for another type than list).
         if not self._program_asks:
             yield self._keyed_lines(rows, {}, {})

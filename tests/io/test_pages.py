@@ -7,7 +7,7 @@ from apache_beam import coders
 from hypothesis import given
 from hypothesis import strategies as st
 
-from programusers.coders import Page, PageCoder
+from programusers.io.pages import Page, PageCoder
 
 ROWS = st.lists(st.fixed_dictionaries({"user_id": st.text(), "created_at": st.none() | st.dates(),
                                        "user_locations": st.none() | st.dictionaries(st.text(), st.text())}))
