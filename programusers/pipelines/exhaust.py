@@ -26,7 +26,7 @@ from programusers.transforms.shards import WriteSortedShards
 
 USER_KEY_PREFIX = "user:"  # the platform's user cache: one hash per user at user:<userid>
 # From this many rows the report is faster on DirectRunner with a worker process per core; below it the
-# processes' memory (each imports Beam, ~140 MiB) outweighs their speed (bench/exhaust.py, 2026-12-07).
+# processes' memory (each imports Beam, ~140 MiB) outweighs their speed (README, Performance).
 ROWS_FOR_WORKER_PROCESSES = 300_000
 
 
@@ -44,9 +44,8 @@ class ExhaustOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        # Pages of 5,000 rows read a 100k partition in 6.7 s instead of 8.3 s (one run here) but crossed
-        # Cassandra's tombstone warning threshold (1,000 a page) where events had explicit nulls: a
-        # warning per page in every log.
+        # Larger pages read a little faster but cross Cassandra's tombstone warning threshold (1,000 a
+        # page) where events had explicit nulls: a warning per page in every log.
         parser.add_argument("--cassandra-fetch-size", type=_in_range(1), default=1000,
                             help="program_enrollment rows per page, which is a batch of lookups too")
         parser.add_argument("--read-slices", type=_in_range(1, program_reads.MAX_SLICES), default=16,
