@@ -271,7 +271,7 @@ def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -
             options = runners.with_worker_processes(options, result["worker_processes"])
             outcome = runners.run_and_wait(partial(exhaust.run, options, request=request, config=config,
                                                    sources=sources(size), staging_dir=staging_dir,
-                                                   program_asks=facts.asks_for_consent, shard_key=key.public))
+                                                   asks_for_consent=facts.asks_for_consent, shard_key=key.public))
         with common.timed(result, "merge_csv_s"):
             merge.merge_shards(staging_dir, os.path.join(out_dir, "report.csv"), key=key, when=now)
         with common.timed(result, "merge_zip_s"):
@@ -398,8 +398,9 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
     timings["decrypted_values"] = len(secrets)
 
     def build():
-        return [records.build_record(config, row, consent=consents.get(row["user_id"]),
-                                     profile=profiles.get(row["user_id"]), cipher=cipher, tz=config.tz)[0]
+        return [records.build_record(config, row, asks_for_consent=True,  # the bench's program asks
+                                     consent=consents.get(row["user_id"]), profile=profiles.get(row["user_id"]),
+                                     cipher=cipher)[0]
                 for row in rows]
 
     with common.timed(timings, "build_records_s"):  # decrypt included

@@ -105,7 +105,6 @@ def read_profiles(client: redis.Redis, user_ids: list[str]) -> dict[str, dict]:
 def run(size: int, program_id: str, output: str) -> dict:
     """Writes the program's report to `output`; returns its figures."""
     config = default_model_config()
-    tz = config.tz
     request = filters.parse_request(job_request.request_data(program_id))
     space, phases = f"{KEYSPACE_PREFIX}_{size}", {}
     with common.PeakRss() as rss:
@@ -116,10 +115,10 @@ def run(size: int, program_id: str, output: str) -> dict:
             with common.timed(phases, "read_s"):
                 rows = read_enrollments(session, space, program_id)
             # Program-wide, as the pipeline decides it: any of its rows asking makes every row ask.
-            program_asks = any(row["pii_consent_required"] for row in rows)
+            asks_for_consent = any(row["pii_consent_required"] for row in rows)
             rows = [row for row in rows if request.matches(row)]
             consents, profiles = {}, {}
-            if program_asks:
+            if asks_for_consent:
                 with common.timed(phases, "consent_s"):
                     consents = read_consents(session, space, program_id, [row["user_id"] for row in rows])
                 with common.timed(phases, "user_cache_s"):
@@ -130,14 +129,14 @@ def run(size: int, program_id: str, output: str) -> dict:
         with common.timed(phases, "build_s"):
             cipher, keyed_lines = PlatformCipher(SALT), []
             for row in rows:
-                row["pii_consent_required"] = program_asks
-                record, _ = records.build_record(config, row, consent=consents.get(row["user_id"]),
-                                                 profile=profiles.get(row["user_id"]), cipher=cipher, tz=tz)
+                record, _ = records.build_record(config, row, asks_for_consent=asks_for_consent,
+                                                 consent=consents.get(row["user_id"]),
+                                                 profile=profiles.get(row["user_id"]), cipher=cipher)
                 keyed_lines.append((records.sort_key(config, record), records.csv_line(record.values())))
         with common.timed(phases, "sort_write_s"):
             keyed_lines.sort()  # ties on the sort key broken by the whole line, as the pipeline's shards are
             with open(output, "w", encoding="utf-8", newline="") as out:  # csv_line ends lines with \r\n
-                out.write(records.csv_line(records.header(program_asks, config)))
+                out.write(records.csv_line(records.header(asks_for_consent, config)))
                 out.writelines(line for _, line in keyed_lines)
         wall = time.perf_counter() - started
     return {"runner": "baseline script (no Beam)", "wall_s": round(wall, 3), "rows": len(keyed_lines),

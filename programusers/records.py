@@ -78,33 +78,36 @@ def build_record(
     config: ReportConfig,
     enrollment: Mapping,
     *,
+    asks_for_consent: bool,
     consent: Mapping | None,
     profile: Mapping | None,
     cipher: PlatformCipher,
-    tz: tzinfo,
 ) -> tuple[dict[str, str], tuple[str, ...]]:
     """The record of one enrollment row, and the issue names to count for it.
 
-    ``consent`` is the user's user_consent row for the program (``status``, ``last_updated_on``);
-    ``profile`` the user's Redis hash (``firstname``, ``lastname``, encrypted ``email``/``phone``).
-    The profile is only read when the program asks for consent and the user's consent is active.
+    ``asks_for_consent`` is the program's flag (see transforms/report.py), not the row's own
+    pii_consent_required; ``consent`` is the user's user_consent row for the program (``status``,
+    ``last_updated_on``); ``profile`` the user's Redis hash (``firstname``, ``lastname``, encrypted
+    ``email``/``phone``). The profile is only read when the program asks for consent and the user's consent
+    is active. Dates are shown in the config's time zone.
     """
-    pii = bool(enrollment.get("pii_consent_required"))
+    pii = asks_for_consent
     issues: list[str] = []
     locations = enrollment.get("user_locations") or {}
     values = {field: locations.get(field) if field in config.location_fields else enrollment.get(field)
               for field in config.fields if field not in PII_FIELDS}
     if pii:
-        values.update(_pii_values(consent, profile, cipher, tz, issues))
+        values.update(_pii_values(consent, profile, cipher, config.tz, issues))
     record = {label: _cell(config, label, values.get(field))
               for label, field in zip(config.columns, config.fields) if pii or field not in PII_FIELDS}
     return record, tuple(issues)
 
 
-def header(program_asks: bool, config: ReportConfig) -> list[str]:
+def header(asks_for_consent: bool, config: ReportConfig) -> list[str]:
     """The labels of every record of a program (build_record's keys, in order): all the columns when the
     program asks for consent, else all but the PII ones."""
-    return [label for label, field in zip(config.columns, config.fields) if program_asks or field not in PII_FIELDS]
+    return [label for label, field in zip(config.columns, config.fields)
+            if asks_for_consent or field not in PII_FIELDS]
 
 
 def sort_key(config: ReportConfig, record: Mapping[str, str]) -> tuple[str, ...]:

@@ -1,7 +1,7 @@
 import csv
+import dataclasses
 import io
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -21,7 +21,6 @@ from programusers.records import (
 
 CONFIG = default_model_config()
 CIPHER = PlatformCipher("testsalt")
-TZ = ZoneInfo("Asia/Kolkata")
 NAME, PHONE, EMAIL = "User Name(On user consent)", "Mobile number(On user consent)", "Email ID(On user consent)"
 FLAG, WHEN = "Consent Provided", "Consent Provided Date"
 PII_LABELS = (NAME, PHONE, EMAIL, FLAG, WHEN)
@@ -56,7 +55,8 @@ def consent(status="ACTIVE", when=UPDATED):
 
 
 def build(row, consent_row=None, profile=PROFILE):
-    return build_record(CONFIG, row, consent=consent_row, profile=profile, cipher=CIPHER, tz=TZ)
+    return build_record(CONFIG, row, asks_for_consent=bool(row.get("pii_consent_required")), consent=consent_row,
+                        profile=profile, cipher=CIPHER)
 
 
 def pii_cells(record):
@@ -97,9 +97,11 @@ def test_pii_program_with_active_consent(status):
 
 
 def test_consent_date_in_report_time_zone():
+    assert CONFIG.time_zone == "Asia/Kolkata"  # the model config's, which the cases below are written for
     aware = datetime(2023, 5, 31, 18, 29, tzinfo=UTC)  # 23:59 in Kolkata
     assert build(enrollment(), consent(when=aware))[0][WHEN] == "31/05/2023"
-    utc = build_record(CONFIG, enrollment(), consent=consent(), profile=PROFILE, cipher=CIPHER, tz=UTC)[0]
+    utc = build_record(dataclasses.replace(CONFIG, time_zone="UTC"), enrollment(), asks_for_consent=True,
+                       consent=consent(), profile=PROFILE, cipher=CIPHER)[0]
     assert utc[WHEN] == "31/05/2023"
     assert build(enrollment(), consent(when=None))[0][WHEN] == ""
 
@@ -251,8 +253,8 @@ def test_pii_only_with_active_consent(scenario):
         assert issues == ()
 
 
-@pytest.mark.parametrize("program_asks", [True, False])
-def test_the_header_names_the_cells_of_every_record_in_order(program_asks):
-    record, _ = build(enrollment(pii=program_asks), None, None)
-    assert header(program_asks, CONFIG) == list(record)
-    assert len(header(program_asks, CONFIG)) == len(CONFIG.columns) - (0 if program_asks else 5)
+@pytest.mark.parametrize("asks_for_consent", [True, False])
+def test_the_header_names_the_cells_of_every_record_in_order(asks_for_consent):
+    record, _ = build(enrollment(pii=asks_for_consent), None, None)
+    assert header(asks_for_consent, CONFIG) == list(record)
+    assert len(header(asks_for_consent, CONFIG)) == len(CONFIG.columns) - (0 if asks_for_consent else 5)

@@ -86,11 +86,11 @@ class ProgramFacts:
 
 
 def program_facts(request: filters.ReportRequest, sources: ReportSources, options: PipelineOptions) -> ProgramFacts:
+    keyspace, program_id = sources.programs_keyspace, request.program_id
     with sources.cassandra.session() as session:
-        asks = program_reads.program_asks_for_consent(session, sources.programs_keyspace, request.program_id,
-                                                      options.view_as(ExhaustOptions).cassandra_fetch_size)
-        return ProgramFacts(asks, program_reads.estimated_rows(session, sources.programs_keyspace,
-                                                               request.program_id))
+        asks_for_consent = program_reads.program_asks_for_consent(
+            session, keyspace, program_id, options.view_as(ExhaustOptions).cassandra_fetch_size)
+        return ProgramFacts(asks_for_consent, program_reads.estimated_rows(session, keyspace, program_id))
 
 
 def worker_processes(options: PipelineOptions, facts: ProgramFacts) -> int:
@@ -102,9 +102,9 @@ def worker_processes(options: PipelineOptions, facts: ProgramFacts) -> int:
 
 
 def build(pipeline: beam.Pipeline, *, request: filters.ReportRequest, config: ReportConfig, sources: ReportSources,
-          staging_dir: str, program_asks: bool, shard_key: bytes) -> None:
+          staging_dir: str, asks_for_consent: bool, shard_key: bytes) -> None:
     """The report pipeline: the request's records as sorted shards and their manifest under `staging_dir`
-    (see transforms/shards.py), sealed for the public key `shard_key`; `program_asks`: see ProgramFacts."""
+    (see transforms/shards.py), sealed for the public key `shard_key`; `asks_for_consent`: see ProgramFacts."""
     tuning = pipeline.options.view_as(ExhaustOptions)
     consents = program_reads.ConsentHandler(sources.cassandra, sources.consent_keyspace, request.program_id,
                                             tuning.consent_users_per_query)
@@ -114,9 +114,9 @@ def build(pipeline: beam.Pipeline, *, request: filters.ReportRequest, config: Re
              sources.cassandra, sources.programs_keyspace, request.program_id, tuning.cassandra_fetch_size,
              tuning.read_slices)
          | "KeepRequestedRows" >> beam.FlatMap(requested_rows, request).with_output_types(Page)
-         | "LookUpAndBuildRecords" >> LookUpAndBuildRecords(config, program_asks, consents, profiles)
+         | "LookUpAndBuildRecords" >> LookUpAndBuildRecords(config, asks_for_consent, consents, profiles)
          | "WriteSortedShards" >> WriteSortedShards(
-             staging_dir, records.header(program_asks, config), tuning.rows_per_shard, shard_key))
+             staging_dir, records.header(asks_for_consent, config), tuning.rows_per_shard, shard_key))
 
 
 def run(options: PipelineOptions, **inputs) -> PipelineResult:

@@ -110,12 +110,12 @@ def _on_object_store(job: ExhaustRun, deadline: float, request_id: str, action, 
                                f"{Store.OBJECT_STORE} ({job.staging.store.kind}) {Kind.UNREACHABLE}")
 
 
-def _store_behind(sources: ReportSources, reads_cache: bool) -> Store | None:
+def _store_behind(sources: ReportSources, asks_for_consent: bool) -> Store | None:
     """The store a failed pipeline could not use, if any. Redis is suspected only when the report reads
     the cache (a program without PII consent never does, so its outage is no excuse)."""
     if _problem(sources, Store.CASSANDRA):
         return Store.CASSANDRA
-    return Store.REDIS if reads_cache and _problem(sources, Store.REDIS) else None
+    return Store.REDIS if asks_for_consent and _problem(sources, Store.REDIS) else None
 
 
 def _run_through_outages(request: JobRequest, report: filters.ReportRequest, job: ExhaustRun,
@@ -137,9 +137,9 @@ def _run_through_outages(request: JobRequest, report: filters.ReportRequest, job
             with progress.shown(f"request {request.request_id}", job.progress_every, staging_dir=staging_dir):
                 return counters(runners.run_and_wait(partial(
                     exhaust.run, options, request=report, config=job.config, sources=job.sources,
-                    staging_dir=staging_dir, program_asks=facts.asks_for_consent, shard_key=shard_key)))
+                    staging_dir=staging_dir, asks_for_consent=facts.asks_for_consent, shard_key=shard_key)))
         except Exception:
-            store = _store_behind(job.sources, reads_cache=bool(facts and facts.asks_for_consent))
+            store = _store_behind(job.sources, asks_for_consent=bool(facts and facts.asks_for_consent))
             if store is None:
                 raise
             if attempt == MAX_PIPELINE_ATTEMPTS:

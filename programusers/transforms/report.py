@@ -3,7 +3,7 @@ and, for consented users only, the user's cached profile; then one CSV record pe
 
 The PII columns follow the program, not each row: when any of the program's rows asks for consent (rows
 written before the program changed its mind may disagree), every row is treated as asking, so the file
-has one header and every row a Yes/No. That program-wide flag (`program_asks`) is decided before the
+has one header and every row a Yes/No. That program-wide flag (`asks_for_consent`) is decided before the
 pipeline (program_reads.program_asks_for_consent) and given here as a value: as a side input computed
 from the rows it would make the runner hold every row until all were read.
 """
@@ -42,9 +42,9 @@ class _LookUpAndBuildFn(beam.DoFn):
     record leaves as one string, cheaper for the runner to encode and to sort than a dict of cells.
     Counts the records and their issues (on the bundle's thread, where Beam's metrics are kept)."""
 
-    def __init__(self, config: ReportConfig, program_asks: bool, consent_handler: LookupHandler,
+    def __init__(self, config: ReportConfig, asks_for_consent: bool, consent_handler: LookupHandler,
                  profile_handler: LookupHandler):
-        self._config, self._program_asks = config, program_asks
+        self._config, self._asks_for_consent = config, asks_for_consent
         self._handlers = (consent_handler, profile_handler)
         # A long report shows its progress in these.
         self._records = tally.counter(self.__class__, "records")
@@ -55,7 +55,7 @@ class _LookUpAndBuildFn(beam.DoFn):
         # The salt comes from the worker's environment, never through the pipeline graph.
         self._cipher = PlatformCipher.from_env()
         self._open = contextlib.ExitStack()
-        if self._program_asks:  # else the file has no consent columns: nothing personal is read
+        if self._asks_for_consent:  # else the file has no consent columns: nothing personal is read
             self._consents, self._profiles = (self._open.enter_context(handler) for handler in self._handlers)
             self._lookups = self._open.enter_context(ThreadPoolExecutor(1, thread_name_prefix="lookups"))
 
@@ -63,9 +63,8 @@ class _LookUpAndBuildFn(beam.DoFn):
         self._pending = None  # the batch looked up last
 
     def _keyed_line(self, enrollment, consent, profile) -> tuple[tuple[str, ...], str]:
-        record, issues = records.build_record(self._config, {**enrollment, "pii_consent_required": self._program_asks},
-                                              consent=consent, profile=profile, cipher=self._cipher,
-                                              tz=self._config.tz)
+        record, issues = records.build_record(self._config, enrollment, asks_for_consent=self._asks_for_consent,
+                                              consent=consent, profile=profile, cipher=self._cipher)
         for issue in issues:
             Metrics.counter(self.__class__, issue).inc()
         return records.sort_key(self._config, record), records.csv_line(record.values())
@@ -91,7 +90,7 @@ class _LookUpAndBuildFn(beam.DoFn):
     def process(self, rows, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
         # `rows`: a list of dicts, a programusers.io.pages.Page in the report (not annotated: Beam's type
         # check would take a Page for another type than list).
-        if not self._program_asks:
+        if not self._asks_for_consent:
             yield self._keyed_lines(rows, {}, {})
             return
         before, self._pending = self._pending, _LookedUp(rows, self._lookups.submit(self._look_up, rows), window,
@@ -112,12 +111,12 @@ class _LookUpAndBuildFn(beam.DoFn):
 class LookUpAndBuildRecords(beam.PTransform):
     """Lists of requested enrollment rows (a page read each) -> a list of (sort key, CSV line) per list, so
     the runner moves a few thousand lists, not a million rows. Each list is a batch of lookups: the handlers
-    look up its consents and its consenting users' profiles (read only when `program_asks`)."""
+    look up its consents and its consenting users' profiles (read only when `asks_for_consent`)."""
 
-    def __init__(self, config: ReportConfig, program_asks: bool, consent_handler: LookupHandler,
+    def __init__(self, config: ReportConfig, asks_for_consent: bool, consent_handler: LookupHandler,
                  profile_handler: LookupHandler):
         super().__init__()
-        self._fn = _LookUpAndBuildFn(config, program_asks, consent_handler, profile_handler)
+        self._fn = _LookUpAndBuildFn(config, asks_for_consent, consent_handler, profile_handler)
 
     def expand(self, row_lists):
         return row_lists | "LookUpAndBuild" >> beam.ParDo(self._fn)

@@ -87,11 +87,11 @@ def pages(rows, size=2):
     return [rows[i:i + size] for i in range(0, len(rows), size)]
 
 
-def build(program_asks, consents_asked, profiles_asked, expected_records):
+def build(asks_for_consent, consents_asked, profiles_asked, expected_records):
     with pipeline() as p:
         record_lists = (p
                         | beam.Create(pages(ENROLLMENTS))
-                        | LookUpAndBuildRecords(CONFIG, program_asks, FakeLookupHandler(CONSENTS, consents_asked),
+                        | LookUpAndBuildRecords(CONFIG, asks_for_consent, FakeLookupHandler(CONSENTS, consents_asked),
                                                 FakeLookupHandler(PROFILES, profiles_asked)))
         assert_that(record_lists | beam.FlatMap(list), equal_to(expected_records))
 
