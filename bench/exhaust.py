@@ -247,8 +247,8 @@ def load_in_child(size: int, seed: int) -> dict:
         cluster.shutdown()
 
 
-def sources(size: int) -> exhaust.ReportSources:
-    return exhaust.ReportSources(cassandra=common.LOCAL_CASSANDRA, programs_keyspace=keyspace(size),
+def sources(size: int) -> exhaust.ExhaustSources:
+    return exhaust.ExhaustSources(cassandra=common.LOCAL_CASSANDRA, programs_keyspace=keyspace(size),
                                  consent_keyspace=keyspace(size),
                                  redis=redis.RedisConnection(settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB))
 

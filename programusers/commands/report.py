@@ -28,7 +28,7 @@ from programusers.model_config import (
     load_model_config,
 )
 from programusers.options import from_args, keyspace_flags, option_values
-from programusers.pipelines.exhaust import ExhaustOptions, ReportSources
+from programusers.pipelines.exhaust import ExhaustOptions, ExhaustSources
 from programusers.report import job_request, lifecycle
 from programusers.report.job_request import JobRequest
 from programusers.report.lifecycle import ExhaustRun
@@ -39,12 +39,12 @@ from programusers.report.store import DEFAULT_LINK_EXPIRY, ReportStore, StoreCon
 _LOG = logging.getLogger(__name__)
 
 
-def report_sources(args: argparse.Namespace, config: ReportConfig) -> ReportSources:
+def exhaust_sources(args: argparse.Namespace, config: ReportConfig) -> ExhaustSources:
     """Where the report reads from: the stores' connections (flag > environment > local stack), the
     keyspaces (flag > environment > the programs keyspace's fallback, the model config's keyspace_name) and
     the user cache's db (flag > environment > the model config's sparkUserDbRedisIndex)."""
     stores = from_args(args)
-    return ReportSources(cassandra=stores.cassandra_connection(),
+    return ExhaustSources(cassandra=stores.cassandra_connection(),
                          programs_keyspace=args.programs_keyspace or config.keyspace,
                          consent_keyspace=args.consent_keyspace,
                          redis=stores.redis_connection(default_db=config.redis_db))
@@ -75,7 +75,7 @@ def _prepare(args: argparse.Namespace) -> ExhaustRun:
     options = exhaust_options(args)
     FileSystems.set_options(options)
     staging = Staging.prepare(args.staging, store, options, file_mode=args.file_mode)
-    sources = report_sources(args, config)
+    sources = exhaust_sources(args, config)
     # The model config's endpoints are the platform's Spark job's: say once that they are not ours.
     _LOG.info("the model config's Redis %s:%s and Cassandra %s are not used: the exhaust reads Cassandra at %s "
               "and Redis at %s (flags, environment, local stack)", config.redis_host, config.redis_port,

@@ -60,7 +60,7 @@ class ExhaustOptions(PipelineOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReportSources:
+class ExhaustSources:
     """Where the report reads from: Cassandra's connection and keyspaces, and the user cache's connection
     (the `exhaust` command resolves them from its flags, the environment and the model config)."""
     cassandra: CassandraConnection
@@ -85,7 +85,7 @@ class ProgramFacts:
     estimated_rows: int
 
 
-def program_facts(request: filters.ReportRequest, sources: ReportSources, options: PipelineOptions) -> ProgramFacts:
+def program_facts(request: filters.ReportRequest, sources: ExhaustSources, options: PipelineOptions) -> ProgramFacts:
     keyspace, program_id = sources.programs_keyspace, request.program_id
     with sources.cassandra.session() as session:
         asks_for_consent = program_reads.program_asks_for_consent(
@@ -101,7 +101,7 @@ def worker_processes(options: PipelineOptions, facts: ProgramFacts) -> int:
     return (os.cpu_count() or 1) if facts.estimated_rows >= ROWS_FOR_WORKER_PROCESSES else 1
 
 
-def build(pipeline: beam.Pipeline, *, request: filters.ReportRequest, config: ReportConfig, sources: ReportSources,
+def build(pipeline: beam.Pipeline, *, request: filters.ReportRequest, config: ReportConfig, sources: ExhaustSources,
           staging_dir: str, asks_for_consent: bool, shard_key: bytes) -> None:
     """The report pipeline: the request's records as sorted shards and their manifest under `staging_dir`
     (see transforms/shards.py), sealed for the public key `shard_key`; `asks_for_consent`: see ProgramFacts."""

@@ -26,7 +26,7 @@ from programusers.io.backoff import Backoff
 from programusers.metrics import counters
 from programusers.model_config import ReportConfig
 from programusers.pipelines import exhaust
-from programusers.pipelines.exhaust import ReportSources
+from programusers.pipelines.exhaust import ExhaustSources
 from programusers.report import job_request, merge, progress
 from programusers.report.archive import zip_password
 from programusers.report.job_request import JobRequest
@@ -54,7 +54,7 @@ STORE_BACKOFF = Backoff(base=2.0, cap=15.0)  # waits of 1-2 s, 2-4 s, ... 7.5-15
 class ExhaustRun:
     """What every request of one `programusers exhaust` run shares (the command's flags decide each)."""
     config: ReportConfig
-    sources: ReportSources
+    sources: ExhaustSources
     options: PipelineOptions
     staging: Staging
     request_store: RequestStore
@@ -65,7 +65,7 @@ class ExhaustRun:
     progress_every: float
 
 
-def _problem(sources: ReportSources, store: Store) -> StoreProblem | None:
+def _problem(sources: ExhaustSources, store: Store) -> StoreProblem | None:
     """None when `store` (Cassandra or Redis) answers and lets us in, else what is wrong with it."""
     try:
         sources.cassandra.ping() if store is Store.CASSANDRA else sources.redis.ping()
@@ -84,7 +84,7 @@ def _wait_before_retry(attempt: int, deadline: float, request_id: str, problem: 
     time.sleep(delay)
 
 
-def _await_store(sources: ReportSources, store: Store, deadline: float, request_id: str) -> None:
+def _await_store(sources: ExhaustSources, store: Store, deadline: float, request_id: str) -> None:
     """Returns once `store` answers; raises ReportFailure naming it when it is still down at `deadline`,
     or at once when it refuses our login (waiting would not change that)."""
     attempt = 0
@@ -110,7 +110,7 @@ def _on_object_store(job: ExhaustRun, deadline: float, request_id: str, action, 
                                f"{Store.OBJECT_STORE} ({job.staging.store.kind}) {Kind.UNREACHABLE}")
 
 
-def _store_behind(sources: ReportSources, asks_for_consent: bool) -> Store | None:
+def _store_behind(sources: ExhaustSources, asks_for_consent: bool) -> Store | None:
     """The store a failed pipeline could not use, if any. Redis is suspected only when the report reads
     the cache (a program without PII consent never does, so its outage is no excuse)."""
     if _problem(sources, Store.CASSANDRA):

@@ -6,10 +6,10 @@ import sys
 import pytest
 
 from programusers import cli
-from programusers.commands.report import ENCRYPTION_KEY_ENV, exhaust_options, read_encryption_key, report_sources
+from programusers.commands.report import ENCRYPTION_KEY_ENV, exhaust_options, exhaust_sources, read_encryption_key
 from programusers.io import postgres
 from programusers.model_config import default_model_config
-from programusers.pipelines.exhaust import ReportSources
+from programusers.pipelines.exhaust import ExhaustSources
 
 
 def parsed(*argv):
@@ -18,8 +18,8 @@ def parsed(*argv):
     return args
 
 
-def resolved(*argv) -> ReportSources:
-    return report_sources(parsed(*argv), default_model_config())
+def resolved(*argv) -> ExhaustSources:
+    return exhaust_sources(parsed(*argv), default_model_config())
 
 
 def test_the_pipeline_gets_its_tuning_and_beam_flags_but_no_store_flag():
