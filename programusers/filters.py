@@ -26,6 +26,7 @@ from datetime import date, datetime
 
 from programusers.schema import CONSENT_TABLE as CONSENT
 from programusers.schema import ENROLLMENT_TABLE as ENROLLMENT
+from programusers.schema import ERR_MESSAGE_WIDTH
 
 DATE_COLUMNS = ("created_at", "updated_at")
 DEFAULT_DATE_RANGE = (date(1901, 1, 1), date(2101, 1, 1))
@@ -36,14 +37,13 @@ _TEXT_OPS = ("=", "!=", "in")
 _DATE_OPS = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
              ">": operator.gt, ">=": operator.ge}
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_MAX_MESSAGE = 300
 
 
 class RequestError(ValueError):
     """An invalid report request. The message is short and safe to store in err_message."""
 
     def __init__(self, message: str):
-        super().__init__(message[:_MAX_MESSAGE])
+        super().__init__(message[:ERR_MESSAGE_WIDTH])
 
 
 def _as_date(value) -> date:

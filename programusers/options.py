@@ -17,6 +17,20 @@ from programusers.io.kafka import KafkaClientConfig
 from programusers.io.redis import RedisConnection
 
 
+def in_range(low: float, high: float | None = None, kind: type = int):
+    """An argparse type: a `kind` number from `low` to `high` (inclusive; None: no upper end), else the
+    parser's own error naming the flag (exit 2)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is not in {low}..{high if high is not None else ''}")
+        return value
+    return parse
+
+
 class StoreOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):

@@ -6,6 +6,7 @@ Every statement is IF NOT EXISTS, so init is safe to run any number of times.
 ENROLLMENT_TABLE = "program_enrollment"
 CONSENT_TABLE = "user_consent"
 JOB_REQUEST_TABLE = "job_request"  # the default; PROGRAMUSERS_JOB_REQUEST_TABLE or --job-request-table
+ERR_MESSAGE_WIDTH = 300  # job_request.err_message's characters: every stored error is cut to them
 
 # Table options as in the design note.
 _ENROLLMENT_DDL = """
@@ -41,7 +42,7 @@ CREATE TABLE IF NOT EXISTS {table} (
   tag varchar(100), request_id varchar(50), job_id varchar(50), status varchar(50),
   request_data json, requested_by varchar(50), requested_channel varchar(50),
   dt_job_submitted timestamp, download_urls text[], dt_file_created timestamp,
-  dt_job_completed timestamp, execution_time integer, err_message varchar(300),
+  dt_job_completed timestamp, execution_time integer, err_message varchar({err_width}),
   iteration integer, encryption_key varchar(50), batch_number integer, processed_batches text,
   PRIMARY KEY (tag, request_id))
 """
@@ -83,4 +84,5 @@ def init_postgres(connection, table: str, audit_table: str = LINK_AUDIT_TABLE) -
     with connection, connection.cursor() as cursor:
         for ddl, name in ((_JOB_REQUEST_DDL, table), (_JOB_REQUEST_INDEX, table), (_LINK_AUDIT_DDL, audit_table),
                           (_LINK_AUDIT_INDEX, audit_table)):
-            cursor.execute(sql.SQL(ddl).format(table=sql.Identifier(name), index=sql.Identifier(f"{name}_lookup")))
+            cursor.execute(sql.SQL(ddl).format(table=sql.Identifier(name), index=sql.Identifier(f"{name}_lookup"),
+                                               err_width=sql.SQL(str(ERR_MESSAGE_WIDTH))))

@@ -27,7 +27,7 @@ from programusers.model_config import (
     default_model_config,
     load_model_config,
 )
-from programusers.options import from_args, keyspace_flags, option_values
+from programusers.options import from_args, in_range, keyspace_flags, option_values
 from programusers.pipelines.exhaust import ExhaustOptions, ExhaustSources
 from programusers.report import job_request, lifecycle
 from programusers.report.job_request import JobRequest
@@ -270,13 +270,13 @@ def register(subcommands) -> None:
                                            "a folder only this user can read, on this machine")
     exhaust.add_argument("--file-mode", type=_file_mode, default=0o600,
                          help="octal mode of published local reports (default 600: the owner only)")
-    exhaust.add_argument("--max-store-outage", type=float, default=120.0, metavar="SECONDS",
+    exhaust.add_argument("--max-store-outage", type=in_range(0, kind=float), default=120.0, metavar="SECONDS",
                          help="how long a request waits in all for Cassandra or Redis to answer again before "
                               "it fails (retried by a later run)")
-    exhaust.add_argument("--min-profile-share", type=float, default=0.0, metavar="SHARE",
+    exhaust.add_argument("--min-profile-share", type=in_range(-1, 1, kind=float), default=0.0, metavar="SHARE",
                          help="fail a PII request when the share of its consenting users found in the user "
                               "cache is at or below this (default 0: when none is found; -1: never)")
-    exhaust.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+    exhaust.add_argument("--progress-every", type=in_range(0, kind=float), default=30.0, metavar="SECONDS",
                          help="how often a running request logs how far it got (counts only)")
     exhaust.add_argument("--zip-crypto", action="store_true",
                          help="encrypt zips with legacy ZipCrypto instead of AES-256, for old unzip tools")

@@ -4,7 +4,6 @@ lifecycle around it (programusers/report/lifecycle.py) waits for it, merges and 
 """
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from programusers.io.cassandra import CassandraConnection
 from programusers.io.pages import Page
 from programusers.io.redis import RedisConnection
 from programusers.model_config import ReportConfig
+from programusers.options import in_range
 from programusers.records import PROFILE_FIELDS
 from programusers.transforms import program_reads
 from programusers.transforms.report import LookUpAndBuildRecords
@@ -30,15 +30,6 @@ USER_KEY_PREFIX = "user:"  # the platform's user cache: one hash per user at use
 ROWS_FOR_WORKER_PROCESSES = 300_000
 
 
-def _in_range(low: int, high: int | None = None):
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"{text} is not in {low}..{high if high is not None else ''}")
-        return value
-    return parse
-
-
 class ExhaustOptions(PipelineOptions):
     """The report pipeline's tuning; connection settings are the `exhaust` command's own flags."""
 
@@ -46,15 +37,15 @@ class ExhaustOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         # Larger pages read a little faster but cross Cassandra's tombstone warning threshold (1,000 a
         # page) where events had explicit nulls: a warning per page in every log.
-        parser.add_argument("--cassandra-fetch-size", type=_in_range(1), default=1000,
+        parser.add_argument("--cassandra-fetch-size", type=in_range(1), default=1000,
                             help="program_enrollment rows per page, which is a batch of lookups too")
-        parser.add_argument("--read-slices", type=_in_range(1, program_reads.MAX_SLICES), default=16,
+        parser.add_argument("--read-slices", type=in_range(1, program_reads.MAX_SLICES), default=16,
                             help="ranges of user ids the program's partition is read in, spread over the workers")
-        parser.add_argument("--consent-users-per-query", type=_in_range(1), default=50,
+        parser.add_argument("--consent-users-per-query", type=in_range(1), default=50,
                             help="users whose consent one query reads (user_id IN ...); 1: a query per user")
-        parser.add_argument("--rows-per-shard", type=_in_range(1), default=100_000,
+        parser.add_argument("--rows-per-shard", type=in_range(1), default=100_000,
                             help="report rows one worker sorts in memory (the most a shard holds)")
-        parser.add_argument("--worker-processes", type=_in_range(1), default=None,
+        parser.add_argument("--worker-processes", type=in_range(1), default=None,
                             help="DirectRunner's worker processes (default: one per core for a program of "
                                  f"{ROWS_FOR_WORKER_PROCESSES:,} rows or more, else the submitting process)")
 

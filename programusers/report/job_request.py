@@ -20,12 +20,12 @@ from datetime import datetime, tzinfo
 from programusers.filters import RequestError
 from programusers.schema import CONSENT_TABLE as CONSENT
 from programusers.schema import ENROLLMENT_TABLE as ENROLLMENT
+from programusers.schema import ERR_MESSAGE_WIDTH
 
 JOB_ID = "program-user-exhaust"
 SUBMITTED, PROCESSING, SUCCESS, FAILED = "SUBMITTED", "PROCESSING", "SUCCESS", "FAILED"
 MAX_ITERATIONS = 3  # a FAILED request is retried while its iteration is below this
 NO_DATA_FOUND = "No Data Found"
-MAX_ERR_MESSAGE = 300
 _COLUMN_WIDTHS = {"tag": 100, "request_id": 50, "requested_by": 50, "requested_channel": 50, "encryption_key": 50}
 
 
@@ -102,4 +102,4 @@ def report_name(request_id: str, when: datetime, tz: tzinfo) -> str:
 
 
 def err_message(text: str) -> str:
-    return text[:MAX_ERR_MESSAGE]
+    return text[:ERR_MESSAGE_WIDTH]

@@ -104,3 +104,12 @@ def test_a_shortened_flag_is_refused_not_handed_to_beam_to_be_dropped(argv, mean
     with pytest.raises(SystemExit) as exit_:
         cli.main(argv)
     assert exit_.value.code == 2 and meant in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value", [("--max-store-outage", "-1"), ("--min-profile-share", "1.5"),
+                                         ("--progress-every", "soon"), ("--rows-per-shard", "0"),
+                                         ("--worker-processes", "0"), ("--read-slices", "257")])
+def test_a_flag_out_of_its_range_is_refused_naming_it(flag, value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        exhaust_options(parsed(flag, value))
+    assert exit_.value.code == 2 and f"argument {flag}:" in capsys.readouterr().err
