@@ -21,7 +21,7 @@ from programusers.io.credentials import read_secret
 
 __all__ = ["RedisConnection", "RedisHashHandler", "Unavailable"]
 
-Unavailable = redis.RedisError
+Unavailable = (redis.RedisError,)  # as every io/ module says it: the errors of a store that is down
 PASSWORD_ENV = "PROGRAMUSERS_REDIS_PASSWORD"
 # A read that hits a restart or a dropped connection is tried again after steps of 0.5, 1, 2, 4 and 4 s,
 # each wait its step's second half random (io/backoff.py's rule: 5.75 to 11.5 s in all), then the error

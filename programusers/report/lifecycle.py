@@ -70,7 +70,7 @@ def _problem(sources: ExhaustSources, store: Store) -> StoreProblem | None:
     try:
         sources.cassandra.ping() if store is Store.CASSANDRA else sources.redis.ping()
         return None
-    except (*cassandra.Unavailable, redis.Unavailable) as error:
+    except (*cassandra.Unavailable, *redis.Unavailable) as error:
         return store_errors.classify(error) or StoreProblem(store, Kind.UNREACHABLE)
 
 
