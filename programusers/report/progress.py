@@ -3,7 +3,7 @@ far it got, in counts only, about every 30 seconds (a log line; on a terminal, a
 place).
 
 The counts are those the job's worker processes published in its staging folder
-(programusers/transforms/tally.py), summed; with none published yet (workers in this process that have
+(programusers/report/tally.py), summed; with none published yet (workers in this process that have
 not flushed), this process's own tally.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from apache_beam.io.filesystems import FileSystems
 
-from programusers.transforms.tally import PUBLISHED, snapshot
+from programusers.report.tally import PUBLISHED, snapshot
 
 _LOG = logging.getLogger(__name__)
 # The counters a report's progress shows, in the order their steps happen, with a line's words for them.

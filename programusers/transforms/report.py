@@ -21,7 +21,7 @@ from programusers import records
 from programusers.crypto import PlatformCipher
 from programusers.io.lookups import LookupHandler
 from programusers.model_config import ReportConfig
-from programusers.transforms import tally
+from programusers.report import tally
 
 
 class _LookedUp(NamedTuple):

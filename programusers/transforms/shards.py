@@ -19,8 +19,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
+from programusers.report import tally
 from programusers.sealing import RunKey, SealedFileError, SealedWriter, open_sealed
-from programusers.transforms import tally
 
 __all__ = ["MANIFEST", "IncompleteShard", "WriteSortedShards", "chunks", "create", "open_file", "read_shard",
            "read_shard_lines", "shard_name", "write_shard"]

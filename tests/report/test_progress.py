@@ -4,7 +4,7 @@ import logging
 import time
 
 from programusers.report import progress
-from programusers.transforms.tally import Publisher, count, counter
+from programusers.report.tally import Publisher, count, counter
 
 
 def lines_shown(caplog) -> list[str]:

@@ -2,7 +2,7 @@
 published into the job's staging folder."""
 import json
 
-from programusers.transforms import tally
+from programusers.report import tally
 
 
 def test_the_first_tick_publishes_on_a_machine_booted_seconds_ago(tmp_path, monkeypatch):
