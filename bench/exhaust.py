@@ -70,6 +70,7 @@ from programusers.local.worker_pool import WorkerPool
 from programusers.model_config import default_model_config
 from programusers.pipelines import exhaust
 from programusers.report import job_request, merge
+from programusers.report.archive import PasswordZip
 from programusers.sealing import RunKey
 from programusers.transforms import enrollments, program_reads, shards
 
@@ -269,14 +270,14 @@ def run_pipeline(label: str, program_id: str, size: int, config, out_dir: str) -
             facts = exhaust.program_facts(request, sources(size), options)  # as the exhaust command does
             result["worker_processes"] = exhaust.worker_processes(options, facts)
             options = runners.with_worker_processes(options, result["worker_processes"])
-            outcome = runners.run_and_wait(partial(exhaust.run, options, request=request, config=config,
-                                                   sources=sources(size), staging_dir=staging_dir,
-                                                   asks_for_consent=facts.asks_for_consent, shard_key=key.public))
+            outcome = runners.run_and_wait(partial(exhaust.run, options, exhaust.ExhaustInputs(
+                request=request, config=config, sources=sources(size), asks_for_consent=facts.asks_for_consent,
+                staging_dir=staging_dir, shard_key=key.public)))
         with common.timed(result, "merge_csv_s"):
             merge.merge_shards(staging_dir, os.path.join(out_dir, "report.csv"), key=key, when=now)
         with common.timed(result, "merge_zip_s"):
             merge.merge_shards(staging_dir, os.path.join(out_dir, "report.zip"), key=key, when=now,
-                               password="bench-password", member="report.csv")
+                               zipped=PasswordZip("bench-password", "report.csv"))
     files.remove_dir(staging_dir)
     result["total_s"] = round(result["pipeline_s"] + result["merge_zip_s"], 3)
     result["rows_per_s"] = round(size / result["total_s"])

@@ -92,10 +92,20 @@ def worker_processes(options: PipelineOptions, facts: ProgramFacts) -> int:
     return (os.cpu_count() or 1) if facts.estimated_rows >= ROWS_FOR_WORKER_PROCESSES else 1
 
 
-def build(pipeline: beam.Pipeline, *, request: filters.ReportRequest, config: ReportConfig, sources: ExhaustSources,
-          staging_dir: str, asks_for_consent: bool, shard_key: bytes) -> None:
-    """The report pipeline: the request's records as sorted shards and their manifest under `staging_dir`
-    (see transforms/shards.py), sealed for the public key `shard_key`; `asks_for_consent`: see ProgramFacts."""
+@dataclass(frozen=True, kw_only=True)
+class ExhaustInputs:
+    """What one run of the report pipeline works on."""
+    request: filters.ReportRequest
+    config: ReportConfig
+    sources: ExhaustSources
+    asks_for_consent: bool  # see ProgramFacts
+    staging_dir: str  # where the sorted shards and their manifest go (see transforms/shards.py)
+    shard_key: bytes  # the public half of the run's key (sealing.RunKey), which the shards are sealed for
+
+
+def build(pipeline: beam.Pipeline, inputs: ExhaustInputs) -> None:
+    """The report pipeline: the request's records as sorted shards and their manifest."""
+    request, config, sources, asks_for_consent = inputs.request, inputs.config, inputs.sources, inputs.asks_for_consent
     tuning = pipeline.options.view_as(ExhaustOptions)
     consents = program_reads.ConsentHandler(sources.cassandra, sources.consent_keyspace, request.program_id,
                                             tuning.consent_users_per_query)
@@ -107,11 +117,11 @@ def build(pipeline: beam.Pipeline, *, request: filters.ReportRequest, config: Re
          | "KeepRequestedRows" >> beam.FlatMap(requested_rows, request).with_output_types(Page)
          | "LookUpAndBuildRecords" >> LookUpAndBuildRecords(config, asks_for_consent, consents, profiles)
          | "WriteSortedShards" >> WriteSortedShards(
-             staging_dir, records.header(asks_for_consent, config), tuning.rows_per_shard, shard_key))
+             inputs.staging_dir, records.header(asks_for_consent, config), tuning.rows_per_shard, inputs.shard_key))
 
 
-def run(options: PipelineOptions, **inputs) -> PipelineResult:
-    """Starts the report pipeline of `inputs` (see build) and returns without waiting for it."""
+def run(options: PipelineOptions, inputs: ExhaustInputs) -> PipelineResult:
+    """Starts the report pipeline on `inputs` and returns without waiting for it."""
     pipeline = beam.Pipeline(options=options)
-    build(pipeline, **inputs)
+    build(pipeline, inputs)
     return pipeline.run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO
 
@@ -77,12 +78,21 @@ class _ZipCryptoFile(pyzipper.ZipFile):
         return ZipCryptoEncrypter(self.pwd)
 
 
+@dataclass(frozen=True)
+class PasswordZip:
+    """How a report is zipped: its password, the name of the CSV inside, and whether with legacy ZipCrypto
+    (for old unzip tools) instead of AES-256."""
+    password: str
+    member: str
+    zip_crypto: bool = False
+
+
 @contextmanager
-def encrypted_member(raw: BinaryIO, name: str, *, password: str, when: datetime, size: int,
-                     zip_crypto: bool = False) -> Iterator[BinaryIO]:
-    """A writable stream for ``name``, the only member of a zip written to ``raw`` (which need not be
-    seekable). ``size`` is the member's length or an upper bound of it, so ZIP64 is used only when needed."""
-    if zip_crypto:
+def encrypted_member(raw: BinaryIO, zipped: PasswordZip, *, when: datetime, size: int) -> Iterator[BinaryIO]:
+    """A writable stream for the zip's only member, written to ``raw`` (which need not be seekable).
+    ``size`` is the member's length or an upper bound of it, so ZIP64 is used only when needed."""
+    password, name = zipped.password, zipped.member
+    if zipped.zip_crypto:
         archive = _ZipCryptoFile(raw, "w", compression=pyzipper.ZIP_DEFLATED)
     else:
         archive = pyzipper.AESZipFile(raw, "w", compression=pyzipper.ZIP_DEFLATED, encryption=pyzipper.WZ_AES)

@@ -28,7 +28,7 @@ from programusers.model_config import ReportConfig
 from programusers.pipelines import exhaust
 from programusers.pipelines.exhaust import ExhaustSources
 from programusers.report import job_request, merge, progress
-from programusers.report.archive import zip_password
+from programusers.report.archive import PasswordZip, zip_password
 from programusers.report.job_request import JobRequest
 from programusers.report.request_store import RequestStore, lease_key, utcnow
 from programusers.report.staging import Staging
@@ -136,8 +136,9 @@ def _run_through_outages(request: JobRequest, report: filters.ReportRequest, job
                           facts.estimated_rows, processes)
             with progress.shown(f"request {request.request_id}", job.progress_every, staging_dir=staging_dir):
                 return counters(runners.run_and_wait(partial(
-                    exhaust.run, options, request=report, config=job.config, sources=job.sources,
-                    staging_dir=staging_dir, asks_for_consent=facts.asks_for_consent, shard_key=shard_key)))
+                    exhaust.run, options, exhaust.ExhaustInputs(
+                        request=report, config=job.config, sources=job.sources, asks_for_consent=facts.asks_for_consent,
+                        staging_dir=staging_dir, shard_key=shard_key))))
         except Exception:
             store = _store_behind(job.sources, asks_for_consent=bool(facts and facts.asks_for_consent))
             if store is None:
@@ -185,9 +186,8 @@ def produce(request: JobRequest, job: ExhaustRun) -> str:
         _check_profiles(totals, job.min_profile_share)
         merged = FileSystems.join(job.staging.merge_dir(staging_dir), name)
         try:
-            rows = merge.merge_shards(staging_dir, merged, key=key, when=now.astimezone(job.config.tz),
-                                      password=password, member=name.rsplit(".", 1)[0] + ".csv",
-                                      zip_crypto=job.zip_crypto)
+            zipped = PasswordZip(password, name.rsplit(".", 1)[0] + ".csv", job.zip_crypto) if password else None
+            rows = merge.merge_shards(staging_dir, merged, key=key, when=now.astimezone(job.config.tz), zipped=zipped)
         except IncompleteShard as exc:
             raise ReportFailure(f"report incomplete: shard {exc}; nothing published") from None
         if rows != records_built:

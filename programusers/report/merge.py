@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from programusers.io.files import exists, is_local
 from programusers.records import csv_line
-from programusers.report.archive import encrypted_member
+from programusers.report.archive import PasswordZip, encrypted_member
 from programusers.sealing import RunKey
 from programusers.transforms.shards import (
     MANIFEST,
@@ -75,10 +75,10 @@ def _write_merged(staging_dir: str, manifest: dict, key: RunKey, out) -> int:
     return rows
 
 
-def merge_shards(staging_dir: str, merged: str, *, key: RunKey, when: datetime, password: str | None = None,
-                 member: str | None = None, zip_crypto: bool = False) -> int:
+def merge_shards(staging_dir: str, merged: str, *, key: RunKey, when: datetime, zipped: PasswordZip | None = None
+                 ) -> int:
     """Writes the shards of the manifest under `staging_dir` (sealed for `key`), merged in sort order, as
-    `merged`: the CSV itself, or with a `password` a zip holding it as `member`, dated `when`; the records
+    `merged`: the CSV itself, or a zip holding it as `zipped` says, dated `when`; the records
     are opened in memory only. Returns the data rows written (0, and nothing written, without a manifest).
     Raises IncompleteShard when a shard lacks rows or does not open."""
     manifest_path = FileSystems.join(staging_dir, MANIFEST)
@@ -87,10 +87,9 @@ def merge_shards(staging_dir: str, merged: str, *, key: RunKey, when: datetime, 
     with open_file(manifest_path) as manifest_file:
         manifest = json.load(manifest_file)
     with create(merged) as raw:
-        if password is None:
+        if zipped is None:
             return _write_merged(staging_dir, manifest, key, raw)
         # A CSV line is shorter than the sealed JSON holding it with its sort key.
         upper_bound = len(csv_line(manifest["header"]).encode()) + sum(size for _, _, size in manifest["shards"])
-        with encrypted_member(raw, member, password=password, when=when, size=upper_bound,
-                              zip_crypto=zip_crypto) as out:
+        with encrypted_member(raw, zipped, when=when, size=upper_bound) as out:
             return _write_merged(staging_dir, manifest, key, out)

@@ -10,7 +10,7 @@ import pytest
 import pyzipper
 
 from programusers.crypto import PlatformCipher
-from programusers.report.archive import encrypted_member, zip_password
+from programusers.report.archive import PasswordZip, encrypted_member, zip_password
 
 CIPHER = PlatformCipher("unit-salt")
 CSV = "User UUID,Name\r\nu1,'Zoë, \"Z\"'\r\n".encode() * 200
@@ -36,8 +36,7 @@ class Unseekable(io.RawIOBase):
 
 def zipped(zip_crypto, seekable=True, password="pässword"):
     raw = io.BytesIO() if seekable else Unseekable()
-    with encrypted_member(raw, "R1_20240229.csv", password=password, when=WHEN, size=len(CSV),
-                          zip_crypto=zip_crypto) as member:
+    with encrypted_member(raw, PasswordZip(password, "R1_20240229.csv", zip_crypto), when=WHEN, size=len(CSV)) as member:
         for start in range(0, len(CSV), 1000):
             member.write(CSV[start:start + 1000])
     return (raw if seekable else raw.buffer).getvalue()

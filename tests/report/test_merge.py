@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from programusers import records, runners
 from programusers.io import files
 from programusers.report import merge
+from programusers.report.archive import PasswordZip
 from programusers.sealing import RunKey, SealedWriter
 from programusers.transforms.shards import MANIFEST, IncompleteShard, WriteSortedShards
 
@@ -105,7 +106,7 @@ def sort_key(r):
     return r["District"], r["Id"]
 
 
-def write_and_merge(rows, tmp_path, rows_per_shard, **zip_args):
+def write_and_merge(rows, tmp_path, rows_per_shard, zipped=None):
     """Writes the records through WriteSortedShards (7 a list, as lookup batches come) and merges them;
     returns (the manifest's shards, rows merged, the merged file)."""
     staging_dir, destination = str(tmp_path / "temp"), str(tmp_path / "out" / "report")
@@ -116,7 +117,7 @@ def write_and_merge(rows, tmp_path, rows_per_shard, **zip_args):
     manifest = tmp_path / "temp" / MANIFEST
     entries = json.loads(manifest.read_text())["shards"] if manifest.exists() else []
     (tmp_path / "out").mkdir()
-    written = merge.merge_shards(staging_dir, destination, key=KEY, when=WHEN, **zip_args)
+    written = merge.merge_shards(staging_dir, destination, key=KEY, when=WHEN, zipped=zipped)
     files.remove_dir(staging_dir)
     assert not (tmp_path / "temp").exists()
     return entries, written, destination
@@ -125,8 +126,8 @@ def write_and_merge(rows, tmp_path, rows_per_shard, **zip_args):
 @pytest.mark.parametrize("password", [None, "pass word"])
 def test_sorted_shards_merge_into_one_sorted_csv(tmp_path, password):
     rows = [record(i) for i in range(101)]
-    shards, written, destination = write_and_merge(rows, tmp_path, rows_per_shard=10, password=password,
-                                                   member="report.csv")
+    shards, written, destination = write_and_merge(rows, tmp_path, rows_per_shard=10,
+                                                   zipped=PasswordZip(password, "report.csv") if password else None)
     assert written == 101 and len(shards) > 3 and max(n for _, n, _ in shards) == 10  # never more
     if password:
         with pyzipper.AESZipFile(destination) as archive:
