@@ -28,7 +28,7 @@ from programusers.io import postgres
 from programusers.model_config import ReportConfig
 from programusers.report.job_request import SUCCESS
 from programusers.report.request_store import RequestStore
-from programusers.report.store import UNAVAILABLE, ReportStore, StoreMissing, StoreRefused, signed_link
+from programusers.report.store import UNAVAILABLE, ReportStore, StoreEndpoints, StoreMissing, StoreRefused, signed_link
 
 _LOG = logging.getLogger(__name__)
 _ACCESS = logging.getLogger("programusers.api.access")
@@ -48,8 +48,7 @@ class ApiSettings:
     config: ReportConfig
     store: ReportStore | None = None  # checked by /health when it is an object store
     link_expiry: timedelta = timedelta(minutes=30)
-    azure_endpoint: str | None = None
-    s3_endpoint: str | None = None
+    endpoints: StoreEndpoints = StoreEndpoints()
 
 
 def _respond(api_id: str, code: str = contract.OK, *, result=None, msgid=None, errmsg=None) -> JSONResponse:
@@ -96,8 +95,7 @@ def _signed(settings: ApiSettings, rows: list[dict], caller: Caller, channel: st
         if row["status"] != SUCCESS or not row["download_urls"]:
             jobs.append(contract.job_result(row))
             continue
-        links = [signed_link(location, settings.config, expires_in=settings.link_expiry,
-                             azure_endpoint=settings.azure_endpoint, s3_endpoint=settings.s3_endpoint)
+        links = [signed_link(location, settings.config, expires_in=settings.link_expiry, endpoints=settings.endpoints)
                  for location in row["download_urls"]]
         jobs.append(contract.job_result(row, download_urls=links, expires_at=expires))
         handouts.append(LinkHandout(now, caller.user_id, row["request_id"], row["tag"], channel, client, expires))

@@ -13,7 +13,14 @@ from programusers import settings
 from programusers.api.app import ApiSettings, create_app
 from programusers.api.audit import LinkAudit
 from programusers.api.tokens import TokenVerifier
-from programusers.commands.report import _azure_flags, _config, _expiry, job_request_flags, report_store
+from programusers.commands.report import (
+    _azure_flags,
+    _config,
+    _expiry,
+    job_request_flags,
+    report_store,
+    store_endpoints,
+)
 from programusers.io import postgres
 from programusers.report.request_store import RequestStore
 from programusers.report.store import DEFAULT_LINK_EXPIRY
@@ -37,8 +44,7 @@ def api_settings(args: argparse.Namespace) -> ApiSettings:
     return ApiSettings(verifier=TokenVerifier(args.token_keys, args.token_issuer),
                        requests=RequestStore(args.postgres_dsn, args.job_request_table, pool=pool),
                        audit=LinkAudit(args.postgres_dsn, args.audit_table, pool), config=config,
-                       store=report_store(args, config), link_expiry=args.link_expiry,
-                       azure_endpoint=args.azure_blob_endpoint, s3_endpoint=args.s3_endpoint)
+                       store=report_store(args, config), link_expiry=args.link_expiry, endpoints=store_endpoints(args))
 
 
 _SHARED = ("token_keys", "token_issuer", "config", "azure_blob_endpoint", "s3_endpoint", "postgres_dsn",

@@ -34,7 +34,7 @@ from programusers.report.job_request import JobRequest
 from programusers.report.lifecycle import ExhaustRun
 from programusers.report.request_store import RequestStore
 from programusers.report.staging import Staging
-from programusers.report.store import DEFAULT_LINK_EXPIRY, ReportStore, StoreConfigError, signed_link
+from programusers.report.store import DEFAULT_LINK_EXPIRY, ReportStore, StoreConfigError, StoreEndpoints, signed_link
 
 _LOG = logging.getLogger(__name__)
 
@@ -60,11 +60,14 @@ def _config(args: argparse.Namespace) -> ReportConfig:
     return load_model_config(args.config) if args.config else default_model_config()
 
 
+def store_endpoints(args: argparse.Namespace) -> StoreEndpoints:
+    return StoreEndpoints(azure=args.azure_blob_endpoint, s3=args.s3_endpoint)
+
+
 def report_store(args: argparse.Namespace, config: ReportConfig) -> ReportStore:
     """Where reports go: the model config's store, overridden by --store, --container and --output."""
     return ReportStore.resolve(config, store=args.store, container=args.container,
-                               output=getattr(args, "output", None), azure_endpoint=args.azure_blob_endpoint,
-                               s3_endpoint=args.s3_endpoint)
+                               output=getattr(args, "output", None), endpoints=store_endpoints(args))
 
 
 def _prepare(args: argparse.Namespace) -> ExhaustRun:
@@ -196,8 +199,7 @@ def _link(args) -> int:
     try:
         config = _config(args)
         for location in rows[0]["download_urls"]:
-            print(signed_link(location, config, expires_in=args.expires, azure_endpoint=args.azure_blob_endpoint,
-                              s3_endpoint=args.s3_endpoint))
+            print(signed_link(location, config, expires_in=args.expires, endpoints=store_endpoints(args)))
     except (ModelConfigError, StoreConfigError, ValueError) as exc:
         print(f"no link: {exc}", file=sys.stderr)
         return 2

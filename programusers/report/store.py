@@ -63,6 +63,14 @@ def _credentials(config: ReportConfig, kind: str, environ: Mapping[str, str]) ->
 
 
 @dataclass(frozen=True)
+class StoreEndpoints:
+    """The object stores' service endpoints where they are not the public clouds' (Azurite, SeaweedFS, a
+    private cloud): the --azure-blob-endpoint and --s3-endpoint flags."""
+    azure: str | None = None
+    s3: str | None = None
+
+
+@dataclass(frozen=True)
 class ReportStore:
     """Where one run publishes its reports: `output` (a Beam path) on the store `kind`, and for an object
     store the `account` that uploads and signs and the `container` (or bucket)."""
@@ -73,7 +81,7 @@ class ReportStore:
 
     @classmethod
     def resolve(cls, config: ReportConfig, *, store: str | None = None, container: str | None = None,
-                output: str | None = None, azure_endpoint: str | None = None, s3_endpoint: str | None = None,
+                output: str | None = None, endpoints: StoreEndpoints = StoreEndpoints(),
                 environ: Mapping[str, str] = os.environ) -> ReportStore:
         """The store of `config`, overridden by the flags given (`store`, `container`, `output`: a whole
         Beam path); raises StoreConfigError when they disagree or the store's credentials are missing."""
@@ -88,7 +96,8 @@ class ReportStore:
             raise StoreConfigError("the gcloud store is not available in this build: its uploads and signed links "
                                    "were never run against a server here (see the README); use azure, s3 or local")
         name, key = _credentials(config, kind, environ)
-        account = AzureBlobAccount(name, key, azure_endpoint) if kind == "azure" else S3Account(name, key, s3_endpoint)
+        account = (AzureBlobAccount(name, key, endpoints.azure) if kind == "azure"
+                   else S3Account(name, key, endpoints.s3))
         prefix = config.output_path.strip("/")
         if output:
             try:
@@ -147,14 +156,12 @@ class ReportStore:
 
 
 def signed_link(location: str, config: ReportConfig, *, expires_in: timedelta = DEFAULT_LINK_EXPIRY,
-                azure_endpoint: str | None = None, s3_endpoint: str | None = None,
-                environ: Mapping[str, str] = os.environ) -> str:
+                endpoints: StoreEndpoints = StoreEndpoints(), environ: Mapping[str, str] = os.environ) -> str:
     """A read-only link to the report at `location` (as download_urls holds it) that expires after
     `expires_in`, signed now and never stored, with the key that the model config's storage variables hold:
     an Azure SAS with read permission only, or an S3 presigned GET. A local report's link is its path."""
     kind = store_of(location)
     if kind == "local":
         return location
-    store = ReportStore.resolve(config, store=kind, output=location, azure_endpoint=azure_endpoint,
-                                s3_endpoint=s3_endpoint, environ=environ)
+    store = ReportStore.resolve(config, store=kind, output=location, endpoints=endpoints, environ=environ)
     return store.account.read_url(location, expires_in)

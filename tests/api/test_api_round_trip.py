@@ -17,7 +17,7 @@ from programusers.io import postgres
 from programusers.local import azurite
 from programusers.model_config import load_model_config
 from programusers.report.request_store import RequestStore
-from programusers.report.store import ReportStore
+from programusers.report.store import ReportStore, StoreEndpoints
 
 pytestmark = pytest.mark.services
 
@@ -31,8 +31,8 @@ def test_submit_read_download_and_open_through_the_api(scenario, pg_dsn, table, 
     config = load_model_config(document)
     audit = f"{table}_audit"
     settings = ApiSettings(verifier=TokenVerifier(keys_dir), requests=RequestStore(pg_dsn, table),
-                           audit=LinkAudit(pg_dsn, audit), config=config, azure_endpoint=azurite.ENDPOINT,
-                           store=ReportStore.resolve(config, azure_endpoint=azurite.ENDPOINT))
+                           audit=LinkAudit(pg_dsn, audit), config=config, endpoints=StoreEndpoints(azure=azurite.ENDPOINT),
+                           store=ReportStore.resolve(config, endpoints=StoreEndpoints(azure=azurite.ENDPOINT)))
     with postgres.session(pg_dsn) as connection:
         schema.init_postgres(connection, table, audit)
     server, thread, api = serve(settings)

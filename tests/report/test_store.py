@@ -10,7 +10,7 @@ from test_model_config import raw
 
 from programusers.commands.report import _expiry
 from programusers.model_config import ModelConfigError, load_model_config
-from programusers.report.store import ReportStore, StoreConfigError, signed_link
+from programusers.report.store import ReportStore, StoreConfigError, StoreEndpoints, signed_link
 
 KEY = "a2V5IG9mIHRoZSB0ZXN0IGFjY291bnQ="
 ENV = {"azure_storage_key": "acct1", "azure_storage_secret": KEY, "aws_storage_key": "AKIDEXAMPLE",
@@ -41,8 +41,8 @@ def test_storage_key_and_secret_config_name_the_variables_that_hold_the_account(
 
 
 def test_flags_override_the_config():
-    store = ReportStore.resolve(config(**AZURE), container="other", azure_endpoint="http://127.0.0.1:10000/acct1",
-                                environ=ENV)
+    store = ReportStore.resolve(config(**AZURE), container="other",
+                                endpoints=StoreEndpoints(azure="http://127.0.0.1:10000/acct1"), environ=ENV)
     assert store.output == "azfs://acct1/other/ml_reports" and store.account.blob_endpoint.startswith("http://127")
     assert ReportStore.resolve(config(**AZURE), store="local", environ={}).output == "ml_reports/"
     assert ReportStore.resolve(config(), store="azure", container="c", environ=ENV).output == "azfs://acct1/c/ml_reports"
@@ -72,10 +72,11 @@ def test_a_store_the_run_cannot_use_is_refused_never_ignored(settings, flags, me
 def test_the_s3_store_publishes_under_its_bucket_and_key_with_the_platforms_variables():
     environ = {"aws_storage_key": "AKIDEXAMPLE", "aws_storage_secret": "secret-of-the-test"}
     store = ReportStore.resolve(config(store="s3", container="reports-bucket", key="ml_reports/"), environ=environ,
-                                s3_endpoint="http://127.0.0.1:8333")
+                                endpoints=StoreEndpoints(s3="http://127.0.0.1:8333"))
     assert (store.kind, store.output, store.container) == ("s3", "s3://reports-bucket/ml_reports", "reports-bucket")
     url = signed_link("s3://reports-bucket/ml_reports/program-user-exhaust/R.zip", config(store="s3", container="b"),
-                      expires_in=timedelta(minutes=30), environ=environ, s3_endpoint="http://127.0.0.1:8333")
+                      expires_in=timedelta(minutes=30), environ=environ,
+                      endpoints=StoreEndpoints(s3="http://127.0.0.1:8333"))
     assert url.startswith("http://127.0.0.1:8333/reports-bucket/ml_reports/program-user-exhaust/R.zip?")
     assert "X-Amz-Expires=1800" in url and "X-Amz-Signature=" in url and "secret-of-the-test" not in url
 
