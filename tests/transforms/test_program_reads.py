@@ -6,6 +6,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
+from cassandra.concurrent import execute_concurrent_with_args
 from conftest import LOCAL_CASSANDRA
 from hypothesis import given
 from hypothesis import strategies as st
@@ -31,8 +32,8 @@ ODD_IDS = ["0", "00", "0f", "10", "1", "7f", "80", "ef", "f0", "ff", "fff", "fg"
 def _insert(session, keyspace, program, user_ids, pii):
     statement = session.prepare(f"INSERT INTO {keyspace}.program_enrollment (program_id, user_id, "
                                 "pii_consent_required, user_type) VALUES (?, ?, ?, 'teacher')")
-    for user_id, asks in zip(user_ids, pii):
-        session.execute(statement, (program, user_id, asks))
+    execute_concurrent_with_args(session, statement, [(program, user_id, asks) for user_id, asks in zip(user_ids, pii)],
+                                 concurrency=32, raise_on_first_error=True)
 
 
 @pytest.mark.services
