@@ -239,7 +239,7 @@ def streaming(args, messages: list[tuple[bytes, bytes]], topic: str, dead_letter
     producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP, "linger.ms": 5})
     progress = GroupProgress(topic, group, args.partitions)
     java_workers = [pid for name, pid in common.store_processes().items() if name == "java-sdk-worker-pool"]
-    result = {"group": group, "log": logs, "rates": []}
+    result = {"group": group, "log": os.path.basename(logs), "rates": []}  # the temp dir is this machine's
     with open(logs, "w") as log:
         ingest = subprocess.Popen([PROGRAMUSERS, "ingest", *runner_flags(args.runner), "--input-topic", topic,
                                    "--dead-letter-topic", dead_letters, "--consumer-group", group,
