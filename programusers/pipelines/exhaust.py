@@ -72,7 +72,7 @@ class ProgramFacts:
     # Program-wide: it chooses the columns and whether consent and the user cache are read at all.
     asks_for_consent: bool
     # How many enrollment rows the program has, roughly: it chooses how the in-process runner runs the
-    # pipeline (runners.sized_for).
+    # pipeline (worker_processes).
     estimated_rows: int
 
 
