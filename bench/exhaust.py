@@ -139,13 +139,13 @@ class _Loader:
 
     def __init__(self, session, client, space: str):
         self._session, self._client, self._keyspace = session, client, space
-        self._upserts, self._consent = {}, None
+        self._statements, self._prepared, self._consent = enrollments.EnrollmentStatements(space), {}, None
         self.retried = 0
 
-    def _upsert(self, columns: tuple):
-        if columns not in self._upserts:
-            self._upserts[columns] = self._session.prepare(enrollments.upsert_cql(self._keyspace, columns))
-        return self._upserts[columns]
+    def _prepare(self, key: str):
+        if key not in self._prepared:
+            self._prepared[key] = self._session.prepare(self._statements.cql(key))
+        return self._prepared[key]
 
     def write(self, mutations: list, consents: list[dict], profiles: dict[str, dict]) -> None:
         # Every enrollment lies in its program's partition: unlogged batches up to the sink's size, as the
@@ -153,13 +153,11 @@ class _Loader:
         # caps mutations a second (see WRITE_CONCURRENCY).
         writes, batch, program, size = [], None, None, 0
         for mutation in mutations:
-            columns = tuple(sorted(mutation.columns))
-            values = [mutation.program_id, mutation.user_id, *(mutation.columns[c] for c in columns),
-                      mutation.timestamp_micros]
+            values = self._statements.values(mutation)
             if batch is None or size >= cassandra_sink.MAX_BATCH_BYTES or mutation.program_id != program:
                 batch, program, size = BatchStatement(BatchType.UNLOGGED), mutation.program_id, 0
                 writes.append((batch, None))
-            batch.add(self._upsert(columns), values)
+            batch.add(self._prepare(self._statements.key(mutation)), values)
             size += cassandra_sink.value_bytes(values)
         if consents and self._consent is None:
             columns = tuple(consents[0])  # every column of sample_data's consent rows

@@ -14,7 +14,7 @@ shuffled, and produces them to a new topic of the stack's default 2 partitions. 
      alternate which of the two goes first;
   3. in the first round only (it takes minutes: the stack's Cassandra applies about 530 mutations a
      second), the raw per-row loop: the mapper's mutations (events.parse_event) with the sink's prepared
-     statements (enrollments.upsert_cql) and execute_concurrent_with_args at 32 in flight, one request a
+     statements (enrollments.EnrollmentStatements) and execute_concurrent_with_args at 32 in flight, one request a
      statement, into a third keyspace.
 Both processes are timed whole, start to exit (interpreter, imports and, for the ingest, planning and
 the pipeline's start included), and events/s is events over that time; the in-process time each reports is
@@ -160,23 +160,15 @@ def run_script(topic: str, count: int) -> dict:
 
 def per_row_loop(session, mutations: list, concurrency: int) -> dict:
     """The sink's statements and concurrency, one request a statement, without Beam or Kafka."""
-    groups: dict = {}
+    statements, groups, prepared = enrollments.EnrollmentStatements(PER_ROW_KEYSPACE), {}, {}
     for m in mutations:
-        if isinstance(m, events.EnrollmentDelete):
-            groups.setdefault(None, []).append([m.timestamp_micros, m.program_id, m.user_id])
-        else:
-            columns = tuple(sorted(m.columns))
-            groups.setdefault(columns, []).append([m.program_id, m.user_id, *(m.columns[c] for c in columns),
-                                                   m.timestamp_micros])
-    statements = {}
-    for columns in groups:
-        statements[columns] = statement = session.prepare(
-            enrollments.delete_cql(PER_ROW_KEYSPACE) if columns is None
-            else enrollments.upsert_cql(PER_ROW_KEYSPACE, columns))
+        groups.setdefault(statements.key(m), []).append(statements.values(m))
+    for key in groups:
+        prepared[key] = statement = session.prepare(statements.cql(key))
         statement.consistency_level = ConsistencyLevel.LOCAL_QUORUM
     started = time.perf_counter()
-    for columns, params in groups.items():
-        execute_concurrent_with_args(session, statements[columns], params, concurrency=concurrency,
+    for key, params in groups.items():
+        execute_concurrent_with_args(session, prepared[key], params, concurrency=concurrency,
                                      raise_on_first_error=True)
     seconds = time.perf_counter() - started
     return {"runner": "raw per-row loop (in the bench process, no Kafka)", "wall_s": round(seconds, 2),

@@ -2,7 +2,8 @@
 io/cassandra_sink.py's WriteToCassandra; rejected writes become dead letters."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from datetime import date
 
 import apache_beam as beam
 
@@ -11,14 +12,18 @@ from programusers.io.cassandra import CassandraConnection, identifier
 from programusers.io.cassandra_sink import REJECTED, WriteToCassandra
 from programusers.schema import ENROLLMENT_TABLE
 
-_DELETE = None  # the statement key of a delete; an upsert's is its sorted column names
+UPSERT, DELETE = "upsert", "delete"  # the statement keys
+
+# An upsert's row goes as one JSON text: the driver binds two values instead of serializing each column
+# (the map of locations most of all), and Cassandra reads the text. Dates become ISO text, as CQL takes them.
+_ROW_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=date.isoformat)
 
 
-def upsert_cql(keyspace: str, columns: Sequence[str]) -> str:
-    """INSERT of the key and `columns`, bound in that order, then the write timestamp."""
-    names = ["program_id", "user_id", *(identifier(c, "column") for c in columns)]
-    return (f"INSERT INTO {identifier(keyspace, 'keyspace')}.{ENROLLMENT_TABLE} ({', '.join(names)}) "
-            f"VALUES ({', '.join('?' * len(names))}) USING TIMESTAMP ?")
+def upsert_cql(keyspace: str) -> str:
+    """INSERT of a row given as JSON, bound as (row JSON, write timestamp); the columns the JSON leaves out
+    are left as they are (DEFAULT UNSET), so a partial upsert writes only its own columns."""
+    return (f"INSERT INTO {identifier(keyspace, 'keyspace')}.{ENROLLMENT_TABLE} JSON ? DEFAULT UNSET "
+            "USING TIMESTAMP ?")
 
 
 def delete_cql(keyspace: str) -> str:
@@ -27,24 +32,28 @@ def delete_cql(keyspace: str) -> str:
             "WHERE program_id = ? AND user_id = ?")
 
 
+def row_json(upsert: EnrollmentUpsert) -> str:
+    """The upsert's key and columns as the JSON upsert_cql binds (a value, so no name in it reaches the CQL)."""
+    return _ROW_JSON.encode({"program_id": upsert.program_id, "user_id": upsert.user_id, **upsert.columns})
+
+
 class EnrollmentStatements:
-    """WriteToCassandra's Statements for EnrollmentUpsert / EnrollmentDelete. Partial upserts write
-    different column sets: one prepared INSERT per set, each stamped USING TIMESTAMP from the event."""
+    """WriteToCassandra's Statements for EnrollmentUpsert / EnrollmentDelete, each stamped USING TIMESTAMP
+    from its event: one prepared INSERT ... JSON for every upsert, whatever columns it carries, and one DELETE."""
 
     def __init__(self, keyspace: str):
         self._keyspace = identifier(keyspace, "keyspace")
 
-    def key(self, mutation: EnrollmentUpsert | EnrollmentDelete):
-        return _DELETE if isinstance(mutation, EnrollmentDelete) else tuple(sorted(mutation.columns))
+    def key(self, mutation: EnrollmentUpsert | EnrollmentDelete) -> str:
+        return DELETE if isinstance(mutation, EnrollmentDelete) else UPSERT
 
-    def cql(self, key) -> str:
-        return delete_cql(self._keyspace) if key is _DELETE else upsert_cql(self._keyspace, key)
+    def cql(self, key: str) -> str:
+        return delete_cql(self._keyspace) if key == DELETE else upsert_cql(self._keyspace)
 
     def values(self, mutation: EnrollmentUpsert | EnrollmentDelete) -> list:
         if isinstance(mutation, EnrollmentDelete):
             return [mutation.timestamp_micros, mutation.program_id, mutation.user_id]
-        return [mutation.program_id, mutation.user_id, *(mutation.columns[c] for c in self.key(mutation)),
-                mutation.timestamp_micros]
+        return [row_json(mutation), mutation.timestamp_micros]
 
     def counter(self, mutation: EnrollmentUpsert | EnrollmentDelete) -> str:
         return "rows_deleted" if isinstance(mutation, EnrollmentDelete) else "rows_written"

@@ -335,9 +335,9 @@ def test_a_programs_mutations_go_as_batches_each_with_its_own_timestamp(cassandr
     mutations = [upsert(program, f"u{i}", T0 + i, program_name=f"n{i}") for i in range(60)]
     mutations += [upsert(f"other-{unique}", "u0", T0)]
     session = FlakySession(cassandra_session, failures=0)
-    written, rejected = run_writer(writer(session, keyspace, max_batch_bytes=400), mutations)
+    written, rejected = run_writer(writer(session, keyspace, max_batch_bytes=1000), mutations)
     assert (written, rejected) == (list(range(len(mutations))), [])
-    assert session.sent < len(mutations) / 3  # batches, each under 400 bytes of values
+    assert session.sent < len(mutations) / 3  # batches, each under 1,000 bytes of values
     found = rows(cassandra_session, keyspace, program)
     assert {user: (r.program_name, r.stamp) for user, r in found.items()} == {
         f"u{i}": (f"n{i}", T0 + i) for i in range(60)}
