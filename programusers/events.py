@@ -107,7 +107,7 @@ def parse_event(raw: bytes | str, arrival_micros: int) -> EnrollmentUpsert | Enr
     if not isinstance(raw, str):
         return DeadLetter(Reason.INVALID_JSON, None, f"payload must be bytes or text, got {type(raw).__name__}")
     try:
-        event = json.loads(raw, parse_constant=_reject_constant)
+        event = _DECODER.decode(raw)
     except json.JSONDecodeError as e:
         return DeadLetter(Reason.INVALID_JSON, None, f"{e.msg} at line {e.lineno} column {e.colno}")
     except (ValueError, RecursionError):
@@ -305,3 +305,7 @@ def _as_utc(moment: datetime) -> datetime:
 
 def _reject_constant(name: str) -> None:
     raise ValueError(name)
+
+
+# One decoder for every event: json.loads with an argument builds a new one each call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)

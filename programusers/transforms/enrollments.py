@@ -2,10 +2,8 @@
 io/cassandra_sink.py's WriteToCassandra; rejected writes become dead letters."""
 from __future__ import annotations
 
-import json
-from datetime import date
-
 import apache_beam as beam
+import orjson
 
 from programusers.events import DeadLetter, EnrollmentDelete, EnrollmentUpsert, Reason
 from programusers.io.cassandra import CassandraConnection, identifier
@@ -13,10 +11,6 @@ from programusers.io.cassandra_sink import REJECTED, WriteToCassandra
 from programusers.schema import ENROLLMENT_TABLE
 
 UPSERT, DELETE = "upsert", "delete"  # the statement keys
-
-# An upsert's row goes as one JSON text: the driver binds two values instead of serializing each column
-# (the map of locations most of all), and Cassandra reads the text. Dates become ISO text, as CQL takes them.
-_ROW_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=date.isoformat)
 
 
 def upsert_cql(keyspace: str) -> str:
@@ -33,8 +27,10 @@ def delete_cql(keyspace: str) -> str:
 
 
 def row_json(upsert: EnrollmentUpsert) -> str:
-    """The upsert's key and columns as the JSON upsert_cql binds (a value, so no name in it reaches the CQL)."""
-    return _ROW_JSON.encode({"program_id": upsert.program_id, "user_id": upsert.user_id, **upsert.columns})
+    """The upsert's key and columns as the JSON upsert_cql binds (a value, so no name in it reaches the CQL).
+    One text instead of a value a column: the driver binds two values instead of serializing each column (the
+    map of locations most of all), and Cassandra reads the text. Dates become ISO text, as CQL takes them."""
+    return orjson.dumps({"program_id": upsert.program_id, "user_id": upsert.user_id, **upsert.columns}).decode()
 
 
 class EnrollmentStatements:
@@ -60,6 +56,9 @@ class EnrollmentStatements:
 
     def partition(self, mutation: EnrollmentUpsert | EnrollmentDelete) -> str:
         return mutation.program_id
+
+    def routing_key(self, mutation: EnrollmentUpsert | EnrollmentDelete) -> bytes:
+        return mutation.program_id.encode()  # program_id, the partition key, is text
 
 
 def _dead_letter(context, detail: str):

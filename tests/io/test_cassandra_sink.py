@@ -13,6 +13,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from cassandra import ConsistencyLevel, InvalidRequest, OperationTimedOut, Unavailable, WriteTimeout, WriteType
 from cassandra.cluster import NoHostAvailable
 from cassandra.protocol import OverloadedErrorMessage
+from cassandra.query import SimpleStatement
 from conftest import LOCAL_CASSANDRA, outcomes
 from test_backoff import Counted
 
@@ -205,11 +206,13 @@ class FlakySession:
     def __init__(self, session, failures):
         self._session, self._failures = session, failures
         self.sent = self.awaited = self.most_outstanding = 0
+        self.requests = []
 
     def prepare(self, cql):
         return self._session.prepare(cql) if self._session else _Unprepared()
 
     def execute_async(self, statement):
+        self.requests.append(statement)
         self.sent += 1
         self.most_outstanding = max(self.most_outstanding, self.sent - self.awaited)
         if self._failures > 0:
@@ -224,8 +227,10 @@ class FlakySession:
 
 
 class _Unprepared:
+    """A statement for no Cassandra: bound, it is a plain statement routed by its program, as the driver's are."""
+
     def bind(self, values):
-        return values
+        return SimpleStatement("-- not sent", routing_key=b"program", keyspace="ks")
 
 
 def writer(session, keyspace="ks", concurrency=4, max_batch_bytes=cassandra_sink.MAX_BATCH_BYTES,
@@ -341,6 +346,19 @@ def test_a_programs_mutations_go_as_batches_each_with_its_own_timestamp(cassandr
     found = rows(cassandra_session, keyspace, program)
     assert {user: (r.program_name, r.stamp) for user, r in found.items()} == {
         f"u{i}": (f"n{i}", T0 + i) for i in range(60)}
+
+
+@pytest.mark.services
+def test_every_request_is_routed_to_its_programs_replicas(cassandra_session, test_schema, unique):
+    # An INSERT ... JSON hides the partition key from the driver: without a routing key set by the sink,
+    # token-aware routing would send the write to any node, which then forwards it.
+    keyspace, program = test_schema["programs_keyspace"], f"p-{unique}"
+    session = FlakySession(cassandra_session, failures=0)
+    mutations = [upsert(program, f"u{i}", T0) for i in range(3)] + [EnrollmentDelete(program, "u9", T0)]
+    assert run_writer(writer(session, keyspace, max_batch_bytes=0), mutations) == ([0, 1, 2, 3], [])
+    assert run_writer(writer(session, keyspace), mutations)[0] == [0, 1, 2, 3]  # one batch
+    # What the driver's TokenAwarePolicy looks up the replicas by.
+    assert [(r.routing_key, r.keyspace) for r in session.requests] == [(program.encode(), keyspace)] * 5
 
 
 @pytest.mark.services
