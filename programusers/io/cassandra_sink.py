@@ -31,7 +31,7 @@ import itertools
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -198,7 +198,7 @@ class _Outage:
         self.since, self._reported = None, False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Item:
     """One mutation, with the context to answer with, and its statement key and bind values (worked out once)."""
     context: Any
@@ -330,11 +330,12 @@ class _Writer:
             self._prepared[key] = statement
         return self._prepared[key]
 
-    def _count(self, mutation) -> None:
-        name = self._statements.counter(mutation)
-        if name not in self._counters:
-            self._counters[name] = Metrics.counter(METRICS_NAMESPACE, name)
-        self._counters[name].inc()
+    def _count(self, items: list[_Item]) -> None:
+        # A counter's inc() costs about a microsecond: one a counter a write, not one a mutation.
+        for name, written in Counter(self._statements.counter(item.mutation) for item in items).items():
+            if name not in self._counters:
+                self._counters[name] = Metrics.counter(METRICS_NAMESPACE, name)
+            self._counters[name].inc(written)
 
     def _back_off(self, write: _Write) -> None:
         now = time.monotonic()
@@ -378,8 +379,8 @@ class _Writer:
                     self._back_off(retry)
             else:
                 self._outage.succeeded()
+                self._count(write.items)
                 for item in write.items:
-                    self._count(item.mutation)
                     yield _Outcome(item.context)
 
     @staticmethod
