@@ -32,10 +32,6 @@ def pipeline_options(args) -> PipelineOptions:
             args.runner = "DirectRunner"
     options = commands.pipeline_options(args)
     ingest = options.view_as(IngestOptions)
-    try:
-        ingest.validate_flags()
-    except ValueError as error:
-        raise SystemExit(str(error)) from None
     if not ingest.bounded and args.runner == "DirectRunner":
         raise SystemExit("DirectRunner runs backfills only: pass --backfill (or --until, --max-records, ...)")
     return options

@@ -29,10 +29,6 @@ def summary(totals: dict[str, int]) -> str:
 def _command(args) -> int:
     options = commands.pipeline_options(args)
     writes = options.view_as(CassandraWriteOptions)
-    try:
-        writes.validate_flags()
-    except ValueError as error:
-        raise SystemExit(str(error)) from None
     started = time.monotonic()
     result, outage = commands.wait_for(lambda: run(options), options.view_as(StoreOptions).cassandra_connection(),
                                        writes.outage_limit(bounded=True))

@@ -221,6 +221,47 @@ class _Outcome(NamedTuple):
     rejected: str | None = None
 
 
+@dataclass(frozen=True)
+class WritePolicy:
+    """How WriteToCassandra writes, checked once when made and passed whole.
+
+    Args:
+      consistency: the writes' consistency level (a name, e.g. LOCAL_QUORUM).
+      concurrency: requests in flight per DoFn instance.
+      backoff: the first wait before a retry, in seconds.
+      max_backoff: the longest wait before a retry, in seconds.
+      max_outage: seconds without a successful write before the job fails; None waits for ever (streaming).
+      max_batch_bytes: the most bytes of values in one partition's batch; 0 sends each mutation alone.
+    """
+    consistency: str = "LOCAL_QUORUM"
+    concurrency: int = 32
+    backoff: float = DEFAULT_BACKOFF_SECONDS
+    max_backoff: float = MAX_BACKOFF_SECONDS
+    max_outage: float | None = None
+    max_batch_bytes: int = MAX_BATCH_BYTES
+
+    def __post_init__(self):
+        if self.consistency not in ConsistencyLevel.name_to_value:
+            raise KeyError(f"consistency: no level {self.consistency!r}")
+        if (self.concurrency < 1 or self.backoff < 0 or self.max_backoff < self.backoff
+                or (self.max_outage is not None and self.max_outage < 0) or self.max_batch_bytes < 0):
+            raise ValueError("concurrency must be at least 1; backoff, max_backoff, max_outage and max_batch_bytes "
+                             "not negative, max_backoff at least backoff")
+
+    @property
+    def consistency_level(self) -> int:
+        return ConsistencyLevel.name_to_value[self.consistency]
+
+    @property
+    def retry_backoff(self) -> Backoff:
+        return Backoff(self.backoff, self.max_backoff)
+
+    def display_data(self) -> dict:
+        return {"consistency": self.consistency, "concurrency": self.concurrency, "backoff": self.backoff,
+                "max_backoff": self.max_backoff, "max_outage": str(self.max_outage),
+                "max_batch_bytes": self.max_batch_bytes}
+
+
 def value_bytes(values: Sequence) -> int:
     """About what Cassandra counts of a mutation's values against the batch size thresholds."""
     return sum(len(v) if isinstance(v, (str, bytes)) else
@@ -256,11 +297,10 @@ class _Writer:
     the wall time during which at least one write waited out a backoff (however many waited together,
     an instant counts once, so it never exceeds the time elapsed)."""
 
-    def __init__(self, session, statements: Statements, *, consistency: int, concurrency: int, backoff: Backoff,
-                 max_batch_bytes: int, outage: _Outage, throttled):
-        self._session, self._statements, self._consistency = session, statements, consistency
-        self._concurrency, self._backoff, self._max_batch_bytes = concurrency, backoff, max_batch_bytes
-        self._outage, self._throttled = outage, throttled
+    def __init__(self, session, statements: Statements, policy: WritePolicy, *, outage: _Outage, throttled):
+        self._session, self._statements, self._consistency = session, statements, policy.consistency_level
+        self._concurrency, self._backoff = policy.concurrency, policy.retry_backoff
+        self._max_batch_bytes, self._outage, self._throttled = policy.max_batch_bytes, outage, throttled
         self._retries = Metrics.counter(METRICS_NAMESPACE, "write_retries")
         self._prepared = {}  # statement key -> prepared statement
         self._counters = {}
@@ -395,22 +435,16 @@ class _Writer:
 class _WriteMutationsFn(SessionDoFn):
     """(context, mutation) -> the context once written; (context, detail) on REJECTED. Owns a _Writer."""
 
-    def __init__(self, connection: CassandraConnection, statements: Statements, *, consistency: str, concurrency: int,
-                 backoff: float, max_backoff: float = MAX_BACKOFF_SECONDS, max_outage: float | None = None,
-                 max_batch_bytes: int = MAX_BATCH_BYTES):
+    def __init__(self, connection: CassandraConnection, statements: Statements, policy: WritePolicy):
         super().__init__(connection.with_timeout(REQUEST_TIMEOUT_SECONDS))
-        self._statements, self._consistency = statements, ConsistencyLevel.name_to_value[consistency]
-        self._concurrency, self._backoff = concurrency, Backoff(backoff, max_backoff)
-        self._max_outage, self._max_batch_bytes = max_outage, max_batch_bytes
+        self._statements, self._policy = statements, policy
         self._throttled = Metrics.counter(METRICS_NAMESPACE, "write_throttled_ms")
 
     def setup(self):
         quiet_driver_reconnection_logs()
-        outage = _Outage(self._connection.describe(), self._max_outage)
-        self._session = _connect_waiting(self._acquire_session, outage, self._backoff, self._throttled)
-        self._writer = _Writer(self._session, self._statements, consistency=self._consistency,
-                               concurrency=self._concurrency, backoff=self._backoff,
-                               max_batch_bytes=self._max_batch_bytes, outage=outage, throttled=self._throttled)
+        outage = _Outage(self._connection.describe(), self._policy.max_outage)
+        self._session = _connect_waiting(self._acquire_session, outage, self._policy.retry_backoff, self._throttled)
+        self._writer = _Writer(self._session, self._statements, self._policy, outage=outage, throttled=self._throttled)
 
     def start_bundle(self):
         self._writer.forget()
@@ -441,40 +475,24 @@ class WriteToCassandra(beam.PTransform):
 
     Returns the contexts of the written mutations (main output, `written`) and, as output `rejected`,
     the writes Cassandra rejected as (context, detail) pairs, `detail` naming the error's type.
-    Mutations of one partition go as UNLOGGED batches of at most `max_batch_bytes` of values.
-    Transient failures are retried (with Backoff's rule: from `backoff` seconds, doubling, at most
-    `max_backoff`, the second half of each wait random) until they succeed, or until no write has
-    succeeded for `max_outage` seconds: then the job fails with CassandraUnreachable.
+    Mutations of one partition go as UNLOGGED batches of at most `policy.max_batch_bytes` of values.
+    Transient failures are retried (with Backoff's rule: from `policy.backoff` seconds, doubling, at most
+    `policy.max_backoff`, the second half of each wait random) until they succeed, or until no write has
+    succeeded for `policy.max_outage` seconds: then the job fails with CassandraUnreachable.
     Counters: `write_retries`; `write_throttled_ms`, the wall time during which some write of a DoFn
     instance waited out a backoff, or the instance waited to connect.
 
     Args:
       connection: where the cluster is and how to log in.
       statements: the prepared statements and bind values of the mutations (see Statements).
-      consistency: the writes' consistency level (a name, e.g. LOCAL_QUORUM).
-      concurrency: requests in flight per DoFn instance.
-      backoff: the first wait before a retry, in seconds.
-      max_backoff: the longest wait before a retry, in seconds.
-      max_outage: seconds without a successful write before the job fails; None waits for ever (streaming).
-      max_batch_bytes: the most bytes of values in one partition's batch; 0 sends each mutation alone.
+      policy: consistency, requests in flight, batch size, retries and outage limit (see WritePolicy).
     """
 
-    def __init__(self, connection: CassandraConnection, statements: Statements, *, consistency: str = "LOCAL_QUORUM",
-                 concurrency: int = 32, backoff: float = DEFAULT_BACKOFF_SECONDS,
-                 max_backoff: float = MAX_BACKOFF_SECONDS, max_outage: float | None = None,
-                 max_batch_bytes: int = MAX_BATCH_BYTES):
+    def __init__(self, connection: CassandraConnection, statements: Statements, policy: WritePolicy = WritePolicy()):
         super().__init__()
-        if (concurrency < 1 or backoff < 0 or max_backoff < backoff or (max_outage is not None and max_outage < 0)
-                or max_batch_bytes < 0):
-            raise ValueError("concurrency must be at least 1; backoff, max_backoff, max_outage and max_batch_bytes "
-                             "not negative, max_backoff at least backoff")
-        self._fn = _WriteMutationsFn(connection, statements, consistency=consistency, concurrency=concurrency,
-                                     backoff=backoff, max_backoff=max_backoff, max_outage=max_outage,
-                                     max_batch_bytes=max_batch_bytes)
+        self._fn = _WriteMutationsFn(connection, statements, policy)
         self._display = {"cassandra": connection.describe(), "statements": type(statements).__name__,
-                         "consistency": consistency, "concurrency": concurrency, "backoff": backoff,
-                         "max_backoff": max_backoff, "max_outage": str(max_outage),
-                         "max_batch_bytes": max_batch_bytes}
+                         **policy.display_data()}
 
     def expand(self, mutations):
         return mutations | "Write" >> beam.ParDo(self._fn).with_outputs(REJECTED, main="written")

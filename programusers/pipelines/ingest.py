@@ -33,12 +33,13 @@ from cassandra import ConsistencyLevel
 
 from programusers import events, settings
 from programusers.io import cassandra_sink, kafka
+from programusers.io.cassandra_sink import WritePolicy
 from programusers.io.kafka import KafkaRecord, OffsetRange
-from programusers.options import StoreOptions, keyspace_flags
+from programusers.options import StoreOptions, in_range, keyspace_flags
 from programusers.transforms.enrollments import WriteEnrollments
 
 METRICS_NAMESPACE = "programusers.ingest"
-REJECTED = "rejected"
+INVALID = "invalid"  # the output of events that fail validation (SPEC §2): bound for the dead letters
 DEFAULT_BOUNDED_OUTAGE = 600.0  # seconds: a bounded run (a backfill) fails rather than wait for ever
 _LOG = logging.getLogger(__name__)
 
@@ -75,26 +76,22 @@ class CassandraWriteOptions(PipelineOptions):
         keyspace_flags(parser, consent=False)
         parser.add_argument("--consistency", default="LOCAL_QUORUM",
                             choices=[name for name in ConsistencyLevel.name_to_value if "SERIAL" not in name])
-        parser.add_argument("--write-concurrency", type=int, default=32,
+        parser.add_argument("--write-concurrency", type=in_range(1), default=32,
                             help="Cassandra writes in flight per worker thread")
-        parser.add_argument("--write-batch-bytes", type=int, default=cassandra_sink.MAX_BATCH_BYTES,
+        parser.add_argument("--write-batch-bytes", type=in_range(0), default=cassandra_sink.MAX_BATCH_BYTES,
                             help="a program's mutations go to Cassandra as UNLOGGED batches of at most this many "
                                  "bytes of values, each one partition's: one mutation, which Cassandra applies at "
                                  "once and does not hold to batch_size_warn_threshold (that counts batches across "
                                  "partitions); 0: one statement a request")
-        parser.add_argument("--retry-backoff", type=float, default=cassandra_sink.DEFAULT_BACKOFF_SECONDS,
+        parser.add_argument("--retry-backoff", type=in_range(0, cassandra_sink.MAX_BACKOFF_SECONDS, float),
+                            default=cassandra_sink.DEFAULT_BACKOFF_SECONDS,
                             help="seconds before a transiently failed write is tried again; doubled for each "
                                  f"next try, at most {cassandra_sink.MAX_BACKOFF_SECONDS:g} s. Transient failures "
                                  "are retried until they succeed, never dead-lettered")
-        parser.add_argument("--max-write-outage", type=float, metavar="SECONDS",
+        parser.add_argument("--max-write-outage", type=in_range(0, kind=float), metavar="SECONDS",
                             help="fail the run when no Cassandra write has succeeded for this long (0: never); "
                                  f"default {DEFAULT_BOUNDED_OUTAGE:g} for bounded runs, never for streaming ones, "
                                  "which hold the stream and log once a minute while Cassandra is unreachable")
-
-    def validate_flags(self) -> None:
-        """Raises ValueError naming the first flag out of range."""
-        if self.write_batch_bytes < 0:
-            raise ValueError("--write-batch-bytes: 0 or more")
 
     def outage_limit(self, bounded: bool) -> float | None:
         """Seconds without a successful write before the run fails; None: wait for ever."""
@@ -104,9 +101,9 @@ class CassandraWriteOptions(PipelineOptions):
 
     def write_enrollments(self, bounded: bool) -> WriteEnrollments:
         return WriteEnrollments(self.view_as(StoreOptions).cassandra_connection(), self.programs_keyspace,
-                                consistency=self.consistency, concurrency=self.write_concurrency,
-                                backoff=self.retry_backoff, max_outage=self.outage_limit(bounded),
-                                max_batch_bytes=self.write_batch_bytes)
+                                WritePolicy(consistency=self.consistency, concurrency=self.write_concurrency,
+                                            backoff=self.retry_backoff, max_outage=self.outage_limit(bounded),
+                                            max_batch_bytes=self.write_batch_bytes))
 
 
 class IngestOptions(PipelineOptions):
@@ -117,7 +114,7 @@ class IngestOptions(PipelineOptions):
         parser.add_argument("--commit-offsets", action=argparse.BooleanOptionalAction, default=True,
                             help="commit to the consumer group, per partition, the offset below which every "
                                  "record is written or dead-lettered (on every runner)")
-        parser.add_argument("--commit-every", type=float, default=5.0, metavar="SECONDS",
+        parser.add_argument("--commit-every", type=in_range(0.1, kind=float), default=5.0, metavar="SECONDS",
                             help="how often a streaming run commits its watermark (a restart re-reads what "
                                  "was done since)")
         parser.add_argument("--expansion-service", default=settings.EXPANSION_SERVICE,
@@ -125,15 +122,15 @@ class IngestOptions(PipelineOptions):
         parser.add_argument("--backfill", action="store_true",
                             help="read each partition from the group's committed offset (else the earliest) up "
                                  "to its end offset now, then stop")
-        parser.add_argument("--from", dest="read_from", metavar="ISO_TIME",
+        parser.add_argument("--from", dest="read_from", type=iso_time_text, metavar="ISO_TIME",
                             help="a backfill starting at the first record at or after this time (UTC unless "
                                  "it says otherwise) instead of the committed offsets; commits nothing")
-        parser.add_argument("--until", dest="read_until", metavar="ISO_TIME",
+        parser.add_argument("--until", dest="read_until", type=iso_time_text, metavar="ISO_TIME",
                             help="a backfill ending before the first record at or after this time; commits "
                                  "nothing")
-        parser.add_argument("--max-records", type=int,
+        parser.add_argument("--max-records", type=in_range(1),
                             help="a backfill of at most this many records in all, shared among the partitions")
-        parser.add_argument("--max-read-time", type=int, metavar="SECONDS",
+        parser.add_argument("--max-read-time", type=in_range(1), metavar="SECONDS",
                             help="a backfill that stops reading this long after it starts; a run stopped "
                                  "before its ranges are read exits non-zero")
 
@@ -152,22 +149,6 @@ class IngestOptions(PipelineOptions):
         where they are, which committing its ranges would move past records it never read."""
         return self.commit_offsets and not (self.read_from or self.read_until)
 
-    def validate_flags(self) -> None:
-        """Raises ValueError naming the first flag out of range."""
-        for flag, text in (("--from", self.read_from), ("--until", self.read_until)):
-            if text:
-                try:
-                    iso_time(text)
-                except ValueError:
-                    raise ValueError(f"{flag}: not an ISO-8601 date or time") from None
-        if self.max_records is not None and self.max_records < 1:
-            raise ValueError("--max-records: at least 1")
-        if self.max_read_time is not None and self.max_read_time < 1:
-            raise ValueError("--max-read-time: at least 1 second")
-        if self.commit_every <= 0:
-            raise ValueError("--commit-every: more than 0 seconds")
-        self.view_as(CassandraWriteOptions).validate_flags()
-
 
 def arrival_micros(kafka_timestamp_millis: int) -> int:
     """An event's fallback write time: its Kafka timestamp, which a replay sees again, else now."""
@@ -182,7 +163,7 @@ def dead_letter_message(record: KafkaRecord, dead: events.DeadLetter, failed_at:
 
 
 class _ParseFn(beam.DoFn):
-    """KafkaRecord -> (record, mutation), or (record, DeadLetter) on the REJECTED output."""
+    """KafkaRecord -> (record, mutation), or (record, DeadLetter) on the INVALID output."""
 
     def __init__(self):
         self._read = Metrics.counter(METRICS_NAMESPACE, "events_read")
@@ -191,7 +172,7 @@ class _ParseFn(beam.DoFn):
         self._read.inc()
         result = events.parse_event(record.value, arrival_micros(record.timestamp))
         if isinstance(result, events.DeadLetter):
-            yield pvalue.TaggedOutput(REJECTED, (record, result))
+            yield pvalue.TaggedOutput(INVALID, (record, result))
         else:
             yield record, result
 
@@ -221,9 +202,9 @@ class IngestEvents(beam.PTransform):
         self._write_enrollments, self._write_dead_letters = write_enrollments, write_dead_letters
 
     def expand(self, records):
-        parsed = records | "ParseEvents" >> beam.ParDo(_ParseFn()).with_outputs(REJECTED, main="mutations")
+        parsed = records | "ParseEvents" >> beam.ParDo(_ParseFn()).with_outputs(INVALID, main="mutations")
         written, failed = parsed.mutations | "WriteEnrollments" >> self._write_enrollments
-        dead_lettered = ((parsed[REJECTED], failed)
+        dead_lettered = ((parsed[INVALID], failed)
                          | "MergeDeadLetters" >> beam.Flatten()
                          | "FormatDeadLetters" >> beam.Map(_format_dead_letter)
                          | "WriteDeadLetters" >> self._write_dead_letters
@@ -266,7 +247,6 @@ def build(pipeline: beam.Pipeline, ranges: list[OffsetRange]) -> None:
 def run(options: PipelineOptions, ranges: list[OffsetRange] | None = None) -> PipelineResult:
     """Starts the ingest of `ranges` (default: `plan(options)`) and returns without waiting for it."""
     ingest = options.view_as(IngestOptions)
-    ingest.validate_flags()
     if not ingest.bounded:
         options.view_as(StandardOptions).streaming = True
     pipeline = beam.Pipeline(options=options)

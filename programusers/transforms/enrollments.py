@@ -7,7 +7,7 @@ import orjson
 
 from programusers.events import DeadLetter, EnrollmentDelete, EnrollmentUpsert, Reason
 from programusers.io.cassandra import CassandraConnection, identifier
-from programusers.io.cassandra_sink import REJECTED, WriteToCassandra
+from programusers.io.cassandra_sink import REJECTED, WritePolicy, WriteToCassandra
 from programusers.schema import ENROLLMENT_TABLE
 
 UPSERT, DELETE = "upsert", "delete"  # the statement keys
@@ -66,13 +66,13 @@ def _dead_letter(context, detail: str):
 
 
 class WriteEnrollments(beam.PTransform):
-    """Writes (context, EnrollmentUpsert | EnrollmentDelete) pairs to `keyspace`.program_enrollment; returns
-    (the contexts written, the writes Cassandra rejected as (context, DeadLetter) pairs, reason
-    "write_failed"). The other arguments are WriteToCassandra's (retries, outage limit)."""
+    """Writes (context, EnrollmentUpsert | EnrollmentDelete) pairs to `keyspace`.program_enrollment with
+    `policy` (see WritePolicy); returns (the contexts written, the writes Cassandra rejected as
+    (context, DeadLetter) pairs, reason "write_failed")."""
 
-    def __init__(self, connection: CassandraConnection, keyspace: str, **write_options):
+    def __init__(self, connection: CassandraConnection, keyspace: str, policy: WritePolicy = WritePolicy()):
         super().__init__()
-        self._write = WriteToCassandra(connection, EnrollmentStatements(keyspace), **write_options)
+        self._write = WriteToCassandra(connection, EnrollmentStatements(keyspace), policy)
 
     def expand(self, mutations):
         result = mutations | "WriteToCassandra" >> self._write

@@ -22,6 +22,7 @@ def test_a_flag_the_parser_cannot_read_is_a_usage_error(argv, message, capsys):
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_a_negative_batch_size_is_refused_before_any_read():
-    with pytest.raises(SystemExit, match="--write-batch-bytes: 0 or more"):
+def test_a_negative_batch_size_is_refused_before_any_read(capsys):
+    with pytest.raises(SystemExit) as exit_:
         cli.main(["replay", "--write-batch-bytes", "-1"])
+    assert exit_.value.code == 2 and "argument --write-batch-bytes: -1 is not in 0.." in capsys.readouterr().err

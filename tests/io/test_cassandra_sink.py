@@ -10,7 +10,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-from cassandra import ConsistencyLevel, InvalidRequest, OperationTimedOut, Unavailable, WriteTimeout, WriteType
+from cassandra import InvalidRequest, OperationTimedOut, Unavailable, WriteTimeout, WriteType
 from cassandra.cluster import NoHostAvailable
 from cassandra.protocol import OverloadedErrorMessage
 from cassandra.query import SimpleStatement
@@ -22,7 +22,7 @@ from programusers.events import DeadLetter, EnrollmentDelete, EnrollmentUpsert, 
 from programusers.io import cassandra_sink
 from programusers.io.backoff import Backoff
 from programusers.io.cassandra import CassandraConnection
-from programusers.io.cassandra_sink import is_transient
+from programusers.io.cassandra_sink import WritePolicy, is_transient
 from programusers.metrics import counters
 from programusers.transforms.enrollments import (
     EnrollmentStatements,
@@ -236,10 +236,9 @@ class _Unprepared:
 def writer(session, keyspace="ks", concurrency=4, max_batch_bytes=cassandra_sink.MAX_BATCH_BYTES,
            throttled=None) -> cassandra_sink._Writer:
     """The sink's engine on `session`, with short backoffs and no outage limit."""
-    return cassandra_sink._Writer(session, EnrollmentStatements(keyspace), consistency=ConsistencyLevel.LOCAL_QUORUM,
-                                  concurrency=concurrency, backoff=Backoff(0.01, 0.05),
-                                  max_batch_bytes=max_batch_bytes, outage=cassandra_sink._Outage("test", None),
-                                  throttled=throttled or Counted())
+    policy = WritePolicy(concurrency=concurrency, backoff=0.01, max_backoff=0.05, max_batch_bytes=max_batch_bytes)
+    return cassandra_sink._Writer(session, EnrollmentStatements(keyspace), policy,
+                                  outage=cassandra_sink._Outage("test", None), throttled=throttled or Counted())
 
 
 def run_writer(engine, mutations) -> tuple[list, list]:
@@ -255,8 +254,8 @@ class FlakyWriteFn(cassandra_sink._WriteMutationsFn):
     Cassandra is down)."""
 
     def __init__(self, keyspace, failures, refused=0, max_outage=None):
-        super().__init__(LOCAL_CASSANDRA, EnrollmentStatements(keyspace), consistency="LOCAL_QUORUM", concurrency=4,
-                         backoff=0.01, max_backoff=0.05, max_outage=max_outage)
+        super().__init__(LOCAL_CASSANDRA, EnrollmentStatements(keyspace),
+                         WritePolicy(concurrency=4, backoff=0.01, max_backoff=0.05, max_outage=max_outage))
         self._failures, self._refused = failures, refused
 
     def _acquire_session(self):

@@ -7,6 +7,7 @@ import pytest
 from conftest import LOCAL_CASSANDRA
 
 from programusers.events import EnrollmentDelete, EnrollmentUpsert
+from programusers.io.cassandra_sink import WritePolicy
 from programusers.transforms.enrollments import (
     EnrollmentStatements,
     WriteEnrollments,
@@ -54,6 +55,6 @@ def test_every_upsert_shares_one_statement_and_deletes_another():
 
 def test_write_enrollments_rejects_a_nonsense_policy():
     with pytest.raises(ValueError):
-        WriteEnrollments(LOCAL_CASSANDRA, "ks", concurrency=0)
+        WriteEnrollments(LOCAL_CASSANDRA, "ks", WritePolicy(concurrency=0))
     with pytest.raises(KeyError):
-        WriteEnrollments(LOCAL_CASSANDRA, "ks", consistency="MOSTLY")
+        WriteEnrollments(LOCAL_CASSANDRA, "ks", WritePolicy(consistency="MOSTLY"))
