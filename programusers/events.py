@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -137,12 +137,18 @@ def event_to_mutation(event: Any, arrival_micros: int) -> EnrollmentUpsert | Enr
 MAX_DEAD_LETTER_BYTES = 900_000
 
 
-def dead_letter_record(
-    dead: DeadLetter, payload: bytes | None, *, topic: str, partition: int, offset: int, failed_at: datetime,
-    timestamp: int | None = None, max_bytes: int = MAX_DEAD_LETTER_BYTES,
-) -> bytes:
+class RecordOrigin(NamedTuple):
+    """Where a Kafka record was read, as its dead letter names it."""
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None = None  # the record's Kafka timestamp, epoch millis
+
+
+def dead_letter_record(dead: DeadLetter, payload: bytes | None, origin: RecordOrigin, failed_at: datetime, *,
+                       max_bytes: int = MAX_DEAD_LETTER_BYTES) -> bytes:
     """The dead-letter topic's JSON value; `payload` is the original record value (null for a tombstone),
-    `timestamp` the original record's Kafka timestamp (epoch millis): a replay stamps an event without
+    `origin.timestamp` the original record's Kafka timestamp: a replay stamps an event without
     dates with it, as the ingest did, so replaying stays idempotent. A value over `max_bytes` (JSON
     escapes can make a payload up to six times longer) carries the payload's longest prefix that fits,
     with `payload_truncated` and the original's `payload_bytes`: the whole record stays at its offset."""
@@ -151,10 +157,10 @@ def dead_letter_record(
         "field": dead.field,
         "detail": dead.detail,
         "payload": None if payload is None else payload.decode("utf-8", errors="replace"),
-        "topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "timestamp": timestamp,
+        "topic": origin.topic,
+        "partition": origin.partition,
+        "offset": origin.offset,
+        "timestamp": origin.timestamp,
         "failed_at": _as_utc(failed_at).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
     value = json.dumps(record).encode()

@@ -10,6 +10,7 @@ from programusers.events import (
     DeadLetter,
     EnrollmentDelete,
     EnrollmentUpsert,
+    RecordOrigin,
     TimestampError,
     dead_letter_record,
     event_to_mutation,
@@ -414,8 +415,8 @@ def test_dead_letter_record():
     payload = b'{"userId": [1]}\xff'
     dead = parse_event(payload, ARRIVAL)
     failed_at = datetime(2023, 1, 12, 12, 0, 56, 829000, tzinfo=timezone(timedelta(hours=5, minutes=30)))
-    record = json.loads(dead_letter_record(dead, payload, topic="dev.ml.programUsers.raw", partition=3, offset=1234,
-                                           failed_at=failed_at, timestamp=1_673_505_056_000))
+    record = json.loads(dead_letter_record(dead, payload, RecordOrigin("dev.ml.programUsers.raw", 3, 1234, 1_673_505_056_000),
+                                           failed_at))
     assert record == {
         "reason": "invalid_json", "field": None, "detail": dead.detail,
         "payload": '{"userId": [1]}\ufffd', "topic": "dev.ml.programUsers.raw", "partition": 3,
@@ -425,7 +426,7 @@ def test_dead_letter_record():
 
 def test_dead_letter_record_of_a_tombstone_and_a_naive_time():
     dead = parse_event(None, ARRIVAL)
-    record = json.loads(dead_letter_record(dead, None, topic="t", partition=0, offset=7, failed_at=datetime(2023, 1, 12, 6, 30)))
+    record = json.loads(dead_letter_record(dead, None, RecordOrigin("t", 0, 7), datetime(2023, 1, 12, 6, 30)))
     assert record["payload"] is None and record["timestamp"] is None
     assert record["failed_at"] == "2023-01-12T06:30:00.000Z"
 
@@ -434,7 +435,7 @@ def test_dead_letter_record_of_a_tombstone_and_a_naive_time():
 def test_a_dead_letter_too_large_carries_the_longest_prefix_of_its_payload_that_fits(text, max_bytes):
     payload = text.encode("utf-8", "surrogatepass")
     dead = DeadLetter("invalid_json", None, "not JSON")
-    value = dead_letter_record(dead, payload, topic="t", partition=0, offset=7, failed_at=datetime(2023, 1, 12, 6, 30), max_bytes=max_bytes)
+    value = dead_letter_record(dead, payload, RecordOrigin("t", 0, 7), datetime(2023, 1, 12, 6, 30), max_bytes=max_bytes)
     record = json.loads(value)
     whole = payload.decode("utf-8", errors="replace")
     if record.get("payload_truncated"):
@@ -448,7 +449,7 @@ def test_a_dead_letter_too_large_carries_the_longest_prefix_of_its_payload_that_
 
 def test_a_two_megabyte_event_gives_a_dead_letter_kafka_takes():
     payload = b'{"userId": "' + b"\x01" * 700_000 + b'"'
-    value = dead_letter_record(parse_event(payload, ARRIVAL), payload, topic="t", partition=0, offset=7, failed_at=datetime(2023, 1, 12, 6, 30))
+    value = dead_letter_record(parse_event(payload, ARRIVAL), payload, RecordOrigin("t", 0, 7), datetime(2023, 1, 12, 6, 30))
     record = json.loads(value)
     assert len(value) <= 900_000 < len(payload) * 2 and record["payload_truncated"]
     assert record["payload_bytes"] == len(payload) and record["offset"] == 7

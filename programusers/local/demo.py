@@ -133,6 +133,39 @@ def run(args) -> int:
         return _run(args, stack)
 
 
+def _report_store_flags(store: str) -> list[str]:
+    """The exhaust's flags for the demo's report store, made ready (its container or bucket created)."""
+    if store == "local":
+        return []
+    if store == "azure":  # the demo's container is made here; the exhaust refuses a missing one
+        azure_account().create_container(DEMO_CONTAINER)
+    else:  # the stack's S3 server, with its development identity
+        os.environ.update({**seaweedfs.environment(), "PROGRAMUSERS_S3_ENDPOINT": seaweedfs.ENDPOINT})
+        seaweedfs.DEVELOPMENT_ACCOUNT.create_bucket(DEMO_CONTAINER)
+    return ["--store", store, "--container", DEMO_CONTAINER]
+
+
+def _read_through_api(api_url: str, token: str, tag: str, request_id: str) -> tuple[str, str]:
+    """(where the report is, its link signed now), as the dashboard reads a finished job."""
+    job = demo_api.call(f"{api_url}/request/read/{tag}?requestId={request_id}", token, CHANNEL)
+    if job["result"]["status"] != "SUCCESS":
+        raise SystemExit(f"demo stopped: request {request_id} ended {job['result']['status']}: "
+                         f"{job['result'].get('statusMessage')}")
+    link = job["result"]["downloadUrls"][0]
+    return link.split("?", 1)[0], link
+
+
+def _read_with_commands(request_id: str, store: str) -> tuple[str, str | None]:
+    """(where the report is, a signed link to it unless it is local), from `programusers status` and `link`."""
+    status = dict(line.split(": ", 1) for line in programusers("status", request_id, capture=True).splitlines()
+                  if ": " in line)
+    if status.get("status") != "SUCCESS":
+        raise SystemExit(f"demo stopped: request {request_id} ended {status.get('status')}: "
+                         f"{status.get('err_message')}")
+    link = programusers("link", request_id, capture=True).strip() if store != "local" else None
+    return status["download_urls"], link
+
+
 def _run(args, stack: contextlib.ExitStack) -> int:
     if args.secure:
         load_env_file(SECURE_ENV)
@@ -140,14 +173,7 @@ def _run(args, stack: contextlib.ExitStack) -> int:
     cipher = PlatformCipher.from_env()
     topic = f"{args.env}.ml.programUsers.raw"
     stages = Stages(total=6)
-    store_flags = []
-    if args.store == "azure":  # the demo's container is made here; the exhaust refuses a missing one
-        azure_account().create_container(DEMO_CONTAINER)
-    elif args.store == "s3":  # the stack's S3 server, with its development identity
-        os.environ.update({**seaweedfs.environment(), "PROGRAMUSERS_S3_ENDPOINT": seaweedfs.ENDPOINT})
-        seaweedfs.DEVELOPMENT_ACCOUNT.create_bucket(DEMO_CONTAINER)
-    if args.store != "local":
-        store_flags = ["--store", args.store, "--container", DEMO_CONTAINER]
+    store_flags = _report_store_flags(args.store)
     sample = sample_data.generate(args.users, args.seed, cipher)
     pii, open_ = sample.programs
 
@@ -206,21 +232,8 @@ def _run(args, stack: contextlib.ExitStack) -> int:
 
     def fetch(request_id: str, through_api: bool) -> tuple[str, Path, str | None]:
         """(where the report is, a local path to it, the link it came through)."""
-        if through_api:  # as the dashboard reads it: the job, with its link signed now
-            job = demo_api.call(f"{api.url}/request/read/{tag}?requestId={request_id}", token, CHANNEL)
-            if job["result"]["status"] != "SUCCESS":
-                raise SystemExit(f"demo stopped: request {request_id} ended {job['result']['status']}: "
-                                 f"{job['result'].get('statusMessage')}")
-            link = job["result"]["downloadUrls"][0]
-            location = link.split("?", 1)[0]
-        else:
-            status = dict(line.split(": ", 1) for line in programusers("status", request_id, capture=True).splitlines()
-                          if ": " in line)
-            if status.get("status") != "SUCCESS":
-                raise SystemExit(f"demo stopped: request {request_id} ended {status.get('status')}: "
-                                 f"{status.get('err_message')}")
-            location = status["download_urls"]
-            link = programusers("link", request_id, capture=True).strip() if args.store != "local" else None
+        location, link = (_read_through_api(api.url, token, tag, request_id) if through_api
+                          else _read_with_commands(request_id, args.store))
         if args.store == "local":
             return location, Path(location), None
         return location, download(link, downloads), link

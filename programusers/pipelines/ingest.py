@@ -158,8 +158,8 @@ def arrival_micros(kafka_timestamp_millis: int) -> int:
 def dead_letter_message(record: KafkaRecord, dead: events.DeadLetter, failed_at: datetime) -> tuple[bytes, bytes]:
     """The dead-letter topic's (key, value): the record's own key, else its coordinates, and SPEC's JSON."""
     key = record.key if record.key is not None else f"{record.topic}/{record.partition}/{record.offset}".encode()
-    return key, events.dead_letter_record(dead, record.value, topic=record.topic, partition=record.partition,
-                                          offset=record.offset, failed_at=failed_at, timestamp=record.timestamp)
+    origin = events.RecordOrigin(record.topic, record.partition, record.offset, record.timestamp)
+    return key, events.dead_letter_record(dead, record.value, origin, failed_at)
 
 
 class _ParseFn(beam.DoFn):
