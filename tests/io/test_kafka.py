@@ -1,4 +1,4 @@
-"""io/kafka.py's clients: properties given once (Java names) for KafkaIO and the Python clients, what the
+"""io/kafka/'s clients: properties given once (Java names) for KafkaIO and the Python clients, what the
 transforms display (never a secret), and, on the local stack's Kafka, what the committer asks Kafka and
 the watermark it commits. The offset arithmetic is in test_kafka_offsets.py."""
 import time
@@ -11,7 +11,15 @@ from ingest_cases import committed_offsets, create_topic, produce
 
 from programusers import runners, settings
 from programusers.io import kafka
-from programusers.io.kafka import CommitOffsets, KafkaClientConfig, KafkaRecord, OffsetRange, read_properties
+from programusers.io.kafka import (
+    CommitOffsets,
+    KafkaClientConfig,
+    KafkaRecord,
+    OffsetRange,
+    commits,
+    ranges,
+    read_properties,
+)
 
 SASL = ('security.protocol=SASL_SSL\n'
         '# a comment\n'
@@ -94,7 +102,7 @@ def test_kafka_says_whether_offsets_hold_no_record(unique):
         time.sleep(0.1)
     watcher.close()
     produce(topic, [(None, b"v")])  # offset 6
-    offsets = kafka._GroupOffsets(KafkaClientConfig(settings.KAFKA_BOOTSTRAP), f"test.gap.{unique}")
+    offsets = commits._GroupOffsets(KafkaClientConfig(settings.KAFKA_BOOTSTRAP), f"test.gap.{unique}")
     try:
         assert offsets.is_gap(topic, 0, 5, 6)  # the marker holds no record
         assert not offsets.is_gap(topic, 0, 4, 6)  # a record at 4
@@ -175,8 +183,8 @@ class _PartitionConsumer:
 def test_a_range_is_read_asking_kafka_for_no_more_than_it_still_holds():
     # consume() waits out its timeout for a count it cannot reach: asking past the range's end cost a
     # second a range.
-    read = kafka._ReadRangeFn(KafkaClientConfig("k:9092"), deadline=None)
+    read = ranges._ReadRangeFn(KafkaClientConfig("k:9092"), deadline=None)
     read._consumer = consumer = _PartitionConsumer(5000)
     records = list(read.process(OffsetRange("t", 0, 0, 2500)))
     assert [r.offset for r in records] == list(range(2500))
-    assert consumer.asked == [kafka.FETCH_MESSAGES, kafka.FETCH_MESSAGES, 2500 - 2 * kafka.FETCH_MESSAGES]
+    assert consumer.asked == [ranges.FETCH_MESSAGES, ranges.FETCH_MESSAGES, 2500 - 2 * ranges.FETCH_MESSAGES]

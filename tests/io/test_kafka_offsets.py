@@ -1,11 +1,11 @@
-"""The offset arithmetic of io/kafka.py (pure): a partition's done runs, the contiguous watermark over
+"""The offset arithmetic of io/kafka/ (pure): a partition's done runs, the contiguous watermark over
 them, and a record cap shared among partitions; and asking a busy group coordinator again."""
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from programusers.io import kafka
-from programusers.io.kafka import OffsetRange, advance, ask_the_group, runs_of, share_records
+from programusers.io.kafka import OffsetRange, advance, ask_the_group, client, commits, runs_of, share_records
 
 
 @given(st.sets(st.integers(0, 300)))
@@ -67,10 +67,10 @@ def test_a_record_cap_is_exact_and_shared_as_evenly_as_the_partitions_allow(boun
 def test_a_bundles_runs_are_its_offsets_folded_as_they_come(done):
     # The in-process runner reads a whole backfill in one bundle: offsets are folded into runs as they come
     # (every FOLD_OFFSETS, here 7), and the bundle ends with the same fewest runs as if kept one by one.
-    runs = kafka._RunsFn()
+    runs = commits._RunsFn()
     runs.start_bundle()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(kafka, "FOLD_OFFSETS", 7)
+        patch.setattr(commits, "FOLD_OFFSETS", 7)
         for partition, offset in done:
             runs.process(kafka.KafkaRecord("t", partition, offset, 0, None, b"v"))
             assert all(len(offsets) < 7 for offsets in runs._offsets.values())
@@ -103,7 +103,7 @@ def test_a_busy_group_coordinator_is_asked_again_and_other_errors_are_not(monkey
     from confluent_kafka import KafkaError, KafkaException
 
     pauses = []
-    monkeypatch.setattr(kafka.time, "sleep", pauses.append)
+    monkeypatch.setattr(client.time, "sleep", pauses.append)
     answers = [KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, None]
     asked = []
 
@@ -132,8 +132,8 @@ def test_a_coordinator_busy_for_too_long_fails_the_ask(monkeypatch):
     from confluent_kafka import KafkaError, KafkaException
 
     clock = iter(range(0, 10_000, 5))  # each look at the clock: 5 s later
-    monkeypatch.setattr(kafka.time, "monotonic", lambda: next(clock))
-    monkeypatch.setattr(kafka.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(client.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(client.time, "sleep", lambda seconds: None)
 
     def busy():
         raise KafkaException(KafkaError(KafkaError.NOT_COORDINATOR))

@@ -3,6 +3,7 @@ says in __all__ what it offers, and each public transform or lookup handler docu
 has display data of its own."""
 import ast
 import importlib
+import importlib.util
 import pkgutil
 from pathlib import Path
 
@@ -11,12 +12,14 @@ from apache_beam.transforms.display import HasDisplayData
 
 import programusers.io
 
-MODULES = [info.name for info in pkgutil.iter_modules(programusers.io.__path__)]
+# Every module, those of a package (e.g. kafka/) too: "kafka", "kafka.client", ...
+MODULES = [info.name.removeprefix("programusers.io.")
+           for info in pkgutil.walk_packages(programusers.io.__path__, "programusers.io.")]
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_io_imports_nothing_else_of_the_package(name):
-    tree = ast.parse(Path(programusers.io.__path__[0], f"{name}.py").read_text())
+    tree = ast.parse(Path(importlib.util.find_spec(f"programusers.io.{name}").origin).read_text())
     imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
     imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
     assert [m for m in imported if m.startswith("programusers") and not m.startswith("programusers.io")] == []
