@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--runner", action="append", choices=RUNNERS, required=True)
     store_flags(doctor)
     doctor.add_argument("--expansion-service", default=settings.EXPANSION_SERVICE)
-    doctor.set_defaults(handler=_doctor)
+    doctor.set_defaults(handler=_doctor, passes_flags_to_beam=True)
 
     sample_data.register(subcommands)
     ingest.register(subcommands)
@@ -78,9 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every HTTP request at INFO
     for handler in logging.getLogger().handlers:
         handler.addFilter(_without_driver_tracebacks)
-    args, extra = build_parser().parse_known_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
     if command := getattr(args, "command_parser", None):
         commands.refuse_abbreviations(command, extra)
+    elif extra and not getattr(args, "passes_flags_to_beam", False):  # a command of no pipeline drops nothing unread
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pipeline_args = extra
     try:
         return args.handler(args)

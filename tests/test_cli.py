@@ -63,6 +63,16 @@ def test_flags_a_pipeline_command_does_not_know_are_handed_to_beam_as_given(comm
     assert passed_on == beam and args.runner == "DirectRunner"
 
 
+@pytest.mark.parametrize("argv, unknown", [(["status", "R" * 32, "--bogus"], "--bogus"),
+                                           (["init", "--replicaton", "{}"], "--replicaton {}"),
+                                           (["generate", "--users", "3", "--sed", "1"], "--sed 1")])
+def test_a_flag_a_command_of_no_pipeline_does_not_know_is_refused_not_ignored(argv, unknown, capsys):
+    # Nothing would read it: a misspelt flag must not leave the command running with its default.
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2 and f"unrecognized arguments: {unknown}" in capsys.readouterr().err
+
+
 def programusers(*argv) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "programusers", *argv], cwd=REPO, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
