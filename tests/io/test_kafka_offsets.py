@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from programusers.io import kafka
-from programusers.io.kafka import OffsetRange, advance, ask_the_group, client, commits, runs_of, share_records
+from programusers.io import backoff, kafka
+from programusers.io.kafka import OffsetRange, advance, ask_the_group, commits, runs_of, share_records
 
 
 @given(st.sets(st.integers(0, 300)))
@@ -103,7 +103,7 @@ def test_a_busy_group_coordinator_is_asked_again_and_other_errors_are_not(monkey
     from confluent_kafka import KafkaError, KafkaException
 
     pauses = []
-    monkeypatch.setattr(client.time, "sleep", pauses.append)
+    monkeypatch.setattr(backoff.time, "sleep", pauses.append)
     answers = [KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, None]
     asked = []
 
@@ -132,8 +132,8 @@ def test_a_coordinator_busy_for_too_long_fails_the_ask(monkeypatch):
     from confluent_kafka import KafkaError, KafkaException
 
     clock = iter(range(0, 10_000, 5))  # each look at the clock: 5 s later
-    monkeypatch.setattr(client.time, "monotonic", lambda: next(clock))
-    monkeypatch.setattr(client.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(backoff.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(backoff.time, "sleep", lambda seconds: None)
 
     def busy():
         raise KafkaException(KafkaError(KafkaError.NOT_COORDINATOR))

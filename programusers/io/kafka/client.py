@@ -8,17 +8,16 @@ busy group coordinator again (`ask_the_group`), and the metrics namespace of the
 """
 from __future__ import annotations
 
-import itertools
+import functools
 import logging
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from apache_beam.metrics import Metrics
 
-from programusers.io.backoff import Backoff, count_wait
+from programusers.io.backoff import Backoff, count_wait, retry
 
 METRICS_NAMESPACE = "programusers.kafka"  # the counters and gauges of every module of the package
 REPORT_EVERY_SECONDS = 60.0  # how often a wait on Kafka is logged or a partition's lag reported
@@ -122,17 +121,14 @@ def ask_the_group(call: Callable, *args, **kwargs):
 
     busy = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
             KafkaError.COORDINATOR_NOT_AVAILABLE}
-    deadline = time.monotonic() + COORDINATOR_WAIT_SECONDS
-    for attempt in itertools.count(1):
-        try:
-            return call(*args, **kwargs)
-        except KafkaException as error:
-            pause = _COORDINATOR_BACKOFF.seconds(attempt)
-            if error.args[0].code() not in busy or time.monotonic() + pause > deadline:
-                raise
-            _LOG.info("Kafka group coordinator busy (%s); asking again", error.args[0].name())
-            time.sleep(pause)
-            count_wait(_GROUP_THROTTLED, pause)
+
+    def waiting(error: KafkaException, seconds: float) -> None:
+        _LOG.info("Kafka group coordinator busy (%s); asking again", error.args[0].name())
+        count_wait(_GROUP_THROTTLED, seconds)
+
+    return retry(functools.partial(call, *args, **kwargs), _COORDINATOR_BACKOFF,
+                 lambda error: isinstance(error, KafkaException) and error.args[0].code() in busy,
+                 limit=COORDINATOR_WAIT_SECONDS, on_wait=waiting)
 
 
 def _consumer(client: KafkaClientConfig, group_id: str, **extra):
