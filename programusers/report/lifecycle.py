@@ -22,7 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from programusers import filters, runners, store_errors
 from programusers.crypto import PlatformCipher
 from programusers.io import cassandra, redis
-from programusers.io.backoff import Backoff
+from programusers.io.backoff import Backoff, retry
 from programusers.metrics import counters
 from programusers.model_config import ReportConfig
 from programusers.pipelines import exhaust
@@ -74,40 +74,49 @@ def _problem(sources: ExhaustSources, store: Store) -> StoreProblem | None:
         return store_errors.classify(error) or StoreProblem(store, Kind.UNREACHABLE)
 
 
-def _wait_before_retry(attempt: int, deadline: float, request_id: str, problem: str) -> None:
-    """Waits the backoff of failed attempt `attempt` before another try, saying why; raises ReportFailure
-    with `problem` when the wait would pass `deadline`."""
-    delay = STORE_BACKOFF.seconds(attempt)
-    if time.monotonic() + delay > deadline:
-        raise ReportFailure(problem)
-    _LOG.warning("request %s: %s; trying again in %.0fs", request_id, problem, delay)
-    time.sleep(delay)
+class _StoreDown(Exception):
+    """`problem`: the store does not answer, or refuses us (raised for retry(), caught in _await_store)."""
+
+    def __init__(self, problem: StoreProblem):
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+def _retry_until(deadline: float, request_id: str, call, retry_if, problem):
+    """`call()` retried with STORE_BACKOFF while `retry_if(error)`, until `deadline` (time.monotonic()); each
+    wait is logged with `problem(error)`, why the request waits. Raises the last error when the next wait
+    would pass `deadline`."""
+    def say_why(error: Exception, seconds: float) -> None:
+        _LOG.warning("request %s: %s; trying again in %.0fs", request_id, problem(error), seconds)
+
+    return retry(call, STORE_BACKOFF, retry_if, limit=deadline - time.monotonic(), on_wait=say_why)
 
 
 def _await_store(sources: ExhaustSources, store: Store, deadline: float, request_id: str) -> None:
     """Returns once `store` answers; raises ReportFailure naming it when it is still down at `deadline`,
     or at once when it refuses our login (waiting would not change that)."""
-    attempt = 0
-    while problem := _problem(sources, store):
-        if problem.kind is Kind.REFUSED:
-            raise ReportFailure(str(problem))
-        attempt += 1
-        _wait_before_retry(attempt, deadline, request_id, str(problem))
+    def answers() -> None:
+        if problem := _problem(sources, store):
+            raise _StoreDown(problem)
+
+    try:
+        _retry_until(deadline, request_id, answers,
+                     lambda error: isinstance(error, _StoreDown) and error.problem.kind is not Kind.REFUSED, str)
+    except _StoreDown as down:
+        raise ReportFailure(str(down.problem)) from None
 
 
 def _on_object_store(job: ExhaustRun, deadline: float, request_id: str, action, *args):
     """action(*args) on the report store, retried while it is unreachable until `deadline`; raises
     ReportFailure naming it after that, or at once when it refuses us or lacks the container."""
-    attempt = 0
-    while True:
-        try:
-            return action(*args)
-        except (StoreRefused, StoreMissing) as error:
-            raise ReportFailure(str(error)) from None
-        except UNAVAILABLE:
-            attempt += 1
-            _wait_before_retry(attempt, deadline, request_id,
-                               f"{Store.OBJECT_STORE} ({job.staging.store.kind}) {Kind.UNREACHABLE}")
+    unreachable = f"{Store.OBJECT_STORE} ({job.staging.store.kind}) {Kind.UNREACHABLE}"
+    try:
+        return _retry_until(deadline, request_id, partial(action, *args),
+                            lambda error: isinstance(error, UNAVAILABLE), lambda error: unreachable)
+    except (StoreRefused, StoreMissing) as error:
+        raise ReportFailure(str(error)) from None
+    except UNAVAILABLE as error:
+        raise ReportFailure(unreachable) from error
 
 
 def _store_behind(sources: ExhaustSources, asks_for_consent: bool) -> Store | None:
