@@ -28,12 +28,6 @@ class StoreProblem:
         return f"{self.store} {self.kind}"
 
 
-def _chain(error: BaseException):
-    while error is not None:
-        yield error
-        error = error.__cause__ or error.__context__
-
-
 def classify(error: BaseException) -> StoreProblem | None:
     """The store problem behind `error` (or any error it was raised from), for the store clients we use;
     None for any other error."""
@@ -42,9 +36,10 @@ def classify(error: BaseException) -> StoreProblem | None:
     from cassandra.cluster import NoHostAvailable
 
     from programusers.io import postgres
+    from programusers.io.backoff import causes
     from programusers.io.cassandra import refused
 
-    for cause in _chain(error):
+    for cause in causes(error):
         if isinstance(cause, NoHostAvailable):
             return StoreProblem(Store.CASSANDRA, Kind.REFUSED if refused(cause) else Kind.UNREACHABLE)
         if isinstance(cause, redis.AuthenticationError):

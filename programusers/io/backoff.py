@@ -7,11 +7,11 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-__all__ = ["Backoff", "count_wait", "retry"]
+__all__ = ["Backoff", "causes", "count_wait", "retry"]
 
 T = TypeVar("T")
 
@@ -73,3 +73,11 @@ def retry(call: Callable[[], T], backoff: Backoff, retry_if: Callable[[Exception
             if on_wait is not None:
                 on_wait(error, seconds)
             clock.sleep(seconds)
+
+
+def causes(error: BaseException | None) -> Iterator[BaseException]:
+    """`error`, then the errors it was raised from or while handling, in turn: what a retry decision or an
+    operator's message looks through for the store error underneath."""
+    while error is not None:
+        yield error
+        error = error.__cause__ or error.__context__

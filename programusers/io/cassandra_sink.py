@@ -44,7 +44,7 @@ from cassandra.connection import ConnectionException
 from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage, ServerError
 from cassandra.query import BatchStatement, BatchType
 
-from programusers.io.backoff import Backoff, count_wait
+from programusers.io.backoff import Backoff, causes, count_wait, retry
 from programusers.io.cassandra import CassandraConnection, SessionDoFn, Unavailable, refused
 
 __all__ = ["DEFAULT_BACKOFF_SECONDS", "MAX_BACKOFF_SECONDS", "MAX_BATCH_BYTES", "REJECTED", "CassandraUnreachable",
@@ -82,11 +82,9 @@ def outage(error: BaseException, connection: CassandraConnection, limit: float |
     addresses only), else None. The
     worker's CassandraUnreachable where the runner raises the worker's own error (in process); else (a
     portable runner passes it on as text only) found by asking Cassandra whether it answers now."""
-    cause: BaseException | None = error
-    while cause is not None:
+    for cause in causes(error):
         if isinstance(cause, CassandraUnreachable):
             return str(cause)
-        cause = cause.__cause__ or cause.__context__
     if limit is None:
         return None
     try:
@@ -272,17 +270,13 @@ def _connect_waiting(acquire: Callable[[], Any], outage: _Outage, backoff: Backo
     """`acquire()`'s session, asked again with backoff while Cassandra is unreachable (a worker starting
     during an outage waits instead of failing its bundle), until `outage`'s limit; a refused login raises
     at once. The waits count on `throttled` (anything with inc(ms))."""
-    for attempt in itertools.count(1):
-        try:
-            session = acquire()
-            break
-        except Unavailable as error:
-            if refused(error):  # a wrong login is no outage: waiting would not change it
-                raise
-            outage.failed(error, waiting=None)
-            seconds = backoff.seconds(attempt)
-            time.sleep(seconds)
-            count_wait(throttled, seconds)
+    def waiting(error: Exception, seconds: float) -> None:
+        outage.failed(error, waiting=None)  # raises CassandraUnreachable past the limit
+        count_wait(throttled, seconds)
+
+    # A wrong login is no outage: waiting would not change it.
+    session = retry(acquire, backoff, lambda error: isinstance(error, Unavailable) and not refused(error),
+                    on_wait=waiting)
     outage.succeeded()
     return session
 

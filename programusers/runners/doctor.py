@@ -8,7 +8,7 @@ import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 
 from programusers import runners, settings
-from programusers.io.kafka import read_from_kafka
+from programusers.io.kafka import ReadLimit, read_from_kafka
 
 # KafkaIO's count-bounded read asks for more without end while it has fewer records than its cap (each
 # reader its share, for caps of 10,000 and more): the time limit bounds that wait, so the check ends.
@@ -38,8 +38,8 @@ def produce_numbers(client, topic: str, count: int) -> None:
 
 def read_numbers(pipeline, client, topic: str, count: int, expansion_service: str):
     return (pipeline
-            | read_from_kafka(client, [topic], expansion_service, max_records=count,
-                              max_read_time=READ_TIME_LIMIT_S)
+            | read_from_kafka(client, [topic], expansion_service,
+                              limit=ReadLimit(records=count, seconds=READ_TIME_LIMIT_S))
             | beam.MapTuple(lambda key, value: (int(key), json.loads(value)["n"])))
 
 

@@ -16,12 +16,12 @@ from programusers.io.kafka.client import KafkaClientConfig, ask_the_group, read_
 from programusers.io.kafka.commits import FOLD_OFFSETS as FOLD_OFFSETS
 from programusers.io.kafka.commits import PROBE_SECONDS as PROBE_SECONDS
 from programusers.io.kafka.commits import CommitOffsets, advance, merged, runs_of
-from programusers.io.kafka.kafkaio import KafkaRecord, ReadRecords, read_from_kafka
+from programusers.io.kafka.kafkaio import KafkaRecord, ReadLimit, ReadRecords, read_from_kafka
 from programusers.io.kafka.produce import WriteAcknowledged
 from programusers.io.kafka.ranges import FETCH_MESSAGES as FETCH_MESSAGES
 from programusers.io.kafka.ranges import IDLE_LIMIT_SECONDS as IDLE_LIMIT_SECONDS
 from programusers.io.kafka.ranges import OffsetRange, ReadOffsetRanges, plan_offset_ranges, share_records
 
-__all__ = ["CommitOffsets", "KafkaClientConfig", "KafkaRecord", "OffsetRange", "ReadOffsetRanges", "ReadRecords",
-           "WriteAcknowledged", "advance", "ask_the_group", "merged", "plan_offset_ranges", "read_from_kafka",
-           "read_properties", "runs_of", "share_records"]
+__all__ = ["CommitOffsets", "KafkaClientConfig", "KafkaRecord", "OffsetRange", "ReadLimit", "ReadOffsetRanges",
+           "ReadRecords", "WriteAcknowledged", "advance", "ask_the_group", "merged", "plan_offset_ranges",
+           "read_from_kafka", "read_properties", "runs_of", "share_records"]

@@ -3,6 +3,7 @@
 Flink it would commit on read): see `CommitOffsets`."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -10,7 +11,7 @@ from apache_beam.io.kafka import ReadFromKafka
 
 from programusers.io.kafka.client import KafkaClientConfig
 
-__all__ = ["KafkaRecord", "ReadRecords", "read_from_kafka"]
+__all__ = ["KafkaRecord", "ReadLimit", "ReadRecords", "read_from_kafka"]
 
 
 class KafkaRecord(NamedTuple):
@@ -27,9 +28,17 @@ class KafkaRecord(NamedTuple):
         return cls(row.topic, row.partition, row.offset, row.timestamp, row.key, row.value)
 
 
+@dataclass(frozen=True)
+class ReadLimit:
+    """Where a bounded KafkaIO read stops: after about `records` records (not exact: KafkaIO shares the count
+    evenly among partitions; ReadOffsetRanges is exact), or `seconds` after it starts (KafkaIO waits it out
+    on short partitions), whichever comes first; None: no such limit."""
+    records: int | None = None
+    seconds: int | None = None
+
+
 def read_from_kafka(client: KafkaClientConfig, topics: list[str], expansion_service: str, *,
-                    group_id: str | None = None,
-                    max_records: int | None = None, max_read_time: int | None = None,
+                    group_id: str | None = None, limit: ReadLimit = ReadLimit(),
                     with_metadata: bool = False) -> ReadFromKafka:
     """KafkaIO: reads (key, value) byte pairs, or rows with topic/partition/offset when `with_metadata`,
     from the group's committed offsets, else the earliest. It never commits (see CommitOffsets).
@@ -39,9 +48,7 @@ def read_from_kafka(client: KafkaClientConfig, topics: list[str], expansion_serv
       topics: the topics to read.
       expansion_service: the address of the Java expansion service that runs KafkaIO.
       group_id: the consumer group whose committed offsets reading starts from; None: the earliest.
-      max_records: stop after about this many records (bounded, but not exact: KafkaIO shares the count
-        evenly among partitions; ReadOffsetRanges is exact).
-      max_read_time: stop after this many seconds (bounded; KafkaIO waits it out on short partitions).
+      limit: where a bounded read stops (see ReadLimit); the default reads for ever.
       with_metadata: rows with topic, partition, offset and timestamp instead of (key, value) pairs.
     """
     # read_committed, as the Python clients read: records of aborted transactions are never delivered.
@@ -49,8 +56,8 @@ def read_from_kafka(client: KafkaClientConfig, topics: list[str], expansion_serv
                             "isolation.level": "read_committed"})
     if group_id:
         config["group.id"] = group_id
-    return ReadFromKafka(consumer_config=config, topics=topics, max_num_records=max_records,
-                         max_read_time=max_read_time, commit_offset_in_finalize=False,
+    return ReadFromKafka(consumer_config=config, topics=topics, max_num_records=limit.records,
+                         max_read_time=limit.seconds, commit_offset_in_finalize=False,
                          with_metadata=with_metadata, expansion_service=expansion_service)
 
 
@@ -61,7 +68,7 @@ class ReadRecords(beam.PTransform):
       client: the brokers and client properties.
       topics: the topics to read.
       expansion_service: the address of the Java expansion service that runs KafkaIO.
-      **read_options: `read_from_kafka`'s keyword arguments (group_id, max_records, max_read_time).
+      **read_options: `read_from_kafka`'s keyword arguments (group_id, limit).
     """
 
     def __init__(self, client: KafkaClientConfig, topics: list[str], expansion_service: str, **read_options):
