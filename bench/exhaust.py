@@ -20,7 +20,7 @@ this process (LOOPBACK), PrismRunner handing the bundles to a Python SDK worker 
 (EXTERNAL, programusers/local/worker_pool.py)): the pipeline
 (`programusers.pipelines.exhaust.run` to its end) wall time, then `merge.merge_shards` into a CSV and into an AES zip,
 rows/s and the peak RSS of every process involved. Then each stage alone on the same data, with the
-project's own DoFns and functions: read, consent lookups, user cache, decrypt, record building, sort +
+project's own DoFns and functions: read, consent lookups, user cache, decrypt, report-row building, sort +
 shard write. Results: bench/results/exhaust.json and Markdown tables.
 
 `--baseline` also runs bench/exhaust_script.py, the same report by a tuned single-process script without
@@ -54,7 +54,7 @@ from cassandra.concurrent import execute_concurrent
 from cassandra.query import BatchStatement, BatchType, tuple_factory
 
 import common
-from programusers import events, filters, metrics, records, runners, schema, settings
+from programusers import events, filters, metrics, report_rows, runners, schema, settings
 from programusers.crypto import SALT_ENV_VAR, PlatformCipher
 from programusers.io import cassandra, cassandra_sink, files, redis
 from programusers.local.sample_data import (
@@ -91,7 +91,7 @@ _TUNING = exhaust.ExhaustOptions([])
 USERS_PER_QUERY = _TUNING.consent_users_per_query
 # A page read is the pipeline's lookup batch too.
 FETCH, ROWS_PER_SHARD = _TUNING.cassandra_fetch_size, _TUNING.rows_per_shard
-# What the pipeline does, timed alone; build_records includes decrypt.
+# What the pipeline does, timed alone; build_records (building the report rows) includes decrypt.
 PIPELINE_STAGES = ("read_s", "consent_lookup_s", "user_cache_s", "build_records_s", "sort_write_s")
 # The loader generates and writes this many users at a time, so its memory does not grow with the size.
 CHUNK = 10_000
@@ -382,9 +382,9 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
           common.timed(timings, "consent_lookup_s")):
         consents = {user_id: consent for batch in batches for user_id, consent in lookup(batch).items()}
 
-    active = [u for u in user_ids if records.consent_active(consents.get(u))]
+    active = [u for u in user_ids if report_rows.consent_active(consents.get(u))]
     with (redis.RedisHashHandler(redis.RedisConnection(settings.REDIS_HOST, settings.REDIS_PORT, REDIS_DB),
-                                 exhaust.USER_KEY_PREFIX, records.PROFILE_FIELDS) as hashes,
+                                 exhaust.USER_KEY_PREFIX, report_rows.PROFILE_FIELDS) as hashes,
           common.timed(timings, "user_cache_s")):
         profiles = {id_: found for i in range(0, len(active), FETCH)
                     for id_, found in hashes(active[i:i + FETCH]).items()}
@@ -397,9 +397,9 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
     timings["decrypted_values"] = len(secrets)
 
     def build():
-        return [records.build_record(config, row, asks_for_consent=True,  # the bench's program asks
-                                     consent=consents.get(row["user_id"]), profile=profiles.get(row["user_id"]),
-                                     cipher=cipher)[0]
+        return [report_rows.build_report_row(config, row, asks_for_consent=True,  # the bench's program asks
+                                             consent=consents.get(row["user_id"]), profile=profiles.get(row["user_id"]),
+                                             cipher=cipher)[0]
                 for row in rows]
 
     with common.timed(timings, "build_records_s"):  # decrypt included
@@ -411,8 +411,8 @@ def stages(size: int, program_id: str, config, profile_build: bool) -> dict:
         timings["build_profile"] = profiler.output_text(unicode=False, color=False, show_all=False)
 
     with common.timed(timings, "sort_write_s"), tempfile.TemporaryDirectory() as shard_dir:
-        # As _LookUpAndBuildFn's output and _WriteSortedShardsFn, rows_per_shard records a shard.
-        keyed_lines = [(records.sort_key(config, r), records.csv_line(r.values())) for r in built]
+        # As _LookUpAndBuildFn's output and _WriteSortedShardsFn, rows_per_shard report rows a shard.
+        keyed_lines = [(report_rows.sort_key(config, r), report_rows.csv_line(r.values())) for r in built]
         for start in range(0, len(keyed_lines), ROWS_PER_SHARD):
             shards.write_shard(os.path.join(shard_dir, "shard"), sorted(keyed_lines[start:start + ROWS_PER_SHARD]),
                                RunKey().public)
@@ -426,7 +426,7 @@ def main(argv=None) -> int:
     parser.add_argument("--stage-sizes", default="10000,100000",
                         help="sizes whose stages are also timed alone (they hold the whole sample in memory)")
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--profile", action="store_true", help="pyinstrument the record building (needs it)")
+    parser.add_argument("--profile", action="store_true", help="pyinstrument the report-row building (needs it)")
     parser.add_argument("--keep", action="store_true", help="keep the sizes' keyspaces and the Redis db")
     parser.add_argument("--reuse", action="store_true", help="skip loading a size a --keep run loaded completely")
     parser.add_argument("--baseline", action="store_true",
@@ -527,7 +527,7 @@ def main(argv=None) -> int:
     print(f"\nresults: {path}")
     for entry in results:
         if "build_profile" in entry.get("stages", {}):
-            print(f"\npyinstrument, record building, {entry['size']:,} rows:\n{entry['stages']['build_profile']}")
+            print(f"\npyinstrument, report-row building, {entry['size']:,} rows:\n{entry['stages']['build_profile']}")
     return 0
 
 

@@ -7,7 +7,7 @@ the request the bench runs (the program, no other filter), it:
      match (programusers.filters);
   2. reads their users' consent for the program, 50 users a query (`user_id IN ?`), 16 queries in flight;
   3. reads the consenting users' profiles from the user cache, pipelined HMGETs;
-  4. builds each record with programusers.records (PII rules, decryption with PlatformCipher, quoting,
+  4. builds each report row with programusers.report_rows (PII rules, decryption with PlatformCipher, quoting,
      sort key, CSV line), sorts them all in memory and writes one CSV: the same bytes as the report
      merge.merge_shards writes from the pipeline's shards.
 Nothing here imports Beam (programusers.io and programusers.transforms do), so the process's memory is
@@ -41,7 +41,7 @@ from cassandra.policies import RoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import tuple_factory
 
 import common
-from programusers import filters, records, schema, settings
+from programusers import filters, report_rows, schema, settings
 from programusers.crypto import PlatformCipher
 from programusers.model_config import default_model_config
 from programusers.report import job_request
@@ -64,11 +64,11 @@ def connect() -> tuple[Cluster, object]:
 
 def read_enrollments(session, keyspace: str, program_id: str) -> list[dict]:
     """The program's partition, every row as a dict. The driver's Date and map values are used as they
-    come: the filters and records read them as they read date and dict."""
-    query = session.prepare(f"SELECT {', '.join(records.ENROLLMENT_COLUMNS)} "
+    come: the filters and report rows read them as they read date and dict."""
+    query = session.prepare(f"SELECT {', '.join(report_rows.ENROLLMENT_COLUMNS)} "
                             f"FROM {keyspace}.{schema.ENROLLMENT_TABLE} WHERE program_id = ?")
     query.fetch_size = FETCH_SIZE
-    return [dict(zip(records.ENROLLMENT_COLUMNS, values)) for values in session.execute(query, (program_id,))]
+    return [dict(zip(report_rows.ENROLLMENT_COLUMNS, values)) for values in session.execute(query, (program_id,))]
 
 
 def read_consents(session, keyspace: str, program_id: str, user_ids: list[str]) -> dict[str, dict]:
@@ -95,10 +95,10 @@ def read_profiles(client: redis.Redis, user_ids: list[str]) -> dict[str, dict]:
         batch = user_ids[start:start + REDIS_BATCH]
         pipe = client.pipeline(transaction=False)
         for user_id in batch:
-            pipe.hmget(USER_KEY_PREFIX + user_id, records.PROFILE_FIELDS)
+            pipe.hmget(USER_KEY_PREFIX + user_id, report_rows.PROFILE_FIELDS)
         for user_id, values in zip(batch, pipe.execute()):
             if any(v is not None for v in values):  # all None: no such key
-                profiles[user_id] = {f: v for f, v in zip(records.PROFILE_FIELDS, values) if v is not None}
+                profiles[user_id] = {f: v for f, v in zip(report_rows.PROFILE_FIELDS, values) if v is not None}
     return profiles
 
 
@@ -122,21 +122,22 @@ def run(size: int, program_id: str, output: str) -> dict:
                 with common.timed(phases, "consent_s"):
                     consents = read_consents(session, space, program_id, [row["user_id"] for row in rows])
                 with common.timed(phases, "user_cache_s"):
-                    profiles = read_profiles(client, [u for u, c in consents.items() if records.consent_active(c)])
+                    profiles = read_profiles(client, [u for u, c in consents.items() if report_rows.consent_active(c)])
         finally:
             cluster.shutdown()
             client.close()
         with common.timed(phases, "build_s"):
             cipher, keyed_lines = PlatformCipher(SALT), []
             for row in rows:
-                record, _ = records.build_record(config, row, asks_for_consent=asks_for_consent,
-                                                 consent=consents.get(row["user_id"]),
-                                                 profile=profiles.get(row["user_id"]), cipher=cipher)
-                keyed_lines.append((records.sort_key(config, record), records.csv_line(record.values())))
+                report_row, _ = report_rows.build_report_row(config, row, asks_for_consent=asks_for_consent,
+                                                             consent=consents.get(row["user_id"]),
+                                                             profile=profiles.get(row["user_id"]), cipher=cipher)
+                keyed_lines.append((report_rows.sort_key(config, report_row),
+                                    report_rows.csv_line(report_row.values())))
         with common.timed(phases, "sort_write_s"):
             keyed_lines.sort()  # ties on the sort key broken by the whole line, as the pipeline's shards are
             with open(output, "w", encoding="utf-8", newline="") as out:  # csv_line ends lines with \r\n
-                out.write(records.csv_line(records.header(asks_for_consent, config)))
+                out.write(report_rows.csv_line(report_rows.header(asks_for_consent, config)))
                 out.writelines(line for _, line in keyed_lines)
         wall = time.perf_counter() - started
     return {"runner": "baseline script (no Beam)", "wall_s": round(wall, 3), "rows": len(keyed_lines),

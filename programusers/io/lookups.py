@@ -1,7 +1,7 @@
 """Batched lookups in the shape of Beam's Enrichment handlers (apache_beam.transforms.enrichment, which
 needs the GCP extras): a handler is a context manager, its client opened on enter and let go on exit,
 called with a batch of keys and answering with what it found for them. One DoFn owns its handlers: it
-enters them in setup() and exits them in teardown() (the report's record builder owns two).
+enters them in setup() and exits them in teardown() (the report's row builder owns two).
 """
 from __future__ import annotations
 

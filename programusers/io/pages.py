@@ -1,4 +1,4 @@
-"""Pages: many records handed on as one Beam element, and their coder.
+"""Pages: many items handed on as one Beam element, and their coder.
 
 A pipeline that hands on a page (the rows of one read, a batch of lookups) pays Beam's per-element cost
 once a page instead of once a row. Beam also estimates the encoded size of a sample of every step's
@@ -16,7 +16,7 @@ __all__ = ["Page", "PageCoder"]
 
 
 class Page(list):
-    """A list of records that travels as one element (declare it: `.with_output_types(Page)`)."""
+    """A list of items that travels as one element (declare it: `.with_output_types(Page)`)."""
 
 
 class PageCoder(coders.Coder):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pyzipper
 
-from programusers import records, schema, settings
+from programusers import report_rows, schema, settings
 from programusers.crypto import PlatformCipher
 from programusers.io.azure_blob import AzureBlobAccount
 from programusers.io.kafka import KafkaClientConfig
@@ -251,7 +251,7 @@ def _run(args, stack: contextlib.ExitStack) -> int:
             masked = [i for i, label in enumerate(rows[0]) if label in MASKED_COLUMNS]
             shown = [rows[0]] + [["[filled]" if i in masked and cell else cell for i, cell in enumerate(row)]
                                  for row in rows[1:4]]
-            lines += ["    " + records.csv_line(row).rstrip() for row in shown]
+            lines += ["    " + report_rows.csv_line(row).rstrip() for row in shown]
         return "\n      ".join(lines)
     stages.run("reports (the PII program's read through the request API)", summarise)
     print(f"demo finished in {stages.elapsed():.0f}s")

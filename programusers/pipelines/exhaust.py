@@ -12,16 +12,16 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
-from programusers import filters, records
+from programusers import filters, report_rows
 from programusers.io import redis
 from programusers.io.cassandra import CassandraConnection
 from programusers.io.pages import Page
 from programusers.io.redis import RedisConnection
 from programusers.model_config import ReportConfig
 from programusers.options import in_range
-from programusers.records import PROFILE_FIELDS
+from programusers.report_rows import PROFILE_FIELDS
 from programusers.transforms import program_reads
-from programusers.transforms.report import LookUpAndBuildRecords
+from programusers.transforms.report import LookUpAndBuildReportRows
 from programusers.transforms.shards import WriteSortedShards
 
 USER_KEY_PREFIX = "user:"  # the platform's user cache: one hash per user at user:<userid>
@@ -104,7 +104,7 @@ class ExhaustInputs:
 
 
 def build(pipeline: beam.Pipeline, inputs: ExhaustInputs) -> None:
-    """The report pipeline: the request's records as sorted shards and their manifest."""
+    """The report pipeline: the request's report rows as sorted shards and their manifest."""
     request, config, sources, asks_for_consent = inputs.request, inputs.config, inputs.sources, inputs.asks_for_consent
     tuning = pipeline.options.view_as(ExhaustOptions)
     consents = program_reads.ConsentHandler(sources.cassandra, sources.consent_keyspace, request.program_id,
@@ -115,9 +115,9 @@ def build(pipeline: beam.Pipeline, inputs: ExhaustInputs) -> None:
              sources.cassandra, sources.programs_keyspace, request.program_id, tuning.cassandra_fetch_size,
              tuning.read_slices)
          | "KeepRequestedRows" >> beam.FlatMap(requested_rows, request).with_output_types(Page)
-         | "LookUpAndBuildRecords" >> LookUpAndBuildRecords(config, asks_for_consent, consents, profiles)
+         | "LookUpAndBuildReportRows" >> LookUpAndBuildReportRows(config, asks_for_consent, consents, profiles)
          | "WriteSortedShards" >> WriteSortedShards(
-             inputs.staging_dir, records.header(asks_for_consent, config), tuning.rows_per_shard, inputs.shard_key))
+             inputs.staging_dir, report_rows.header(asks_for_consent, config), tuning.rows_per_shard, inputs.shard_key))
 
 
 def run(options: PipelineOptions, inputs: ExhaustInputs) -> PipelineResult:

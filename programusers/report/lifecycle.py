@@ -2,7 +2,7 @@
 produce its report (the pipeline, through store outages), publish it only complete, record the outcome.
 
 The modules a request goes through, in this order: request_store (claim), staging (the request's private
-folder), pipelines/exhaust (the records as sorted shards), merge (one file, zipped by archive), staging
+folder), pipelines/exhaust (the report rows as sorted shards), merge (one file, zipped by archive), staging
 (publish, once request_store says the lease is still ours), request_store (the outcome). A pipeline that
 a store outage failed is run again in an emptied folder.
 """
@@ -189,8 +189,8 @@ def produce(request: JobRequest, job: ExhaustRun) -> str:
     with job.staging.folder(lease_key(request)) as staging_dir:
         totals = _run_through_outages(request, report, job, staging_dir, key.public, deadline)
         _LOG.info("request %s: %s", request.request_id, json.dumps(totals, sort_keys=True))
-        records_built = totals.get("records", 0)
-        if not records_built:
+        rows_built = totals.get("records", 0)
+        if not rows_built:
             raise ReportFailure(job_request.NO_DATA_FOUND)
         _check_profiles(totals, job.min_profile_share)
         merged = FileSystems.join(job.staging.merge_dir(staging_dir), name)
@@ -199,8 +199,8 @@ def produce(request: JobRequest, job: ExhaustRun) -> str:
             rows = merge.merge_shards(staging_dir, merged, key=key, when=now.astimezone(job.config.tz), zipped=zipped)
         except IncompleteShard as exc:
             raise ReportFailure(f"report incomplete: shard {exc}; nothing published") from None
-        if rows != records_built:
-            raise ReportFailure(f"report incomplete: {rows} of {records_built} rows reached the merge "
+        if rows != rows_built:
+            raise ReportFailure(f"report incomplete: {rows} of {rows_built} rows reached the merge "
                                 "(is --staging shared with the workers?); nothing published")
         if not job.request_store.holds_leases():  # another run may have reclaimed the request meanwhile
             raise ReportFailure("lost the request's lease (PostgreSQL session ended); nothing published")

@@ -1,6 +1,6 @@
 """A request's sorted shards merged into its one report file, plain or password-zipped, in staging.
 
-The pipeline leaves its records as sorted shards and a manifest in the request's staging folder
+The pipeline leaves its report rows as sorted shards and a manifest in the request's staging folder
 (programusers/transforms/shards.py); `merge_shards` merges them (a k-way merge, streaming) into the one
 report file, checking every shard's row count, and staging.py then publishes it whole. The merge runs in
 the submitting process so the zip password never enters the pipeline (its graph, options or workers); it
@@ -18,8 +18,8 @@ from datetime import datetime
 from apache_beam.io.filesystems import FileSystems
 
 from programusers.io.files import exists, is_local
-from programusers.records import csv_line
 from programusers.report.archive import PasswordZip, encrypted_member
+from programusers.report_rows import csv_line
 from programusers.sealing import RunKey
 from programusers.transforms.shards import (
     MANIFEST,
@@ -47,7 +47,7 @@ def _merged(staging_dir: str, shards: list[tuple], key: RunKey) -> Iterator[list
 
 def _fewer_shards(staging_dir: str, shards: list[tuple], key: RunKey) -> list[tuple]:
     """Merges shards, `fan_in` at a time into a new one (its inputs deleted), until at most that many
-    are left: each record is rewritten about log_fan_in(shards) - 1 times. On object stores, where a
+    are left: each report row is rewritten about log_fan_in(shards) - 1 times. On object stores, where a
     reader buffers megabytes, fewer are read at once."""
     fan_in = MAX_OPEN_SHARDS if is_local(staging_dir) else MAX_OPEN_REMOTE_SHARDS
     while len(shards) > fan_in:
@@ -78,7 +78,7 @@ def _write_merged(staging_dir: str, manifest: dict, key: RunKey, out) -> int:
 def merge_shards(staging_dir: str, merged: str, *, key: RunKey, when: datetime, zipped: PasswordZip | None = None
                  ) -> int:
     """Writes the shards of the manifest under `staging_dir` (sealed for `key`), merged in sort order, as
-    `merged`: the CSV itself, or a zip holding it as `zipped` says, dated `when`; the records
+    `merged`: the CSV itself, or a zip holding it as `zipped` says, dated `when`; the report rows
     are opened in memory only. Returns the data rows written (0, and nothing written, without a manifest).
     Raises IncompleteShard when a shard lacks rows or does not open."""
     manifest_path = FileSystems.join(staging_dir, MANIFEST)

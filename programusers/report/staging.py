@@ -3,7 +3,7 @@
 Each request is produced in a private folder of the staging location: the pipeline's sorted shards,
 sealed for this process (sealing.py), then the merged file. The merged file is written on this machine:
 in the request's folder when staging is local, else in a private local folder of its own (the `scratch`),
-so that a report's records are opened in this process's memory only. Only the finished file is moved
+so that a report's rows are opened in this process's memory only. Only the finished file is moved
 (local) or uploaded (object stores) into `<output>/program-user-exhaust/`, whole. A folder is named after
 its request's lease, so a later run can tell whether the process that made it is alive, and removes the
 folders of those that died.

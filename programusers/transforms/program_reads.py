@@ -10,8 +10,8 @@ import apache_beam as beam
 
 from programusers.io.cassandra import CassandraConnection, CassandraLookupHandler, ReadAllFromCassandra, identifier
 from programusers.io.pages import Page
-from programusers.records import ENROLLMENT_COLUMNS
 from programusers.report import tally
+from programusers.report_rows import ENROLLMENT_COLUMNS
 from programusers.schema import CONSENT_TABLE, ENROLLMENT_TABLE
 
 # The driver decodes a map<text, text> into its own map type at about four times the cost of the row's

@@ -1,5 +1,5 @@
-"""The report's records (SPEC §3): each requested enrollment row with the user's consent for the program
-and, for consented users only, the user's cached profile; then one CSV record per row.
+"""The report's rows (SPEC §3): each requested enrollment row with the user's consent for the program
+and, for consented users only, the user's cached profile; then one report row (a CSV line) per enrollment row.
 
 The PII columns follow the program, not each row: when any of the program's rows asks for consent (rows
 written before the program changed its mind may disagree), every row is treated as asking, so the file
@@ -17,7 +17,7 @@ from apache_beam.transforms.window import BoundedWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from programusers import records
+from programusers import report_rows
 from programusers.crypto import PlatformCipher
 from programusers.io.lookups import LookupHandler
 from programusers.model_config import ReportConfig
@@ -38,16 +38,16 @@ class _LookUpAndBuildFn(beam.DoFn):
     A user has one row per program, so no join is needed: the batch's users' consent is looked up in one
     go, then the profiles of those whose consent is active, with the two lookup handlers this DoFn owns
     (io/lookups.py: a list of user ids in, {user_id: found} out). The lookups of a batch run on a thread
-    of their own while the records of the batch before are built: they mostly wait on the stores. A
-    record leaves as one string, cheaper for the runner to encode and to sort than a dict of cells.
-    Counts the records and their issues (on the bundle's thread, where Beam's metrics are kept)."""
+    of their own while the report rows of the batch before are built: they mostly wait on the stores. A
+    report row leaves as one string, cheaper for the runner to encode and to sort than a dict of cells.
+    Counts the report rows and their issues (on the bundle's thread, where Beam's metrics are kept)."""
 
     def __init__(self, config: ReportConfig, asks_for_consent: bool, consent_handler: LookupHandler,
                  profile_handler: LookupHandler):
         self._config, self._asks_for_consent = config, asks_for_consent
         self._handlers = (consent_handler, profile_handler)
         # A long report shows its progress in these.
-        self._records = tally.counter(self.__class__, "records")
+        self._report_rows_built = tally.counter(self.__class__, "records")
         self._consents_found = tally.counter(self.__class__, "consents_found")
         self._profiles_found = tally.counter(self.__class__, "profiles_found")
 
@@ -63,20 +63,21 @@ class _LookUpAndBuildFn(beam.DoFn):
         self._pending = None  # the batch looked up last
 
     def _keyed_line(self, enrollment, consent, profile) -> tuple[tuple[str, ...], str]:
-        record, issues = records.build_record(self._config, enrollment, asks_for_consent=self._asks_for_consent,
-                                              consent=consent, profile=profile, cipher=self._cipher)
+        report_row, issues = report_rows.build_report_row(
+            self._config, enrollment, asks_for_consent=self._asks_for_consent, consent=consent, profile=profile,
+            cipher=self._cipher)
         for issue in issues:
             Metrics.counter(self.__class__, issue).inc()
-        return records.sort_key(self._config, record), records.csv_line(record.values())
+        return report_rows.sort_key(self._config, report_row), report_rows.csv_line(report_row.values())
 
     def _look_up(self, rows: list[dict]) -> tuple[dict, dict]:
         consents = self._consents([row["user_id"] for row in rows])
         return consents, self._profiles([user_id for user_id, consent in consents.items()
-                                         if records.consent_active(consent)])
+                                         if report_rows.consent_active(consent)])
 
     def _keyed_lines(self, rows: list[dict], consents: dict, profiles: dict) -> list:
         lines = [self._keyed_line(row, consents.get(row["user_id"]), profiles.get(row["user_id"])) for row in rows]
-        self._records.inc(len(lines))
+        self._report_rows_built.inc(len(lines))
         return lines
 
     def _built(self, batch: _LookedUp) -> WindowedValue:
@@ -108,7 +109,7 @@ class _LookUpAndBuildFn(beam.DoFn):
             opened.close()
 
 
-class LookUpAndBuildRecords(beam.PTransform):
+class LookUpAndBuildReportRows(beam.PTransform):
     """Lists of requested enrollment rows (a page read each) -> a list of (sort key, CSV line) per list, so
     the runner moves a few thousand lists, not a million rows. Each list is a batch of lookups: the handlers
     look up its consents and its consenting users' profiles (read only when `asks_for_consent`)."""

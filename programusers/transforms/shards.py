@@ -1,12 +1,12 @@
 """Sorted shards on any Beam filesystem (local, azfs://, gs://, s3://): their format, and the transform
-that writes a pipeline's records as sorted shards with a manifest.
+that writes a pipeline's report rows as sorted shards with a manifest.
 
-A shard is a run of at most `rows_per_shard` records, sorted on its own, as a sealed file (sealing.py)
-of chunks of up to 4,096 (sort key, CSV line) records (see write_shard): the records hold decrypted PII,
+A shard is a run of at most `rows_per_shard` report rows, sorted on its own, as a sealed file (sealing.py)
+of chunks of up to 4,096 (sort key, CSV line) pairs (see write_shard): the rows hold decrypted PII,
 and only the process holding the run's key can read them back, wherever the shards rest. The manifest
 names the shards that count: those of bundles the runner committed, not of attempts it retried. The
 workers each sort what their bundles bring, so no worker holds the whole report and nothing waits for all
-the records before writing; programusers/report/merge.py merges the shards into one file afterwards.
+the report rows before writing; programusers/report/merge.py merges the shards into one file afterwards.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ __all__ = ["MANIFEST", "IncompleteShard", "WriteSortedShards", "chunks", "create
            "read_shard_lines", "shard_name", "write_shard"]
 
 MANIFEST = "manifest.json"
-_WRITE_LINES = 4096  # records a JSON line, and merged lines written at a time
+_WRITE_LINES = 4096  # report rows a JSON line, and merged lines written at a time
 
 
 class IncompleteShard(Exception):
@@ -58,10 +58,10 @@ def shard_name() -> str:
 
 
 def write_shard(path: str, keyed_lines: Iterable, public_key: bytes) -> tuple[int, int]:
-    """Writes (sort key, line) records sealed for the run whose public key is `public_key`; returns (rows,
-    bytes) written. Per 4,096 records, three frames: the lines' lengths and their sort keys (JSON), then
+    """Writes (sort key, line) pairs sealed for the run whose public key is `public_key`; returns (rows,
+    bytes) written. Per 4,096 rows, three frames: the lines' lengths and their sort keys (JSON), then
     the lines themselves (UTF-8): a shard that is the whole report is copied out without decoding its keys,
-    and no line is escaped. (A frame per record cost three times as much to write and read back.)"""
+    and no line is escaped. (A frame per row cost three times as much to write and read back.)"""
     rows = 0
     with create(path) as out:  # a retried bundle writes new files; the manifest names the committed ones
         sealed = SealedWriter(out, public_key)
@@ -94,7 +94,7 @@ def _frames(path: str, rows: int, key: RunKey) -> Iterator[tuple[list[int], byte
 
 
 def read_shard(path: str, rows: int, key: RunKey) -> Iterator[tuple]:
-    """A shard's (sort key, line) records, in its order (sorted); raises IncompleteShard as _frames does."""
+    """A shard's (sort key, line) pairs, in its order (sorted); raises IncompleteShard as _frames does."""
     for lengths, sort_keys, lines in _frames(path, rows, key):
         text, start = lines.decode(), 0
         sort_keys = json.loads(sort_keys)
@@ -114,7 +114,7 @@ def read_shard_lines(path: str, rows: int, key: RunKey) -> Iterator[bytes]:
 
 class _WriteSortedShardsFn(beam.DoFn):
     """Lists of (sort key, CSV line) -> (shard name, rows, bytes) for each sorted shard written: one per
-    `rows_per_shard` records of a bundle, one for the bundle's rest."""
+    `rows_per_shard` report rows of a bundle, one for the bundle's rest."""
 
     def __init__(self, staging_dir: str, rows_per_shard: int, public_key: bytes):
         self._staging_dir, self._rows_per_shard, self._public_key = staging_dir, rows_per_shard, public_key
@@ -129,7 +129,7 @@ class _WriteSortedShardsFn(beam.DoFn):
         self._held = []
 
     def _flush(self, count: int) -> tuple[str, int, int]:
-        """Writes the first `count` records held as a shard."""
+        """Writes the first `count` report rows held as a shard."""
         # Ties on the sort key are broken by the whole line, so every runner writes the same bytes.
         shard, self._held = sorted(self._held[:count]), self._held[count:]
         name = shard_name()
@@ -158,13 +158,13 @@ def _write_manifest(shards: list, staging_dir: str, header: list[str]) -> str:
 
 class WriteSortedShards(beam.PTransform):
     """Lists of (sort key, CSV line) -> sorted shards under `staging_dir` and their manifest; yields the
-    manifest's path. No records: no manifest.
+    manifest's path. No report rows: no manifest.
 
     Args:
         staging_dir: the folder (any Beam filesystem path) the shards and the manifest are written to; the
             workers and the process that merges the shards must both reach it.
         header: the report's column labels, kept in the manifest for the merge.
-        rows_per_shard: the most records a worker sorts in memory, so the most a shard holds.
+        rows_per_shard: the most report rows a worker sorts in memory, so the most a shard holds.
         public_key: the public half of the run's key (sealing.RunKey), which the shards are sealed for.
     """
 

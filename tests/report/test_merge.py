@@ -14,7 +14,7 @@ from apache_beam.testing import test_pipeline
 from hypothesis import given
 from hypothesis import strategies as st
 
-from programusers import records, runners
+from programusers import report_rows, runners
 from programusers.io import files
 from programusers.report import merge
 from programusers.report.archive import PasswordZip
@@ -77,12 +77,12 @@ def test_a_shard_unlike_its_manifest_entry_fails_the_merge(tmp_path, declared, c
     manifest = json.loads((staging_dir / MANIFEST).read_text())
     manifest["shards"][0][1] = declared
     (staging_dir / MANIFEST).write_text(json.dumps(manifest))
-    if cut:  # a shard cut off in the middle of its last record
+    if cut:  # a shard cut off in the middle of its last row
         shard = staging_dir / manifest["shards"][0][0]
         shard.write_bytes(shard.read_bytes()[:-9])
     with pytest.raises(IncompleteShard, match=error) as failure:
         merge.merge_shards(str(staging_dir), str(tmp_path / "report.csv"), key=KEY, when=WHEN)
-    assert "name" not in str(failure.value)  # the records' text stays out of the error
+    assert "name" not in str(failure.value)  # the rows' text stays out of the error
 
 
 def test_no_manifest_no_report(tmp_path):
@@ -95,9 +95,9 @@ def test_no_manifest_no_report(tmp_path):
 COLUMNS = ["Id", "District", "Name"]
 
 
-def record(i):
+def report_row(i):
     # Several ids share a district; a few districts are empty (sorted first).
-    # Some names hold a line break: the merge counts records, not lines.
+    # Some names hold a line break: the merge counts report rows, not lines.
     name = f'N "{i}"' + ("\r\nline 2" if i % 7 == 0 else "")
     return {"Id": f"u{(i * 37) % 101:03d}", "District": ["", "B", "A", "C, D", "b"][i % 5], "Name": name}
 
@@ -107,10 +107,10 @@ def sort_key(r):
 
 
 def write_and_merge(rows, tmp_path, rows_per_shard, zipped=None):
-    """Writes the records through WriteSortedShards (7 a list, as lookup batches come) and merges them;
+    """Writes the report rows through WriteSortedShards (7 a list, as lookup batches come) and merges them;
     returns (the manifest's shards, rows merged, the merged file)."""
     staging_dir, destination = str(tmp_path / "temp"), str(tmp_path / "out" / "report")
-    keyed_lines = [(sort_key(r), records.csv_line(r[label] for label in COLUMNS)) for r in rows]
+    keyed_lines = [(sort_key(r), report_rows.csv_line(r[label] for label in COLUMNS)) for r in rows]
     batches = [keyed_lines[i:i + 7] for i in range(0, len(keyed_lines), 7)]
     with test_pipeline.TestPipeline(options=runners.pipeline_options("DirectRunner")) as p:
         _ = p | beam.Create(batches) | WriteSortedShards(staging_dir, COLUMNS, rows_per_shard, KEY.public)
@@ -125,7 +125,7 @@ def write_and_merge(rows, tmp_path, rows_per_shard, zipped=None):
 
 @pytest.mark.parametrize("password", [None, "pass word"])
 def test_sorted_shards_merge_into_one_sorted_csv(tmp_path, password):
-    rows = [record(i) for i in range(101)]
+    rows = [report_row(i) for i in range(101)]
     shards, written, destination = write_and_merge(rows, tmp_path, rows_per_shard=10,
                                                    zipped=PasswordZip(password, "report.csv") if password else None)
     assert written == 101 and len(shards) > 3 and max(n for _, n, _ in shards) == 10  # never more
@@ -142,6 +142,6 @@ def test_sorted_shards_merge_into_one_sorted_csv(tmp_path, password):
     assert text.count("\r\n") == 102 + 15 and text.endswith("\r\n")  # 15 names of two lines
 
 
-def test_no_records_no_file(tmp_path):
+def test_no_report_rows_no_file(tmp_path):
     shards, written, _ = write_and_merge([], tmp_path, rows_per_shard=10)
     assert shards == [] and written == 0 and not (tmp_path / "out" / "report").exists()

@@ -1,4 +1,4 @@
-"""LookUpAndBuildRecords on in-memory inputs (TestPipeline, in-process runner): the report's records, its
+"""LookUpAndBuildReportRows on in-memory inputs (TestPipeline, in-process runner): the report's rows, its
 lookups asked only for whom they should be, and its counters."""
 from datetime import date, datetime
 
@@ -7,11 +7,10 @@ import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from programusers import records as report_records
-from programusers import runners
+from programusers import report_rows, runners
 from programusers.crypto import PlatformCipher
 from programusers.model_config import default_model_config
-from programusers.transforms.report import LookUpAndBuildRecords
+from programusers.transforms.report import LookUpAndBuildReportRows
 
 CONFIG = default_model_config()
 SALT = "transform-salt"
@@ -70,16 +69,16 @@ PROFILES = {"u-active": {"firstname": "Zoë", "lastname": " ", "email": CIPHER.e
 
 
 def expected(user_id, pii=("", "", "", "No", "")):
-    """The (sort key, CSV line) of a user's record."""
+    """The (sort key, CSV line) of a user's report row."""
     common = {"User UUID": user_id, "Program Name": "'Program A'", "Program ID": "PGM-1", "State": "Karnataka",
               "District": "MYSURU", "Block": "B1", "Cluster": "C1", "School Id": "29000001", "School Name": "GHPS",
               "Usertype": "teacher", "Usersubtype": "", "Org Name": "Org"}
     labels = ("User Name(On user consent)", "Mobile number(On user consent)", "Email ID(On user consent)",
               "Consent Provided", "Consent Provided Date")
     cells = {**common, **dict(zip(labels, pii or ()))}
-    header = report_records.header(pii is not None, CONFIG)
+    header = report_rows.header(pii is not None, CONFIG)
     return (tuple(cells[label] for label in ("District", "Block", "Cluster", "School Id", "User UUID")),
-            report_records.csv_line(cells[label] for label in header))
+            report_rows.csv_line(cells[label] for label in header))
 
 
 def pages(rows, size=2):
@@ -87,13 +86,13 @@ def pages(rows, size=2):
     return [rows[i:i + size] for i in range(0, len(rows), size)]
 
 
-def build(asks_for_consent, consents_asked, profiles_asked, expected_records):
+def build(asks_for_consent, consents_asked, profiles_asked, expected_lines):
     with pipeline() as p:
-        record_lists = (p
-                        | beam.Create(pages(ENROLLMENTS))
-                        | LookUpAndBuildRecords(CONFIG, asks_for_consent, FakeLookupHandler(CONSENTS, consents_asked),
-                                                FakeLookupHandler(PROFILES, profiles_asked)))
-        assert_that(record_lists | beam.FlatMap(list), equal_to(expected_records))
+        line_lists = (p
+                      | beam.Create(pages(ENROLLMENTS))
+                      | LookUpAndBuildReportRows(CONFIG, asks_for_consent, FakeLookupHandler(CONSENTS, consents_asked),
+                                                 FakeLookupHandler(PROFILES, profiles_asked)))
+        assert_that(line_lists | beam.FlatMap(list), equal_to(expected_lines))
 
 
 def test_when_the_program_asks_consent_is_read_for_every_row_and_profiles_only_when_consented():
@@ -110,13 +109,13 @@ def test_when_the_program_does_not_ask_nothing_personal_is_read_or_written():
     build(False, [], [], [expected(r["user_id"], None) for r in ENROLLMENTS])
 
 
-def test_records_count_their_issues():
+def test_report_rows_count_their_issues():
     rows = [row("u1"), row("u2")]
     consents = {u: {"status": "active", "last_updated_on": None} for u in ("u1", "u2")}
     profiles = {"u2": {"firstname": "A", "email": "not-a-ciphertext"}}
     p = pipeline()
-    _ = (p | beam.Create([rows]) | LookUpAndBuildRecords(CONFIG, True, FakeLookupHandler(consents, ["u1", "u2"]),
-                                                         FakeLookupHandler(profiles, ["u1", "u2"])))
+    _ = (p | beam.Create([rows]) | LookUpAndBuildReportRows(CONFIG, True, FakeLookupHandler(consents, ["u1", "u2"]),
+                                                            FakeLookupHandler(profiles, ["u1", "u2"])))
     result = p.run()
     result.wait_until_finish()
     counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]}

@@ -1,4 +1,4 @@
-"""WriteSortedShards: each worker's records as sorted shards of at most rows_per_shard, and a manifest
+"""WriteSortedShards: each worker's report rows as sorted shards of at most rows_per_shard, and a manifest
 naming them, read back as written."""
 import json
 
@@ -28,7 +28,7 @@ def test_bundles_become_sorted_shards_of_at_most_rows_per_shard_and_a_manifest(t
     assert sorted(written) == sorted(keyed_lines)
 
 
-def test_no_records_no_manifest(tmp_path):
+def test_no_report_rows_no_manifest(tmp_path):
     with test_pipeline.TestPipeline(options=runners.pipeline_options("DirectRunner")) as p:
         _ = p | beam.Create([]) | shards.WriteSortedShards(str(tmp_path), ["Header"], rows_per_shard=4,
                                                            public_key=KEY.public)

@@ -1,6 +1,6 @@
-"""One CSV record per enrollment row (SPEC section 3, rows).
+"""One report row per enrollment row (SPEC section 3, rows): a line of the report's CSV.
 
-A record maps CSV labels to their final cell strings (quoted, formula-guarded), so sorting and
+A report row maps CSV labels to their final cell strings (quoted, formula-guarded), so sorting and
 writing need no further knowledge of the config. Values compare in code-point order, as Spark's
 string sort does.
 """
@@ -15,14 +15,14 @@ from datetime import UTC, datetime, tzinfo
 from programusers.crypto import DecryptionError, PlatformCipher
 from programusers.model_config import PII_FIELDS, ReportConfig
 
-# What a record is built from: the enrollment row's columns (read by position: unquoted CQL names come
+# What a report row is built from: the enrollment row's columns (read by position: unquoted CQL names come
 # back lower-cased) and the user-cache fields.
 ENROLLMENT_COLUMNS = ("program_id", "program_externalId", "program_name", "pii_consent_required", "user_id",
                       "user_locations", "organisation_id", "organisation_name", "user_sub_type", "user_type",
                       "created_at", "updated_at")
 PROFILE_FIELDS = ("firstname", "lastname", "email", "phone")
 
-# Issue names returned by build_record, for the caller's counters.
+# Issue names returned by build_report_row, for the caller's counters.
 PROFILE_MISSING = "profile_missing"
 EMAIL_UNDECRYPTABLE = "email_undecryptable"
 PHONE_UNDECRYPTABLE = "phone_undecryptable"
@@ -74,7 +74,7 @@ def _cell(config: ReportConfig, label: str, value) -> str:
     return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
-def build_record(
+def build_report_row(
     config: ReportConfig,
     enrollment: Mapping,
     *,
@@ -83,7 +83,7 @@ def build_record(
     profile: Mapping | None,
     cipher: PlatformCipher,
 ) -> tuple[dict[str, str], tuple[str, ...]]:
-    """The record of one enrollment row, and the issue names to count for it.
+    """The report row of one enrollment row, and the issue names to count for it.
 
     ``asks_for_consent`` is the program's flag (see transforms/report.py), not the row's own
     pii_consent_required; ``consent`` is the user's user_consent row for the program (``status``,
@@ -98,20 +98,20 @@ def build_record(
               for field in config.fields if field not in PII_FIELDS}
     if pii:
         values.update(_pii_values(consent, profile, cipher, config.tz, issues))
-    record = {label: _cell(config, label, values.get(field))
+    report_row = {label: _cell(config, label, values.get(field))
               for label, field in zip(config.columns, config.fields) if pii or field not in PII_FIELDS}
-    return record, tuple(issues)
+    return report_row, tuple(issues)
 
 
 def header(asks_for_consent: bool, config: ReportConfig) -> list[str]:
-    """The labels of every record of a program (build_record's keys, in order): all the columns when the
+    """The labels of every report row of a program (build_report_row's keys, in order): all the columns when the
     program asks for consent, else all but the PII ones."""
     return [label for label, field in zip(config.columns, config.fields)
             if asks_for_consent or field not in PII_FIELDS]
 
 
-def sort_key(config: ReportConfig, record: Mapping[str, str]) -> tuple[str, ...]:
-    return tuple(record.get(label, "") for label in config.sort_labels)
+def sort_key(config: ReportConfig, report_row: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(report_row.get(label, "") for label in config.sort_labels)
 
 
 def csv_line(values) -> str:

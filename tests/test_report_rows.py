@@ -9,11 +9,11 @@ from hypothesis import strategies as st
 
 from programusers.crypto import PlatformCipher
 from programusers.model_config import default_model_config
-from programusers.records import (
+from programusers.report_rows import (
     EMAIL_UNDECRYPTABLE,
     PHONE_UNDECRYPTABLE,
     PROFILE_MISSING,
-    build_record,
+    build_report_row,
     csv_line,
     header,
     sort_key,
@@ -55,12 +55,12 @@ def consent(status="ACTIVE", when=UPDATED):
 
 
 def build(row, consent_row=None, profile=PROFILE):
-    return build_record(CONFIG, row, asks_for_consent=bool(row.get("pii_consent_required")), consent=consent_row,
-                        profile=profile, cipher=CIPHER)
+    return build_report_row(CONFIG, row, asks_for_consent=bool(row.get("pii_consent_required")), consent=consent_row,
+                            profile=profile, cipher=CIPHER)
 
 
-def pii_cells(record):
-    return {label: record[label] for label in PII_LABELS}
+def pii_cells(report_row):
+    return {label: report_row[label] for label in PII_LABELS}
 
 
 # --- the PII matrix --------------------------------------------------------------------------
@@ -68,30 +68,30 @@ def pii_cells(record):
 @pytest.mark.parametrize("pii", [False, None])
 @pytest.mark.parametrize("consent_row", [None, consent("active"), consent("revoked")])
 def test_program_without_pii_consent_has_no_pii_columns(pii, consent_row):
-    record, issues = build(enrollment(pii=pii), consent_row)
-    assert not set(PII_LABELS) & set(record)
-    assert list(record) == OPEN_COLUMNS
+    report_row, issues = build(enrollment(pii=pii), consent_row)
+    assert not set(PII_LABELS) & set(report_row)
+    assert list(report_row) == OPEN_COLUMNS
     assert issues == ()
 
 
 def test_pii_program_without_consent_row():
-    record, issues = build(enrollment(), None)
-    assert pii_cells(record) == {NAME: "", PHONE: "", EMAIL: "", FLAG: "No", WHEN: ""}
-    assert list(record) == list(CONFIG.columns)
+    report_row, issues = build(enrollment(), None)
+    assert pii_cells(report_row) == {NAME: "", PHONE: "", EMAIL: "", FLAG: "No", WHEN: ""}
+    assert list(report_row) == list(CONFIG.columns)
     assert issues == ()
 
 
 @pytest.mark.parametrize("status", ["revoked", "inactive", "", None, "active "])
 def test_pii_program_with_inactive_consent(status):
-    record, issues = build(enrollment(), consent(status))
-    assert pii_cells(record) == {NAME: "", PHONE: "", EMAIL: "", FLAG: "No", WHEN: "01/06/2023"}
+    report_row, issues = build(enrollment(), consent(status))
+    assert pii_cells(report_row) == {NAME: "", PHONE: "", EMAIL: "", FLAG: "No", WHEN: "01/06/2023"}
     assert issues == ()
 
 
 @pytest.mark.parametrize("status", ["active", "ACTIVE", "Active"])
 def test_pii_program_with_active_consent(status):
-    record, issues = build(enrollment(), consent(status))
-    assert pii_cells(record) == {NAME: "'Asha Rao'", PHONE: "9876543210", EMAIL: "asha@example.com",
+    report_row, issues = build(enrollment(), consent(status))
+    assert pii_cells(report_row) == {NAME: "'Asha Rao'", PHONE: "9876543210", EMAIL: "asha@example.com",
                                  FLAG: "Yes", WHEN: "01/06/2023"}
     assert issues == ()
 
@@ -100,8 +100,8 @@ def test_consent_date_in_report_time_zone():
     assert CONFIG.time_zone == "Asia/Kolkata"  # the model config's, which the cases below are written for
     aware = datetime(2023, 5, 31, 18, 29, tzinfo=UTC)  # 23:59 in Kolkata
     assert build(enrollment(), consent(when=aware))[0][WHEN] == "31/05/2023"
-    utc = build_record(dataclasses.replace(CONFIG, time_zone="UTC"), enrollment(), asks_for_consent=True,
-                       consent=consent(), profile=PROFILE, cipher=CIPHER)[0]
+    utc = build_report_row(dataclasses.replace(CONFIG, time_zone="UTC"), enrollment(), asks_for_consent=True,
+                           consent=consent(), profile=PROFILE, cipher=CIPHER)[0]
     assert utc[WHEN] == "31/05/2023"
     assert build(enrollment(), consent(when=None))[0][WHEN] == ""
 
@@ -115,22 +115,22 @@ def test_username_skips_blanks(first, last, expected):
 
 
 def test_missing_profile_is_counted():
-    record, issues = build(enrollment(), consent(), None)
-    assert pii_cells(record) == {NAME: "", PHONE: "", EMAIL: "", FLAG: "Yes", WHEN: "01/06/2023"}
+    report_row, issues = build(enrollment(), consent(), None)
+    assert pii_cells(report_row) == {NAME: "", PHONE: "", EMAIL: "", FLAG: "Yes", WHEN: "01/06/2023"}
     assert issues == (PROFILE_MISSING,)
 
 
 def test_undecryptable_fields_are_blank_and_counted():
     profile = {**PROFILE, "email": PlatformCipher("other").encrypt("asha@example.com"), "phone": "garbage"}
-    record, issues = build(enrollment(), consent(), profile)
-    assert (record[EMAIL], record[PHONE], record[NAME]) == ("", "", "'Asha Rao'")
+    report_row, issues = build(enrollment(), consent(), profile)
+    assert (report_row[EMAIL], report_row[PHONE], report_row[NAME]) == ("", "", "'Asha Rao'")
     assert issues == (EMAIL_UNDECRYPTABLE, PHONE_UNDECRYPTABLE)
 
 
 def test_absent_contact_fields_are_blank_without_issue():
     profile = {"firstname": "Asha", "email": ""}
-    record, issues = build(enrollment(), consent(), profile)
-    assert (record[EMAIL], record[PHONE]) == ("", "")
+    report_row, issues = build(enrollment(), consent(), profile)
+    assert (report_row[EMAIL], report_row[PHONE]) == ("", "")
     assert issues == ()
 
 
@@ -142,8 +142,8 @@ def test_profile_is_ignored_unless_consented():
 # --- other columns ---------------------------------------------------------------------------
 
 def test_non_pii_columns():
-    record, _ = build(enrollment(pii=False))
-    assert record == {
+    report_row, _ = build(enrollment(pii=False))
+    assert report_row == {
         "User UUID": "u1", "Program Name": "'Program A'", "Program ID": "PGM-1", "State": "Karnataka",
         "District": "Mysuru", "Block": "B1", "Cluster": "C1", "School Id": "29000001", "School Name": "GHPS",
         "Usertype": "administrator,teacher", "Usersubtype": "HM", "Org Name": "Org",
@@ -153,10 +153,10 @@ def test_non_pii_columns():
 def test_nulls_and_missing_locations_are_blank():
     row = enrollment(pii=False, user_locations=None, program_name=None, organisation_name=None)
     del row["user_type"]
-    record, _ = build(row)
+    report_row, _ = build(row)
     for label in ("State", "District", "Block", "Cluster", "School Id", "School Name",
                   "Program Name", "Org Name", "Usertype"):
-        assert record[label] == ""
+        assert report_row[label] == ""
     assert build(enrollment(pii=False, user_locations={"state_name": "Goa"}))[0]["District"] == ""
 
 
@@ -173,8 +173,8 @@ def test_quote_columns_are_quoted_not_guarded():
     assert build(enrollment(pii=False, program_name="=1+1"))[0]["Program Name"] == "'=1+1'"
     assert build(enrollment(pii=False, program_name=""))[0]["Program Name"] == ""
     phone = {**PROFILE, "phone": CIPHER.encrypt("+919876543210"), "firstname": "-Asha", "lastname": None}
-    record, _ = build(enrollment(), consent(), phone)
-    assert (record[PHONE], record[NAME]) == ("'+919876543210", "'-Asha'")
+    report_row, _ = build(enrollment(), consent(), phone)
+    assert (report_row[PHONE], report_row[NAME]) == ("'+919876543210", "'-Asha'")
 
 
 # --- sorting and CSV ----------------------------------------------------------------------
@@ -185,11 +185,11 @@ def test_sort_order_empty_first_then_code_points():
                          user_locations={"district_name": district, "block_name": block} if district else None)
         return build(row)[0]
 
-    records = [located("u4", "Ārea"), located("u3", "Zeta"), located("u2", "Agra", "b2"),
+    built = [located("u4", "Ārea"), located("u3", "Zeta"), located("u2", "Agra", "b2"),
                located("u1", "Agra", "b1"), located("u6", None), located("u5", "Agra", ""), located("u0", "")]
-    ordered = [r["User UUID"] for r in sorted(records, key=lambda r: sort_key(CONFIG, r))]
+    ordered = [r["User UUID"] for r in sorted(built, key=lambda r: sort_key(CONFIG, r))]
     assert ordered == ["u0", "u6", "u5", "u1", "u2", "u3", "u4"]
-    assert sort_key(CONFIG, records[3]) == ("Agra", "b1", "", "", "u1")
+    assert sort_key(CONFIG, built[3]) == ("Agra", "b1", "", "", "u1")
 
 
 def test_csv_line_is_rfc_4180():
@@ -237,24 +237,24 @@ def encrypted(plain_profile):
 @given(scenarios())
 def test_pii_only_with_active_consent(scenario):
     row, consent_row, plain_profile = scenario
-    record, issues = build(row, consent_row, encrypted(plain_profile))
+    report_row, issues = build(row, consent_row, encrypted(plain_profile))
     pii = bool(row["pii_consent_required"])
-    assert list(record) == (ALL_COLUMNS if pii else OPEN_COLUMNS)
+    assert list(report_row) == (ALL_COLUMNS if pii else OPEN_COLUMNS)
     active = consent_row is not None and (consent_row["status"] or "").lower() == "active"
     if pii and active:
-        assert record[FLAG] == "Yes"
+        assert report_row[FLAG] == "Yes"
         if plain_profile is not None:
             for label, field in ((EMAIL, "email"), (PHONE, "phone")):
-                assert record[label] == (plain_profile[field] or "")
+                assert report_row[label] == (plain_profile[field] or "")
         assert issues == (() if plain_profile is not None else (PROFILE_MISSING,))
     else:
-        assert all(MARK not in cell for cell in record.values())
-        assert all(record.get(label, "") == "" for label in (NAME, PHONE, EMAIL))
+        assert all(MARK not in cell for cell in report_row.values())
+        assert all(report_row.get(label, "") == "" for label in (NAME, PHONE, EMAIL))
         assert issues == ()
 
 
 @pytest.mark.parametrize("asks_for_consent", [True, False])
-def test_the_header_names_the_cells_of_every_record_in_order(asks_for_consent):
-    record, _ = build(enrollment(pii=asks_for_consent), None, None)
-    assert header(asks_for_consent, CONFIG) == list(record)
+def test_the_header_names_the_cells_of_every_report_row_in_order(asks_for_consent):
+    report_row, _ = build(enrollment(pii=asks_for_consent), None, None)
+    assert header(asks_for_consent, CONFIG) == list(report_row)
     assert len(header(asks_for_consent, CONFIG)) == len(CONFIG.columns) - (0 if asks_for_consent else 5)
