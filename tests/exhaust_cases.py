@@ -431,7 +431,8 @@ def expected_counters(scenario) -> dict:
     a = scenario.a
     users = scenario.members(a, district("d-ana"))
     consented = [u for u in users if active_consent(u, a)]
-    return {"enrollments_read": len(scenario.members(a)), "records": len(users), "rows_written": len(users),
+    return {"enrollments_read": len(scenario.members(a)), "report_rows_built": len(users),
+            "report_rows_written": len(users),
             "consents_found": sum(1 for u in users if latest_consent(u, a)),
             "profiles_found": sum(1 for u in consented if u.profile),
             "profile_missing": sum(1 for u in consented if not u.profile), "email_undecryptable": 1}

@@ -189,7 +189,7 @@ def produce(request: JobRequest, job: ExhaustRun) -> str:
     with job.staging.folder(lease_key(request)) as staging_dir:
         totals = _run_through_outages(request, report, job, staging_dir, key.public, deadline)
         _LOG.info("request %s: %s", request.request_id, json.dumps(totals, sort_keys=True))
-        rows_built = totals.get("records", 0)
+        rows_built = totals.get("report_rows_built", 0)
         if not rows_built:
             raise ReportFailure(job_request.NO_DATA_FOUND)
         _check_profiles(totals, job.min_profile_share)

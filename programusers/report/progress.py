@@ -22,8 +22,8 @@ from programusers.report.tally import PUBLISHED, snapshot
 _LOG = logging.getLogger(__name__)
 # The counters a report's progress shows, in the order their steps happen, with a line's words for them.
 STEPS = (("enrollments_read", "enrollment rows read"), ("consents_found", "consents found"),
-         ("profiles_found", "profiles found"), ("records", "report rows built"),
-         ("rows_written", "rows written to sorted shards"))
+         ("profiles_found", "profiles found"), ("report_rows_built", "report rows built"),
+         ("report_rows_written", "rows written to sorted shards"))
 
 
 def published(staging_dir: str) -> dict[str, int]:

@@ -47,7 +47,7 @@ class _LookUpAndBuildFn(beam.DoFn):
         self._config, self._asks_for_consent = config, asks_for_consent
         self._handlers = (consent_handler, profile_handler)
         # A long report shows its progress in these.
-        self._report_rows_built = tally.counter(self.__class__, "records")
+        self._report_rows_built = tally.counter(self.__class__, "report_rows_built")
         self._consents_found = tally.counter(self.__class__, "consents_found")
         self._profiles_found = tally.counter(self.__class__, "profiles_found")
 

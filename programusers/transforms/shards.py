@@ -118,7 +118,7 @@ class _WriteSortedShardsFn(beam.DoFn):
 
     def __init__(self, staging_dir: str, rows_per_shard: int, public_key: bytes):
         self._staging_dir, self._rows_per_shard, self._public_key = staging_dir, rows_per_shard, public_key
-        self._written = tally.counter(self.__class__, "rows_written")
+        self._written = tally.counter(self.__class__, "report_rows_written")
         # The submitter shows the job's progress from what the workers publish beside the shards.
         self._progress = tally.Publisher(staging_dir)
 

@@ -437,7 +437,7 @@ def test_one_request_by_its_id(job_requests, job, produced):
     (0, 10, -1.0, None),  # -1: never
 ])
 def test_a_user_cache_missing_profiles_fails_the_request(found, missing, min_share, fails):
-    totals = {"profiles_found": found, "profile_missing": missing, "records": 10}
+    totals = {"profiles_found": found, "profile_missing": missing, "report_rows_built": 10}
     if fails is None:
         lifecycle._check_profiles(totals, min_share)
     else:

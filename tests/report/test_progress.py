@@ -19,10 +19,10 @@ def until_shown(caplog, line: str) -> None:
 
 
 def test_progress_shows_counts_only_in_the_steps_order(caplog):
-    counter("ns", "records").inc(3)  # before the block: not this request's
+    counter("ns", "report_rows_built").inc(3)  # before the block: not this request's
     with caplog.at_level(logging.INFO, logger="programusers.report.progress"), progress.shown("request R", every=0.05):
         counter("ns", "enrollments_read").inc(1200)
-        counter("ns", "records").inc(7)
+        counter("ns", "report_rows_built").inc(7)
         count("consent_rows_scanned", 5)  # not a step shown
         until_shown(caplog, "request R: 1,200 enrollment rows read, 7 report rows built")
     lines = lines_shown(caplog)
@@ -40,11 +40,11 @@ def test_progress_of_workers_elsewhere_is_what_they_published(tmp_path, caplog):
     assert progress.published(staging) == {"enrollments_read": 40}
     worker.flush()
     # Another worker process's file, beside this one's: the submitter sums them.
-    (tmp_path / "progress-elsewhere.json").write_text('{"enrollments_read": 100, "records": 9}')
-    assert progress.published(staging) == {"enrollments_read": 142, "records": 9}
+    (tmp_path / "progress-elsewhere.json").write_text('{"enrollments_read": 100, "report_rows_built": 9}')
+    assert progress.published(staging) == {"enrollments_read": 142, "report_rows_built": 9}
     with caplog.at_level(logging.INFO, logger="programusers.report.progress"), \
             progress.shown("request R", every=0.05, staging_dir=staging):
-        counter("ns", "records").inc(1000)  # this process's tally is not the job's: not shown
+        counter("ns", "report_rows_built").inc(1000)  # this process's tally is not the job's: not shown
         until_shown(caplog, "request R: 142 enrollment rows read, 9 report rows built")
     lines = lines_shown(caplog)
     assert lines and lines[-1] == "request R: 142 enrollment rows read, 9 report rows built"

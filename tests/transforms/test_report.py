@@ -119,5 +119,5 @@ def test_report_rows_count_their_issues():
     result = p.run()
     result.wait_until_finish()
     counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]}
-    assert counters == {"records": 2, "consents_found": 2, "profiles_found": 1, "profile_missing": 1,
+    assert counters == {"report_rows_built": 2, "consents_found": 2, "profiles_found": 1, "profile_missing": 1,
                         "email_undecryptable": 1}
