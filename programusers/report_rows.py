@@ -99,7 +99,7 @@ def build_report_row(
     if pii:
         values.update(_pii_values(consent, profile, cipher, config.tz, issues))
     report_row = {label: _cell(config, label, values.get(field))
-              for label, field in zip(config.columns, config.fields) if pii or field not in PII_FIELDS}
+                  for label, field in zip(config.columns, config.fields) if pii or field not in PII_FIELDS}
     return report_row, tuple(issues)
 
 
