@@ -145,14 +145,14 @@ class RecordOrigin(NamedTuple):
     timestamp: int | None = None  # the record's Kafka timestamp, epoch millis
 
 
-def dead_letter_record(dead: DeadLetter, payload: bytes | None, origin: RecordOrigin, failed_at: datetime, *,
-                       max_bytes: int = MAX_DEAD_LETTER_BYTES) -> bytes:
+def dead_letter_value(dead: DeadLetter, payload: bytes | None, origin: RecordOrigin, failed_at: datetime, *,
+                      max_bytes: int = MAX_DEAD_LETTER_BYTES) -> bytes:
     """The dead-letter topic's JSON value; `payload` is the original record value (null for a tombstone),
     `origin.timestamp` the original record's Kafka timestamp: a replay stamps an event without
     dates with it, as the ingest did, so replaying stays idempotent. A value over `max_bytes` (JSON
     escapes can make a payload up to six times longer) carries the payload's longest prefix that fits,
     with `payload_truncated` and the original's `payload_bytes`: the whole record stays at its offset."""
-    record = {
+    letter = {
         "reason": dead.reason,
         "field": dead.field,
         "detail": dead.detail,
@@ -163,20 +163,20 @@ def dead_letter_record(dead: DeadLetter, payload: bytes | None, origin: RecordOr
         "timestamp": origin.timestamp,
         "failed_at": _as_utc(failed_at).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
-    value = json.dumps(record).encode()
+    value = json.dumps(letter).encode()
     if len(value) <= max_bytes:
         return value
-    text, record["payload_truncated"], record["payload_bytes"] = record["payload"], True, len(payload)
+    text, letter["payload_truncated"], letter["payload_bytes"] = letter["payload"], True, len(payload)
     fits, cut = 0, len(text)  # the longest prefix that fits, by bisection
     while fits < cut:
         middle = (fits + cut + 1) // 2
-        record["payload"] = text[:middle]
-        if len(json.dumps(record).encode()) <= max_bytes:
+        letter["payload"] = text[:middle]
+        if len(json.dumps(letter).encode()) <= max_bytes:
             fits = middle
         else:
             cut = middle - 1
-    record["payload"] = text[:fits]
-    return json.dumps(record).encode()
+    letter["payload"] = text[:fits]
+    return json.dumps(letter).encode()
 
 
 def _columns(event: dict, stamps: dict[str, datetime | None]) -> dict[str, Any]:

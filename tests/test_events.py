@@ -12,7 +12,7 @@ from programusers.events import (
     EnrollmentUpsert,
     RecordOrigin,
     TimestampError,
-    dead_letter_record,
+    dead_letter_value,
     event_to_mutation,
     parse_event,
     parse_timestamp,
@@ -409,50 +409,50 @@ def test_invalid_json_detail_does_not_echo_the_payload():
     assert PII not in result.detail and "98765" not in result.detail
 
 
-# --- dead-letter record ---
+# --- dead-letter value ---
 
-def test_dead_letter_record():
+def test_dead_letter_value():
     payload = b'{"userId": [1]}\xff'
     dead = parse_event(payload, ARRIVAL)
     failed_at = datetime(2023, 1, 12, 12, 0, 56, 829000, tzinfo=timezone(timedelta(hours=5, minutes=30)))
-    record = json.loads(dead_letter_record(dead, payload, RecordOrigin("dev.ml.programUsers.raw", 3, 1234, 1_673_505_056_000),
-                                           failed_at))
-    assert record == {
+    letter = json.loads(dead_letter_value(dead, payload, RecordOrigin("dev.ml.programUsers.raw", 3, 1234, 1_673_505_056_000),
+                                          failed_at))
+    assert letter == {
         "reason": "invalid_json", "field": None, "detail": dead.detail,
         "payload": '{"userId": [1]}\ufffd', "topic": "dev.ml.programUsers.raw", "partition": 3,
         "offset": 1234, "timestamp": 1_673_505_056_000, "failed_at": "2023-01-12T06:30:56.829Z",
     }
 
 
-def test_dead_letter_record_of_a_tombstone_and_a_naive_time():
+def test_dead_letter_value_of_a_tombstone_and_a_naive_time():
     dead = parse_event(None, ARRIVAL)
-    record = json.loads(dead_letter_record(dead, None, RecordOrigin("t", 0, 7), datetime(2023, 1, 12, 6, 30)))
-    assert record["payload"] is None and record["timestamp"] is None
-    assert record["failed_at"] == "2023-01-12T06:30:00.000Z"
+    letter = json.loads(dead_letter_value(dead, None, RecordOrigin("t", 0, 7), datetime(2023, 1, 12, 6, 30)))
+    assert letter["payload"] is None and letter["timestamp"] is None
+    assert letter["failed_at"] == "2023-01-12T06:30:00.000Z"
 
 
 @given(st.text(min_size=1, max_size=400), st.integers(300, 900))  # above the envelope alone
 def test_a_dead_letter_too_large_carries_the_longest_prefix_of_its_payload_that_fits(text, max_bytes):
     payload = text.encode("utf-8", "surrogatepass")
     dead = DeadLetter("invalid_json", None, "not JSON")
-    value = dead_letter_record(dead, payload, RecordOrigin("t", 0, 7), datetime(2023, 1, 12, 6, 30), max_bytes=max_bytes)
-    record = json.loads(value)
+    value = dead_letter_value(dead, payload, RecordOrigin("t", 0, 7), datetime(2023, 1, 12, 6, 30), max_bytes=max_bytes)
+    letter = json.loads(value)
     whole = payload.decode("utf-8", errors="replace")
-    if record.get("payload_truncated"):
-        kept = record["payload"]
-        assert len(value) <= max_bytes and record["payload_bytes"] == len(payload) and whole.startswith(kept)
-        longer = dict(record, payload=whole[:len(kept) + 1])
+    if letter.get("payload_truncated"):
+        kept = letter["payload"]
+        assert len(value) <= max_bytes and letter["payload_bytes"] == len(payload) and whole.startswith(kept)
+        longer = dict(letter, payload=whole[:len(kept) + 1])
         assert len(json.dumps(longer).encode()) > max_bytes  # not a character more would fit
     else:
-        assert record["payload"] == whole and len(value) <= max_bytes
+        assert letter["payload"] == whole and len(value) <= max_bytes
 
 
 def test_a_two_megabyte_event_gives_a_dead_letter_kafka_takes():
     payload = b'{"userId": "' + b"\x01" * 700_000 + b'"'
-    value = dead_letter_record(parse_event(payload, ARRIVAL), payload, RecordOrigin("t", 0, 7), datetime(2023, 1, 12, 6, 30))
-    record = json.loads(value)
-    assert len(value) <= 900_000 < len(payload) * 2 and record["payload_truncated"]
-    assert record["payload_bytes"] == len(payload) and record["offset"] == 7
+    value = dead_letter_value(parse_event(payload, ARRIVAL), payload, RecordOrigin("t", 0, 7), datetime(2023, 1, 12, 6, 30))
+    letter = json.loads(value)
+    assert len(value) <= 900_000 < len(payload) * 2 and letter["payload_truncated"]
+    assert letter["payload_bytes"] == len(payload) and letter["offset"] == 7
 
 
 # --- properties ---

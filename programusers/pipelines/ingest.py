@@ -159,7 +159,7 @@ def dead_letter_message(record: KafkaRecord, dead: events.DeadLetter, failed_at:
     """The dead-letter topic's (key, value): the record's own key, else its coordinates, and SPEC's JSON."""
     key = record.key if record.key is not None else f"{record.topic}/{record.partition}/{record.offset}".encode()
     origin = events.RecordOrigin(record.topic, record.partition, record.offset, record.timestamp)
-    return key, events.dead_letter_record(dead, record.value, origin, failed_at)
+    return key, events.dead_letter_value(dead, record.value, origin, failed_at)
 
 
 class _ParseFn(beam.DoFn):
