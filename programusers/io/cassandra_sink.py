@@ -112,6 +112,10 @@ class Statements(Protocol):
     def partition(self, mutation) -> Hashable:
         """The mutation's partition: mutations of one partition may be sent as one batch."""
 
+    def routing_key(self, mutation) -> bytes:
+        """The mutation's partition key as Cassandra serializes it, for token-aware routing when its statement's
+        bind markers do not show the key (INSERT ... JSON ?); other statements are routed by the driver."""
+
 
 def is_transient(error: BaseException) -> bool:
     return isinstance(error, _TRANSIENT)
@@ -337,12 +341,16 @@ class _Writer:
         self._in_flight.append(write)
 
     def _request(self, items: list[_Item]):
-        if len(items) == 1:
-            return self._bind(items[0])
+        statements = [self._bind(item) for item in items]
+        if len(statements) == 1 and statements[0].routing_key is not None:
+            return statements[0]
         batch = BatchStatement(BatchType.UNLOGGED, consistency_level=self._consistency)
         batch.is_idempotent = True  # every statement is stamped
-        for item in items:
-            batch.add(self._bind(item))
+        for statement in statements:
+            batch.add(statement)
+        if batch.routing_key is None:  # the driver routes by the first statement's key, which INSERT ... JSON hides
+            batch.routing_key = self._statements.routing_key(items[0].mutation)
+            batch.keyspace = statements[0].keyspace
         return batch
 
     def _bind(self, item: _Item):

@@ -349,8 +349,8 @@ def test_a_programs_mutations_go_as_batches_each_with_its_own_timestamp(cassandr
 
 @pytest.mark.services
 def test_every_request_is_routed_to_its_programs_replicas(cassandra_session, test_schema, unique):
-    # Token-aware routing sends each write, and each batch by its first statement, to a replica of its
-    # program: a write sent elsewhere is forwarded, a hop more.
+    # An INSERT ... JSON hides the partition key from the driver: without a routing key set by the sink,
+    # token-aware routing would send the write to any node, which then forwards it.
     keyspace, program = test_schema["programs_keyspace"], f"p-{unique}"
     session = FlakySession(cassandra_session, failures=0)
     mutations = [upsert(program, f"u{i}", T0) for i in range(3)] + [EnrollmentDelete(program, "u9", T0)]
