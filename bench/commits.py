@@ -60,9 +60,9 @@ def command(tree: Path, *argv: str) -> subprocess.CompletedProcess:
 def run(tree: Path, program_id: str, size: int, output: Path, store: str = "local", container: str = "") -> dict:
     """One exhaust of the program; its report in `output`, or for an object store (the stack's Azurite or
     S3 server) under `output`'s name in `container`, then fetched into `output`."""
-    stores = ["--programs-keyspace", keyspace(size), "--consent-keyspace", keyspace(size),
-              "--job-request-table", "bench_commits_requests"]
-    for step in (["init", *stores], ["submit", "--program-id", program_id, "--requested-by", "bench", *stores]):
+    requests = ["--job-request-table", "bench_commits_requests"]
+    stores = ["--programs-keyspace", keyspace(size), "--consent-keyspace", keyspace(size), *requests]
+    for step in (["init", *stores], ["submit", "--program-id", program_id, "--requested-by", "bench", *requests]):
         done = command(tree, *step)
         if done.returncode:
             raise SystemExit(f"{step[0]} failed at {tree.name}: {done.stderr[-2000:]}")
